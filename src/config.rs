@@ -1,0 +1,734 @@
+//! Flags and environment into one typed [`Config`]; all validation lives here.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the in-cluster service account's files are mounted.
+pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// Everything the daemon needs to know, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// How often the collector refreshes the workload index.
+    pub collector_period: Duration,
+    /// How often the reloader asks Vault for versions.
+    pub reloader_period: Duration,
+    /// Lowest level logged.
+    pub log_level: log::LevelFilter,
+    /// One JSON object per log line instead of `key=value` text.
+    pub json_log: bool,
+    /// Address of the health and metrics listener, e.g. `0.0.0.0:8080`.
+    pub listen_address: String,
+    /// Only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Never these namespaces.
+    pub exclude_namespaces: Vec<String>,
+    /// How to reach the Kubernetes API server.
+    pub kube: KubeSettings,
+    /// The Vault server for `vault:` references.
+    pub vault: VaultSettings,
+    /// The OpenBao server for `bao:` references, when `BAO_ADDR` is set;
+    /// otherwise `bao:` references go to `vault`.
+    pub bao: Option<VaultSettings>,
+}
+
+/// Kubernetes API access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// Base URL, e.g. `https://10.0.0.1:443`.
+    pub api_url: String,
+    /// File holding the bearer token; re-read as it rotates.
+    pub token_file: PathBuf,
+    /// PEM file of the API server's CA; `None` trusts public roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// One Vault (or OpenBao) server and how to log in to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultSettings {
+    /// Base URL, e.g. `https://vault:8200`.
+    pub addr: String,
+    /// How a token is obtained.
+    pub auth: VaultAuth,
+    /// Sent as `X-Vault-Namespace` when set.
+    pub namespace: Option<String>,
+    /// PEM file of the server's CA.
+    pub ca_file: Option<PathBuf>,
+    /// A Kubernetes Secret `(namespace, name)` whose `ca.crt` is the server's
+    /// CA; a `None` namespace means the daemon's own.
+    pub ca_secret: Option<(Option<String>, String)>,
+    /// Accept any server certificate.
+    pub skip_verify: bool,
+    /// Time limit of each request.
+    pub timeout: Duration,
+    /// Log a missing secret path as a warning instead of an error.
+    pub ignore_missing: bool,
+}
+
+/// How the daemon obtains its Vault token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultAuth {
+    /// A fixed token.
+    Token(Redacted),
+    /// Log in with the service-account token at `auth/MOUNT/login`.
+    Login {
+        /// `kubernetes` or `jwt`, for messages.
+        method: &'static str,
+        /// The Vault role.
+        role: String,
+        /// The auth mount path, e.g. `kubernetes`.
+        mount: String,
+    },
+}
+
+/// A secret string whose `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run(Box<Config>),
+    /// Print the help text and exit 0.
+    Help,
+    /// Print the version and exit 0.
+    Version,
+}
+
+/// A flag or environment value that cannot be used; the text names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn bad(what: impl Into<String>) -> ConfigError {
+    ConfigError(what.into())
+}
+
+/// The help text: every flag and environment variable with its default.
+pub const HELP: &str = "\
+vault-secrets-reloader: rolls out Deployments, DaemonSets and StatefulSets when
+the Vault/OpenBao secrets they use get a new version.
+
+USAGE: vault-secrets-reloader [FLAGS]
+
+FLAGS (Go duration syntax: 30s, 1m, 1h30m):
+  --collector-sync-period DURATION  how often workloads are collected [default: 30s]
+  --reloader-run-period DURATION    how often Vault is checked for new versions [default: 60s]
+  --log-level LEVEL                 debug, info, warn or error [default: info]
+  --enable-json-log                 one JSON object per log line [default: off]
+  --namespaces A,B                  only these namespaces [default: all; env NAMESPACES]
+  --exclude-namespaces C,D          never these namespaces [env EXCLUDE_NAMESPACES]
+  --kube-api-url URL                API server [env KUBE_API_URL; default: in-cluster
+                                    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
+  --kube-token-file PATH            bearer token [env KUBE_TOKEN_FILE;
+                                    default: /var/run/secrets/kubernetes.io/serviceaccount/token]
+  --kube-ca-file PATH               API server CA [env KUBE_CA_FILE;
+                                    default: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt]
+  -h, --help                        this text
+  -V, --version                     the version
+
+ENVIRONMENT:
+  LISTEN_ADDRESS               health and metrics listener [default: :8080]
+  VAULT_ADDR                   Vault server [default: https://vault:8200]
+  VAULT_AUTH_METHOD            kubernetes, jwt or token [default: jwt, or token when
+                               VAULT_TOKEN is set]
+  VAULT_TOKEN                  token for the token method
+  VAULT_ROLE                   role for the kubernetes and jwt methods (required for them)
+  VAULT_PATH                   auth mount of the kubernetes and jwt methods [default: kubernetes]
+  VAULT_NAMESPACE              sent as X-Vault-Namespace [default: none]
+  VAULT_CACERT                 PEM file of Vault's CA [default: public roots]
+  VAULT_TLS_SECRET             Kubernetes Secret whose ca.crt is Vault's CA [default: none]
+  VAULT_TLS_SECRET_NS          its namespace [default: the reloader's own]
+  VAULT_SKIP_VERIFY            true: accept any certificate (logs a warning) [default: false]
+  VAULT_CLIENT_TIMEOUT         time limit of each Vault request [default: 10s]
+  VAULT_IGNORE_MISSING_SECRETS true: a missing secret path is a warning, not an error
+                               [default: false]
+  BAO_ADDR, BAO_*              when BAO_ADDR is set, bao: references are checked against
+                               this OpenBao server; each BAO_X not set takes VAULT_X
+  POD_NAMESPACE                the reloader's own namespace [default: read from the
+                               service account]
+";
+
+/// Parses the command line (without the program name) and the environment.
+pub fn parse(
+    args: Vec<std::ffi::OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Command, ConfigError> {
+    let args = args.into_iter().map(double_dash).collect();
+    let (args, json_log) = take_bool_flag(args, "--enable-json-log")?;
+    let mut args = pico_args::Arguments::from_vec(args);
+    if args.contains(["-h", "--help"]) {
+        return Ok(Command::Help);
+    }
+    if args.contains(["-V", "--version"]) {
+        return Ok(Command::Version);
+    }
+    let collector_period = period(&mut args, "--collector-sync-period", "30s")?;
+    let reloader_period = period(&mut args, "--reloader-run-period", "60s")?;
+    let log_level = match text_flag(&mut args, "--log-level")?.as_deref() {
+        None | Some("info") => log::LevelFilter::Info,
+        Some("debug") => log::LevelFilter::Debug,
+        Some("warn") | Some("warning") => log::LevelFilter::Warn,
+        Some("error") => log::LevelFilter::Error,
+        Some(other) => {
+            return Err(bad(format!(
+                "--log-level: '{other}' is not one of debug, info, warn, error"
+            )))
+        }
+    };
+    let namespaces = list(text_flag(&mut args, "--namespaces")?.or_else(|| env("NAMESPACES")));
+    let exclude_namespaces =
+        list(text_flag(&mut args, "--exclude-namespaces")?.or_else(|| env("EXCLUDE_NAMESPACES")));
+    let kube = kube_settings(
+        text_flag(&mut args, "--kube-api-url")?,
+        text_flag(&mut args, "--kube-token-file")?,
+        text_flag(&mut args, "--kube-ca-file")?,
+        env,
+    )?;
+    let rest = args.finish();
+    if let Some(first) = rest.first() {
+        return Err(bad(format!(
+            "unexpected argument '{}' (see --help)",
+            first.to_string_lossy()
+        )));
+    }
+    let listen_address = listen_address(env("LISTEN_ADDRESS"))?;
+    let vault = vault_settings("VAULT_", env)?;
+    let bao = match env("BAO_ADDR") {
+        Some(addr) if !addr.is_empty() => {
+            let with_fallback =
+                |name: &str| env(name).or_else(|| env(&name.replacen("BAO_", "VAULT_", 1)));
+            Some(vault_settings("BAO_", &with_fallback)?)
+        }
+        _ => None,
+    };
+    Ok(Command::Run(Box::new(Config {
+        collector_period,
+        reloader_period,
+        log_level,
+        json_log,
+        listen_address,
+        namespaces,
+        exclude_namespaces,
+        kube,
+        vault,
+        bao,
+    })))
+}
+
+/// Go's flag package accepts `-name` for `--name`; spell it the long way.
+fn double_dash(arg: std::ffi::OsString) -> std::ffi::OsString {
+    match arg.to_str() {
+        Some(text) if text.len() > 2 && text.starts_with('-') && !text.starts_with("--") => {
+            format!("-{text}").into()
+        }
+        _ => arg,
+    }
+}
+
+/// Removes a Go-style boolean flag (`--name` or `--name=true|false`) from
+/// `args`, returning whether it was set.
+fn take_bool_flag(
+    args: Vec<std::ffi::OsString>,
+    name: &str,
+) -> Result<(Vec<std::ffi::OsString>, bool), ConfigError> {
+    let mut value = false;
+    let mut kept = Vec::with_capacity(args.len());
+    for arg in args {
+        let text = arg.to_string_lossy();
+        match text.strip_prefix(name) {
+            Some("") => value = true,
+            Some(assigned) if assigned.starts_with('=') => {
+                value = parse_bool(name, &assigned[1..])?;
+            }
+            _ => kept.push(arg),
+        }
+    }
+    Ok((kept, value))
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "yes" | "on" => Ok(true),
+        "0" | "f" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(bad(format!("{name}: '{value}' is not true or false"))),
+    }
+}
+
+fn text_flag(
+    args: &mut pico_args::Arguments,
+    name: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    args.opt_value_from_str(name)
+        .map_err(|e| bad(format!("{name}: {e}")))
+}
+
+fn period(
+    args: &mut pico_args::Arguments,
+    name: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let text = text_flag(args, name)?.unwrap_or_else(|| default.to_string());
+    let value = parse_duration(&text).map_err(|why| bad(format!("{name}: {why}")))?;
+    if value < Duration::from_secs(1) {
+        return Err(bad(format!("{name}: '{text}' is shorter than 1s")));
+    }
+    Ok(value)
+}
+
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn kube_settings(
+    api_url: Option<String>,
+    token_file: Option<String>,
+    ca_file: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<KubeSettings, ConfigError> {
+    let explicit_url = api_url.or_else(|| env("KUBE_API_URL"));
+    let in_cluster = explicit_url.is_none();
+    let api_url = match explicit_url {
+        Some(url) => url,
+        None => match (
+            env("KUBERNETES_SERVICE_HOST"),
+            env("KUBERNETES_SERVICE_PORT"),
+        ) {
+            (Some(host), port) => {
+                let port = port.unwrap_or_else(|| "443".into());
+                if host.contains(':') {
+                    format!("https://[{host}]:{port}")
+                } else {
+                    format!("https://{host}:{port}")
+                }
+            }
+            (None, _) => {
+                return Err(bad(
+                    "not running in a cluster (KUBERNETES_SERVICE_HOST unset): \
+                     set --kube-api-url or KUBE_API_URL",
+                ))
+            }
+        },
+    };
+    let api_url = base_url("--kube-api-url", &api_url)?;
+    let token_file = token_file
+        .or_else(|| env("KUBE_TOKEN_FILE"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR).join("token"));
+    // Outside a cluster without a CA file, the API server's certificate must
+    // chain to a public root.
+    let ca_file = ca_file
+        .or_else(|| env("KUBE_CA_FILE"))
+        .map(PathBuf::from)
+        .or_else(|| in_cluster.then(|| PathBuf::from(SERVICE_ACCOUNT_DIR).join("ca.crt")));
+    Ok(KubeSettings {
+        api_url,
+        token_file,
+        ca_file,
+    })
+}
+
+/// An `http(s)://host[:port]` URL without a trailing slash.
+fn base_url(name: &str, url: &str) -> Result<String, ConfigError> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let rest = trimmed
+        .strip_prefix("https://")
+        .or_else(|| trimmed.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(trimmed.to_string())
+        }
+        _ => Err(bad(format!(
+            "{name}: '{url}' is not an http:// or https:// URL"
+        ))),
+    }
+}
+
+fn listen_address(value: Option<String>) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| ":8080".into());
+    let full = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.clone()
+    };
+    full.parse::<std::net::SocketAddr>().map_err(|_| {
+        bad(format!(
+            "LISTEN_ADDRESS: '{value}' is not HOST:PORT or :PORT"
+        ))
+    })?;
+    Ok(full)
+}
+
+fn vault_settings(
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<VaultSettings, ConfigError> {
+    let var = |name: &str| env(&format!("{prefix}{name}")).filter(|v| !v.is_empty());
+    let name = |n: &str| format!("{prefix}{n}");
+    let addr = base_url(
+        &name("ADDR"),
+        &var("ADDR").unwrap_or_else(|| "https://vault:8200".into()),
+    )?;
+    let token = var("TOKEN");
+    let method = var("AUTH_METHOD");
+    let auth = match (method.as_deref(), token) {
+        (Some("token"), Some(token)) | (None, Some(token)) => VaultAuth::Token(Redacted(token)),
+        (Some("token"), None) => {
+            return Err(bad(format!(
+                "{}=token needs {}",
+                name("AUTH_METHOD"),
+                name("TOKEN")
+            )))
+        }
+        (m @ (Some("kubernetes" | "jwt") | None), _) => {
+            let method = if m == Some("kubernetes") {
+                "kubernetes"
+            } else {
+                "jwt"
+            };
+            let role = var("ROLE").ok_or_else(|| {
+                bad(format!(
+                    "{} is required for the {method} auth method (or set {})",
+                    name("ROLE"),
+                    name("TOKEN")
+                ))
+            })?;
+            VaultAuth::Login {
+                method,
+                role,
+                mount: var("PATH")
+                    .unwrap_or_else(|| "kubernetes".into())
+                    .trim_matches('/')
+                    .to_string(),
+            }
+        }
+        (Some(other), _) => {
+            return Err(bad(format!(
+                "{}: '{other}' is not one of kubernetes, jwt, token",
+                name("AUTH_METHOD")
+            )))
+        }
+    };
+    let bool_var = |n: &str| match var(n) {
+        Some(v) => parse_bool(&name(n), &v),
+        None => Ok(false),
+    };
+    let timeout = match var("CLIENT_TIMEOUT") {
+        Some(text) => parse_duration(&text)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                bad(format!(
+                    "{}: '{text}' is not a positive duration",
+                    name("CLIENT_TIMEOUT")
+                ))
+            })?,
+        None => Duration::from_secs(10),
+    };
+    Ok(VaultSettings {
+        addr,
+        auth,
+        namespace: var("NAMESPACE"),
+        ca_file: var("CACERT").map(PathBuf::from),
+        ca_secret: var("TLS_SECRET").map(|secret| (var("TLS_SECRET_NS"), secret)),
+        skip_verify: bool_var("SKIP_VERIFY")?,
+        timeout,
+        ignore_missing: bool_var("IGNORE_MISSING_SECRETS")?,
+    })
+}
+
+/// Parses a Go duration such as `300ms`, `1.5h` or `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("'{text}' is not a duration like 30s, 1m or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() || text.starts_with('-') {
+        return Err(invalid());
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let args = args.iter().map(std::ffi::OsString::from).collect();
+        match parse(args, &|name| env.get(name).cloned())? {
+            Command::Run(config) => Ok(*config),
+            other => panic!("expected a config, got {other:?}"),
+        }
+    }
+
+    const IN_CLUSTER: &[(&str, &str)] = &[
+        ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "443"),
+        ("VAULT_ROLE", "reloader"),
+    ];
+
+    #[test]
+    fn defaults_match_the_original_tool() {
+        let config = run(&[], IN_CLUSTER).unwrap();
+        assert_eq!(config.collector_period, Duration::from_secs(30));
+        assert_eq!(config.reloader_period, Duration::from_secs(60));
+        assert_eq!(config.log_level, log::LevelFilter::Info);
+        assert!(!config.json_log);
+        assert_eq!(config.listen_address, "0.0.0.0:8080");
+        assert_eq!(config.kube.api_url, "https://10.96.0.1:443");
+        assert_eq!(
+            config.kube.token_file,
+            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
+        );
+        assert_eq!(config.vault.addr, "https://vault:8200");
+        assert_eq!(
+            config.vault.auth,
+            VaultAuth::Login {
+                method: "jwt",
+                role: "reloader".into(),
+                mount: "kubernetes".into()
+            }
+        );
+        assert_eq!(config.vault.timeout, Duration::from_secs(10));
+        assert!(!config.vault.skip_verify && !config.vault.ignore_missing);
+        assert!(config.bao.is_none());
+    }
+
+    #[test]
+    fn reads_go_style_flags() {
+        let config = run(
+            &[
+                "--collector-sync-period=2s",
+                "-reloader-run-period",
+                "1m30s",
+                "--log-level",
+                "debug",
+                "--enable-json-log=true",
+                "--kube-api-url",
+                "https://127.0.0.1:6443/",
+                "--namespaces",
+                "a, b,",
+            ],
+            &[("VAULT_TOKEN", "s.x"), ("LISTEN_ADDRESS", "127.0.0.1:9000")],
+        )
+        .unwrap();
+        assert_eq!(config.collector_period, Duration::from_secs(2));
+        assert_eq!(config.reloader_period, Duration::from_secs(90));
+        assert_eq!(config.log_level, log::LevelFilter::Debug);
+        assert!(config.json_log);
+        assert_eq!(config.kube.api_url, "https://127.0.0.1:6443");
+        assert_eq!(config.namespaces, vec!["a", "b"]);
+        assert_eq!(config.listen_address, "127.0.0.1:9000");
+        assert_eq!(config.vault.auth, VaultAuth::Token(Redacted("s.x".into())));
+    }
+
+    #[test]
+    fn bao_settings_fall_back_to_vault_ones() {
+        let mut env = IN_CLUSTER.to_vec();
+        env.extend([
+            ("BAO_ADDR", "http://127.0.0.1:8201"),
+            ("VAULT_CLIENT_TIMEOUT", "3s"),
+            ("BAO_AUTH_METHOD", "kubernetes"),
+        ]);
+        let bao = run(&[], &env).unwrap().bao.unwrap();
+        assert_eq!(bao.addr, "http://127.0.0.1:8201");
+        assert_eq!(bao.timeout, Duration::from_secs(3));
+        assert_eq!(
+            bao.auth,
+            VaultAuth::Login {
+                method: "kubernetes",
+                role: "reloader".into(),
+                mount: "kubernetes".into()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_values_name_what_is_wrong() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
+            (
+                &["--collector-sync-period", "soon"],
+                IN_CLUSTER,
+                "--collector-sync-period",
+            ),
+            (
+                &["--reloader-run-period=500ms"],
+                IN_CLUSTER,
+                "shorter than 1s",
+            ),
+            (&["--log-level", "loud"], IN_CLUSTER, "--log-level"),
+            (
+                &["--enable-json-log=maybe"],
+                IN_CLUSTER,
+                "--enable-json-log",
+            ),
+            (&["--what"], IN_CLUSTER, "unexpected argument '--what'"),
+            (&[], &[("VAULT_TOKEN", "t")], "KUBE_API_URL"),
+            (
+                &["--kube-api-url", "ftp://x"],
+                &[("VAULT_TOKEN", "t")],
+                "--kube-api-url",
+            ),
+            (&[], &IN_CLUSTER[..2], "VAULT_ROLE is required"),
+            (
+                &[],
+                &[IN_CLUSTER[0], ("VAULT_AUTH_METHOD", "token")],
+                "needs VAULT_TOKEN",
+            ),
+            (
+                &[],
+                &[IN_CLUSTER[0], ("VAULT_AUTH_METHOD", "ldap")],
+                "VAULT_AUTH_METHOD",
+            ),
+            (
+                &[],
+                &[
+                    IN_CLUSTER[0],
+                    IN_CLUSTER[2],
+                    ("VAULT_SKIP_VERIFY", "yes please"),
+                ],
+                "VAULT_SKIP_VERIFY",
+            ),
+            (
+                &[],
+                &[IN_CLUSTER[0], IN_CLUSTER[2], ("VAULT_CLIENT_TIMEOUT", "0s")],
+                "VAULT_CLIENT_TIMEOUT",
+            ),
+            (
+                &[],
+                &[IN_CLUSTER[0], IN_CLUSTER[2], ("VAULT_ADDR", "vault:8200")],
+                "VAULT_ADDR",
+            ),
+            (
+                &[],
+                &[IN_CLUSTER[0], IN_CLUSTER[2], ("LISTEN_ADDRESS", "8080")],
+                "LISTEN_ADDRESS",
+            ),
+        ];
+        for (args, env, expected) in cases {
+            let error = run(args, env).expect_err(expected).0;
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        let parse_args = |a: &str| parse(vec![a.into()], &|_| None).unwrap();
+        assert!(matches!(parse_args("--help"), Command::Help));
+        assert!(matches!(parse_args("-V"), Command::Version));
+    }
+
+    #[test]
+    fn help_lists_every_setting() {
+        for name in [
+            "--collector-sync-period",
+            "--reloader-run-period",
+            "--log-level",
+            "--enable-json-log",
+            "--namespaces",
+            "--exclude-namespaces",
+            "--kube-api-url",
+            "--kube-token-file",
+            "--kube-ca-file",
+            "LISTEN_ADDRESS",
+            "VAULT_ADDR",
+            "VAULT_AUTH_METHOD",
+            "VAULT_TOKEN",
+            "VAULT_ROLE",
+            "VAULT_PATH",
+            "VAULT_NAMESPACE",
+            "VAULT_CACERT",
+            "VAULT_TLS_SECRET",
+            "VAULT_TLS_SECRET_NS",
+            "VAULT_SKIP_VERIFY",
+            "VAULT_CLIENT_TIMEOUT",
+            "VAULT_IGNORE_MISSING_SECRETS",
+            "BAO_ADDR",
+            "POD_NAMESPACE",
+        ] {
+            assert!(HELP.contains(name), "--help misses {name}");
+        }
+    }
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("30s", 30_000),
+            ("1m", 60_000),
+            ("1h30m", 5_400_000),
+            ("1.5h", 5_400_000),
+            ("300ms", 300),
+            ("2m0.5s", 120_500),
+            ("0", 0),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for text in ["", "30", "s", "-1s", "1x", "1..5s", "1h 30m", "1e3s"] {
+            assert!(parse_duration(text).is_err(), "{text} should be rejected");
+        }
+    }
+
+    #[test]
+    fn tokens_do_not_show_in_debug_output() {
+        let config = run(&[], &[IN_CLUSTER[0], ("VAULT_TOKEN", "hvs.very-secret")]).unwrap();
+        assert!(!format!("{config:?}").contains("very-secret"));
+    }
+}

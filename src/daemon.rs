@@ -1,0 +1,225 @@
+//! The loop: one thread, a one-second tick, a collector pass and a reloader
+//! pass when each is due, and between requests the listener and signals.
+
+use crate::collector::{Collector, Index};
+use crate::kube::Kube;
+use crate::metrics::Metrics;
+use crate::pace::Duties;
+use crate::reloader::Reloader;
+use crate::serve::{Answer, Server};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TICK: Duration = Duration::from_secs(1);
+/// How often the idle loop looks at the listener and the signal flags.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Flags the signal handlers set.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// SIGTERM or SIGINT: stop at the next request boundary.
+    pub stop: Arc<AtomicBool>,
+    /// SIGHUP: run both passes now.
+    pub run_now: Arc<AtomicBool>,
+}
+
+impl Signals {
+    /// Registers the handlers (they only set flags).
+    pub fn install() -> std::io::Result<Signals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let signals = Signals::default();
+        signal_hook::flag::register(SIGTERM, Arc::clone(&signals.stop))?;
+        signal_hook::flag::register(SIGINT, Arc::clone(&signals.stop))?;
+        signal_hook::flag::register(SIGHUP, Arc::clone(&signals.run_now))?;
+        Ok(signals)
+    }
+}
+
+/// The parts the loop drives.
+pub struct Daemon {
+    /// The API server client.
+    pub kube: Kube,
+    /// The collector.
+    pub collector: Collector,
+    /// The reloader.
+    pub reloader: Reloader,
+    /// The health listener, if one could be bound.
+    pub server: Option<Server>,
+    /// Signal flags.
+    pub signals: Signals,
+    /// Collector period.
+    pub collector_period: Duration,
+    /// Reloader period.
+    pub reloader_period: Duration,
+}
+
+/// Whether the last passes reached their servers, for `/readyz`.
+#[derive(Default)]
+struct Readiness {
+    collected: bool,
+    reloaded: bool,
+}
+
+/// What a pass needs to keep the loop's duties: the listener and the flags.
+struct Between<'a> {
+    server: &'a mut Option<Server>,
+    stop: &'a AtomicBool,
+    metrics: &'a Metrics,
+    readiness: &'a Readiness,
+}
+
+impl Between<'_> {
+    fn serve(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            let (metrics, readiness) = (self.metrics, self.readiness);
+            server.poll(&|path| answer(path, metrics, readiness));
+        }
+    }
+}
+
+impl Duties for Between<'_> {
+    fn keep_going(&mut self) -> bool {
+        self.serve();
+        !self.stop.load(Ordering::Relaxed)
+    }
+}
+
+fn answer(path: &str, metrics: &Metrics, readiness: &Readiness) -> Answer {
+    match path {
+        "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
+        "/readyz" if readiness.collected && readiness.reloaded => {
+            (200, "text/plain", "ok\n".into())
+        }
+        "/readyz" => (
+            503,
+            "text/plain",
+            "not ready: the last pass did not reach its server\n".into(),
+        ),
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
+        _ => (404, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Periods as whole ticks (at least one).
+fn ticks(period: Duration) -> u64 {
+    (period.as_millis() as u64)
+        .div_ceil(TICK.as_millis() as u64)
+        .max(1)
+}
+
+impl Daemon {
+    /// Runs until SIGTERM or SIGINT; returns the exit code.
+    pub fn run(self) -> i32 {
+        let Daemon {
+            mut kube,
+            mut collector,
+            mut reloader,
+            mut server,
+            signals,
+            collector_period,
+            reloader_period,
+        } = self;
+        let collect_every = ticks(collector_period);
+        let reload_every = ticks(reloader_period);
+        let mut index = Index::new();
+        let mut metrics = Metrics::default();
+        let mut readiness = Readiness::default();
+        let start = Instant::now();
+        let (mut next_collect, mut next_reload) = (0u64, 0u64);
+        while !signals.stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let tick = (started - start).as_millis() as u64 / TICK.as_millis() as u64;
+            let run_now = signals.run_now.swap(false, Ordering::Relaxed);
+            if run_now {
+                log::info!("SIGHUP: running both passes now");
+            }
+            if run_now || tick >= next_collect {
+                next_collect = tick + collect_every;
+                crate::logging::set_worker("collector");
+                let mut between = Between {
+                    server: &mut server,
+                    stop: &signals.stop,
+                    metrics: &metrics,
+                    readiness: &readiness,
+                };
+                let report = collector.pass(&mut kube, &mut index, &mut between);
+                if !report.interrupted {
+                    let ok = report.failures == 0;
+                    readiness.collected = ok;
+                    metrics.collector.record(ok, started.elapsed());
+                    metrics.watched_workloads = index.len();
+                }
+            }
+            if run_now || tick >= next_reload {
+                next_reload = tick + reload_every;
+                crate::logging::set_worker("reloader");
+                let pass_started = Instant::now();
+                let mut between = Between {
+                    server: &mut server,
+                    stop: &signals.stop,
+                    metrics: &metrics,
+                    readiness: &readiness,
+                };
+                let report = reloader.pass(&mut kube, &mut index, &mut between);
+                for id in &report.reloaded {
+                    *metrics.reloads.entry(id.clone()).or_default() += 1;
+                }
+                if !report.interrupted {
+                    let ok = report.vault_failures == 0 && report.patch_failures == 0;
+                    readiness.reloaded =
+                        report.vault_failures < report.secrets || report.secrets == 0;
+                    metrics.reloader.record(ok, pass_started.elapsed());
+                    metrics.secrets = report.secrets;
+                    metrics.vault_lookups_failed += report.vault_failures as u64;
+                    metrics.vault_lookups_ok += (report.secrets - report.vault_failures) as u64;
+                    metrics.watched_workloads = index.len();
+                }
+            }
+            crate::logging::set_worker("main");
+            let mut between = Between {
+                server: &mut server,
+                stop: &signals.stop,
+                metrics: &metrics,
+                readiness: &readiness,
+            };
+            let next_tick = start + TICK * (tick + 1) as u32;
+            while Instant::now() < next_tick
+                && !signals.stop.load(Ordering::Relaxed)
+                && !signals.run_now.load(Ordering::Relaxed)
+            {
+                between.serve();
+                std::thread::sleep(IDLE_POLL);
+            }
+        }
+        log::info!("stopping");
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_become_whole_ticks() {
+        assert_eq!(ticks(Duration::from_secs(30)), 30);
+        assert_eq!(ticks(Duration::from_millis(1500)), 2);
+        assert_eq!(ticks(Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn readiness_needs_both_passes() {
+        let metrics = Metrics::default();
+        let mut readiness = Readiness::default();
+        assert_eq!(answer("/healthz", &metrics, &readiness).0, 200);
+        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
+        readiness.collected = true;
+        readiness.reloaded = true;
+        assert_eq!(answer("/readyz", &metrics, &readiness).0, 200);
+        assert_eq!(answer("/nope", &metrics, &readiness).0, 404);
+        assert!(answer("/metrics", &metrics, &readiness)
+            .2
+            .contains("watched_workloads 0"));
+    }
+}

@@ -1,0 +1,124 @@
+//! The one error type shared by the Kubernetes and Vault clients.
+
+use std::fmt;
+
+/// Why a request to the API server or to Vault did not give a usable answer.
+///
+/// Messages never contain a token or a secret value: server messages are
+/// kept only from error bodies, and those are truncated.
+#[derive(Debug)]
+pub enum Error {
+    /// The server could not be reached, or the connection failed or timed out.
+    Transport(String),
+    /// 404: the object or path does not exist.
+    NotFound,
+    /// 409: a precondition (resourceVersion) no longer holds.
+    Conflict,
+    /// 410: a watch's resourceVersion is too old; a full list is needed.
+    Gone,
+    /// 401 or 403: the credentials were refused.
+    Denied(u16),
+    /// Any other status that is not a success.
+    Status { code: u16, message: String },
+    /// The answer could not be decoded.
+    Decode(String),
+    /// A local file (token, CA) could not be read or used.
+    File { path: String, reason: String },
+}
+
+impl Error {
+    /// Maps an error status and its (possibly empty) body to a variant.
+    pub fn from_status(code: u16, body: &str) -> Error {
+        match code {
+            401 | 403 => Error::Denied(code),
+            404 => Error::NotFound,
+            409 => Error::Conflict,
+            410 => Error::Gone,
+            _ => Error::Status {
+                code,
+                message: short_message(body),
+            },
+        }
+    }
+}
+
+/// The server's own explanation from an error body, cut short: the
+/// Kubernetes `Status.message` or Vault's `errors` list, else the raw text.
+fn short_message(body: &str) -> String {
+    const MAX: usize = 200;
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let text = match parsed {
+        Some(v) => match (v.get("message"), v.get("errors")) {
+            (Some(m), _) => m.as_str().unwrap_or_default().to_string(),
+            (None, Some(errors)) => errors
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|e| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default(),
+            _ => body.to_string(),
+        },
+        None => body.to_string(),
+    };
+    let text = text.trim();
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Transport(why) => write!(f, "connection failed: {why}"),
+            Error::NotFound => write!(f, "not found (404)"),
+            Error::Conflict => write!(f, "conflict (409)"),
+            Error::Gone => write!(f, "resource version too old (410)"),
+            Error::Denied(code) => write!(f, "permission denied ({code})"),
+            Error::Status { code, message } if message.is_empty() => {
+                write!(f, "unexpected status {code}")
+            }
+            Error::Status { code, message } => write!(f, "unexpected status {code}: {message}"),
+            Error::Decode(why) => write!(f, "unreadable answer: {why}"),
+            Error::File { path, reason } => write!(f, "{path}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_causes() {
+        assert!(matches!(Error::from_status(403, ""), Error::Denied(403)));
+        assert!(matches!(Error::from_status(404, ""), Error::NotFound));
+        assert!(matches!(Error::from_status(409, ""), Error::Conflict));
+        assert!(matches!(Error::from_status(410, ""), Error::Gone));
+    }
+
+    #[test]
+    fn keeps_the_servers_explanation_short() {
+        let k8s = r#"{"kind":"Status","message":"deployments.apps \"x\" is forbidden"}"#;
+        assert_eq!(
+            Error::from_status(422, k8s).to_string(),
+            "unexpected status 422: deployments.apps \"x\" is forbidden"
+        );
+        let vault = r#"{"errors":["one","two"]}"#;
+        assert_eq!(
+            Error::from_status(500, vault).to_string(),
+            "unexpected status 500: one; two"
+        );
+        let long = "x".repeat(1000);
+        assert!(Error::from_status(502, &long).to_string().len() < 260);
+        assert_eq!(
+            Error::from_status(503, "").to_string(),
+            "unexpected status 503"
+        );
+    }
+}

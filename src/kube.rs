@@ -1,0 +1,281 @@
+//! The Kubernetes REST client: paginated lists and short watches of the
+//! workload kinds, get and merge-patch of one workload, and reading one
+//! Secret key. Bearer-token auth; the token file is re-read as it rotates.
+
+use crate::config::KubeSettings;
+use crate::error::Error;
+use crate::http;
+use crate::workload::{Kind, Workload};
+use serde::Deserialize;
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long a read service-account token is used before reading it again
+/// (kubelet rotates projected tokens well before they expire).
+const TOKEN_REFRESH: Duration = Duration::from_secs(60);
+/// Time limit of each API request; a watch ends by itself after 1 s.
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The writing HTTP methods.
+#[derive(Clone, Copy)]
+enum Write {
+    Patch,
+}
+
+/// A client of one API server.
+pub struct Kube {
+    agent: ureq::Agent,
+    base: String,
+    token_file: PathBuf,
+    token: Option<(String, Instant)>,
+}
+
+/// One page of a list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Page {
+    /// The items, reduced to the fields used.
+    pub items: Vec<Workload>,
+    /// List metadata.
+    pub metadata: ListMeta,
+}
+
+/// The list metadata used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ListMeta {
+    /// The list's resourceVersion, to watch from.
+    pub resource_version: String,
+    /// The token for the next page; empty on the last.
+    #[serde(rename = "continue")]
+    pub continue_token: String,
+}
+
+/// One event of a watch.
+#[derive(Debug)]
+pub enum Event {
+    /// A workload was created or changed.
+    Applied(Workload),
+    /// A workload was deleted.
+    Deleted(Workload),
+    /// Nothing changed up to this resourceVersion.
+    Bookmark(String),
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: RawObject,
+}
+
+/// A watch event's object: a workload, or a `Status` on ERROR events.
+#[derive(Deserialize)]
+struct RawObject {
+    #[serde(flatten)]
+    workload: Workload,
+    #[serde(default)]
+    code: Option<u16>,
+}
+
+impl Kube {
+    /// A client for `settings`; reads the CA file now, the token when needed.
+    pub fn new(settings: &KubeSettings) -> Result<Kube, Error> {
+        let ca_pem = match &settings.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| Error::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let tls = http::Tls {
+            ca_pem,
+            skip_verify: false,
+        };
+        Ok(Kube {
+            agent: http::agent(TIMEOUT, &tls)?,
+            base: settings.api_url.clone(),
+            token_file: settings.token_file.clone(),
+            token: None,
+        })
+    }
+
+    fn bearer(&mut self) -> Result<String, Error> {
+        match &self.token {
+            Some((token, read)) if read.elapsed() < TOKEN_REFRESH => Ok(format!("Bearer {token}")),
+            _ => {
+                let text = std::fs::read_to_string(&self.token_file).map_err(|e| Error::File {
+                    path: self.token_file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let token = text.trim().to_string();
+                let header = format!("Bearer {token}");
+                self.token = Some((token, Instant::now()));
+                Ok(header)
+            }
+        }
+    }
+
+    /// Sends one request: a GET without `body`, else the given write. A 401
+    /// makes it read the token file again and retry once, since the token
+    /// may just have rotated.
+    fn send(
+        &mut self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<(Write, &str, &[u8])>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        let mut retried = false;
+        loop {
+            let url = format!("{}{path}", self.base);
+            let bearer = self.bearer()?;
+            let result = match body {
+                None => self
+                    .agent
+                    .get(&url)
+                    .query_pairs(query.iter().copied())
+                    .header("Authorization", &bearer)
+                    .header("Accept", "application/json")
+                    .call(),
+                Some((method, content_type, bytes)) => {
+                    let request = match method {
+                        Write::Patch => self.agent.patch(&url),
+                    };
+                    request
+                        .query_pairs(query.iter().copied())
+                        .header("Authorization", &bearer)
+                        .header("Accept", "application/json")
+                        .header("Content-Type", content_type)
+                        .send(bytes)
+                }
+            };
+            match http::check(result) {
+                Err(Error::Denied(401)) if !retried => {
+                    self.token = None;
+                    retried = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn collection(kind: Kind, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) => format!("/apis/apps/v1/namespaces/{ns}/{}", kind.plural()),
+            None => format!("/apis/apps/v1/{}", kind.plural()),
+        }
+    }
+
+    /// One page of at most `limit` workloads of `kind` (in `namespace`, or
+    /// all), continuing after `continue_token` when given.
+    pub fn list(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        limit: u32,
+        continue_token: Option<&str>,
+    ) -> Result<Page, Error> {
+        let limit = limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(token) = continue_token {
+            query.push(("continue", token));
+        }
+        let response = self.send(&Self::collection(kind, namespace), &query, None)?;
+        http::read_json(response)
+    }
+
+    /// The changes to `kind` since `resource_version`, from a watch that the
+    /// server ends after one second. [`Error::Gone`] means the version is too
+    /// old and a full list is needed.
+    pub fn watch(
+        &mut self,
+        kind: Kind,
+        namespace: Option<&str>,
+        resource_version: &str,
+    ) -> Result<Vec<Event>, Error> {
+        let query = [
+            ("watch", "1"),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", "1"),
+            ("allowWatchBookmarks", "true"),
+        ];
+        let response = self.send(&Self::collection(kind, namespace), &query, None)?;
+        let reader = BufReader::new(response.into_body().into_reader());
+        let mut events = Vec::new();
+        for raw in serde_json::Deserializer::from_reader(reader).into_iter::<RawEvent>() {
+            let raw = raw.map_err(|e| Error::Decode(e.to_string()))?;
+            match raw.kind.as_str() {
+                "ADDED" | "MODIFIED" => events.push(Event::Applied(raw.object.workload)),
+                "DELETED" => events.push(Event::Deleted(raw.object.workload)),
+                "BOOKMARK" => events.push(Event::Bookmark(
+                    raw.object.workload.metadata.resource_version,
+                )),
+                _ => {
+                    return Err(match raw.object.code {
+                        Some(410) => Error::Gone,
+                        code => Error::Status {
+                            code: code.unwrap_or(500),
+                            message: "watch ended with an error event".into(),
+                        },
+                    })
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    fn object(kind: Kind, namespace: &str, name: &str) -> String {
+        format!("{}/{name}", Self::collection(kind, Some(namespace)))
+    }
+
+    /// One workload as it is now.
+    pub fn get(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Workload, Error> {
+        let response = self.send(&Self::object(kind, namespace, name), &[], None)?;
+        http::read_json(response)
+    }
+
+    /// Applies a JSON merge patch to one workload and returns it as stored.
+    /// A `metadata.resourceVersion` in the patch makes it conditional:
+    /// [`Error::Conflict`] when the workload changed since.
+    pub fn merge_patch(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Workload, Error> {
+        let body = patch.to_string();
+        let response = self.send(
+            &Self::object(kind, namespace, name),
+            &[],
+            Some((
+                Write::Patch,
+                "application/merge-patch+json",
+                body.as_bytes(),
+            )),
+        )?;
+        http::read_json(response)
+    }
+
+    /// The decoded value of `key` in Secret `namespace/name`.
+    pub fn secret_value(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Vec<u8>, Error> {
+        #[derive(Deserialize)]
+        struct Secret {
+            #[serde(default)]
+            data: std::collections::BTreeMap<String, String>,
+        }
+        use base64::Engine;
+        let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
+        let secret: Secret = http::read_json(self.send(&path, &[], None)?)?;
+        let encoded = secret.data.get(key).ok_or(Error::NotFound)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| Error::Decode(format!("Secret {namespace}/{name} key {key}: {e}")))
+    }
+}

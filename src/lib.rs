@@ -1,0 +1,20 @@
+//! vault-secrets-reloader: rolls out Kubernetes workloads when the Vault or
+//! OpenBao secrets they use get a new version. A synchronous,
+//! single-threaded daemon; see README.md for how it works.
+
+pub mod collector;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod http;
+pub mod kube;
+pub mod logging;
+pub mod metrics;
+pub mod pace;
+pub mod refs;
+pub mod reloader;
+pub mod serve;
+pub mod state;
+pub mod time;
+pub mod vault;
+pub mod workload;

@@ -1,0 +1,182 @@
+//! Counters of what the daemon did, rendered in the Prometheus text format.
+
+use crate::workload::WorkloadId;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Totals of one kind of pass.
+#[derive(Debug, Default)]
+pub struct Passes {
+    /// Passes that completed without a failure.
+    pub succeeded: u64,
+    /// Passes with at least one failed request.
+    pub failed: u64,
+    /// How long the last pass took.
+    pub last_duration: Duration,
+    /// When a pass last completed without a failure.
+    pub last_success: Option<SystemTime>,
+}
+
+impl Passes {
+    /// Records one finished pass.
+    pub fn record(&mut self, ok: bool, took: Duration) {
+        self.last_duration = took;
+        if ok {
+            self.succeeded += 1;
+            self.last_success = Some(SystemTime::now());
+        } else {
+            self.failed += 1;
+        }
+    }
+}
+
+/// Everything `/metrics` shows.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Rollouts per workload.
+    pub reloads: BTreeMap<WorkloadId, u64>,
+    /// Collector passes.
+    pub collector: Passes,
+    /// Reloader passes.
+    pub reloader: Passes,
+    /// Secret version lookups that got an answer.
+    pub vault_lookups_ok: u64,
+    /// Secret version lookups that failed.
+    pub vault_lookups_failed: u64,
+    /// Opted-in workloads in the index.
+    pub watched_workloads: usize,
+    /// Distinct secrets they use.
+    pub secrets: usize,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        header(
+            &mut out,
+            "reloads_total",
+            "counter",
+            "Rollouts started because a secret changed.",
+        );
+        for (id, count) in &self.reloads {
+            let _ = writeln!(
+                out,
+                "{PREFIX}reloads_total{{kind=\"{}\",namespace=\"{}\",name=\"{}\"}} {count}",
+                id.kind.name(),
+                id.namespace,
+                id.name
+            );
+        }
+        let passes = [("collector", &self.collector), ("reloader", &self.reloader)];
+        header(&mut out, "passes_total", "counter", "Passes by result.");
+        for (pass, stats) in passes {
+            for (result, n) in [("success", stats.succeeded), ("failure", stats.failed)] {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}passes_total{{pass=\"{pass}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        header(
+            &mut out,
+            "pass_duration_seconds",
+            "gauge",
+            "Duration of the last pass.",
+        );
+        for (pass, stats) in passes {
+            let seconds = stats.last_duration.as_secs_f64();
+            let _ = writeln!(
+                out,
+                "{PREFIX}pass_duration_seconds{{pass=\"{pass}\"}} {seconds:.6}"
+            );
+        }
+        header(
+            &mut out,
+            "last_success_timestamp_seconds",
+            "gauge",
+            "When a pass last succeeded.",
+        );
+        for (pass, stats) in passes {
+            let at = stats
+                .last_success
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let _ = writeln!(
+                out,
+                "{PREFIX}last_success_timestamp_seconds{{pass=\"{pass}\"}} {at}"
+            );
+        }
+        header(
+            &mut out,
+            "vault_lookups_total",
+            "counter",
+            "Secret version lookups by result.",
+        );
+        for (result, n) in [
+            ("success", self.vault_lookups_ok),
+            ("failure", self.vault_lookups_failed),
+        ] {
+            let _ = writeln!(
+                out,
+                "{PREFIX}vault_lookups_total{{result=\"{result}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "watched_workloads",
+            "gauge",
+            "Opted-in workloads.",
+        );
+        let _ = writeln!(out, "{PREFIX}watched_workloads {}", self.watched_workloads);
+        header(
+            &mut out,
+            "watched_secrets",
+            "gauge",
+            "Distinct secrets the watched workloads use.",
+        );
+        let _ = writeln!(out, "{PREFIX}watched_secrets {}", self.secrets);
+        out
+    }
+}
+
+const PREFIX: &str = "vault_secrets_reloader_";
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(
+        out,
+        "# HELP {PREFIX}{name} {help}\n# TYPE {PREFIX}{name} {kind}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Kind;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let mut metrics = Metrics::default();
+        let id = WorkloadId {
+            kind: Kind::StatefulSet,
+            namespace: "ns".into(),
+            name: "db".into(),
+        };
+        metrics.reloads.insert(id, 2);
+        metrics.reloader.record(true, Duration::from_millis(1500));
+        metrics.collector.record(false, Duration::ZERO);
+        metrics.secrets = 7;
+        let text = metrics.render();
+        for line in [
+            "vault_secrets_reloader_reloads_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 2",
+            "vault_secrets_reloader_passes_total{pass=\"reloader\",result=\"success\"} 1",
+            "vault_secrets_reloader_passes_total{pass=\"collector\",result=\"failure\"} 1",
+            "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
+            "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
+            "vault_secrets_reloader_watched_secrets 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! The observed-versions annotation: the versions a workload was last rolled
+//! out with, stored on the workload itself so no restart or failover loses
+//! or repeats a change.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Metadata annotation (not on the pod template, so writing it rolls nothing).
+pub const ANNOTATION: &str = "secrets-reloader.security.bank-vaults.io/observed-versions";
+
+/// One version of a secret. The creation time tells apart a secret deleted
+/// and re-created whose number came back the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// KV v2 `current_version`.
+    pub number: u64,
+    /// That version's `created_time`, as Vault wrote it.
+    pub created: String,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.number)
+    }
+}
+
+/// What a workload was last rolled out with: for each secret key
+/// (`vault:PATH`), its version, or `None` when the secret did not exist.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Secret key → observed version.
+    pub versions: BTreeMap<String, Option<Version>>,
+}
+
+/// The compact JSON form: `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null}}`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    v: BTreeMap<String, Option<(u64, String)>>,
+}
+
+/// The annotation could not be read; the text says why, never its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt(pub String);
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unreadable {ANNOTATION} annotation ({})", self.0)
+    }
+}
+
+impl State {
+    /// The annotation value.
+    pub fn encode(&self) -> String {
+        let wire = Wire {
+            v: self
+                .versions
+                .iter()
+                .map(|(key, version)| {
+                    let pair = version.as_ref().map(|v| (v.number, v.created.clone()));
+                    (key.clone(), pair)
+                })
+                .collect(),
+        };
+        serde_json::to_string(&wire).expect("a map of strings and numbers always serializes")
+    }
+
+    /// Reads an annotation value written by [`State::encode`].
+    pub fn decode(text: &str) -> Result<State, Corrupt> {
+        let wire: Wire = serde_json::from_str(text).map_err(|e| {
+            // serde's message may quote the input; keep only where it failed.
+            Corrupt(format!("invalid JSON at column {}", e.column()))
+        })?;
+        if wire
+            .v
+            .keys()
+            .any(|key| crate::refs::SecretRef::from_key(key).is_none())
+        {
+            return Err(Corrupt("an entry is not a secret key".into()));
+        }
+        Ok(State {
+            versions: wire
+                .v
+                .into_iter()
+                .map(|(key, pair)| {
+                    let version = pair.map(|(number, created)| Version { number, created });
+                    (key, version)
+                })
+                .collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(number: u64, created: &str) -> Option<Version> {
+        Some(Version {
+            number,
+            created: created.into(),
+        })
+    }
+
+    #[test]
+    fn round_trips_in_compact_form() {
+        let mut state = State::default();
+        state.versions.insert(
+            "vault:secret/data/mysql".into(),
+            v(3, "2026-11-28T07:43:31.1Z"),
+        );
+        state.versions.insert("bao:team/kv/data/app".into(), None);
+        let text = state.encode();
+        assert_eq!(
+            text,
+            r#"{"v":{"bao:team/kv/data/app":null,"vault:secret/data/mysql":[3,"2026-11-28T07:43:31.1Z"]}}"#
+        );
+        assert_eq!(State::decode(&text), Ok(state));
+    }
+
+    #[test]
+    fn corrupt_values_are_reported_without_their_content() {
+        for text in [
+            "",
+            "{",
+            "[]",
+            r#"{"v":{"vault:a/data/b":"3"}}"#,
+            r#"{"v":{"vault:a/data/b":[-1,"t"]}}"#,
+            r#"{"v":{},"extra":1}"#,
+            r#"{"v":{"hunter2":[1,"t"]}}"#,
+        ] {
+            let error = State::decode(text).expect_err(text);
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+    }
+}

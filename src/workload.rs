@@ -1,0 +1,496 @@
+//! The workloads the reloader acts on: only the fields it uses, read straight
+//! from the API server's JSON, and the pure step from such a workload to
+//! what is watched.
+
+use crate::refs::{self, Provider, SecretRef};
+use crate::state::{self, State};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The apps/v1 kinds that can be rolled out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+}
+
+impl Kind {
+    /// Every kind, in listing order.
+    pub const ALL: [Kind; 3] = [Kind::Deployment, Kind::DaemonSet, Kind::StatefulSet];
+
+    /// The resource name in API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployments",
+            Kind::DaemonSet => "daemonsets",
+            Kind::StatefulSet => "statefulsets",
+        }
+    }
+
+    /// The kind as Kubernetes spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// Which workload: kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadId {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl fmt::Display for WorkloadId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind.name(), self.namespace, self.name)
+    }
+}
+
+/// Opt-in annotation prefixes, newest first; the reload count is written
+/// under the one the workload opted in with.
+pub const PREFIXES: [&str; 2] = [
+    "secrets-reloader.security.bank-vaults.io",
+    "alpha.vault.security.banzaicloud.io",
+];
+const OPT_IN: &str = "/reload-on-secret-change";
+const RELOAD_COUNT: &str = "/secret-reload-count";
+const FROM_PATH: [(&str, Provider); 3] = [
+    (
+        "secrets-webhook.security.bank-vaults.io/vault-from-path",
+        Provider::Vault,
+    ),
+    (
+        "vault.security.banzaicloud.io/vault-env-from-path",
+        Provider::Vault,
+    ),
+    (
+        "secrets-webhook.security.bank-vaults.io/bao-from-path",
+        Provider::Bao,
+    ),
+];
+
+/// Whether a pod-template annotation can matter; the rest are not kept.
+fn template_annotation_used(key: &str) -> bool {
+    PREFIXES.iter().any(|prefix| {
+        key.strip_prefix(prefix)
+            .is_some_and(|rest| rest == OPT_IN || rest == RELOAD_COUNT)
+    }) || FROM_PATH.iter().any(|(name, _)| *name == key)
+}
+
+/// An apps/v1 workload as listed, holding only what the reloader uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Workload {
+    /// Object metadata.
+    pub metadata: Metadata,
+    /// Object spec.
+    pub spec: Spec,
+}
+
+/// The metadata fields used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Object name.
+    pub name: String,
+    /// Object namespace.
+    pub namespace: String,
+    /// Version for optimistic concurrency.
+    pub resource_version: String,
+    /// Object UID, for Events.
+    pub uid: String,
+    /// The observed-versions annotation, if set (other annotations are dropped).
+    #[serde(deserialize_with = "only_state_annotation")]
+    pub annotations: Option<String>,
+}
+
+/// The spec fields used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Spec {
+    /// The pod template.
+    pub template: Template,
+}
+
+/// The pod-template fields used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Template {
+    /// Template metadata.
+    pub metadata: TemplateMetadata,
+    /// Template spec.
+    pub spec: PodSpec,
+}
+
+/// The pod-template metadata used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TemplateMetadata {
+    /// The pod-template annotations that matter to the reloader.
+    #[serde(deserialize_with = "only_used_annotations")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The pod-spec fields used.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodSpec {
+    /// Containers.
+    pub containers: Vec<Container>,
+    /// Init containers.
+    pub init_containers: Vec<Container>,
+}
+
+/// A container: its name and the env values that may hold references.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Container {
+    /// Container name.
+    pub name: String,
+    /// Env vars whose value mentions `vault:` or `bao:` (others are dropped).
+    #[serde(deserialize_with = "only_reference_env")]
+    pub env: Vec<EnvVar>,
+}
+
+/// One env var that may hold references.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EnvVar {
+    /// Variable name.
+    pub name: String,
+    /// Its literal value.
+    pub value: Option<String>,
+}
+
+fn only_state_annotation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let mut kept = filtered_map(d, |key| key == state::ANNOTATION)?;
+    Ok(kept.remove(state::ANNOTATION))
+}
+
+fn only_used_annotations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    filtered_map(d, template_annotation_used)
+}
+
+/// Reads a string map (or null), keeping only the keys `keep` accepts, so
+/// large unrelated annotations are never held.
+fn filtered_map<'de, D: Deserializer<'de>>(
+    d: D,
+    keep: fn(&str) -> bool,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Filter(fn(&str) -> bool);
+    impl<'de> Visitor<'de> for Filter {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = BTreeMap::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if (self.0)(&key) {
+                    kept.insert(key.into_owned(), map.next_value::<String>()?);
+                } else {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_any(Filter(keep))
+}
+
+fn only_reference_env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvVar>, D::Error> {
+    let all: Option<Vec<EnvVar>> = Option::deserialize(d)?;
+    Ok(all
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|var| {
+            var.value
+                .as_deref()
+                .is_some_and(|v| v.contains("vault:") || v.contains("bao:"))
+        })
+        .collect())
+}
+
+/// An opted-in workload as the reloader needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// Which workload.
+    pub id: WorkloadId,
+    /// The resourceVersion it was read at (patch precondition).
+    pub resource_version: String,
+    /// Its UID, for Events.
+    pub uid: String,
+    /// The opt-in annotation prefix; the reload count goes under it.
+    pub prefix: &'static str,
+    /// The current reload count (0 when missing or not a number).
+    pub reload_count: u64,
+    /// The distinct secrets it uses, sorted.
+    pub refs: Vec<SecretRef>,
+    /// What it was last rolled out with; `None` on first sight or when the
+    /// annotation was unreadable.
+    pub state: Option<State>,
+}
+
+impl Workload {
+    /// Which workload this is, once its kind is known.
+    pub fn id(&self, kind: Kind) -> WorkloadId {
+        WorkloadId {
+            kind,
+            namespace: self.metadata.namespace.clone(),
+            name: self.metadata.name.clone(),
+        }
+    }
+
+    /// The entry to watch, or `None` when the workload has not opted in.
+    /// Bad values are skipped: each gives one warning naming the workload
+    /// and where the value is, never the value.
+    pub fn into_entry(self, kind: Kind, warnings: &mut Vec<String>) -> Option<Entry> {
+        let id = self.id(kind);
+        let annotations = &self.spec.template.metadata.annotations;
+        let prefix = PREFIXES.into_iter().find(|prefix| {
+            annotations
+                .get(&format!("{prefix}{OPT_IN}"))
+                .map(String::as_str)
+                == Some("true")
+        })?;
+        let reload_count = match annotations.get(&format!("{prefix}{RELOAD_COUNT}")) {
+            None => 0,
+            Some(text) => text.trim().parse().unwrap_or_else(|_| {
+                warnings.push(format!(
+                    "{id}: annotation {prefix}{RELOAD_COUNT} is not a number; the next reload sets it to 1"
+                ));
+                0
+            }),
+        };
+        let mut refs = Vec::new();
+        let mut collect = |found: Vec<Result<SecretRef, refs::Malformed>>,
+                           place: &dyn Fn() -> String| {
+            for result in found {
+                match result {
+                    Ok(secret) => refs.push(secret),
+                    Err(why) => warnings.push(format!("{id}: skipping {}: {why}", place())),
+                }
+            }
+        };
+        for (name, provider) in FROM_PATH {
+            if let Some(value) = annotations.get(name) {
+                collect(refs::scan_from_path(value, provider), &|| {
+                    format!("an entry of annotation {name}")
+                });
+            }
+        }
+        let pod = &self.spec.template.spec;
+        let containers = pod
+            .init_containers
+            .iter()
+            .map(|c| ("initContainer", c))
+            .chain(pod.containers.iter().map(|c| ("container", c)));
+        for (role, container) in containers {
+            for var in &container.env {
+                if let Some(value) = &var.value {
+                    collect(refs::scan_value(value), &|| {
+                        format!("a reference in {role} {} env {}", container.name, var.name)
+                    });
+                }
+            }
+        }
+        refs.sort();
+        refs.dedup();
+        let state = self.metadata.annotations.as_deref().and_then(|text| {
+            State::decode(text)
+                .map_err(|why| warnings.push(format!("{id}: {why}; recording a new baseline")))
+                .ok()
+        });
+        Some(Entry {
+            id,
+            resource_version: self.metadata.resource_version,
+            uid: self.metadata.uid,
+            prefix,
+            reload_count,
+            refs,
+            state,
+        })
+    }
+}
+
+/// The reload-count annotation key for an opt-in prefix.
+pub fn reload_count_annotation(prefix: &str) -> String {
+    format!("{prefix}{RELOAD_COUNT}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn workload(template_annotations: serde_json::Value, env: serde_json::Value) -> Workload {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "app", "namespace": "ns", "resourceVersion": "42", "uid": "u-1",
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"big\":true}",
+                    "deployment.kubernetes.io/revision": "3"
+                }
+            },
+            "spec": {
+                "replicas": 1,
+                "template": {
+                    "metadata": {"annotations": template_annotations, "labels": {"a": "b"}},
+                    "spec": {
+                        "initContainers": [{"name": "init", "image": "x", "env": [
+                            {"name": "TOKEN", "value": "vault:secret/data/init#token"}
+                        ]}],
+                        "containers": [{"name": "main", "image": "x", "env": env}]
+                    }
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn vault(path: &str) -> SecretRef {
+        SecretRef {
+            provider: Provider::Vault,
+            path: path.into(),
+        }
+    }
+
+    #[test]
+    fn keeps_only_the_fields_used() {
+        let w = workload(
+            json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
+                   "unrelated": "x"}),
+            json!([{"name": "PLAIN", "value": "hello"},
+                   {"name": "FROM", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                   {"name": "PW", "value": "vault:secret/data/mysql#pw"}]),
+        );
+        assert_eq!(w.metadata.resource_version, "42");
+        assert_eq!(w.metadata.annotations, None);
+        assert_eq!(w.spec.template.metadata.annotations.len(), 1);
+        assert_eq!(w.spec.template.spec.containers[0].env.len(), 1);
+    }
+
+    #[test]
+    fn collects_every_reference_once() {
+        let w = workload(
+            json!({
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
+                "secrets-reloader.security.bank-vaults.io/secret-reload-count": "4",
+                "secrets-webhook.security.bank-vaults.io/vault-from-path": "secret/data/a, secret/data/pinned#2",
+                "secrets-webhook.security.bank-vaults.io/bao-from-path": "secret/data/a"
+            }),
+            json!([
+                {"name": "PW", "value": "vault:secret/data/mysql#${.MYSQL_PASSWORD}"},
+                {"name": "PW2", "value": "vault:secret/data/mysql#other"},
+                {"name": "FIXED", "value": "vault:secret/data/fixed#k#1"},
+                {"name": "URL", "value": "db://${vault:team/kv/data/db#user}@h"}
+            ]),
+        );
+        let mut warnings = Vec::new();
+        let entry = w.into_entry(Kind::Deployment, &mut warnings).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(entry.prefix, PREFIXES[0]);
+        assert_eq!(entry.reload_count, 4);
+        assert_eq!(
+            entry.refs,
+            vec![
+                vault("secret/data/a"),
+                vault("secret/data/init"),
+                vault("secret/data/mysql"),
+                vault("team/kv/data/db"),
+                SecretRef {
+                    provider: Provider::Bao,
+                    path: "secret/data/a".into()
+                },
+            ]
+        );
+        assert_eq!(entry.state, None);
+    }
+
+    #[test]
+    fn only_opted_in_workloads_are_watched() {
+        let mut warnings = Vec::new();
+        for annotations in [
+            json!({}),
+            json!(null),
+            json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "false"}),
+            json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "yes"}),
+        ] {
+            let w = workload(annotations, json!([]));
+            assert!(w.into_entry(Kind::Deployment, &mut warnings).is_none());
+        }
+        let legacy = workload(
+            json!({"alpha.vault.security.banzaicloud.io/reload-on-secret-change": "true"}),
+            json!(null),
+        );
+        let entry = legacy.into_entry(Kind::StatefulSet, &mut warnings).unwrap();
+        assert_eq!(entry.prefix, "alpha.vault.security.banzaicloud.io");
+        assert_eq!(entry.id.to_string(), "StatefulSet ns/app");
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn bad_values_warn_with_their_place_not_their_content() {
+        let w = workload(
+            json!({
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
+                "secrets-reloader.security.bank-vaults.io/secret-reload-count": "many",
+                "vault.security.banzaicloud.io/vault-env-from-path": "secret/data/ok,bad path#x"
+            }),
+            json!([{"name": "PW", "value": "vault:s3cr3t-without-key"},
+                   {"name": "GOOD", "value": "vault:secret/data/good#k"}]),
+        );
+        let mut warnings = Vec::new();
+        let mut raw = w;
+        raw.metadata.annotations = Some("{not json".into());
+        let entry = raw.into_entry(Kind::DaemonSet, &mut warnings).unwrap();
+        assert_eq!(entry.reload_count, 0);
+        assert_eq!(
+            entry.refs,
+            vec![
+                vault("secret/data/good"),
+                vault("secret/data/init"),
+                vault("secret/data/ok")
+            ]
+        );
+        assert_eq!(entry.state, None);
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.starts_with("DaemonSet ns/app: ")));
+        assert!(warnings.iter().any(|w| w.contains("container main env PW")));
+        assert!(warnings.iter().all(|w| !w.contains("s3cr3t")));
+    }
+
+    #[test]
+    fn reads_the_state_annotation() {
+        let text = r#"{"v":{"vault:secret/data/a":[2,"t"]}}"#;
+        let w: Workload = serde_json::from_value(json!({
+            "metadata": {"annotations": {(state::ANNOTATION): text}},
+            "spec": {"template": {"metadata": {"annotations": {
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}}}}
+        }))
+        .unwrap();
+        let entry = w.into_entry(Kind::Deployment, &mut Vec::new()).unwrap();
+        assert_eq!(entry.state, Some(State::decode(text).unwrap()));
+    }
+}
