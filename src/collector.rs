@@ -51,16 +51,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector over `namespaces` (empty: the whole cluster), never
-    /// looking at `exclude`.
-    pub fn new(namespaces: &[String], exclude: &[String]) -> Collector {
+    /// A collector of `kinds` over `namespaces` (empty: the whole cluster),
+    /// never looking at `exclude`.
+    pub fn new(kinds: &[Kind], namespaces: &[String], exclude: &[String]) -> Collector {
         let namespaces: Vec<Option<String>> = if namespaces.is_empty() {
             vec![None]
         } else {
             namespaces.iter().cloned().map(Some).collect()
         };
-        let scopes = Kind::ALL
-            .into_iter()
+        let scopes = kinds
+            .iter()
+            .copied()
             .flat_map(|kind| {
                 namespaces.iter().map(move |namespace| Scope {
                     kind,
@@ -99,6 +100,9 @@ impl Collector {
                         log::error!("watching {} failed: {e}", self.describe(i));
                         report.failures += 1;
                         self.scopes[i].resource_version = None;
+                        if e.is_unreachable() {
+                            return report;
+                        }
                         continue;
                     }
                 }
@@ -113,6 +117,9 @@ impl Collector {
                 Err(e) => {
                     log::error!("listing {} failed: {e}", self.describe(i));
                     report.failures += 1;
+                    if e.is_unreachable() {
+                        return report;
+                    }
                 }
             }
         }

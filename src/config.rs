@@ -24,6 +24,18 @@ pub struct Config {
     pub namespaces: Vec<String>,
     /// Never these namespaces.
     pub exclude_namespaces: Vec<String>,
+    /// Act only while holding the Lease.
+    pub leader_elect: bool,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// The Lease's namespace; `None`: the daemon's own.
+    pub lease_namespace: Option<String>,
+    /// Log what would be reloaded; patch nothing.
+    pub dry_run: bool,
+    /// One collector and one reloader pass, then exit.
+    pub once: bool,
+    /// Honour the webhook's per-workload `vault-addr` annotation.
+    pub per_workload_vault_addr: bool,
     /// How to reach the Kubernetes API server.
     pub kube: KubeSettings,
     /// The Vault server for `vault:` references.
@@ -121,7 +133,7 @@ fn bad(what: impl Into<String>) -> ConfigError {
 
 /// The help text: every flag and environment variable with its default.
 pub const HELP: &str = "\
-vault-secrets-reloader: rolls out Deployments, DaemonSets and StatefulSets when
+vault-secrets-reloader: rolls out Deployments, DaemonSets, StatefulSets (and Argo Rollouts) when
 the Vault/OpenBao secrets they use get a new version.
 
 USAGE: vault-secrets-reloader [FLAGS]
@@ -133,6 +145,17 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
   --enable-json-log                 one JSON object per log line [default: off]
   --namespaces A,B                  only these namespaces [default: all; env NAMESPACES]
   --exclude-namespaces C,D          never these namespaces [env EXCLUDE_NAMESPACES]
+  --leader-elect                    act only while holding a coordination.k8s.io Lease
+                                    (identity: $POD_NAME, else the host name) [default: off]
+  --lease-name NAME                 the Lease [default: vault-secrets-reloader]
+  --lease-namespace NS              its namespace [default: the reloader's own]
+  --dry-run                         log what would be reloaded, patch nothing [default: off]
+  --once                            one collector and one reloader pass, then exit:
+                                    0 when all went well, 1 otherwise [default: off]
+  --per-workload-vault-addr         honour the webhook's vault-addr pod-template annotation
+                                    (secrets-webhook.security.bank-vaults.io/vault-addr or
+                                    vault.security.banzaicloud.io/vault-addr); a short host
+                                    is qualified as HOST.NAMESPACE.svc [default: off]
   --kube-api-url URL                API server [env KUBE_API_URL; default: in-cluster
                                     https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
   --kube-token-file PATH            bearer token [env KUBE_TOKEN_FILE;
@@ -162,6 +185,7 @@ ENVIRONMENT:
                                this OpenBao server; each BAO_X not set takes VAULT_X
   POD_NAMESPACE                the reloader's own namespace [default: read from the
                                service account]
+  POD_NAME                     leader-election identity [default: the host name]
 ";
 
 /// Parses the command line (without the program name) and the environment.
@@ -171,6 +195,10 @@ pub fn parse(
 ) -> Result<Command, ConfigError> {
     let args = args.into_iter().map(double_dash).collect();
     let (args, json_log) = take_bool_flag(args, "--enable-json-log")?;
+    let (args, leader_elect) = take_bool_flag(args, "--leader-elect")?;
+    let (args, dry_run) = take_bool_flag(args, "--dry-run")?;
+    let (args, once) = take_bool_flag(args, "--once")?;
+    let (args, per_workload_vault_addr) = take_bool_flag(args, "--per-workload-vault-addr")?;
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -194,12 +222,12 @@ pub fn parse(
     let namespaces = list(text_flag(&mut args, "--namespaces")?.or_else(|| env("NAMESPACES")));
     let exclude_namespaces =
         list(text_flag(&mut args, "--exclude-namespaces")?.or_else(|| env("EXCLUDE_NAMESPACES")));
-    let kube = kube_settings(
-        text_flag(&mut args, "--kube-api-url")?,
-        text_flag(&mut args, "--kube-token-file")?,
-        text_flag(&mut args, "--kube-ca-file")?,
-        env,
-    )?;
+    let lease_name =
+        text_flag(&mut args, "--lease-name")?.unwrap_or_else(|| "vault-secrets-reloader".into());
+    let lease_namespace = text_flag(&mut args, "--lease-namespace")?;
+    let api_url = text_flag(&mut args, "--kube-api-url")?;
+    let token_file = text_flag(&mut args, "--kube-token-file")?;
+    let ca_file = text_flag(&mut args, "--kube-ca-file")?;
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -207,6 +235,7 @@ pub fn parse(
             first.to_string_lossy()
         )));
     }
+    let kube = kube_settings(api_url, token_file, ca_file, env)?;
     let listen_address = listen_address(env("LISTEN_ADDRESS"))?;
     let vault = vault_settings("VAULT_", env)?;
     let bao = match env("BAO_ADDR") {
@@ -225,6 +254,12 @@ pub fn parse(
         listen_address,
         namespaces,
         exclude_namespaces,
+        leader_elect,
+        lease_name,
+        lease_namespace,
+        dry_run,
+        once,
+        per_workload_vault_addr,
         kube,
         vault,
         bao,
@@ -270,12 +305,20 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A flag's value; given several times, the last one counts (as with Go's
+/// flag package).
 fn text_flag(
     args: &mut pico_args::Arguments,
     name: &'static str,
 ) -> Result<Option<String>, ConfigError> {
-    args.opt_value_from_str(name)
-        .map_err(|e| bad(format!("{name}: {e}")))
+    let mut last = None;
+    while let Some(value) = args
+        .opt_value_from_str(name)
+        .map_err(|e| bad(format!("{name}: {e}")))?
+    {
+        last = Some(value);
+    }
+    Ok(last)
 }
 
 fn period(
@@ -284,7 +327,7 @@ fn period(
     default: &str,
 ) -> Result<Duration, ConfigError> {
     let text = text_flag(args, name)?.unwrap_or_else(|| default.to_string());
-    let value = parse_duration(&text).map_err(|why| bad(format!("{name}: {why}")))?;
+    let value = crate::time::parse_duration(&text).map_err(|why| bad(format!("{name}: {why}")))?;
     if value < Duration::from_secs(1) {
         return Err(bad(format!("{name}: '{text}' is shorter than 1s")));
     }
@@ -435,7 +478,7 @@ fn vault_settings(
         None => Ok(false),
     };
     let timeout = match var("CLIENT_TIMEOUT") {
-        Some(text) => parse_duration(&text)
+        Some(text) => crate::time::parse_duration(&text)
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
@@ -456,41 +499,6 @@ fn vault_settings(
         timeout,
         ignore_missing: bool_var("IGNORE_MISSING_SECRETS")?,
     })
-}
-
-/// Parses a Go duration such as `300ms`, `1.5h` or `1h30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("'{text}' is not a duration like 30s, 1m or 1h30m");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.is_empty() || text.starts_with('-') {
-        return Err(invalid());
-    }
-    let mut rest = text.strip_prefix('+').unwrap_or(text);
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(invalid()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
 
 #[cfg(test)]
@@ -541,6 +549,9 @@ mod tests {
         assert_eq!(config.vault.timeout, Duration::from_secs(10));
         assert!(!config.vault.skip_verify && !config.vault.ignore_missing);
         assert!(config.bao.is_none());
+        assert!(!config.leader_elect && !config.dry_run && !config.once);
+        assert_eq!(config.lease_name, "vault-secrets-reloader");
+        assert_eq!(config.lease_namespace, None);
     }
 
     #[test]
@@ -557,6 +568,11 @@ mod tests {
                 "https://127.0.0.1:6443/",
                 "--namespaces",
                 "a, b,",
+                "--leader-elect",
+                "--lease-namespace=infra",
+                "-once",
+                "--log-level=warn",
+                "--log-level=debug",
             ],
             &[("VAULT_TOKEN", "s.x"), ("LISTEN_ADDRESS", "127.0.0.1:9000")],
         )
@@ -567,6 +583,8 @@ mod tests {
         assert!(config.json_log);
         assert_eq!(config.kube.api_url, "https://127.0.0.1:6443");
         assert_eq!(config.namespaces, vec!["a", "b"]);
+        assert!(config.leader_elect && config.once && !config.dry_run);
+        assert_eq!(config.lease_namespace.as_deref(), Some("infra"));
         assert_eq!(config.listen_address, "127.0.0.1:9000");
         assert_eq!(config.vault.auth, VaultAuth::Token(Redacted("s.x".into())));
     }
@@ -613,6 +631,7 @@ mod tests {
                 "--enable-json-log",
             ),
             (&["--what"], IN_CLUSTER, "unexpected argument '--what'"),
+            (&["--what"], &[], "unexpected argument '--what'"),
             (&[], &[("VAULT_TOKEN", "t")], "KUBE_API_URL"),
             (
                 &["--kube-api-url", "ftp://x"],
@@ -680,6 +699,12 @@ mod tests {
             "--enable-json-log",
             "--namespaces",
             "--exclude-namespaces",
+            "--leader-elect",
+            "--lease-name",
+            "--lease-namespace",
+            "--dry-run",
+            "--once",
+            "--per-workload-vault-addr",
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",
@@ -698,31 +723,9 @@ mod tests {
             "VAULT_IGNORE_MISSING_SECRETS",
             "BAO_ADDR",
             "POD_NAMESPACE",
+            "POD_NAME",
         ] {
             assert!(HELP.contains(name), "--help misses {name}");
-        }
-    }
-
-    #[test]
-    fn go_durations() {
-        let ok = [
-            ("30s", 30_000),
-            ("1m", 60_000),
-            ("1h30m", 5_400_000),
-            ("1.5h", 5_400_000),
-            ("300ms", 300),
-            ("2m0.5s", 120_500),
-            ("0", 0),
-        ];
-        for (text, millis) in ok {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(millis)),
-                "{text}"
-            );
-        }
-        for text in ["", "30", "s", "-1s", "1x", "1..5s", "1h 30m", "1e3s"] {
-            assert!(parse_duration(text).is_err(), "{text} should be rejected");
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::collector::{Collector, Index};
 use crate::kube::Kube;
+use crate::lease::Elector;
 use crate::metrics::Metrics;
 use crate::pace::Duties;
 use crate::reloader::Reloader;
@@ -52,6 +53,10 @@ pub struct Daemon {
     pub collector_period: Duration,
     /// Reloader period.
     pub reloader_period: Duration,
+    /// Leader election, when enabled: passes run only while leading.
+    pub elector: Option<Elector>,
+    /// Run one collector and one reloader pass, then return.
+    pub once: bool,
 }
 
 /// Whether the last passes reached their servers, for `/readyz`.
@@ -64,6 +69,7 @@ struct Readiness {
 /// What a pass needs to keep the loop's duties: the listener and the flags.
 struct Between<'a> {
     server: &'a mut Option<Server>,
+    elector: &'a mut Option<Elector>,
     stop: &'a AtomicBool,
     metrics: &'a Metrics,
     readiness: &'a Readiness,
@@ -81,7 +87,8 @@ impl Between<'_> {
 impl Duties for Between<'_> {
     fn keep_going(&mut self) -> bool {
         self.serve();
-        !self.stop.load(Ordering::Relaxed)
+        let leading = self.elector.as_mut().is_none_or(Elector::tick);
+        leading && !self.stop.load(Ordering::Relaxed)
     }
 }
 
@@ -109,8 +116,9 @@ fn ticks(period: Duration) -> u64 {
 }
 
 impl Daemon {
-    /// Runs until SIGTERM or SIGINT; returns the exit code.
-    pub fn run(self) -> i32 {
+    /// Runs until SIGTERM or SIGINT (or after one round with `once`);
+    /// returns the exit code.
+    pub fn run(self) -> u8 {
         let Daemon {
             mut kube,
             mut collector,
@@ -119,6 +127,8 @@ impl Daemon {
             signals,
             collector_period,
             reloader_period,
+            mut elector,
+            once,
         } = self;
         let collect_every = ticks(collector_period);
         let reload_every = ticks(reloader_period);
@@ -127,6 +137,8 @@ impl Daemon {
         let mut readiness = Readiness::default();
         let start = Instant::now();
         let (mut next_collect, mut next_reload) = (0u64, 0u64);
+        let mut leading = false;
+        let mut code = 0;
         while !signals.stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             let tick = (started - start).as_millis() as u64 / TICK.as_millis() as u64;
@@ -134,29 +146,39 @@ impl Daemon {
             if run_now {
                 log::info!("SIGHUP: running both passes now");
             }
-            if run_now || tick >= next_collect {
+            let was_leading = leading;
+            leading = elector.as_mut().is_none_or(Elector::tick);
+            metrics.leader = leading;
+            if leading && !was_leading {
+                // A new leader continues at once from the state on the workloads.
+                (next_collect, next_reload) = (tick, tick);
+            }
+            if leading && (run_now || tick >= next_collect) {
                 next_collect = tick + collect_every;
                 crate::logging::set_worker("collector");
                 let mut between = Between {
                     server: &mut server,
+                    elector: &mut elector,
                     stop: &signals.stop,
                     metrics: &metrics,
                     readiness: &readiness,
                 };
                 let report = collector.pass(&mut kube, &mut index, &mut between);
+                let ok = report.failures == 0 && !report.interrupted;
                 if !report.interrupted {
-                    let ok = report.failures == 0;
                     readiness.collected = ok;
                     metrics.collector.record(ok, started.elapsed());
                     metrics.watched_workloads = index.len();
                 }
+                code = u8::from(!ok);
             }
-            if run_now || tick >= next_reload {
+            if leading && (run_now || tick >= next_reload) {
                 next_reload = tick + reload_every;
                 crate::logging::set_worker("reloader");
                 let pass_started = Instant::now();
                 let mut between = Between {
                     server: &mut server,
+                    elector: &mut elector,
                     stop: &signals.stop,
                     metrics: &metrics,
                     readiness: &readiness,
@@ -165,8 +187,8 @@ impl Daemon {
                 for id in &report.reloaded {
                     *metrics.reloads.entry(id.clone()).or_default() += 1;
                 }
+                let ok = report.vault_failures == 0 && report.patch_failures == 0;
                 if !report.interrupted {
-                    let ok = report.vault_failures == 0 && report.patch_failures == 0;
                     readiness.reloaded =
                         report.vault_failures < report.secrets || report.secrets == 0;
                     metrics.reloader.record(ok, pass_started.elapsed());
@@ -175,10 +197,15 @@ impl Daemon {
                     metrics.vault_lookups_ok += (report.secrets - report.vault_failures) as u64;
                     metrics.watched_workloads = index.len();
                 }
+                code = code.max(u8::from(!ok || report.interrupted));
+                if once {
+                    break;
+                }
             }
             crate::logging::set_worker("main");
             let mut between = Between {
                 server: &mut server,
+                elector: &mut elector,
                 stop: &signals.stop,
                 metrics: &metrics,
                 readiness: &readiness,
@@ -192,8 +219,15 @@ impl Daemon {
                 std::thread::sleep(IDLE_POLL);
             }
         }
+        if let Some(elector) = elector.as_mut() {
+            elector.release();
+        }
         log::info!("stopping");
-        0
+        if once {
+            code
+        } else {
+            0
+        }
     }
 }
 

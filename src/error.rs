@@ -27,6 +27,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the server cannot be used at all right now (unreachable, or
+    /// our credentials are unusable), so further requests in the same pass
+    /// would fail alike and need not be sent.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport(_) | Error::File { .. } | Error::Denied(401)
+        )
+    }
+
     /// Maps an error status and its (possibly empty) body to a variant.
     pub fn from_status(code: u16, body: &str) -> Error {
         match code {

@@ -20,6 +20,8 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The writing HTTP methods.
 #[derive(Clone, Copy)]
 enum Write {
+    Post,
+    Put,
     Patch,
 }
 
@@ -29,6 +31,57 @@ pub struct Kube {
     base: String,
     token_file: PathBuf,
     token: Option<(String, Instant)>,
+}
+
+/// A coordination.k8s.io/v1 Lease, with the fields leader election uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// Always `coordination.k8s.io/v1`.
+    #[serde(default)]
+    pub api_version: String,
+    /// Always `Lease`.
+    #[serde(default)]
+    pub kind: String,
+    /// Name, namespace, resourceVersion.
+    pub metadata: LeaseMeta,
+    /// Who holds it and until when.
+    #[serde(default)]
+    pub spec: LeaseSpec,
+}
+
+/// The Lease metadata used.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseMeta {
+    /// Lease name.
+    pub name: String,
+    /// Lease namespace.
+    pub namespace: String,
+    /// Empty for a Lease not yet created.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource_version: String,
+}
+
+/// The Lease spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseSpec {
+    /// The holder's identity; empty when released.
+    #[serde(default)]
+    pub holder_identity: Option<String>,
+    /// How long a holder is trusted after renewing.
+    #[serde(default)]
+    pub lease_duration_seconds: Option<u32>,
+    /// When the holder took it (RFC 3339 with microseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquire_time: Option<String>,
+    /// When the holder last renewed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew_time: Option<String>,
+    /// How often it changed hands.
+    #[serde(default)]
+    pub lease_transitions: Option<u32>,
 }
 
 /// One page of a list.
@@ -140,6 +193,8 @@ impl Kube {
                     .call(),
                 Some((method, content_type, bytes)) => {
                     let request = match method {
+                        Write::Post => self.agent.post(&url),
+                        Write::Put => self.agent.put(&url),
                         Write::Patch => self.agent.patch(&url),
                     };
                     request
@@ -161,9 +216,31 @@ impl Kube {
     }
 
     fn collection(kind: Kind, namespace: Option<&str>) -> String {
+        let group = kind.api_version();
         match namespace {
-            Some(ns) => format!("/apis/apps/v1/namespaces/{ns}/{}", kind.plural()),
-            None => format!("/apis/apps/v1/{}", kind.plural()),
+            Some(ns) => format!("/apis/{group}/namespaces/{ns}/{}", kind.plural()),
+            None => format!("/apis/{group}/{}", kind.plural()),
+        }
+    }
+
+    /// Whether the API server serves `kind` (discovery of its group version).
+    pub fn serves(&mut self, kind: Kind) -> Result<bool, Error> {
+        #[derive(Deserialize)]
+        struct Resources {
+            #[serde(default)]
+            resources: Vec<Resource>,
+        }
+        #[derive(Deserialize)]
+        struct Resource {
+            name: String,
+        }
+        match self.send(&format!("/apis/{}", kind.api_version()), &[], None) {
+            Ok(response) => {
+                let list: Resources = http::read_json(response)?;
+                Ok(list.resources.iter().any(|r| r.name == kind.plural()))
+            }
+            Err(Error::NotFound) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -256,6 +333,89 @@ impl Kube {
             )),
         )?;
         http::read_json(response)
+    }
+
+    /// Records a core/v1 Event about a workload (`kind` is `Normal` or
+    /// `Warning`), so `kubectl describe` shows it.
+    pub fn create_event(
+        &mut self,
+        workload: &crate::workload::WorkloadId,
+        uid: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), Error> {
+        let now = crate::time::rfc3339(std::time::SystemTime::now(), 0);
+        let event = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "generateName": format!("{}.", workload.name),
+                "namespace": workload.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": workload.kind.api_version(),
+                "kind": workload.kind.name(),
+                "namespace": workload.namespace,
+                "name": workload.name,
+                "uid": uid,
+            },
+            "reason": reason,
+            "message": message,
+            "type": if warning { "Warning" } else { "Normal" },
+            "source": {"component": "vault-secrets-reloader"},
+            "reportingComponent": "vault-secrets-reloader",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        });
+        let path = format!("/api/v1/namespaces/{}/events", workload.namespace);
+        let body = event.to_string();
+        self.send(
+            &path,
+            &[],
+            Some((Write::Post, "application/json", body.as_bytes())),
+        )?;
+        Ok(())
+    }
+
+    /// The Lease `namespace/name`, or `None` when it does not exist.
+    pub fn get_lease(&mut self, namespace: &str, name: &str) -> Result<Option<Lease>, Error> {
+        match self.send(&Self::lease_path(namespace, Some(name)), &[], None) {
+            Ok(response) => http::read_json(response).map(Some),
+            Err(Error::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates the Lease (`Error::Conflict` when another holder was quicker),
+    /// or replaces it when `lease.metadata.resource_version` is set
+    /// (`Error::Conflict` when it changed since it was read).
+    pub fn write_lease(&mut self, lease: &Lease) -> Result<Lease, Error> {
+        let body = serde_json::to_string(lease).map_err(|e| Error::Decode(e.to_string()))?;
+        let namespace = &lease.metadata.namespace;
+        let (path, method) = if lease.metadata.resource_version.is_empty() {
+            (Self::lease_path(namespace, None), Write::Post)
+        } else {
+            (
+                Self::lease_path(namespace, Some(&lease.metadata.name)),
+                Write::Put,
+            )
+        };
+        let response = self.send(
+            &path,
+            &[],
+            Some((method, "application/json", body.as_bytes())),
+        )?;
+        http::read_json(response)
+    }
+
+    fn lease_path(namespace: &str, name: Option<&str>) -> String {
+        let base = format!("/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases");
+        match name {
+            Some(name) => format!("{base}/{name}"),
+            None => base,
+        }
     }
 
     /// The decoded value of `key` in Secret `namespace/name`.

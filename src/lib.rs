@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod error;
 pub mod http;
 pub mod kube;
+pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod pace;

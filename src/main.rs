@@ -3,7 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 use vault_secrets_reloader::config::{self, Command, Config, VaultSettings, SERVICE_ACCOUNT_DIR};
-use vault_secrets_reloader::{collector, daemon, kube, logging, reloader, serve, vault};
+use vault_secrets_reloader::workload::Kind;
+use vault_secrets_reloader::{collector, daemon, kube, lease, logging, reloader, serve, vault};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     };
     logging::init(config.log_level, config.json_log);
     match run(*config) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
@@ -32,7 +33,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<(), String> {
+/// Runs the daemon; the exit code, or why it could not start.
+fn run(config: Config) -> Result<u8, String> {
     log::info!(
         "vault-secrets-reloader {} starting",
         env!("CARGO_PKG_VERSION")
@@ -62,6 +64,21 @@ fn run(config: Config) -> Result<(), String> {
         Some(settings) => Some(vault_client(settings, &mut kube)?),
         None => None,
     };
+    let per_workload: Option<reloader::ClientFactory> = match config.per_workload_vault_addr {
+        true => {
+            let settings = config.vault.clone();
+            let ca_pem = vault_ca(&settings, &mut kube)?;
+            let jwt_file = config.kube.token_file.clone();
+            Some(Box::new(move |addr: &str| {
+                let settings = VaultSettings {
+                    addr: addr.to_string(),
+                    ..settings.clone()
+                };
+                vault::Vault::new(&settings, ca_pem.clone(), jwt_file.clone())
+            }))
+        }
+        false => None,
+    };
     let server = match serve::Server::bind(&config.listen_address) {
         Ok(server) => Some(server),
         Err(e) => {
@@ -72,20 +89,61 @@ fn run(config: Config) -> Result<(), String> {
             None
         }
     };
+    let elector = match config.leader_elect {
+        true => {
+            let namespace = config.lease_namespace.clone().unwrap_or_else(own_namespace);
+            let lease_client =
+                kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
+            Some(lease::Elector::new(
+                lease_client,
+                namespace,
+                config.lease_name.clone(),
+                identity(),
+            ))
+        }
+        false => None,
+    };
+    if config.dry_run {
+        log::info!("dry run: nothing will be patched");
+    }
+    let mut kinds = Kind::BUILT_IN.to_vec();
+    match kube.serves(Kind::Rollout) {
+        Ok(true) => {
+            log::info!("Argo Rollouts found: watching Rollouts too");
+            kinds.push(Kind::Rollout);
+        }
+        Ok(false) => {}
+        Err(e) => log::warn!(
+            "could not tell whether Argo Rollouts is installed ({e}); not watching Rollouts"
+        ),
+    }
     let code = daemon::Daemon {
         kube,
-        collector: collector::Collector::new(&config.namespaces, &config.exclude_namespaces),
-        reloader: reloader::Reloader::new(vault, bao),
+        collector: collector::Collector::new(
+            &kinds,
+            &config.namespaces,
+            &config.exclude_namespaces,
+        ),
+        reloader: reloader::Reloader::new(vault, bao, per_workload, config.dry_run),
         server,
         signals,
         collector_period: config.collector_period,
         reloader_period: config.reloader_period,
+        elector,
+        once: config.once,
     }
     .run();
-    match code {
-        0 => Ok(()),
-        _ => Err("stopped with errors".into()),
-    }
+    Ok(code)
+}
+
+/// This replica's leader-election identity: the pod name, else the host name.
+fn identity() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("vault-secrets-reloader-{}", std::process::id()))
 }
 
 /// The CA to trust for a Vault server: from its file, or from the `ca.crt`

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub watched_workloads: usize,
     /// Distinct secrets they use.
     pub secrets: usize,
+    /// Whether this replica acts (always true without leader election).
+    pub leader: bool,
 }
 
 impl Metrics {
@@ -137,6 +139,13 @@ impl Metrics {
             "Distinct secrets the watched workloads use.",
         );
         let _ = writeln!(out, "{PREFIX}watched_secrets {}", self.secrets);
+        header(
+            &mut out,
+            "leader",
+            "gauge",
+            "1 while this replica holds the Lease and acts.",
+        );
+        let _ = writeln!(out, "{PREFIX}leader {}", u8::from(self.leader));
         out
     }
 }

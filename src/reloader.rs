@@ -12,6 +12,7 @@ use crate::workload::{self, Entry, WorkloadId};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A secret whose version differs from the one a workload was rolled out with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,20 +46,29 @@ pub struct Decision {
     pub state: State,
     /// Whether `state` differs from what is stored.
     pub write_state: bool,
+    /// The changes must wait until this time (Unix seconds) because of the
+    /// workload's minimum reload interval; nothing is written before.
+    pub deferred_until: Option<u64>,
 }
 
+/// What Vault said this pass about a secret a workload uses.
+pub type LookupFn<'a> = dyn Fn(&SecretRef) -> Option<&'a Lookup> + 'a;
+
 /// Decides for a workload using `refs`, last rolled out with `stored`,
-/// given what Vault said this pass.
+/// given what Vault said this pass (`lookup`).
 ///
 /// A secret seen for the first time joins the baseline without a rollout;
 /// one whose number or creation time differs is a change; one Vault could
 /// not be asked about keeps its stored version; a missing one keeps the
 /// version the pods have, so its re-creation is a change; secrets no longer
-/// used are dropped.
+/// used are dropped. Changes arriving within `min_interval` of the last
+/// rollout wait (and so gather) until it has passed; `now` is Unix seconds.
 pub fn decide(
     refs: &[SecretRef],
     stored: Option<&State>,
-    lookups: &HashMap<SecretRef, Lookup>,
+    lookup: &LookupFn,
+    min_interval: Option<Duration>,
+    now: u64,
 ) -> Decision {
     let empty = State::default();
     let stored_state = stored.unwrap_or(&empty);
@@ -67,7 +77,7 @@ pub fn decide(
     for secret in refs {
         let key = secret.key();
         let before = stored_state.versions.get(&key);
-        let after = match (lookups.get(secret), before) {
+        let after = match (lookup(secret), before) {
             (Some(Lookup::Found(now)), Some(Some(old))) if old == now => Some(Some(old.clone())),
             (Some(Lookup::Found(now)), Some(old)) => {
                 changes.push(Change {
@@ -86,6 +96,17 @@ pub fn decide(
             state.versions.insert(key, version);
         }
     }
+    let last_reload = stored.and_then(|s| s.last_reload);
+    let deferred_until = match (changes.is_empty(), min_interval, last_reload) {
+        (false, Some(interval), Some(last)) if last + interval.as_secs() > now => {
+            Some(last + interval.as_secs())
+        }
+        _ => None,
+    };
+    state.last_reload = match changes.is_empty() {
+        true => last_reload,
+        false => Some(now),
+    };
     let write_state = match stored {
         Some(stored) => *stored != state,
         None => !state.versions.is_empty(),
@@ -93,7 +114,8 @@ pub fn decide(
     Decision {
         changes,
         state,
-        write_state,
+        write_state: write_state && deferred_until.is_none(),
+        deferred_until,
     }
 }
 
@@ -131,38 +153,70 @@ pub struct Report {
     pub interrupted: bool,
 }
 
+/// Makes a client for a workload's own Vault address.
+pub type ClientFactory = Box<dyn Fn(&str) -> Result<Vault, Error>>;
+
+/// Which server a secret is read from: a workload's own Vault address, or
+/// `None` for the configured server of its provider.
+type Server = Option<String>;
+
 /// The Vault clients, and what must be said only once.
 pub struct Reloader {
     vault: Vault,
     bao: Option<Vault>,
+    /// Clients for workloads' own addresses, made on first use; `None`
+    /// when per-workload addresses are not honoured.
+    per_workload: Option<(ClientFactory, HashMap<String, Vault>)>,
     ignore_missing: bool,
     bao_ignore_missing: bool,
-    said_unwatchable: HashSet<SecretRef>,
+    said_unwatchable: HashSet<(Server, SecretRef)>,
+    /// Missing secrets already reported with a Warning Event, per workload.
+    said_missing: HashSet<(WorkloadId, SecretRef)>,
+    dry_run: bool,
 }
 
 impl Reloader {
     /// A reloader asking `vault` for `vault:` secrets and `bao` (or `vault`
-    /// when there is none) for `bao:` ones.
-    pub fn new(vault: (Vault, bool), bao: Option<(Vault, bool)>) -> Reloader {
+    /// when there is none) for `bao:` ones, each with its ignore-missing
+    /// setting. With `per_workload`, a workload's `vault-addr` annotation
+    /// picks the server for its `vault:` secrets. With `dry_run` it only
+    /// logs what it would do.
+    pub fn new(
+        vault: (Vault, bool),
+        bao: Option<(Vault, bool)>,
+        per_workload: Option<ClientFactory>,
+        dry_run: bool,
+    ) -> Reloader {
         let bao_ignore_missing = bao.as_ref().map_or(vault.1, |b| b.1);
         Reloader {
             vault: vault.0,
             ignore_missing: vault.1,
             bao: bao.map(|b| b.0),
+            per_workload: per_workload.map(|make| (make, HashMap::new())),
             bao_ignore_missing,
             said_unwatchable: HashSet::new(),
+            said_missing: HashSet::new(),
+            dry_run,
+        }
+    }
+
+    /// The server `entry` reads `secret` from.
+    fn server(&self, entry: &Entry, secret: &SecretRef) -> Server {
+        match (&self.per_workload, secret.provider) {
+            (Some(_), Provider::Vault) => entry.vault_addr.clone(),
+            _ => None,
         }
     }
 
     /// One pass over every workload in `index`.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
-        let secrets: BTreeSet<SecretRef> = index
+        let sources: BTreeSet<(Server, SecretRef)> = index
             .values()
-            .flat_map(|e| e.refs.iter().cloned())
+            .flat_map(|e| e.refs.iter().map(|s| (self.server(e, s), s.clone())))
             .collect();
-        report.secrets = secrets.len();
-        let Some(lookups) = self.look_up(secrets, duties, &mut report) else {
+        report.secrets = sources.len();
+        let Some(lookups) = self.look_up(sources, duties, &mut report) else {
             report.interrupted = true;
             return report;
         };
@@ -172,91 +226,203 @@ impl Reloader {
                 report.interrupted = true;
                 return report;
             }
-            match apply(kube, index, &id, &lookups) {
-                Ok(true) => report.reloaded.push(id),
-                Ok(false) => {}
+            let Some(entry) = index.get(&id) else {
+                continue;
+            };
+            let servers: HashMap<SecretRef, Server> = entry
+                .refs
+                .iter()
+                .map(|s| (s.clone(), self.server(entry, s)))
+                .collect();
+            let lookup = |secret: &SecretRef| {
+                let server = servers.get(secret).cloned().flatten();
+                lookups.get(&(server, secret.clone()))
+            };
+            self.report_missing(kube, entry, &lookup);
+            match apply(kube, index, &id, &lookup, self.dry_run) {
+                Ok(Some((uid, changes))) => {
+                    let message = format!("Rolled out for new secret versions: {}", list(&changes));
+                    if let Err(e) = kube.create_event(&id, &uid, false, "SecretsReloaded", &message)
+                    {
+                        log::warn!("recording an Event for {id} failed: {e}");
+                    }
+                    report.reloaded.push(id);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     report.patch_failures += 1;
                     log::error!("updating {id} failed: {e}");
+                    if e.is_unreachable() {
+                        // The rest would fail alike; their changes wait for the next pass.
+                        return report;
+                    }
                 }
             }
         }
         report
     }
 
-    /// Asks Vault about each secret once. A server that cannot be reached
-    /// is not asked again in the same pass (one error, not one per secret).
-    /// `None` when the loop asked to stop.
+    /// A Warning Event on a workload for each secret it uses that does not
+    /// exist, once until the secret is back.
+    fn report_missing(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
+        let id = &entry.id;
+        for secret in &entry.refs {
+            let key = (id.clone(), secret.clone());
+            match lookup(secret) {
+                Some(Lookup::Missing) if !self.dry_run && !self.said_missing.contains(&key) => {
+                    let message = format!("Vault secret path {} not found", secret.path);
+                    match kube.create_event(id, &entry.uid, true, "SecretNotFound", &message) {
+                        Ok(()) => {
+                            self.said_missing.insert(key);
+                        }
+                        Err(e) => log::warn!("recording an Event for {id} failed: {e}"),
+                    }
+                }
+                Some(Lookup::Found(_)) => {
+                    self.said_missing.remove(&key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The client for a server, and whether a missing secret there is only
+    /// a warning.
+    fn client(&mut self, server: &Server, provider: Provider) -> Result<(&mut Vault, bool), Error> {
+        match (
+            server,
+            provider,
+            self.bao.as_mut(),
+            self.per_workload.as_mut(),
+        ) {
+            (Some(addr), _, _, Some((make, clients))) => {
+                if !clients.contains_key(addr) {
+                    clients.insert(addr.clone(), make(addr)?);
+                }
+                let client = clients.get_mut(addr).expect("inserted above");
+                Ok((client, self.ignore_missing))
+            }
+            (_, Provider::Bao, Some(bao), _) => Ok((bao, self.bao_ignore_missing)),
+            (_, Provider::Bao, None, _) => Ok((&mut self.vault, self.bao_ignore_missing)),
+            _ => Ok((&mut self.vault, self.ignore_missing)),
+        }
+    }
+
+    /// Asks each server about each of its secrets once. A server that cannot
+    /// be reached is not asked again in the same pass (one error, not one
+    /// per secret). `None` when the loop asked to stop.
     fn look_up(
         &mut self,
-        secrets: BTreeSet<SecretRef>,
+        sources: BTreeSet<(Server, SecretRef)>,
         duties: &mut dyn Duties,
         report: &mut Report,
-    ) -> Option<HashMap<SecretRef, Lookup>> {
-        let mut lookups = HashMap::with_capacity(secrets.len());
-        let mut unreachable: HashSet<Provider> = HashSet::new();
-        for secret in secrets {
+    ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
+        let mut lookups = HashMap::with_capacity(sources.len());
+        let mut unreachable: HashSet<(Server, Provider)> = HashSet::new();
+        for (server, secret) in sources {
             if !duties.keep_going() {
                 return None;
             }
-            let (client, ignore_missing) = match (secret.provider, self.bao.as_mut()) {
-                (Provider::Bao, Some(bao)) => (bao, self.bao_ignore_missing),
-                (Provider::Bao, None) => (&mut self.vault, self.bao_ignore_missing),
-                (Provider::Vault, _) => (&mut self.vault, self.ignore_missing),
-            };
-            let lookup = if unreachable.contains(&secret.provider) {
+            let at = server
+                .as_deref()
+                .map(|a| format!(" at {a}"))
+                .unwrap_or_default();
+            let mut ignore_missing = self.ignore_missing;
+            let lookup = if unreachable.contains(&(server.clone(), secret.provider)) {
                 Lookup::Failed(Error::Transport("not tried again this pass".into()))
             } else {
-                client.current_version(&secret.path)
+                match self.client(&server, secret.provider) {
+                    Ok((client, ignore)) => {
+                        ignore_missing = ignore;
+                        client.current_version(&secret.path)
+                    }
+                    Err(e) => Lookup::Failed(e),
+                }
             };
             match &lookup {
-                Lookup::Found(version) => log::debug!("{secret} is at {version}"),
+                Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
                 Lookup::Missing if ignore_missing => {
-                    log::warn!("Vault secret path {} not found", secret.path)
+                    log::warn!("Vault secret path {} not found{at}", secret.path)
                 }
-                Lookup::Missing => log::error!("Vault secret path {} not found", secret.path),
+                Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
                 Lookup::Unwatchable(why) => {
-                    if self.said_unwatchable.insert(secret.clone()) {
-                        log::warn!("{secret} cannot be watched: {why}");
+                    if self
+                        .said_unwatchable
+                        .insert((server.clone(), secret.clone()))
+                    {
+                        log::warn!("{secret}{at} cannot be watched: {why}");
                     }
                 }
                 Lookup::Failed(e @ Error::Transport(_)) => {
                     report.vault_failures += 1;
-                    if unreachable.insert(secret.provider) {
+                    if unreachable.insert((server.clone(), secret.provider)) {
                         log::error!(
-                            "checking {secret} failed, not asking that server again this pass: {e}"
+                            "checking {secret}{at} failed, not asking that server again this pass: {e}"
                         );
                     }
                 }
                 Lookup::Failed(e) => {
                     report.vault_failures += 1;
-                    log::error!("checking {secret} failed: {e}");
+                    log::error!("checking {secret}{at} failed: {e}");
                 }
             }
-            lookups.insert(secret, lookup);
+            lookups.insert((server, secret), lookup);
         }
         Some(lookups)
     }
 }
 
+fn list(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(Change::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Decides for one workload and patches it; on a conflict reads it again,
-/// decides again and patches once more. `Ok(true)` when it was rolled out.
+/// decides again and patches once more. When it was rolled out: its UID and
+/// what changed. With `dry_run` it only logs.
 fn apply(
     kube: &mut Kube,
     index: &mut Index,
     id: &WorkloadId,
-    lookups: &HashMap<SecretRef, Lookup>,
-) -> Result<bool, Error> {
+    lookup: &LookupFn,
+    dry_run: bool,
+) -> Result<Option<(String, Vec<Change>)>, Error> {
     let mut fetched_again = false;
     loop {
         let Some(entry) = index.get(id) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let decision = decide(&entry.refs, entry.state.as_ref(), lookups);
-        if decision.changes.is_empty() && !decision.write_state {
-            return Ok(false);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let decision = decide(
+            &entry.refs,
+            entry.state.as_ref(),
+            lookup,
+            entry.min_reload_interval,
+            now,
+        );
+        if let Some(until) = decision.deferred_until {
+            log::info!(
+                "{id}: waiting {}s (min-reload-interval) to reload for {}",
+                until.saturating_sub(now),
+                list(&decision.changes)
+            );
+            return Ok(None);
         }
-        let reload = !decision.changes.is_empty();
+        if decision.changes.is_empty() && !decision.write_state {
+            return Ok(None);
+        }
+        if dry_run {
+            if !decision.changes.is_empty() {
+                log::info!("dry run: would reload {id}: {}", list(&decision.changes));
+            }
+            return Ok(None);
+        }
         let result = kube.merge_patch(
             id.kind,
             &id.namespace,
@@ -273,18 +439,18 @@ fn apply(
             }
             Err(Error::NotFound) => {
                 index.remove(id);
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        if reload {
-            let changes: Vec<String> = decision.changes.iter().map(Change::to_string).collect();
-            log::info!("reloaded {id}: {}", changes.join(", "));
-        } else {
-            log::debug!("recorded the secret versions of {id}");
-        }
+        let uid = stored.metadata.uid.clone();
         update(index, id, stored);
-        return Ok(reload);
+        if decision.changes.is_empty() {
+            log::debug!("recorded the secret versions of {id}");
+            return Ok(None);
+        }
+        log::info!("reloaded {id}: {}", list(&decision.changes));
+        return Ok(Some((uid, decision.changes)));
     }
 }
 
@@ -319,6 +485,8 @@ fn update(index: &mut Index, id: &WorkloadId, current: workload::Workload) {
 mod tests {
     use super::*;
 
+    const NOW: u64 = 1_795_851_811;
+
     fn secret(path: &str) -> SecretRef {
         SecretRef {
             provider: Provider::Vault,
@@ -339,6 +507,7 @@ mod tests {
                 .iter()
                 .map(|(path, v)| (secret(path).key(), v.clone()))
                 .collect(),
+            last_reload: None,
         }
     }
 
@@ -353,7 +522,7 @@ mod tests {
             ("s/data/a", Lookup::Found(version(1, "t1"))),
             ("s/data/b", Lookup::Missing),
         ]);
-        let decision = decide(&refs, None, &found);
+        let decision = decide(&refs, None, &|s| found.get(s), None, NOW);
         assert!(decision.changes.is_empty());
         assert!(decision.write_state);
         assert_eq!(
@@ -367,7 +536,7 @@ mod tests {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", Some(version(2, "t2")))]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
-        let decision = decide(&refs, Some(&stored), &found);
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
         assert!(decision.changes.is_empty() && !decision.write_state);
     }
 
@@ -384,9 +553,10 @@ mod tests {
             ("s/data/b", Lookup::Found(version(5, "t5"))),
             ("s/data/c", Lookup::Found(version(1, "t1"))),
         ]);
-        let decision = decide(&refs, Some(&stored), &found);
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
         assert_eq!(decision.changes.len(), 2);
         assert!(decision.write_state);
+        assert_eq!(decision.state.last_reload, Some(NOW));
         assert_eq!(decision.changes[0].to_string(), "vault:s/data/a v1 → v2");
     }
 
@@ -396,11 +566,11 @@ mod tests {
         let stored = state(&[("s/data/a", Some(version(1, "t1")))]);
         // Deleted: the pods keep what they have, nothing is written.
         let gone = lookups(vec![("s/data/a", Lookup::Missing)]);
-        let decision = decide(&refs, Some(&stored), &gone);
+        let decision = decide(&refs, Some(&stored), &|s| gone.get(s), None, NOW);
         assert!(decision.changes.is_empty() && !decision.write_state);
         // Re-created: version 1 again, but created later.
         let back = lookups(vec![("s/data/a", Lookup::Found(version(1, "t9")))]);
-        let decision = decide(&refs, Some(&stored), &back);
+        let decision = decide(&refs, Some(&stored), &|s| back.get(s), None, NOW);
         assert_eq!(decision.changes.len(), 1);
         assert_eq!(
             decision.changes[0].to_string(),
@@ -413,7 +583,7 @@ mod tests {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", None)]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
-        let decision = decide(&refs, Some(&stored), &found);
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
         assert_eq!(decision.changes[0].old, None);
     }
 
@@ -429,7 +599,7 @@ mod tests {
             ("s/data/a", Lookup::Failed(Error::Transport("down".into()))),
             ("s/data/kv1", Lookup::Unwatchable("kv1")),
         ]);
-        let decision = decide(&refs, Some(&stored), &found);
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
         assert!(decision.changes.is_empty() && !decision.write_state);
         assert_eq!(decision.state, stored);
     }
@@ -442,7 +612,7 @@ mod tests {
             ("s/data/a", Lookup::Found(version(4, "t4"))),
             ("s/data/b", Lookup::Found(version(7, "t7"))),
         ]);
-        let decision = decide(&refs, Some(&stored), &found);
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
         assert!(
             decision.changes.is_empty(),
             "a no longer used secret changed"
@@ -452,6 +622,56 @@ mod tests {
             state(&[("s/data/b", Some(version(7, "t7")))])
         );
         assert!(decision.write_state);
+    }
+
+    #[test]
+    fn changes_within_the_minimum_interval_wait_and_gather() {
+        let refs = [secret("s/data/a"), secret("s/data/b")];
+        let mut stored = state(&[
+            ("s/data/a", Some(version(1, "t1"))),
+            ("s/data/b", Some(version(1, "t1"))),
+        ]);
+        stored.last_reload = Some(NOW - 60);
+        let ten_minutes = Some(Duration::from_secs(600));
+        let first = lookups(vec![
+            ("s/data/a", Lookup::Found(version(2, "t2"))),
+            ("s/data/b", Lookup::Found(version(1, "t1"))),
+        ]);
+        let waiting = decide(&refs, Some(&stored), &|s| first.get(s), ten_minutes, NOW);
+        assert_eq!(waiting.deferred_until, Some(NOW + 540));
+        assert!(!waiting.write_state, "nothing may be written while waiting");
+        // A second change in the window joins the first; once the window has
+        // passed both go out in one rollout.
+        let both = lookups(vec![
+            ("s/data/a", Lookup::Found(version(2, "t2"))),
+            ("s/data/b", Lookup::Found(version(2, "t2"))),
+        ]);
+        let still = decide(
+            &refs,
+            Some(&stored),
+            &|s| both.get(s),
+            ten_minutes,
+            NOW + 300,
+        );
+        assert_eq!(still.deferred_until, Some(NOW + 540));
+        let later = decide(
+            &refs,
+            Some(&stored),
+            &|s| both.get(s),
+            ten_minutes,
+            NOW + 540,
+        );
+        assert_eq!(later.deferred_until, None);
+        assert_eq!(later.changes.len(), 2);
+        assert_eq!(later.state.last_reload, Some(NOW + 540));
+        // Without changes the interval holds nothing back.
+        let same = lookups(vec![
+            ("s/data/a", Lookup::Found(version(1, "t1"))),
+            ("s/data/b", Lookup::Found(version(1, "t1"))),
+        ]);
+        let quiet = decide(&refs, Some(&stored), &|s| same.get(s), ten_minutes, NOW);
+        assert_eq!(quiet.deferred_until, None);
+        assert!(!quiet.write_state);
     }
 
     #[test]
@@ -467,6 +687,8 @@ mod tests {
             prefix: workload::PREFIXES[1],
             reload_count: 4,
             refs: vec![secret("s/data/a")],
+            min_reload_interval: None,
+            vault_addr: None,
             state: None,
         };
         let mut decision = Decision {
@@ -477,6 +699,7 @@ mod tests {
             }],
             state: state(&[("s/data/a", Some(version(2, "t2")))]),
             write_state: true,
+            deferred_until: None,
         };
         let patch = patch_body(&entry, &decision);
         assert_eq!(patch["metadata"]["resourceVersion"], "77");

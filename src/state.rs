@@ -31,13 +31,19 @@ impl fmt::Display for Version {
 pub struct State {
     /// Secret key → observed version.
     pub versions: BTreeMap<String, Option<Version>>,
+    /// When the reloader last rolled the workload out (Unix seconds), for
+    /// the minimum reload interval.
+    pub last_reload: Option<u64>,
 }
 
-/// The compact JSON form: `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null}}`.
+/// The compact JSON form:
+/// `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null},"r":1795851811}`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     v: BTreeMap<String, Option<(u64, String)>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<u64>,
 }
 
 /// The annotation could not be read; the text says why, never its content.
@@ -62,6 +68,7 @@ impl State {
                     (key.clone(), pair)
                 })
                 .collect(),
+            r: self.last_reload,
         };
         serde_json::to_string(&wire).expect("a map of strings and numbers always serializes")
     }
@@ -88,6 +95,7 @@ impl State {
                     (key, version)
                 })
                 .collect(),
+            last_reload: wire.r,
         })
     }
 }
@@ -116,6 +124,10 @@ mod tests {
             text,
             r#"{"v":{"bao:team/kv/data/app":null,"vault:secret/data/mysql":[3,"2026-11-28T07:43:31.1Z"]}}"#
         );
+        assert_eq!(State::decode(&text), Ok(state.clone()));
+        state.last_reload = Some(1_795_851_811);
+        let text = state.encode();
+        assert!(text.ends_with(r#"]},"r":1795851811}"#), "{text}");
         assert_eq!(State::decode(&text), Ok(state));
     }
 

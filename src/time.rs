@@ -1,6 +1,7 @@
-//! Wall-clock timestamps in RFC 3339, as logs and Kubernetes objects want them.
+//! Wall-clock timestamps in RFC 3339, as logs and Kubernetes objects want
+//! them, and Go-style durations, as the original tool's flags take them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `2026-11-28T07:43:31.123456Z` with `digits` (0 to 9) fraction digits.
 pub fn rfc3339(at: SystemTime, digits: u32) -> String {
@@ -43,10 +44,67 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// Parses a Go duration such as `300ms`, `1.5h` or `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("'{text}' is not a duration like 30s, 1m or 1h30m");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() || text.starts_with('-') {
+        return Err(invalid());
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        rest = &rest[unit_len..];
+        total += number * seconds_per_unit;
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn go_durations() {
+        let ok = [
+            ("30s", 30_000),
+            ("1m", 60_000),
+            ("1h30m", 5_400_000),
+            ("1.5h", 5_400_000),
+            ("300ms", 300),
+            ("2m0.5s", 120_500),
+            ("0", 0),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+        for text in ["", "30", "s", "-1s", "1x", "1..5s", "1h 30m", "1e3s"] {
+            assert!(parse_duration(text).is_err(), "{text} should be rejected");
+        }
+    }
 
     #[test]
     fn formats_known_instants() {

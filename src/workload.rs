@@ -9,7 +9,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The apps/v1 kinds that can be rolled out.
+/// The kinds that can be rolled out: all have a pod template at
+/// `spec.template`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// apps/v1 Deployment.
@@ -18,11 +19,13 @@ pub enum Kind {
     DaemonSet,
     /// apps/v1 StatefulSet.
     StatefulSet,
+    /// argoproj.io/v1alpha1 Rollout (Argo Rollouts), when its API exists.
+    Rollout,
 }
 
 impl Kind {
-    /// Every kind, in listing order.
-    pub const ALL: [Kind; 3] = [Kind::Deployment, Kind::DaemonSet, Kind::StatefulSet];
+    /// The kinds every cluster has, in listing order.
+    pub const BUILT_IN: [Kind; 3] = [Kind::Deployment, Kind::DaemonSet, Kind::StatefulSet];
 
     /// The resource name in API paths.
     pub fn plural(self) -> &'static str {
@@ -30,6 +33,15 @@ impl Kind {
             Kind::Deployment => "deployments",
             Kind::DaemonSet => "daemonsets",
             Kind::StatefulSet => "statefulsets",
+            Kind::Rollout => "rollouts",
+        }
+    }
+
+    /// The API group and version.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Rollout => "argoproj.io/v1alpha1",
+            _ => "apps/v1",
         }
     }
 
@@ -39,6 +51,7 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
             Kind::StatefulSet => "StatefulSet",
+            Kind::Rollout => "Rollout",
         }
     }
 }
@@ -68,6 +81,11 @@ pub const PREFIXES: [&str; 2] = [
 ];
 const OPT_IN: &str = "/reload-on-secret-change";
 const RELOAD_COUNT: &str = "/secret-reload-count";
+const MIN_INTERVAL: &str = "/min-reload-interval";
+const VAULT_ADDR: [&str; 2] = [
+    "secrets-webhook.security.bank-vaults.io/vault-addr",
+    "vault.security.banzaicloud.io/vault-addr",
+];
 const FROM_PATH: [(&str, Provider); 3] = [
     (
         "secrets-webhook.security.bank-vaults.io/vault-from-path",
@@ -87,11 +105,12 @@ const FROM_PATH: [(&str, Provider); 3] = [
 fn template_annotation_used(key: &str) -> bool {
     PREFIXES.iter().any(|prefix| {
         key.strip_prefix(prefix)
-            .is_some_and(|rest| rest == OPT_IN || rest == RELOAD_COUNT)
+            .is_some_and(|rest| [OPT_IN, RELOAD_COUNT, MIN_INTERVAL].contains(&rest))
     }) || FROM_PATH.iter().any(|(name, _)| *name == key)
+        || VAULT_ADDR.contains(&key)
 }
 
-/// An apps/v1 workload as listed, holding only what the reloader uses.
+/// A workload as listed, holding only what the reloader uses.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Workload {
@@ -245,6 +264,11 @@ pub struct Entry {
     pub reload_count: u64,
     /// The distinct secrets it uses, sorted.
     pub refs: Vec<SecretRef>,
+    /// No two rollouts closer than this (`<prefix>/min-reload-interval`).
+    pub min_reload_interval: Option<std::time::Duration>,
+    /// The workload's own Vault address (the webhook's `vault-addr`
+    /// annotation), with a short host name qualified by its namespace.
+    pub vault_addr: Option<String>,
     /// What it was last rolled out with; `None` on first sight or when the
     /// annotation was unreadable.
     pub state: Option<State>,
@@ -281,6 +305,21 @@ impl Workload {
                 0
             }),
         };
+        let min_reload_interval = annotations
+            .get(&format!("{prefix}{MIN_INTERVAL}"))
+            .and_then(|text| match crate::time::parse_duration(text.trim()) {
+                Ok(interval) => Some(interval),
+                Err(_) => {
+                    warnings.push(format!(
+                        "{id}: annotation {prefix}{MIN_INTERVAL} is not a duration like 10m; ignoring it"
+                    ));
+                    None
+                }
+            });
+        let vault_addr = VAULT_ADDR
+            .iter()
+            .find_map(|name| annotations.get(*name))
+            .map(|addr| qualify_addr(addr.trim(), &id.namespace));
         let mut refs = Vec::new();
         let mut collect = |found: Vec<Result<SecretRef, refs::Malformed>>,
                            place: &dyn Fn() -> String| {
@@ -327,8 +366,29 @@ impl Workload {
             prefix,
             reload_count,
             refs,
+            min_reload_interval,
+            vault_addr,
             state,
         })
+    }
+}
+
+/// `https://vault:8200` in namespace `ns` → `https://vault.ns.svc:8200`, as
+/// the webhook's pods resolve it: a host without a dot, that is not
+/// `localhost` or an address, is a Service in the workload's namespace.
+pub fn qualify_addr(addr: &str, namespace: &str) -> String {
+    let (scheme, rest) = addr.split_once("://").unwrap_or(("https", addr));
+    let host_end = rest.find([':', '/']).unwrap_or(rest.len());
+    let (host, tail) = rest.split_at(host_end);
+    let short = !host.is_empty()
+        && !host.contains('.')
+        && host != "localhost"
+        && !host.starts_with('[')
+        && host.parse::<std::net::IpAddr>().is_err();
+    if short {
+        format!("{scheme}://{host}.{namespace}.svc{tail}")
+    } else {
+        format!("{scheme}://{rest}")
     }
 }
 
@@ -397,6 +457,7 @@ mod tests {
             json!({
                 "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
                 "secrets-reloader.security.bank-vaults.io/secret-reload-count": "4",
+                "secrets-reloader.security.bank-vaults.io/min-reload-interval": "1h30m",
                 "secrets-webhook.security.bank-vaults.io/vault-from-path": "secret/data/a, secret/data/pinned#2",
                 "secrets-webhook.security.bank-vaults.io/bao-from-path": "secret/data/a"
             }),
@@ -412,6 +473,10 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(entry.prefix, PREFIXES[0]);
         assert_eq!(entry.reload_count, 4);
+        assert_eq!(
+            entry.min_reload_interval,
+            Some(std::time::Duration::from_secs(5400))
+        );
         assert_eq!(
             entry.refs,
             vec![
@@ -456,6 +521,7 @@ mod tests {
             json!({
                 "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
                 "secrets-reloader.security.bank-vaults.io/secret-reload-count": "many",
+                "secrets-reloader.security.bank-vaults.io/min-reload-interval": "soon",
                 "vault.security.banzaicloud.io/vault-env-from-path": "secret/data/ok,bad path#x"
             }),
             json!([{"name": "PW", "value": "vault:s3cr3t-without-key"},
@@ -475,10 +541,30 @@ mod tests {
             ]
         );
         assert_eq!(entry.state, None);
-        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert_eq!(entry.min_reload_interval, None);
+        assert_eq!(warnings.len(), 5, "{warnings:?}");
         assert!(warnings.iter().all(|w| w.starts_with("DaemonSet ns/app: ")));
         assert!(warnings.iter().any(|w| w.contains("container main env PW")));
         assert!(warnings.iter().all(|w| !w.contains("s3cr3t")));
+    }
+
+    #[test]
+    fn short_vault_hosts_are_services_in_the_workloads_namespace() {
+        let cases = [
+            ("https://vault:8200", "https://vault.apps.svc:8200"),
+            ("http://vault", "http://vault.apps.svc"),
+            ("vault:8200", "https://vault.apps.svc:8200"),
+            (
+                "https://vault.infra.svc:8200",
+                "https://vault.infra.svc:8200",
+            ),
+            ("http://127.0.0.1:8200", "http://127.0.0.1:8200"),
+            ("http://localhost:8200", "http://localhost:8200"),
+            ("https://[::1]:8200", "https://[::1]:8200"),
+        ];
+        for (addr, qualified) in cases {
+            assert_eq!(qualify_addr(addr, "apps"), qualified, "{addr}");
+        }
     }
 
     #[test]
