@@ -1,0 +1,282 @@
+#!/usr/bin/env bash
+# End-to-end test of vault-secrets-reloader against the real local control
+# plane and OpenBao (scripts/testenv.sh), or any cluster whose variables are
+# exported the same way (scripts/kind-up.sh).
+#
+# It reproduces the original tool's walkthrough and e2e, and more: the daemon
+# runs as a process with the ServiceAccount and RBAC from manifests/, logs in
+# to OpenBao through the Kubernetes auth method with a policy that can read
+# secret metadata only, and runs with 1 s / 2 s periods.
+# Ends with "N passed, M failed"; exits non-zero when M > 0.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+if [[ -z ${E2E_USE_CURRENT_ENV:-} ]]; then
+  scripts/testenv.sh up
+  eval "$(scripts/testenv.sh env)"
+fi
+: "${KUBE_API_URL:?}" "${KUBE_CA_FILE:?}" "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}"
+# The bao CLI reads BAO_*; the daemon must not (BAO_ADDR names a second server).
+export BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN
+export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+
+NS=reloader-e2e
+SA_NS=$RELOADER_NS
+SA=$RELOADER_SA
+PREFIX=$RELOADER_PREFIX
+LEGACY=alpha.vault.security.banzaicloud.io
+WORK=$(mktemp -d)
+DAEMON_PID=
+PASSED=0
+FAILED=0
+
+say() { printf '\n== %s\n' "$*"; }
+ok() { printf 'ok   - %s\n' "$1"; PASSED=$((PASSED + 1)); }
+fail() { printf 'FAIL - %s\n' "$1"; FAILED=$((FAILED + 1)); }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
+not() { ! "$@"; }
+# wait_until SECONDS CMD...: poll CMD until it succeeds or the time is up.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+stop_daemon() {
+  if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" 2>/dev/null || true
+  fi
+  DAEMON_PID=
+}
+
+cleanup() {
+  stop_daemon
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  if ((FAILED > 0)); then
+    echo "--- daemon stderr (last 40 lines)"; tail -n 40 "$WORK/reloader.err" 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+annotation_in() { annotation "$NS" "$@"; }
+count() { annotation_in "$1" "${2:-$PREFIX}/secret-reload-count"; }
+observed() { annotation_in "$1" "$PREFIX/observed-versions" meta; }
+count_is() { [[ $(count "$1" "${3:-$PREFIX}") == "$2" ]]; }
+has_state() { [[ -n $(observed "$1") ]]; }
+state_mentions() { observed "$1" | grep -qF "$2"; }
+state_lacks() { ! state_mentions "$@"; }
+replicasets() { kubectl -n "$NS" get rs -l "app=$1" -o name | wc -l; }
+replicasets_are() { [[ $(replicasets "$1") -eq $2 ]]; }
+log_has() { grep -qF -- "$1" "$WORK/reloader.out" "$WORK/reloader.err"; }
+
+# stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
+stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
+
+say "build"
+cargo build --release --quiet
+BIN=$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloader
+
+say "cluster: RBAC from manifests/, a token of its ServiceAccount"
+# A clean slate even when the environment is reused.
+for mount in team/kv kv1; do bao secrets disable "$mount" >/dev/null; done
+for path in mysql accounts/aws dockerrepo frompath inline other; do bao kv metadata delete "secret/$path" >/dev/null; done
+bao secrets enable -path=team/kv -version=2 kv >/dev/null
+reloader_identity "$WORK" 'path "team/kv/metadata/*" { capabilities = ["read"] }'
+kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+kubectl create namespace "$NS" >/dev/null
+AS_SA=(--as="system:serviceaccount:$SA_NS:$SA")
+check "the ServiceAccount may patch deployments" kubectl auth can-i patch deployments -n "$NS" "${AS_SA[@]}" -q
+check "the ServiceAccount may not read Secrets" not kubectl auth can-i get secrets -n "$NS" "${AS_SA[@]}" -q
+
+say "OpenBao: secrets, a second KV v2 mount with a slash, a KV v1 mount, metadata-only policy"
+bao secrets enable -path=kv1 -version=1 kv >/dev/null
+bao kv put secret/mysql MYSQL_PASSWORD=3xtr3ms3cr3t >/dev/null
+bao kv put secret/accounts/aws AWS_SECRET_ACCESS_KEY=s3cr3t >/dev/null
+bao kv put secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword >/dev/null
+bao kv put secret/frompath USER=u >/dev/null
+bao kv put secret/inline DB_USER=user >/dev/null
+bao kv put secret/other X=1 >/dev/null
+bao kv put team/kv/app KEY=k >/dev/null
+bao kv put kv1/legacy K=v >/dev/null
+SA_VAULT_TOKEN=$(bao write -field=token "auth/kubernetes/login" role="$SA" jwt="$(cat "$WORK/token")")
+vault_status() { curl -s -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $SA_VAULT_TOKEN" "$VAULT_ADDR/v1/$1"; }
+check "the reloader's Vault token reads metadata" test "$(vault_status secret/metadata/mysql)" = 200
+check "the reloader's Vault token gets 403 on secret data" test "$(vault_status secret/data/mysql)" = 403
+# From here on, OpenBao's audit log (declared by scripts/testenv.sh) holds
+# only what the daemon sends with that role.
+AUDIT_FROM=$(($(wc -l <"${VAULT_AUDIT_LOG:?}") + 1))
+
+say "workloads (the original walkthrough's, and more)"
+container() { # name, env list as JSON
+  printf '{"name":"%s","image":"registry.invalid/pause:3","env":%s}' "$1" "$2"
+}
+workload() { # kind, name, template annotations JSON, containers JSON, [initContainers JSON]
+  local kind=$1 name=$2 extra=''
+  [[ $kind == StatefulSet ]] && extra='"serviceName":"'"$name"'",'
+  cat <<EOF
+{"apiVersion":"apps/v1","kind":"$kind","metadata":{"name":"$name","namespace":"$NS"},
+ "spec":{$extra"selector":{"matchLabels":{"app":"$name"}},
+  "template":{"metadata":{"labels":{"app":"$name"},"annotations":$3},
+   "spec":{"containers":$4,"initContainers":${5:-[]}}}}}
+EOF
+}
+ON='{"'$PREFIX'/reload-on-secret-change":"true"}'
+MYSQL='{"name":"MYSQL_PASSWORD","value":"vault:secret/data/mysql#${.MYSQL_PASSWORD}"}'
+AWS='{"name":"AWS_SECRET_ACCESS_KEY","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY"}'
+DOCKER='{"name":"DOCKER_REPO_PASSWORD","value":"vault:secret/data/dockerrepo#DOCKER_REPO_PASSWORD"}'
+OTHER='{"name":"OTHER","value":"vault:secret/data/other#X"}'
+{
+  workload Deployment to-be-reloaded "$ON" "[$(container app "[$MYSQL,$AWS]")]"
+  workload Deployment no-reload '{}' "[$(container app "[$MYSQL]")]"
+  workload Deployment fixed-versions-no-reload "$ON" "[$(container app \
+    '[{"name":"P","value":"vault:secret/data/mysql#${.MYSQL_PASSWORD}#1"},{"name":"A","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY#1"}]')]"
+  workload DaemonSet daemonset "$ON" "[$(container app "[$AWS,$DOCKER]")]"
+  workload StatefulSet statefulset '{"'$LEGACY'/reload-on-secret-change":"true"}' "[$(container app "[$MYSQL]")]"
+  workload Deployment from-path '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-from-path":"secret/data/frompath"}' "[$(container app '[]')]"
+  workload Deployment from-path-pinned '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-from-path":"secret/data/frompath#1"}' "[$(container app '[]')]"
+  workload Deployment inline "$ON" "[$(container app '[{"name":"DSN","value":"postgres://${vault:secret/data/inline#DB_USER}@db:5432/app"}]')]"
+  workload Deployment slash-mount "$ON" "[$(container app '[{"name":"KEY","value":"vault:team/kv/data/app#KEY"}]')]"
+  workload Deployment init-only "$ON" "[$(container app '[]')]" "[$(container init "[$OTHER]")]"
+  workload Deployment drop-secret "$ON" "[$(container app "[$DOCKER,$OTHER]")]"
+  workload Deployment bad-values "$ON" "[$(container app \
+    '[{"name":"BROKEN","value":"vault:s3cr3tvalue-without-key"},{"name":"EMPTY","value":"vault:"},{"name":"V1","value":"vault:kv1/legacy#K"},'"$MYSQL"']')]"
+} | kubectl apply -f - >/dev/null
+# A corrupted state annotation must be repaired, not crash anything.
+kubectl -n "$NS" annotate deployment bad-values "$PREFIX/observed-versions={not json" >/dev/null
+# Opted in and using at least one unpinned secret.
+WATCHING=(deployment/to-be-reloaded daemonset/daemonset statefulset/statefulset deployment/from-path
+  deployment/inline deployment/slash-mount deployment/init-only deployment/drop-secret deployment/bad-values)
+OPTED_IN=("${WATCHING[@]}" deployment/fixed-versions-no-reload deployment/from-path-pinned)
+wait_until 60 replicasets_are to-be-reloaded 1 || true
+
+HEALTH_PORT=$(free_port)
+start_daemon() {
+  start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" \
+    --collector-sync-period 1s --reloader-run-period 2s --log-level debug "$@"
+  DAEMON_PID=$RELOADER_PID
+}
+
+say "first sight: a baseline, no rollout"
+start_daemon
+all_have_state() { local w; for w in "${WATCHING[@]}"; do has_state "$w" || return 1; done; }
+check "every opted-in workload that uses a secret gets a baseline" wait_until 30 all_have_state
+none_reloaded() { local w; for w in "${OPTED_IN[@]}"; do [[ -z $(count "$w") ]] || return 1; done; }
+check "no workload is reloaded on first sight" none_reloaded
+check "a workload without the annotation is not touched" not has_state deployment/no-reload
+check "a workload with only pinned versions needs no state" not has_state deployment/fixed-versions-no-reload
+check "the corrupted state annotation is repaired" wait_until 10 state_mentions deployment/bad-values '"vault:secret/data/mysql":[1,'
+check "a malformed value is warned about, naming the workload and where" \
+  log_has 'level=warn msg="Deployment reloader-e2e/bad-values: skipping a reference in container app env BROKEN'
+check "the warning never shows the value" bash -c "! grep -q s3cr3tvalue '$WORK/reloader.err' '$WORK/reloader.out'"
+check "a KV v1 secret is reported once as not watchable" wait_until 10 bash -c "[[ \$(cat '$WORK/reloader.err' | grep -c 'vault:kv1/legacy cannot be watched') -eq 1 ]]"
+check "/healthz answers" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz | grep -q ok"
+
+say "change one secret: exactly its users roll out, once"
+bao kv patch secret/mysql MYSQL_PASSWORD=totallydifferentsecret >/dev/null
+check "to-be-reloaded is reloaded (count 1)" wait_until 20 count_is deployment/to-be-reloaded 1
+check "the StatefulSet with the older annotation prefix is reloaded under that prefix" \
+  wait_until 20 count_is statefulset/statefulset 1 "$LEGACY"
+check "the workload with bad values beside a good one is reloaded" wait_until 20 count_is deployment/bad-values 1
+check "the Deployment gets a second ReplicaSet" wait_until 30 replicasets_are to-be-reloaded 2
+check "the workload without the annotation is not reloaded" count_is deployment/no-reload ""
+check "the workload with only pinned versions is not reloaded" count_is deployment/fixed-versions-no-reload ""
+check "nothing is reloaded twice (after 3 more reloader passes)" stays 6 count_is deployment/to-be-reloaded 1
+check "the StatefulSet still at 1" count_is statefulset/statefulset 1 "$LEGACY"
+check "the reload is logged with old and new version" log_has "reloaded Deployment $NS/to-be-reloaded: vault:secret/data/mysql v1 → v2"
+
+say "change two secrets at once: the DaemonSet using both rolls out once"
+bao kv patch secret/accounts/aws AWS_SECRET_ACCESS_KEY=s3cr3t2 >/dev/null
+bao kv patch secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword2 >/dev/null
+check "the DaemonSet is reloaded once" wait_until 20 count_is daemonset/daemonset 1
+check "the DaemonSet stays at 1" stays 5 count_is daemonset/daemonset 1
+check "to-be-reloaded is reloaded again (count 2)" count_is deployment/to-be-reloaded 2
+
+say "a workload edited to drop a secret is not reloaded for it"
+before=$(count deployment/drop-secret)
+kubectl -n "$NS" set env deployment/drop-secret DOCKER_REPO_PASSWORD- >/dev/null
+check "the dropped secret leaves its state" wait_until 15 state_lacks deployment/drop-secret dockerrepo
+bao kv patch secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword3 >/dev/null
+check "the DaemonSet still using it is reloaded" wait_until 20 count_is daemonset/daemonset 2
+check "the workload that dropped it is not (count still $before)" stays 3 count_is deployment/drop-secret "$before"
+
+say "inline references, initContainers, a mount with a slash"
+bao kv patch secret/inline DB_USER=user2 >/dev/null
+bao kv patch secret/other X=2 >/dev/null
+bao kv patch team/kv/app KEY=k2 >/dev/null
+check "an inline \${vault:...} reference reloads" wait_until 20 count_is deployment/inline 1
+check "a reference in an initContainer reloads" wait_until 20 count_is deployment/init-only 1
+check "a secret under team/kv/ reloads" wait_until 20 count_is deployment/slash-mount 1
+
+say "a deleted secret, then re-created (its version starts again at 1)"
+bao kv metadata delete secret/frompath >/dev/null
+check "the error line names the missing path" wait_until 15 log_has 'level=error msg="Vault secret path secret/data/frompath not found" app=vault-secrets-reloader worker=reloader'
+check "a deleted secret reloads nothing" count_is deployment/from-path ""
+bao kv put secret/frompath USER=u2 >/dev/null
+check "the re-created secret reloads the from-path workload" wait_until 20 count_is deployment/from-path 1
+check "the pinned from-path workload is not reloaded" count_is deployment/from-path-pinned ""
+
+say "a change while the daemon is down (kill -9) is acted on once after restart"
+kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
+bao kv patch secret/mysql MYSQL_PASSWORD=changedwhiledown >/dev/null
+sleep 1
+check "nothing happened while it was down" count_is deployment/to-be-reloaded 2
+start_daemon
+check "after restart it is reloaded (count 3)" wait_until 20 count_is deployment/to-be-reloaded 3
+check "and only once" stays 6 count_is deployment/to-be-reloaded 3
+
+say "SIGHUP runs both passes now"
+stop_daemon
+start_daemon --collector-sync-period 1h --reloader-run-period 1h
+check "restarted with 1h periods, up" wait_until 10 bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz >/dev/null"
+sleep 2
+bao kv patch secret/other X=3 >/dev/null
+sleep 2
+check "no pass ran by itself" count_is deployment/init-only 1
+kill -HUP "$DAEMON_PID"
+check "SIGHUP reloads at once" wait_until 10 count_is deployment/init-only 2
+
+say "metrics, shutdown, bad configuration"
+check "/metrics counts the reload" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/metrics | grep -q 'vault_secrets_reloader_reloads_total{kind=\"Deployment\",namespace=\"$NS\",name=\"init-only\"} 1'"
+check "/readyz is ready" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/readyz >/dev/null"
+kill -TERM "$DAEMON_PID"
+term_sent=$SECONDS
+wait "$DAEMON_PID" && code=0 || code=$?
+DAEMON_PID=
+check "SIGTERM: exit 0 (was $code) within 5 s" test "$code" -eq 0 -a $((SECONDS - term_sent)) -le 5
+set +e
+"$BIN" --reloader-run-period soon --kube-api-url "$KUBE_API_URL" >"$WORK/bad.out" 2>"$WORK/bad.err"
+code=$?
+set -e
+check "a bad flag: exit 2 (was $code) and one line naming it" \
+  bash -c "[[ $code -eq 2 && \$(wc -l <'$WORK/bad.err') -eq 1 ]] && grep -q -- --reloader-run-period '$WORK/bad.err'"
+
+say "least privilege, from OpenBao's audit log"
+audit_paths() {
+  tail -n "+$AUDIT_FROM" "$VAULT_AUDIT_LOG" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    entry = json.loads(line)
+    if entry.get("type") != "request":
+        continue
+    auth = entry.get("auth") or {}
+    if "vault-secrets-reloader" in (auth.get("display_name") or "") or \
+       "vault-secrets-reloader" in ",".join(auth.get("policies") or []):
+        print(entry["request"]["path"])
+'
+}
+audit_paths | sort | uniq -c | sort -rn >"$WORK/paths"
+check "the daemon's requests appear in the audit log" grep -q 'secret/metadata/mysql' "$WORK/paths"
+check "the daemon never requested a secret's data" bash -c "! grep -E '(^| )[^ ]*/data/' '$WORK/paths' | grep -v 'sys/internal/ui/mounts/'"
+check "no token or secret value in the logs" bash -c "! grep -qE 'totallydifferentsecret|changedwhiledown|s3cr3t2|$SA_VAULT_TOKEN|$(cut -c1-40 "$WORK/token")' '$WORK/reloader.out' '$WORK/reloader.err'"
+
+echo
+echo "$PASSED passed, $FAILED failed"
+((FAILED == 0))

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: format and lint checks, unit tests,
+# then the real local control plane and OpenBao (scripts/testenv.sh), their
+# self-test, and the end-to-end test. The environment is always taken down.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+step "unit tests"
+cargo test --quiet
+
+step "test environment up"
+trap 'step "test environment down"; scripts/testenv.sh down' EXIT
+scripts/testenv.sh up
+step "test environment self-test"
+scripts/testenv-selftest.sh
+step "end-to-end"
+scripts/e2e.sh
