@@ -203,6 +203,11 @@ impl Daemon {
                 }
             }
             crate::logging::set_worker("main");
+            Metrics::add(&mut metrics.kube_requests, kube.take_requests());
+            Metrics::add(&mut metrics.vault_requests, reloader.take_requests());
+            if let Some(elector) = elector.as_mut() {
+                Metrics::add(&mut metrics.kube_requests, elector.take_requests());
+            }
             let mut between = Between {
                 server: &mut server,
                 elector: &mut elector,

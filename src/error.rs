@@ -37,6 +37,18 @@ impl Error {
         )
     }
 
+    /// The HTTP status the server answered with; `None` when there was no
+    /// answer (transport) or the failure was local.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::NotFound => Some(404),
+            Error::Conflict => Some(409),
+            Error::Gone => Some(410),
+            Error::Denied(code) | Error::Status { code, .. } => Some(*code),
+            Error::Transport(_) | Error::Decode(_) | Error::File { .. } => None,
+        }
+    }
+
     /// Maps an error status and its (possibly empty) body to a variant.
     pub fn from_status(code: u16, body: &str) -> Error {
         match code {

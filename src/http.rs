@@ -51,6 +51,21 @@ fn parse_ca(pem: &[u8]) -> Result<Vec<Certificate<'static>>, Error> {
     Ok(certs)
 }
 
+/// Requests sent, by what was asked (a verb or a kind of request) and the
+/// status answered (`error` when there was no answer).
+pub type Counts = std::collections::BTreeMap<(&'static str, String), u64>;
+
+/// Adds one request's outcome to `counts`.
+pub fn count<T>(counts: &mut Counts, what: &'static str, result: &Result<T, Error>) {
+    let code = match result {
+        Ok(_) => "2xx".to_string(),
+        Err(e) => e
+            .status()
+            .map_or_else(|| "error".to_string(), |c| c.to_string()),
+    };
+    *counts.entry((what, code)).or_default() += 1;
+}
+
 /// Passes a successful (2xx) response through; turns a transport failure or
 /// any other status into an [`Error`].
 pub fn check(result: Result<Response<Body>, ureq::Error>) -> Result<Response<Body>, Error> {

@@ -31,6 +31,7 @@ pub struct Kube {
     base: String,
     token_file: PathBuf,
     token: Option<(String, Instant)>,
+    requests: http::Counts,
 }
 
 /// A coordination.k8s.io/v1 Lease, with the fields leader election uses.
@@ -151,6 +152,7 @@ impl Kube {
             base: settings.api_url.clone(),
             token_file: settings.token_file.clone(),
             token: None,
+            requests: http::Counts::new(),
         })
     }
 
@@ -175,6 +177,7 @@ impl Kube {
     /// may just have rotated.
     fn send(
         &mut self,
+        verb: &'static str,
         path: &str,
         query: &[(&str, &str)],
         body: Option<(Write, &str, &[u8])>,
@@ -205,7 +208,9 @@ impl Kube {
                         .send(bytes)
                 }
             };
-            match http::check(result) {
+            let result = http::check(result);
+            http::count(&mut self.requests, verb, &result);
+            match result {
                 Err(Error::Denied(401)) if !retried => {
                     self.token = None;
                     retried = true;
@@ -234,7 +239,7 @@ impl Kube {
         struct Resource {
             name: String,
         }
-        match self.send(&format!("/apis/{}", kind.api_version()), &[], None) {
+        match self.send("get", &format!("/apis/{}", kind.api_version()), &[], None) {
             Ok(response) => {
                 let list: Resources = http::read_json(response)?;
                 Ok(list.resources.iter().any(|r| r.name == kind.plural()))
@@ -258,7 +263,7 @@ impl Kube {
         if let Some(token) = continue_token {
             query.push(("continue", token));
         }
-        let response = self.send(&Self::collection(kind, namespace), &query, None)?;
+        let response = self.send("list", &Self::collection(kind, namespace), &query, None)?;
         http::read_json(response)
     }
 
@@ -277,7 +282,7 @@ impl Kube {
             ("timeoutSeconds", "1"),
             ("allowWatchBookmarks", "true"),
         ];
-        let response = self.send(&Self::collection(kind, namespace), &query, None)?;
+        let response = self.send("watch", &Self::collection(kind, namespace), &query, None)?;
         let reader = BufReader::new(response.into_body().into_reader());
         let mut events = Vec::new();
         for raw in serde_json::Deserializer::from_reader(reader).into_iter::<RawEvent>() {
@@ -308,7 +313,7 @@ impl Kube {
 
     /// One workload as it is now.
     pub fn get(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Workload, Error> {
-        let response = self.send(&Self::object(kind, namespace, name), &[], None)?;
+        let response = self.send("get", &Self::object(kind, namespace, name), &[], None)?;
         http::read_json(response)
     }
 
@@ -324,6 +329,7 @@ impl Kube {
     ) -> Result<Workload, Error> {
         let body = patch.to_string();
         let response = self.send(
+            "patch",
             &Self::object(kind, namespace, name),
             &[],
             Some((
@@ -333,6 +339,11 @@ impl Kube {
             )),
         )?;
         http::read_json(response)
+    }
+
+    /// The requests sent since the last call, by verb and status.
+    pub fn take_requests(&mut self) -> http::Counts {
+        std::mem::take(&mut self.requests)
     }
 
     /// Records a core/v1 Event about a workload (`kind` is `Normal` or
@@ -372,6 +383,7 @@ impl Kube {
         let path = format!("/api/v1/namespaces/{}/events", workload.namespace);
         let body = event.to_string();
         self.send(
+            "create",
             &path,
             &[],
             Some((Write::Post, "application/json", body.as_bytes())),
@@ -381,7 +393,7 @@ impl Kube {
 
     /// The Lease `namespace/name`, or `None` when it does not exist.
     pub fn get_lease(&mut self, namespace: &str, name: &str) -> Result<Option<Lease>, Error> {
-        match self.send(&Self::lease_path(namespace, Some(name)), &[], None) {
+        match self.send("get", &Self::lease_path(namespace, Some(name)), &[], None) {
             Ok(response) => http::read_json(response).map(Some),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
@@ -394,15 +406,14 @@ impl Kube {
     pub fn write_lease(&mut self, lease: &Lease) -> Result<Lease, Error> {
         let body = serde_json::to_string(lease).map_err(|e| Error::Decode(e.to_string()))?;
         let namespace = &lease.metadata.namespace;
-        let (path, method) = if lease.metadata.resource_version.is_empty() {
-            (Self::lease_path(namespace, None), Write::Post)
+        let (verb, path, method) = if lease.metadata.resource_version.is_empty() {
+            ("create", Self::lease_path(namespace, None), Write::Post)
         } else {
-            (
-                Self::lease_path(namespace, Some(&lease.metadata.name)),
-                Write::Put,
-            )
+            let path = Self::lease_path(namespace, Some(&lease.metadata.name));
+            ("update", path, Write::Put)
         };
         let response = self.send(
+            verb,
             &path,
             &[],
             Some((method, "application/json", body.as_bytes())),
@@ -432,7 +443,7 @@ impl Kube {
         }
         use base64::Engine;
         let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
-        let secret: Secret = http::read_json(self.send(&path, &[], None)?)?;
+        let secret: Secret = http::read_json(self.send("get", &path, &[], None)?)?;
         let encoded = secret.data.get(key).ok_or(Error::NotFound)?;
         base64::engine::general_purpose::STANDARD
             .decode(encoded)

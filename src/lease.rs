@@ -152,6 +152,11 @@ impl Elector {
         }
     }
 
+    /// The API requests sent since the last call, by verb and status.
+    pub fn take_requests(&mut self) -> crate::http::Counts {
+        self.kube.take_requests()
+    }
+
     /// Gives the Lease up so a standby takes over at once (on shutdown).
     pub fn release(&mut self) {
         if !self.leader {

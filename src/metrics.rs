@@ -1,5 +1,6 @@
 //! Counters of what the daemon did, rendered in the Prometheus text format.
 
+use crate::http::Counts;
 use crate::workload::WorkloadId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -50,6 +51,19 @@ pub struct Metrics {
     pub secrets: usize,
     /// Whether this replica acts (always true without leader election).
     pub leader: bool,
+    /// Kubernetes API requests by verb and status.
+    pub kube_requests: Counts,
+    /// Vault requests by kind and status.
+    pub vault_requests: Counts,
+}
+
+impl Metrics {
+    /// Adds request counts taken from a client.
+    pub fn add(counts: &mut Counts, more: Counts) {
+        for (key, n) in more {
+            *counts.entry(key).or_default() += n;
+        }
+    }
 }
 
 impl Metrics {
@@ -141,6 +155,30 @@ impl Metrics {
         let _ = writeln!(out, "{PREFIX}watched_secrets {}", self.secrets);
         header(
             &mut out,
+            "kubernetes_requests_total",
+            "counter",
+            "API server requests by verb and status.",
+        );
+        for ((verb, code), n) in &self.kube_requests {
+            let _ = writeln!(
+                out,
+                "{PREFIX}kubernetes_requests_total{{verb=\"{verb}\",code=\"{code}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
+            "vault_requests_total",
+            "counter",
+            "Vault requests by kind and status.",
+        );
+        for ((kind, code), n) in &self.vault_requests {
+            let _ = writeln!(
+                out,
+                "{PREFIX}vault_requests_total{{request=\"{kind}\",code=\"{code}\"}} {n}"
+            );
+        }
+        header(
+            &mut out,
             "leader",
             "gauge",
             "1 while this replica holds the Lease and acts.",
@@ -176,6 +214,10 @@ mod tests {
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
+        Metrics::add(
+            &mut metrics.kube_requests,
+            [(("patch", "409".to_string()), 2)].into(),
+        );
         let text = metrics.render();
         for line in [
             "vault_secrets_reloader_reloads_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 2",
@@ -184,6 +226,7 @@ mod tests {
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
+            "vault_secrets_reloader_kubernetes_requests_total{verb=\"patch\",code=\"409\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

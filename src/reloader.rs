@@ -200,6 +200,22 @@ impl Reloader {
         }
     }
 
+    /// The Vault requests sent since the last call, by kind and status.
+    pub fn take_requests(&mut self) -> crate::http::Counts {
+        let mut all = self.vault.take_requests();
+        let others = self.bao.iter_mut().chain(
+            self.per_workload
+                .iter_mut()
+                .flat_map(|(_, clients)| clients.values_mut()),
+        );
+        for client in others {
+            for (key, n) in client.take_requests() {
+                *all.entry(key).or_default() += n;
+            }
+        }
+        all
+    }
+
     /// The server `entry` reads `secret` from.
     fn server(&self, entry: &Entry, secret: &SecretRef) -> Server {
         match (&self.per_workload, secret.provider) {

@@ -2,7 +2,7 @@
 //! and the current version of a secret from its metadata. It never reads a
 //! secret's data.
 
-use crate::config::{VaultAuth, VaultSettings};
+use crate::config::{Redacted, VaultAuth, VaultSettings};
 use crate::error::Error;
 use crate::http;
 use crate::state::Version;
@@ -33,6 +33,7 @@ pub struct Vault {
     jwt_file: PathBuf,
     token: Option<Token>,
     mounts: Vec<Mount>,
+    requests: http::Counts,
 }
 
 struct Token {
@@ -133,6 +134,7 @@ impl Vault {
             jwt_file,
             token: None,
             mounts: Vec::new(),
+            requests: http::Counts::new(),
         })
     }
 
@@ -140,7 +142,17 @@ impl Vault {
         format!("{}/v1/{path}", self.addr)
     }
 
-    fn get(&self, path: &str, token: &str) -> Result<ureq::http::Response<ureq::Body>, Error> {
+    /// The requests sent since the last call, by kind and status.
+    pub fn take_requests(&mut self) -> http::Counts {
+        std::mem::take(&mut self.requests)
+    }
+
+    fn get(
+        &mut self,
+        what: &'static str,
+        path: &str,
+        token: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         let mut request = self
             .agent
             .get(&self.url(path))
@@ -149,11 +161,14 @@ impl Vault {
         if let Some(ns) = &self.namespace {
             request = request.header("X-Vault-Namespace", ns);
         }
-        http::check(request.call())
+        let result = http::check(request.call());
+        http::count(&mut self.requests, what, &result);
+        result
     }
 
     fn post(
-        &self,
+        &mut self,
+        what: &'static str,
         path: &str,
         token: Option<&str>,
         body: &serde_json::Value,
@@ -169,7 +184,9 @@ impl Vault {
         if let Some(ns) = &self.namespace {
             request = request.header("X-Vault-Namespace", ns);
         }
-        http::check(request.send(body.to_string().as_bytes()))
+        let result = http::check(request.send(body.to_string().as_bytes()));
+        http::count(&mut self.requests, what, &result);
+        result
     }
 
     /// A token that is valid now: logs in, renews or logs in again as its
@@ -189,8 +206,8 @@ impl Vault {
             .unwrap_or_default())
     }
 
-    fn fresh_token(&self) -> Result<Token, Error> {
-        match &self.auth {
+    fn fresh_token(&mut self) -> Result<Token, Error> {
+        match self.auth.clone() {
             VaultAuth::Login {
                 method,
                 role,
@@ -201,8 +218,8 @@ impl Vault {
                     reason: e.to_string(),
                 })?;
                 let body = serde_json::json!({"role": role, "jwt": jwt.trim()});
-                let answer: AuthAnswer =
-                    http::read_json(self.post(&format!("auth/{mount}/login"), None, &body)?)?;
+                let response = self.post("login", &format!("auth/{mount}/login"), None, &body)?;
+                let answer: AuthAnswer = http::read_json(response)?;
                 log::info!(
                     "logged in to {} with the {method} auth method as role {role}; token valid for {}s",
                     self.addr,
@@ -213,35 +230,29 @@ impl Vault {
                     refresh_at: refresh_time(answer.auth.lease_duration),
                 })
             }
-            VaultAuth::Token(fixed) => {
-                let token = match &self.token {
+            VaultAuth::Token(Redacted(fixed)) => {
+                let refresh_at = match self.token.as_ref().map(|t| t.refresh_at) {
                     // Due for renewal: extend it; if that fails, keep using it.
                     Some(current) => {
-                        match self.post(
-                            "auth/token/renew-self",
-                            Some(&fixed.0),
-                            &serde_json::json!({}),
-                        ) {
+                        let empty = serde_json::json!({});
+                        match self.post("renew", "auth/token/renew-self", Some(&fixed), &empty) {
                             Ok(response) => {
                                 let answer: AuthAnswer = http::read_json(response)?;
                                 log::debug!(
                                     "renewed the Vault token for {}s",
                                     answer.auth.lease_duration
                                 );
-                                return Ok(Token {
-                                    value: fixed.0.clone(),
-                                    refresh_at: refresh_time(answer.auth.lease_duration),
-                                });
+                                refresh_time(answer.auth.lease_duration)
                             }
                             Err(e) => {
                                 log::warn!("renewing the Vault token failed: {e}");
-                                current.refresh_at
+                                current
                             }
                         }
                     }
                     None => {
-                        let answer: LookupSelfAnswer =
-                            http::read_json(self.get("auth/token/lookup-self", &fixed.0)?)?;
+                        let response = self.get("lookup-self", "auth/token/lookup-self", &fixed)?;
+                        let answer: LookupSelfAnswer = http::read_json(response)?;
                         answer
                             .data
                             .renewable
@@ -250,8 +261,8 @@ impl Vault {
                     }
                 };
                 Ok(Token {
-                    value: fixed.0.clone(),
-                    refresh_at: token.filter(|at| *at > Instant::now()),
+                    value: fixed,
+                    refresh_at: refresh_at.filter(|at| *at > Instant::now()),
                 })
             }
         }
@@ -265,7 +276,7 @@ impl Vault {
         if let Some(mount) = self.mounts.iter().find(|m| path.starts_with(&m.path)) {
             return Ok(mount.clone());
         }
-        let mount = match self.get(&format!("sys/internal/ui/mounts/{path}"), token) {
+        let mount = match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
             Ok(response) => {
                 let answer: MountAnswer = http::read_json(response)?;
                 let mut mount_path = answer.data.path;
@@ -332,7 +343,7 @@ impl Vault {
             ));
         };
         let metadata_path = format!("{}metadata/{rest}", mount.path);
-        let answer: MetadataAnswer = match self.get(&metadata_path, &token) {
+        let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token) {
             Ok(response) => http::read_json(response)?,
             Err(Error::NotFound) => return Ok(Lookup::Missing),
             Err(e) => return Err(e),

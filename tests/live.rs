@@ -1,0 +1,295 @@
+//! The Kubernetes and Vault clients against the real local API server and
+//! OpenBao of `scripts/testenv.sh` (run by `scripts/test.sh` with
+//! `--ignored` once the environment is up):
+//!
+//! ```sh
+//! eval "$(scripts/testenv.sh env)" && cargo test --test live -- --ignored --test-threads 1
+//! ```
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+use vault_secrets_reloader::config::{KubeSettings, Redacted, VaultAuth, VaultSettings};
+use vault_secrets_reloader::error::Error;
+use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec};
+use vault_secrets_reloader::vault::{Lookup, Vault};
+use vault_secrets_reloader::workload::Kind;
+
+fn var(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} unset: eval \"$(scripts/testenv.sh env)\""))
+}
+
+/// Runs a command of the environment (kubectl, bao), returning stdout.
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .env("BAO_ADDR", var("VAULT_ADDR"))
+        .env("BAO_TOKEN", var("VAULT_TOKEN"))
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn kubectl(args: &[&str]) -> String {
+    run("kubectl", args)
+}
+
+fn bao(args: &[&str]) -> String {
+    run("bao", args)
+}
+
+/// A fresh namespace, and a client acting as a ServiceAccount in it that may
+/// do anything there (RBAC is the e2e's concern; this tests the client).
+fn namespace_and_client(name: &str) -> (String, Kube) {
+    let ns = format!("live-{name}");
+    let _ = Command::new("kubectl")
+        .args(["delete", "namespace", &ns, "--wait=true"])
+        .output();
+    kubectl(&["create", "namespace", &ns]);
+    kubectl(&["-n", &ns, "create", "serviceaccount", "tester"]);
+    kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "rolebinding",
+        "tester",
+        "--clusterrole=admin",
+        &format!("--serviceaccount={ns}:tester"),
+    ]);
+    let token = kubectl(&["-n", &ns, "create", "token", "tester"]);
+    let token_file = std::env::temp_dir().join(format!("live-{name}-{}.token", std::process::id()));
+    std::fs::write(&token_file, token.trim()).unwrap();
+    let kube = Kube::new(&KubeSettings {
+        api_url: var("KUBE_API_URL"),
+        token_file,
+        ca_file: Some(PathBuf::from(var("KUBE_CA_FILE"))),
+    })
+    .unwrap();
+    (ns, kube)
+}
+
+fn deployment(ns: &str, name: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"{name}","namespace":"{ns}"}},
+ "spec":{{"selector":{{"matchLabels":{{"app":"{name}"}}}},"template":{{"metadata":{{"labels":{{"app":"{name}"}}}},
+ "spec":{{"containers":[{{"name":"c","image":"registry.invalid/x:1"}}]}}}}}}}}"#
+    )
+}
+
+fn apply(manifest: &str) {
+    let mut child = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn lists_page_by_page_then_watches_only_changes() {
+    let (ns, mut kube) = namespace_and_client("list");
+    for i in 0..5 {
+        apply(&deployment(&ns, &format!("d{i}")));
+    }
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    let resource_version = loop {
+        let page = kube
+            .list(Kind::Deployment, Some(&ns), 2, token.as_deref())
+            .unwrap();
+        pages += 1;
+        names.extend(page.items.iter().map(|w| w.metadata.name.clone()));
+        if page.metadata.continue_token.is_empty() {
+            break page.metadata.resource_version;
+        }
+        token = Some(page.metadata.continue_token);
+    };
+    assert_eq!(pages, 3, "5 items in pages of 2");
+    assert_eq!(names, ["d0", "d1", "d2", "d3", "d4"]);
+
+    apply(&deployment(&ns, "d5"));
+    kubectl(&["-n", &ns, "delete", "deployment", "d0"]);
+    let events = kube
+        .watch(Kind::Deployment, Some(&ns), &resource_version)
+        .unwrap();
+    let applied: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Applied(w) => Some(w.metadata.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(applied.contains(&"d5"), "{events:?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Deleted(w) if w.metadata.name == "d0")));
+    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn a_stale_patch_is_refused_and_a_lease_has_one_holder() {
+    let (ns, mut kube) = namespace_and_client("patch");
+    apply(&deployment(&ns, "app"));
+    let patch = |rv: &str, value: &str| serde_json::json!({"metadata": {"resourceVersion": rv, "annotations": {"test": value}}});
+    // The deployment controller may write its status between our read and
+    // our patch: then the patch is refused, which is the point; read again.
+    let (rv, stored) = (0..20)
+        .find_map(|_| {
+            let rv = kube
+                .get(Kind::Deployment, &ns, "app")
+                .unwrap()
+                .metadata
+                .resource_version;
+            match kube.merge_patch(Kind::Deployment, &ns, "app", &patch(&rv, "1")) {
+                Ok(stored) => Some((rv, stored)),
+                Err(Error::Conflict) => None,
+                Err(e) => panic!("{e}"),
+            }
+        })
+        .expect("a fresh resourceVersion is accepted");
+    assert_ne!(stored.metadata.resource_version, rv);
+    assert!(matches!(
+        kube.merge_patch(Kind::Deployment, &ns, "app", &patch(&rv, "2")),
+        Err(Error::Conflict)
+    ));
+    assert!(matches!(
+        kube.get(Kind::Deployment, &ns, "gone"),
+        Err(Error::NotFound)
+    ));
+
+    assert_eq!(kube.get_lease(&ns, "l").unwrap(), None);
+    let lease = Lease {
+        api_version: "coordination.k8s.io/v1".into(),
+        kind: "Lease".into(),
+        metadata: LeaseMeta {
+            name: "l".into(),
+            namespace: ns.clone(),
+            resource_version: String::new(),
+        },
+        spec: LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(15),
+            ..LeaseSpec::default()
+        },
+    };
+    let created = kube.write_lease(&lease).unwrap();
+    assert!(matches!(kube.write_lease(&lease), Err(Error::Conflict)));
+    let mut taken = created.clone();
+    taken.spec.holder_identity = Some("b".into());
+    kube.write_lease(&taken).unwrap();
+    // A write based on the old resourceVersion loses.
+    assert!(matches!(kube.write_lease(&taken), Err(Error::Conflict)));
+    assert_eq!(
+        kube.get_lease(&ns, "l")
+            .unwrap()
+            .unwrap()
+            .spec
+            .holder_identity
+            .as_deref(),
+        Some("b")
+    );
+    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+fn vault_with_token(token: &str) -> Vault {
+    let settings = VaultSettings {
+        addr: var("VAULT_ADDR"),
+        auth: VaultAuth::Token(Redacted(token.into())),
+        namespace: None,
+        ca_file: None,
+        ca_secret: None,
+        skip_verify: false,
+        timeout: Duration::from_secs(5),
+        ignore_missing: false,
+    };
+    Vault::new(&settings, None, PathBuf::from("/nonexistent")).unwrap()
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn versions_come_from_metadata_with_a_metadata_only_token() {
+    let _ = Command::new("bao")
+        .args(["secrets", "disable", "live/kv"])
+        .output();
+    bao(&["secrets", "enable", "-path=live/kv", "-version=2", "kv"]);
+    let _ = Command::new("bao")
+        .args(["secrets", "disable", "live-v1"])
+        .output();
+    bao(&["secrets", "enable", "-path=live-v1", "-version=1", "kv"]);
+    bao(&["kv", "put", "live/kv/app", "k=1"]);
+    bao(&["kv", "put", "live/kv/app", "k=2"]);
+    bao(&["kv", "put", "live-v1/app", "k=1"]);
+    let policy = std::env::temp_dir().join(format!("live-policy-{}.hcl", std::process::id()));
+    std::fs::write(
+        &policy,
+        "path \"live/kv/metadata/*\" { capabilities = [\"read\"] }\npath \"live-v1/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    bao(&["policy", "write", "live-metadata", policy.to_str().unwrap()]);
+    let token = bao(&[
+        "token",
+        "create",
+        "-policy=live-metadata",
+        "-ttl=10m",
+        "-field=token",
+    ]);
+    let mut vault = vault_with_token(token.trim());
+
+    let first = match vault.current_version("live/kv/data/app") {
+        Lookup::Found(v) => v,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.number, 2);
+    assert!(first.created.starts_with("20"), "{first:?}");
+    assert!(matches!(
+        vault.current_version("live/kv/data/none"),
+        Lookup::Missing
+    ));
+    assert!(matches!(
+        vault.current_version("live-v1/app"),
+        Lookup::Unwatchable(_)
+    ));
+    assert!(matches!(
+        vault.current_version("live/kv/app"),
+        Lookup::Unwatchable(_)
+    ));
+
+    // Deleted and re-created: the number comes back, the creation time does not.
+    bao(&["kv", "metadata", "delete", "live/kv/app"]);
+    assert!(matches!(
+        vault.current_version("live/kv/data/app"),
+        Lookup::Missing
+    ));
+    bao(&["kv", "put", "live/kv/app", "k=3"]);
+    bao(&["kv", "put", "live/kv/app", "k=4"]);
+    match vault.current_version("live/kv/data/app") {
+        Lookup::Found(again) => {
+            assert_eq!(again.number, 2);
+            assert_ne!(again.created, first.created);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut refused = vault_with_token("not-a-token");
+    assert!(matches!(
+        refused.current_version("live/kv/data/app"),
+        Lookup::Failed(Error::Denied(403))
+    ));
+}
