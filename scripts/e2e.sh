@@ -89,6 +89,16 @@ stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
 say "build"
 cargo build --release --quiet
 BIN=$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloader
+size=$(stat -c %s "$BIN")
+check "the release binary is at most 5 MiB ($((size / 1024)) KiB)" test "$size" -le $((5 * 1024 * 1024))
+check "it is statically linked (no NEEDED libraries)" bash -c "! readelf -d '$BIN' | grep -q NEEDED"
+# An empty root: no libc, no loader, nothing but the binary.
+mkdir -p "$WORK/empty-root"
+cp "$BIN" "$WORK/empty-root/reloader"
+check "it runs with no shared libraries at all" bash -c "chroot '$WORK/empty-root' /reloader --version | grep -q '^vault-secrets-reloader '"
+readme_flags() { sed -n '/^FLAGS (Go duration/,/^```/p' README.md | sed '$d'; }
+check "README's configuration reference is --help, to the letter" \
+  diff <("$BIN" --help | sed -n '/^FLAGS (Go duration/,$p') <(readme_flags)
 
 say "Argo Rollouts: a minimal Rollout API"
 kubectl apply -f - >/dev/null <<EOF
@@ -114,7 +124,25 @@ kubectl delete namespace "$NS" "$NS-scoped" --ignore-not-found --wait=true >/dev
 kubectl create namespace "$NS" >/dev/null
 AS_SA=(--as="system:serviceaccount:$SA_NS:$SA")
 kubectl apply -f manifests/optional/argo-rollouts.yaml >/dev/null
-# Exactly what manifests/ grants: each verb the daemon uses, and nothing beside.
+# Everything the ServiceAccount may do beyond what any ServiceAccount may
+# (a fresh one with no binding gives the baseline), as kubectl lists it.
+kubectl -n "$SA_NS" create serviceaccount rbac-baseline --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+granted() {
+  comm -23 <(kubectl auth can-i --list -n "$SA_NS" "${AS_SA[@]}" | awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort) \
+    <(kubectl auth can-i --list -n "$SA_NS" --as="system:serviceaccount:$SA_NS:rbac-baseline" |
+      awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort)
+}
+cat >"$WORK/expected-rbac" <<EOF
+daemonsets.apps [] [] [get list watch patch]
+deployments.apps [] [] [get list watch patch]
+events [] [] [create]
+leases.coordination.k8s.io [] [] [get create update]
+rollouts.argoproj.io [] [] [get list watch patch]
+statefulsets.apps [] [] [get list watch patch]
+EOF
+check "auth can-i --list: the ServiceAccount may do exactly what manifests/ lists" \
+  diff "$WORK/expected-rbac" <(granted)
+# Each verb the daemon uses, and nothing beside.
 while read -r expected verb resource namespace; do
   if kubectl auth can-i "$verb" "$resource" -n "$namespace" "${AS_SA[@]}" -q; then got=yes; else got=no; fi
   check "RBAC: $verb $resource in $namespace: $expected" test "$got" = "$expected"
@@ -384,6 +412,25 @@ term_sent=$SECONDS
 wait "$DAEMON_PID" && code=0 || code=$?
 DAEMON_PID=
 check "SIGTERM: exit 0 (was $code) within 5 s" test "$code" -eq 0 -a $((SECONDS - term_sent)) -le 5
+say "Vault unreachable: the daemon keeps running, one error per pass, not ready"
+mkdir -p "$WORK/down"
+cp "$WORK/token" "$WORK/down/token"
+DOWN_PORT=$(free_port)
+VAULT_ADDR=http://127.0.0.1:9 start_reloader "$BIN" "$WORK/down" "127.0.0.1:$DOWN_PORT" \
+  --collector-sync-period 1s --reloader-run-period 1s
+down_pid=$RELOADER_PID
+LEADER_PIDS+=("$down_pid")
+sleep 8
+check "it is still running" kill -0 "$down_pid"
+down_passes=$(grep -c 'reloader pass:' "$WORK/down/reloader.out" || true)
+down_errors=$(grep -c 'level=error' "$WORK/down/reloader.err" || true)
+check "at most one error per reloader pass ($down_errors errors in $down_passes passes)" \
+  test "$down_passes" -ge 1 -a "$down_errors" -le "$down_passes"
+check "/readyz says not ready" test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$DOWN_PORT/readyz")" = 503
+check "/healthz still answers" quiet curl -sf "http://127.0.0.1:$DOWN_PORT/healthz"
+kill -TERM "$down_pid"
+wait "$down_pid" 2>/dev/null || true
+
 say "two replicas with --leader-elect: one acts, a standby takes over"
 lease_holder() { kubectl -n "$SA_NS" get lease vault-secrets-reloader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 held() { [[ -n $(lease_holder) ]]; }

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: format and lint checks, unit tests,
 # then the real local control plane and OpenBao (scripts/testenv.sh), their
-# self-test, the clients' integration tests (tests/live.rs) and the
-# end-to-end test. The environment is always taken down.
+# self-test, the clients' integration tests (tests/live.rs), the end-to-end
+# test and a small run of the benchmark. The environment is always taken down.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,3 +24,5 @@ step "integration tests (the clients against the real servers)"
 (eval "$(scripts/testenv.sh env)" && cargo test --quiet --test live -- --ignored --test-threads 1)
 step "end-to-end"
 scripts/e2e.sh
+step "benchmark smoke run (50/50; the full run is scripts/bench.sh)"
+scripts/bench.sh --smoke

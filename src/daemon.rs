@@ -66,29 +66,34 @@ struct Readiness {
     reloaded: bool,
 }
 
-/// What a pass needs to keep the loop's duties: the listener and the flags.
-struct Between<'a> {
-    server: &'a mut Option<Server>,
-    elector: &'a mut Option<Elector>,
-    stop: &'a AtomicBool,
-    metrics: &'a Metrics,
-    readiness: &'a Readiness,
+/// What the loop keeps doing between requests, and what it reports: the
+/// listener, the Lease, the stop flag, the metrics and the readiness.
+struct Duty {
+    server: Option<Server>,
+    elector: Option<Elector>,
+    stop: Arc<AtomicBool>,
+    metrics: Metrics,
+    readiness: Readiness,
 }
 
-impl Between<'_> {
+impl Duty {
     fn serve(&mut self) {
         if let Some(server) = self.server.as_mut() {
-            let (metrics, readiness) = (self.metrics, self.readiness);
+            let (metrics, readiness) = (&self.metrics, &self.readiness);
             server.poll(&|path| answer(path, metrics, readiness));
         }
     }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
 }
 
-impl Duties for Between<'_> {
+impl Duties for Duty {
     fn keep_going(&mut self) -> bool {
         self.serve();
         let leading = self.elector.as_mut().is_none_or(Elector::tick);
-        leading && !self.stop.load(Ordering::Relaxed)
+        leading && !self.stopping()
     }
 }
 
@@ -108,6 +113,11 @@ fn answer(path: &str, metrics: &Metrics, readiness: &Readiness) -> Answer {
     }
 }
 
+/// How many requests a set of counts holds.
+fn total(counts: crate::http::Counts) -> u64 {
+    counts.values().sum()
+}
+
 /// Periods as whole ticks (at least one).
 fn ticks(period: Duration) -> u64 {
     (period.as_millis() as u64)
@@ -123,23 +133,28 @@ impl Daemon {
             mut kube,
             mut collector,
             mut reloader,
-            mut server,
+            server,
             signals,
             collector_period,
             reloader_period,
-            mut elector,
+            elector,
             once,
         } = self;
+        let mut duty = Duty {
+            server,
+            elector,
+            stop: Arc::clone(&signals.stop),
+            metrics: Metrics::default(),
+            readiness: Readiness::default(),
+        };
         let collect_every = ticks(collector_period);
         let reload_every = ticks(reloader_period);
         let mut index = Index::new();
-        let mut metrics = Metrics::default();
-        let mut readiness = Readiness::default();
         let start = Instant::now();
         let (mut next_collect, mut next_reload) = (0u64, 0u64);
         let mut leading = false;
         let mut code = 0;
-        while !signals.stop.load(Ordering::Relaxed) {
+        while !duty.stopping() {
             let started = Instant::now();
             let tick = (started - start).as_millis() as u64 / TICK.as_millis() as u64;
             let run_now = signals.run_now.swap(false, Ordering::Relaxed);
@@ -147,8 +162,8 @@ impl Daemon {
                 log::info!("SIGHUP: running both passes now");
             }
             let was_leading = leading;
-            leading = elector.as_mut().is_none_or(Elector::tick);
-            metrics.leader = leading;
+            leading = duty.elector.as_mut().is_none_or(Elector::tick);
+            duty.metrics.leader = leading;
             if leading && !was_leading {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
@@ -156,19 +171,22 @@ impl Daemon {
             if leading && (run_now || tick >= next_collect) {
                 next_collect = tick + collect_every;
                 crate::logging::set_worker("collector");
-                let mut between = Between {
-                    server: &mut server,
-                    elector: &mut elector,
-                    stop: &signals.stop,
-                    metrics: &metrics,
-                    readiness: &readiness,
-                };
-                let report = collector.pass(&mut kube, &mut index, &mut between);
+                let report = collector.pass(&mut kube, &mut index, &mut duty);
                 let ok = report.failures == 0 && !report.interrupted;
+                let metrics = &mut duty.metrics;
+                let requests = total(Metrics::add(
+                    &mut metrics.kube_requests,
+                    kube.take_requests(),
+                ));
                 if !report.interrupted {
-                    readiness.collected = ok;
+                    duty.readiness.collected = ok;
                     metrics.collector.record(ok, started.elapsed());
                     metrics.watched_workloads = index.len();
+                    log::info!(
+                        "collector pass: {} workloads opted in, {requests} API requests, {} ms",
+                        index.len(),
+                        started.elapsed().as_millis()
+                    );
                 }
                 code = u8::from(!ok);
             }
@@ -176,26 +194,35 @@ impl Daemon {
                 next_reload = tick + reload_every;
                 crate::logging::set_worker("reloader");
                 let pass_started = Instant::now();
-                let mut between = Between {
-                    server: &mut server,
-                    elector: &mut elector,
-                    stop: &signals.stop,
-                    metrics: &metrics,
-                    readiness: &readiness,
-                };
-                let report = reloader.pass(&mut kube, &mut index, &mut between);
+                let report = reloader.pass(&mut kube, &mut index, &mut duty);
+                let metrics = &mut duty.metrics;
+                let vault_requests = total(Metrics::add(
+                    &mut metrics.vault_requests,
+                    reloader.take_requests(),
+                ));
+                let kube_requests = total(Metrics::add(
+                    &mut metrics.kube_requests,
+                    kube.take_requests(),
+                ));
                 for id in &report.reloaded {
                     *metrics.reloads.entry(id.clone()).or_default() += 1;
                 }
                 let ok = report.vault_failures == 0 && report.patch_failures == 0;
                 if !report.interrupted {
-                    readiness.reloaded =
+                    duty.readiness.reloaded =
                         report.vault_failures < report.secrets || report.secrets == 0;
                     metrics.reloader.record(ok, pass_started.elapsed());
                     metrics.secrets = report.secrets;
                     metrics.vault_lookups_failed += report.vault_failures as u64;
                     metrics.vault_lookups_ok += (report.secrets - report.vault_failures) as u64;
                     metrics.watched_workloads = index.len();
+                    log::info!(
+                        "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
+                         {kube_requests} API requests, {} ms",
+                        report.secrets,
+                        report.reloaded.len(),
+                        pass_started.elapsed().as_millis()
+                    );
                 }
                 code = code.max(u8::from(!ok || report.interrupted));
                 if once {
@@ -203,28 +230,19 @@ impl Daemon {
                 }
             }
             crate::logging::set_worker("main");
-            Metrics::add(&mut metrics.kube_requests, kube.take_requests());
-            Metrics::add(&mut metrics.vault_requests, reloader.take_requests());
-            if let Some(elector) = elector.as_mut() {
-                Metrics::add(&mut metrics.kube_requests, elector.take_requests());
+            if let Some(elector) = duty.elector.as_mut() {
+                Metrics::add(&mut duty.metrics.kube_requests, elector.take_requests());
             }
-            let mut between = Between {
-                server: &mut server,
-                elector: &mut elector,
-                stop: &signals.stop,
-                metrics: &metrics,
-                readiness: &readiness,
-            };
             let next_tick = start + TICK * (tick + 1) as u32;
             while Instant::now() < next_tick
-                && !signals.stop.load(Ordering::Relaxed)
+                && !duty.stopping()
                 && !signals.run_now.load(Ordering::Relaxed)
             {
-                between.serve();
+                duty.serve();
                 std::thread::sleep(IDLE_POLL);
             }
         }
-        if let Some(elector) = elector.as_mut() {
+        if let Some(elector) = duty.elector.as_mut() {
             elector.release();
         }
         log::info!("stopping");

@@ -58,11 +58,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Adds request counts taken from a client.
-    pub fn add(counts: &mut Counts, more: Counts) {
-        for (key, n) in more {
-            *counts.entry(key).or_default() += n;
+    /// Adds request counts taken from a client, and hands them back.
+    pub fn add(counts: &mut Counts, more: Counts) -> Counts {
+        for (key, n) in &more {
+            *counts.entry(key.clone()).or_default() += n;
         }
+        more
     }
 }
 
