@@ -26,7 +26,7 @@ args=(--bin "$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloade
   --token "$WORK/token" --admin-token "$WORK/admin-token" --work "$WORK")
 if [[ ${1:-} == --smoke ]]; then
   python3 scripts/bench.py "${args[@]}" --points 50/50
-  echo "bench smoke: 1 passed, 0 failed"
+  echo "bench: 1 passed, 0 failed"
 else
   python3 scripts/bench.py "${args[@]}" --markdown BENCHMARKS.md
   echo "bench: wrote BENCHMARKS.md"
