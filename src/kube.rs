@@ -16,6 +16,39 @@ use std::time::{Duration, Instant};
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 /// Time limit of each API request; a watch ends by itself after 1 s.
 const TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the loop reads a watch before it goes back to its other duties
+/// (health checks must be answered within a second); the server would end
+/// it at 1 s anyway, and what was not read comes with the next watch.
+const WATCH_CAP: Duration = Duration::from_millis(800);
+
+/// A body reader that ends the stream, instead of failing, when the body's
+/// time budget runs out.
+struct Capped<R> {
+    inner: R,
+    cut: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if is_timeout(&e) => {
+                self.cut = true;
+                Ok(0)
+            }
+            other => other,
+        }
+    }
+}
+
+fn is_timeout(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    ) || error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|e| matches!(e, ureq::Error::Timeout(_)))
+}
 
 /// The writing HTTP methods.
 #[derive(Clone, Copy)]
@@ -182,6 +215,18 @@ impl Kube {
         query: &[(&str, &str)],
         body: Option<(Write, &str, &[u8])>,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        self.send_capped(verb, path, query, body, None)
+    }
+
+    /// [`Kube::send`], with the response body cut off after `body_cap`.
+    fn send_capped(
+        &mut self,
+        verb: &'static str,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<(Write, &str, &[u8])>,
+        body_cap: Option<Duration>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         let mut retried = false;
         loop {
             let url = format!("{}{path}", self.base);
@@ -190,6 +235,9 @@ impl Kube {
                 None => self
                     .agent
                     .get(&url)
+                    .config()
+                    .timeout_recv_body(body_cap)
+                    .build()
                     .query_pairs(query.iter().copied())
                     .header("Authorization", &bearer)
                     .header("Accept", "application/json")
@@ -268,8 +316,9 @@ impl Kube {
     }
 
     /// The changes to `kind` since `resource_version`, from a watch that the
-    /// server ends after one second. [`Error::Gone`] means the version is too
-    /// old and a full list is needed.
+    /// server ends after one second and that is read for at most
+    /// 0.8 s; changes not read yet come with the next watch.
+    /// [`Error::Gone`] means the version is too old and a full list is needed.
     pub fn watch(
         &mut self,
         kind: Kind,
@@ -282,11 +331,22 @@ impl Kube {
             ("timeoutSeconds", "1"),
             ("allowWatchBookmarks", "true"),
         ];
-        let response = self.send("watch", &Self::collection(kind, namespace), &query, None)?;
-        let reader = BufReader::new(response.into_body().into_reader());
+        let collection = Self::collection(kind, namespace);
+        let response = self.send_capped("watch", &collection, &query, None, Some(WATCH_CAP))?;
+        let mut reader = Capped {
+            inner: response.into_body().into_reader(),
+            cut: false,
+        };
         let mut events = Vec::new();
-        for raw in serde_json::Deserializer::from_reader(reader).into_iter::<RawEvent>() {
-            let raw = raw.map_err(|e| Error::Decode(e.to_string()))?;
+        let stream = serde_json::Deserializer::from_reader(BufReader::new(&mut reader));
+        for raw in stream.into_iter::<RawEvent>() {
+            let raw = match raw {
+                Ok(raw) => raw,
+                // Cut off mid-event: the events before it are whole, and the
+                // next watch resumes after the last of them.
+                Err(_) if reader.cut => break,
+                Err(e) => return Err(Error::Decode(e.to_string())),
+            };
             match raw.kind.as_str() {
                 "ADDED" | "MODIFIED" => events.push(Event::Applied(raw.object.workload)),
                 "DELETED" => events.push(Event::Deleted(raw.object.workload)),
