@@ -10,7 +10,7 @@ use crate::state::{self, State, Version};
 use crate::vault::{Lookup, Vault};
 use crate::workload::{self, Entry, WorkloadId};
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -312,10 +312,10 @@ impl Reloader {
             self.per_workload.as_mut(),
         ) {
             (Some(addr), _, _, Some((make, clients))) => {
-                if !clients.contains_key(addr) {
-                    clients.insert(addr.clone(), make(addr)?);
-                }
-                let client = clients.get_mut(addr).expect("inserted above");
+                let client = match clients.entry(addr.clone()) {
+                    hash_map::Entry::Occupied(known) => known.into_mut(),
+                    hash_map::Entry::Vacant(new) => new.insert(make(addr)?),
+                };
                 Ok((client, self.ignore_missing))
             }
             (_, Provider::Bao, Some(bao), _) => Ok((bao, self.bao_ignore_missing)),
