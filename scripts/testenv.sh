@@ -455,8 +455,9 @@ cmd_up() {
     --unsafe-no-fsync
   wait_ready etcd 30
 
-  # --service-cluster-ip-range: ClusterIPs are only allocated from it (e.g. for
-  # the `kubernetes` Service); nothing ever sends traffic to those addresses.
+  # --service-cluster-ip-range 10.96.0.0/24: ClusterIPs are only allocated
+  # from it (e.g. for the `kubernetes` Service); there is no kube-proxy and no
+  # kubelet, and nothing ever sends traffic to those addresses.
   # --endpoint-reconciler-type=none: do not publish the advertise address as
   # Endpoints of the `kubernetes` Service.
   start_proc kube-apiserver "$(bin_dir kube-apiserver)/kube-apiserver" \
