@@ -32,6 +32,7 @@ LEGACY=alpha.vault.security.banzaicloud.io
 WORK=$(mktemp -d)
 DAEMON_PID=
 SECOND_PID=
+EVIL_PID=
 LEADER_PIDS=()
 PASSED=0
 FAILED=0
@@ -63,6 +64,7 @@ cleanup() {
   stop_daemon
   kubectl delete namespace "$NS" "$NS-scoped" --wait=false >/dev/null 2>&1 || true
   [[ -n ${SECOND_PID:-} ]] && kill "$SECOND_PID" 2>/dev/null && wait "$SECOND_PID" 2>/dev/null
+  [[ -n ${EVIL_PID:-} ]] && kill "$EVIL_PID" 2>/dev/null && wait "$EVIL_PID" 2>/dev/null
   kubectl delete crd rollouts.argoproj.io --wait=false >/dev/null 2>&1 || true
   for pid in "${LEADER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   if ((FAILED > 0)); then
@@ -176,6 +178,8 @@ bao kv put secret/other X=1 >/dev/null
 bao kv put secret/throttle T=1 >/dev/null
 bao kv put secret/rollout R=1 >/dev/null
 bao kv put secret/scoped S=1 >/dev/null
+bao kv put secret/hostile H=1 >/dev/null
+bao kv put secret/abuse A=1 >/dev/null
 bao kv put team/kv/app KEY=k >/dev/null
 bao kv put kv1/legacy K=v >/dev/null
 SA_VAULT_TOKEN=$(bao write -field=token "auth/kubernetes/login" role="$SA" jwt="$(cat "$WORK/token")")
@@ -211,6 +215,24 @@ second write "auth/kubernetes/role/$SA" bound_service_account_names="$SA" \
   bound_service_account_namespaces="$SA_NS" policies="$SA" ttl=1h >/dev/null
 second kv put secret/mysql MYSQL_PASSWORD=on-the-second-server >/dev/null
 check "the second OpenBao server is up on loopback" quiet second kv metadata get secret/mysql
+# A tenant's own "Vault": it only records who connects. No workload may make
+# the daemon send it anything, least of all a credential.
+EVIL_PORT=$(free_port)
+python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(16); s.settimeout(1)
+end = time.time() + 900
+while time.time() < end:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    with open(sys.argv[2], "a") as f:
+        f.write("connection\n")
+    c.close()
+' "$EVIL_PORT" "$WORK/evil-connections" &
+EVIL_PID=$!
 
 say "workloads (the original walkthrough's, and more)"
 container() { # name, env list as JSON
@@ -248,6 +270,11 @@ OTHER='{"name":"OTHER","value":"vault:secret/data/other#X"}'
     '[{"name":"BROKEN","value":"vault:s3cr3tvalue-without-key"},{"name":"EMPTY","value":"vault:"},{"name":"V1","value":"vault:kv1/legacy#K"},'"$MYSQL"']')]"
   workload Deployment second-vault '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-addr":"'"$SECOND_ADDR"'"}' \
     "[$(container app "[$MYSQL]")]"
+  workload Deployment hostile-vault '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-addr":"http://127.0.0.1:'"$EVIL_PORT"'"}' \
+    "[$(container app '[{"name":"M","value":"vault:secret/data/mysql#P"},{"name":"H","value":"bao:secret/data/hostile#H"}]')]"
+  workload Deployment sneaky-vault '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-addr":"'"$SECOND_ADDR"'@127.0.0.1:'"$EVIL_PORT"'"}' \
+    "[$(container app '[{"name":"M","value":"vault:secret/data/mysql#P"}]')]"
+  workload Deployment health-abuse "$ON" "[$(container app '[{"name":"A","value":"vault:secret/data/abuse#A"}]')]"
   workload Deployment throttled '{"'$PREFIX'/reload-on-secret-change":"true","'$PREFIX'/min-reload-interval":"10s"}' \
     "[$(container app '[{"name":"T","value":"vault:secret/data/throttle#T"}]')]"
   workload Rollout rollout "$ON" "[$(container app '[{"name":"R","value":"vault:secret/data/rollout#R"}]')]" |
@@ -261,14 +288,15 @@ kubectl -n "$NS" annotate deployment bad-values "$PREFIX/observed-versions={not 
 # Opted in and using at least one unpinned secret.
 WATCHING=(deployment/to-be-reloaded daemonset/daemonset statefulset/statefulset deployment/from-path
   deployment/inline deployment/slash-mount deployment/init-only deployment/drop-secret deployment/bad-values
-  deployment/second-vault deployment/throttled rollout.argoproj.io/rollout)
+  deployment/second-vault deployment/hostile-vault deployment/health-abuse deployment/throttled rollout.argoproj.io/rollout)
 OPTED_IN=("${WATCHING[@]}" deployment/fixed-versions-no-reload deployment/from-path-pinned)
 wait_until 60 replicasets_are to-be-reloaded 1 || true
 
 HEALTH_PORT=$(free_port)
 start_daemon() {
   start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" \
-    --collector-sync-period 1s --reloader-run-period 2s --log-level debug --per-workload-vault-addr "$@"
+    --collector-sync-period 1s --reloader-run-period 2s --log-level debug \
+    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid" "$@"
   DAEMON_PID=$RELOADER_PID
 }
 
@@ -333,6 +361,15 @@ say "a workload's own Vault (--per-workload-vault-addr)"
 second kv patch secret/mysql MYSQL_PASSWORD=changed-on-the-second-server >/dev/null
 check "its change on the second server reloads it" wait_until 20 count_is deployment/second-vault 1
 check "workloads of the first server are not reloaded for it" stays 4 count_is deployment/to-be-reloaded 2
+check "a vault-addr outside --allowed-vault-addrs gets a Warning Event" \
+  event_says hostile-vault VaultAddressRefused "Warning Vault address http://127.0.0.1:$EVIL_PORT is not in --allowed-vault-addrs"
+check "an allowed address hiding another host (user@host) is refused too" \
+  event_says sneaky-vault VaultAddressRefused "Warning its vault-addr annotation is unusable"
+check "the refusal is one warning naming the workload" \
+  bash -c "[[ \$(grep -c 'Deployment $NS/hostile-vault: Vault address http://127.0.0.1:$EVIL_PORT is not in --allowed-vault-addrs' '$WORK/reloader.err') -eq 1 ]]"
+check "the tenant's server was never contacted" test ! -s "$WORK/evil-connections"
+bao kv patch secret/hostile H=2 >/dev/null
+check "the refused workload's other secret (bao:) still reloads it" wait_until 20 count_is deployment/hostile-vault 1
 
 say "min-reload-interval: changes inside the window wait and go out together"
 bao kv patch secret/throttle T=2 >/dev/null
@@ -349,6 +386,24 @@ say "Argo Rollouts"
 check "the Rollout API was found at start" log_has "Argo Rollouts found"
 bao kv patch secret/rollout R=2 >/dev/null
 check "a Rollout is reloaded like a Deployment" wait_until 20 count_is rollout.argoproj.io/rollout 1
+
+say "the health port cannot stall the loop: a client dribbling a byte every 150 ms, 300 idle connections"
+ABUSE=(python3 scripts/health-abuse.py)
+"${ABUSE[@]}" dribble "127.0.0.1:$HEALTH_PORT" --seconds 12 >"$WORK/dribble.out" 2>&1 &
+dribble_pid=$!
+"${ABUSE[@]}" idle "127.0.0.1:$HEALTH_PORT" --count 300 --seconds 12 >"$WORK/idle.out" 2>&1 &
+idle_pid=$!
+sleep 1
+"${ABUSE[@]}" probe "127.0.0.1:$HEALTH_PORT" --seconds 10 --max-latency 1 >"$WORK/probe.out" 2>&1 &
+probe_pid=$!
+sleep 1
+bao kv patch secret/abuse A=2 >/dev/null
+check "a secret changed meanwhile is reloaded within one reloader period + 2 s" \
+  wait_until 4 count_is deployment/health-abuse 1
+wait "$probe_pid" && code=0 || code=$?
+check "/healthz from another client answered within 1 s throughout ($(tail -n 1 "$WORK/probe.out"))" test "$code" -eq 0
+wait "$dribble_pid" "$idle_pid" 2>/dev/null || true
+check "the daemon is still running" kill -0 "$DAEMON_PID"
 
 say "a deleted secret, then re-created (its version starts again at 1)"
 bao kv metadata delete secret/frompath >/dev/null
@@ -450,6 +505,11 @@ check "one replica holds the Lease" wait_until 20 held
 leader=$(lease_holder)
 standby=replica-a
 [[ $leader == replica-a ]] && standby=replica-b
+ready() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$1/readyz") == 200 ]]; }
+check "the leader's /readyz is 200" wait_until 15 ready "${REPLICA_PORT[$leader]}"
+check "the standby's /readyz is 200 too (a rolling update of two replicas can finish)" \
+  wait_until 10 ready "${REPLICA_PORT[$standby]}"
+check "the standby says so" bash -c "curl -s http://127.0.0.1:${REPLICA_PORT[$standby]}/readyz | grep -qx 'ok (standby)'"
 check "/metrics shows who leads" bash -c "curl -sf http://127.0.0.1:${REPLICA_PORT[$leader]}/metrics | grep -qx 'vault_secrets_reloader_leader 1' &&
   curl -sf http://127.0.0.1:${REPLICA_PORT[$standby]}/metrics | grep -qx 'vault_secrets_reloader_leader 0'"
 before=$(count deployment/init-only)

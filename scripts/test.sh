@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: format and lint checks, unit tests,
 # then the real local control plane and OpenBao (scripts/testenv.sh), their
 # self-test, the clients' integration tests (tests/live.rs), the end-to-end
-# test and a small run of the benchmark. The environment is always taken down.
+# test, the fault suite and a small run of the benchmark. The environment is
+# always taken down.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,5 +25,7 @@ step "integration tests (the clients against the real servers)"
 (eval "$(scripts/testenv.sh env)" && cargo test --quiet --test live -- --ignored --test-threads 1)
 step "end-to-end"
 scripts/e2e.sh
+step "fault suite (a fault-injecting proxy before OpenBao and before the API server)"
+scripts/e2e-faults.sh
 step "benchmark smoke run (50/50; the full run is scripts/bench.sh)"
 scripts/bench.sh --smoke

@@ -33,8 +33,6 @@ impl Scope {
 /// How a pass went.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Requests sent to the API server.
-    pub requests: u32,
     /// Scopes that could not be brought up to date.
     pub failures: u32,
     /// The pass was stopped by the loop before it finished.
@@ -87,7 +85,6 @@ impl Collector {
                     report.interrupted = true;
                     return report;
                 }
-                report.requests += 1;
                 match self.watch(i, kube, index) {
                     Ok(()) => continue,
                     Err(Error::Gone) => {
@@ -108,7 +105,7 @@ impl Collector {
                 }
                 self.scopes[i].resource_version = None;
             }
-            match self.list(i, kube, index, duties, &mut report) {
+            match self.list(i, kube, index, duties) {
                 Ok(true) => {}
                 Ok(false) => {
                     report.interrupted = true;
@@ -142,7 +139,6 @@ impl Collector {
         kube: &mut Kube,
         index: &mut Index,
         duties: &mut dyn Duties,
-        report: &mut Report,
     ) -> Result<bool, Error> {
         let kind = self.scopes[i].kind;
         let namespace = self.scopes[i].namespace.clone();
@@ -152,7 +148,6 @@ impl Collector {
             if !duties.keep_going() {
                 return Ok(false);
             }
-            report.requests += 1;
             let page = kube.list(
                 kind,
                 namespace.as_deref(),

@@ -1,5 +1,6 @@
 //! Flags and environment into one typed [`Config`]; all validation lives here.
 
+use crate::allow::{Addr, AllowList};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,8 +35,10 @@ pub struct Config {
     pub dry_run: bool,
     /// One collector and one reloader pass, then exit.
     pub once: bool,
-    /// Honour the webhook's per-workload `vault-addr` annotation.
-    pub per_workload_vault_addr: bool,
+    /// With `--per-workload-vault-addr`: the addresses a workload's
+    /// `vault-addr` annotation may name (the configured servers included);
+    /// `None`: the annotation is ignored.
+    pub per_workload_vault_addrs: Option<AllowList>,
     /// How to reach the Kubernetes API server.
     pub kube: KubeSettings,
     /// The Vault server for `vault:` references.
@@ -156,6 +159,12 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     (secrets-webhook.security.bank-vaults.io/vault-addr or
                                     vault.security.banzaicloud.io/vault-addr); a short host
                                     is qualified as HOST.NAMESPACE.svc [default: off]
+  --allowed-vault-addrs LIST        the only addresses a vault-addr annotation may name
+                                    (required with --per-workload-vault-addr; the reloader's
+                                    credentials go to them): scheme://host[:port] or a
+                                    *.suffix host pattern, comma separated; no scheme means
+                                    https, no port any port; http only where an entry says
+                                    http:// [env ALLOWED_VAULT_ADDRS]
   --kube-api-url URL                API server [env KUBE_API_URL; default: in-cluster
                                     https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
   --kube-token-file PATH            bearer token [env KUBE_TOKEN_FILE;
@@ -186,6 +195,11 @@ ENVIRONMENT:
   POD_NAMESPACE                the reloader's own namespace [default: read from the
                                service account]
   POD_NAME                     leader-election identity [default: the host name]
+
+HEALTH: /healthz, /readyz and /metrics are answered by the loop between two requests, so
+an answer waits at most one request: 10s for the API server, VAULT_CLIENT_TIMEOUT (and
+BAO_CLIENT_TIMEOUT) for Vault. The liveness probe in manifests/ allows 15s; raise its
+timeoutSeconds if you raise those timeouts past it.
 ";
 
 /// Parses the command line (without the program name) and the environment.
@@ -228,6 +242,7 @@ pub fn parse(
     let api_url = text_flag(&mut args, "--kube-api-url")?;
     let token_file = text_flag(&mut args, "--kube-token-file")?;
     let ca_file = text_flag(&mut args, "--kube-ca-file")?;
+    let allowed = text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -246,6 +261,8 @@ pub fn parse(
         }
         _ => None,
     };
+    let per_workload_vault_addrs =
+        allowed_addrs(per_workload_vault_addr, allowed, &vault, bao.as_ref())?;
     Ok(Command::Run(Box::new(Config {
         collector_period,
         reloader_period,
@@ -259,11 +276,45 @@ pub fn parse(
         lease_namespace,
         dry_run,
         once,
-        per_workload_vault_addr,
+        per_workload_vault_addrs,
         kube,
         vault,
         bao,
     })))
+}
+
+/// The allowlist of `--per-workload-vault-addr`, which needs one: the
+/// configured servers and the listed addresses.
+fn allowed_addrs(
+    enabled: bool,
+    list: Option<String>,
+    vault: &VaultSettings,
+    bao: Option<&VaultSettings>,
+) -> Result<Option<AllowList>, ConfigError> {
+    let list = list.filter(|text| !text.trim().is_empty());
+    let text = match (enabled, list) {
+        (false, None) => return Ok(None),
+        (false, Some(_)) => {
+            return Err(bad(
+                "--allowed-vault-addrs has no effect without --per-workload-vault-addr",
+            ))
+        }
+        (true, None) => {
+            return Err(bad(
+                "--per-workload-vault-addr needs --allowed-vault-addrs: the Vault servers \
+                 workloads may name (the reloader's credentials are sent to them)",
+            ))
+        }
+        (true, Some(text)) => text,
+    };
+    let mut allowed =
+        AllowList::parse(&text).map_err(|why| bad(format!("--allowed-vault-addrs: {why}")))?;
+    for settings in std::iter::once(vault).chain(bao) {
+        if let Ok(addr) = Addr::parse(&settings.addr) {
+            allowed = allowed.also(&addr);
+        }
+    }
+    Ok(Some(allowed))
 }
 
 /// Go's flag package accepts `-name` for `--name`; spell it the long way.
@@ -611,6 +662,35 @@ mod tests {
     }
 
     #[test]
+    fn per_workload_addresses_need_an_allowlist() {
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("VAULT_ADDR", "https://vault.infra.svc:8200"));
+        assert_eq!(run(&[], &env).unwrap().per_workload_vault_addrs, None);
+        let error = run(&["--per-workload-vault-addr"], &env).unwrap_err().0;
+        assert!(error.contains("needs --allowed-vault-addrs"), "{error}");
+        let error = run(&["--allowed-vault-addrs=https://x.svc"], &env)
+            .unwrap_err()
+            .0;
+        assert!(error.contains("no effect without"), "{error}");
+        let error = run(
+            &["--per-workload-vault-addr", "--allowed-vault-addrs", "ftp://x"],
+            &env,
+        )
+        .unwrap_err()
+        .0;
+        assert!(error.starts_with("--allowed-vault-addrs: 'ftp://x'"), "{error}");
+        env.push(("ALLOWED_VAULT_ADDRS", "*.vault.example.com"));
+        let allowed = run(&["--per-workload-vault-addr"], &env)
+            .unwrap()
+            .per_workload_vault_addrs
+            .unwrap();
+        let addr = |text| Addr::parse(text).unwrap();
+        assert!(allowed.allows(&addr("https://eu.vault.example.com:8200")));
+        assert!(allowed.allows(&addr("https://vault.infra.svc:8200")), "the configured server");
+        assert!(!allowed.allows(&addr("https://vault.other.svc:8200")));
+    }
+
+    #[test]
     fn bad_values_name_what_is_wrong() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
         let cases: &[Case] = &[
@@ -705,6 +785,8 @@ mod tests {
             "--dry-run",
             "--once",
             "--per-workload-vault-addr",
+            "--allowed-vault-addrs",
+            "ALLOWED_VAULT_ADDRS",
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",

@@ -59,11 +59,25 @@ pub struct Daemon {
     pub once: bool,
 }
 
-/// Whether the last passes reached their servers, for `/readyz`.
+/// What `/readyz` answers from. A leader (or the only replica) is ready
+/// when its last passes reached their servers; a standby when its Lease
+/// requests reach the API server, so that it does not hold up a rolling
+/// update of the daemon's own Deployment.
 #[derive(Default)]
 struct Readiness {
     collected: bool,
     reloaded: bool,
+    /// `Some(reaches the API server)` while this replica is a standby.
+    standby: Option<bool>,
+}
+
+impl Readiness {
+    fn ready(&self) -> bool {
+        match self.standby {
+            Some(reaches_api) => reaches_api,
+            None => self.collected && self.reloaded,
+        }
+    }
 }
 
 /// What the loop keeps doing between requests, and what it reports: the
@@ -77,6 +91,12 @@ struct Duty {
 }
 
 impl Duty {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+impl Duties for Duty {
     fn serve(&mut self) {
         if let Some(server) = self.server.as_mut() {
             let (metrics, readiness) = (&self.metrics, &self.readiness);
@@ -84,15 +104,12 @@ impl Duty {
         }
     }
 
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-}
-
-impl Duties for Duty {
     fn keep_going(&mut self) -> bool {
         self.serve();
         let leading = self.elector.as_mut().is_none_or(Elector::tick);
+        // A Lease request may just have taken up to its timeout: answer
+        // health checks again before the pass sends its own request.
+        self.serve();
         leading && !self.stopping()
     }
 }
@@ -100,14 +117,20 @@ impl Duties for Duty {
 fn answer(path: &str, metrics: &Metrics, readiness: &Readiness) -> Answer {
     match path {
         "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
-        "/readyz" if readiness.collected && readiness.reloaded => {
-            (200, "text/plain", "ok\n".into())
-        }
-        "/readyz" => (
-            503,
-            "text/plain",
-            "not ready: the last pass did not reach its server\n".into(),
-        ),
+        "/readyz" => match (readiness.ready(), readiness.standby.is_some()) {
+            (true, false) => (200, "text/plain", "ok\n".into()),
+            (true, true) => (200, "text/plain", "ok (standby)\n".into()),
+            (false, false) => (
+                503,
+                "text/plain",
+                "not ready: the last pass did not reach its server\n".into(),
+            ),
+            (false, true) => (
+                503,
+                "text/plain",
+                "not ready: standby cannot reach the API server\n".into(),
+            ),
+        },
         "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
         _ => (404, "text/plain", "not found\n".into()),
     }
@@ -164,6 +187,10 @@ impl Daemon {
             let was_leading = leading;
             leading = duty.elector.as_mut().is_none_or(Elector::tick);
             duty.metrics.leader = leading;
+            duty.readiness.standby = match &duty.elector {
+                Some(elector) if !leading => Some(elector.reaches_api()),
+                _ => None,
+            };
             if leading && !was_leading {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
@@ -207,6 +234,7 @@ impl Daemon {
                 for id in &report.reloaded {
                     *metrics.reloads.entry(id.clone()).or_default() += 1;
                 }
+                metrics.reloads.retain(|id, _| index.contains_key(id));
                 let ok = report.vault_failures == 0 && report.patch_failures == 0;
                 if !report.interrupted {
                     duty.readiness.reloaded =
@@ -263,6 +291,22 @@ mod tests {
         assert_eq!(ticks(Duration::from_secs(30)), 30);
         assert_eq!(ticks(Duration::from_millis(1500)), 2);
         assert_eq!(ticks(Duration::from_millis(10)), 1);
+    }
+
+    #[test]
+    fn a_standby_is_ready_when_it_reaches_the_api_server() {
+        let metrics = Metrics::default();
+        let mut readiness = Readiness {
+            standby: Some(true),
+            ..Readiness::default()
+        };
+        assert_eq!(answer("/readyz", &metrics, &readiness).0, 200);
+        assert_eq!(answer("/readyz", &metrics, &readiness).2, "ok (standby)\n");
+        readiness.standby = Some(false);
+        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
+        // Leading again: its own passes decide.
+        readiness.standby = None;
+        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
     }
 
     #[test]

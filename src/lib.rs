@@ -2,6 +2,7 @@
 //! OpenBao secrets they use get a new version. A synchronous,
 //! single-threaded daemon; see README.md for how it works.
 
+pub mod allow;
 pub mod collector;
 pub mod config;
 pub mod daemon;

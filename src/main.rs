@@ -2,9 +2,14 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 use vault_secrets_reloader::config::{self, Command, Config, VaultSettings, SERVICE_ACCOUNT_DIR};
 use vault_secrets_reloader::workload::Kind;
 use vault_secrets_reloader::{collector, daemon, kube, lease, logging, reloader, serve, vault};
+
+/// The liveness probe's `timeoutSeconds` in manifests/04-deployment.yaml: a
+/// health answer waits at most one request, which must stay below it.
+const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -47,6 +52,14 @@ fn run(config: Config) -> Result<u8, String> {
             config.reloader_period
         );
     }
+    let slowest_vault = config.bao.iter().map(|b| b.timeout).max();
+    let slowest_vault = slowest_vault.map_or(config.vault.timeout, |t| t.max(config.vault.timeout));
+    if slowest_vault >= LIVENESS_PROBE_TIMEOUT {
+        log::warn!(
+            "VAULT_CLIENT_TIMEOUT ({slowest_vault:?}) is not below the {LIVENESS_PROBE_TIMEOUT:?} \
+             the manifests' liveness probe waits: raise the probe's timeoutSeconds above it"
+        );
+    }
     let signals =
         daemon::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     let mut kube = kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
@@ -64,20 +77,21 @@ fn run(config: Config) -> Result<u8, String> {
         Some(settings) => Some(vault_client(settings, &mut kube)?),
         None => None,
     };
-    let per_workload: Option<reloader::ClientFactory> = match config.per_workload_vault_addr {
-        true => {
+    let per_workload = match config.per_workload_vault_addrs.clone() {
+        Some(allowed) => {
             let settings = config.vault.clone();
             let ca_pem = vault_ca(&settings, &mut kube)?;
             let jwt_file = config.kube.token_file.clone();
-            Some(Box::new(move |addr: &str| {
+            let make: reloader::ClientFactory = Box::new(move |addr| {
                 let settings = VaultSettings {
                     addr: addr.to_string(),
                     ..settings.clone()
                 };
                 vault::Vault::new(&settings, ca_pem.clone(), jwt_file.clone())
-            }))
+            });
+            Some(reloader::PerWorkload::new(make, allowed))
         }
-        false => None,
+        None => None,
     };
     let server = match serve::Server::bind(&config.listen_address) {
         Ok(server) => Some(server),

@@ -1,9 +1,14 @@
 //! What a long pass owes the loop between two requests.
 
 /// The loop's own work that must go on while a pass makes requests:
-/// answering health checks, renewing the lease, noticing signals.
+/// answering health checks, renewing the lease, noticing signals. A pass
+/// calls one of these before every request it sends, so a health answer
+/// never waits longer than one request's timeout.
 pub trait Duties {
-    /// Called before each request of a pass; `false` means stop the pass now
+    /// Answers the health checks waiting now.
+    fn serve(&mut self);
+
+    /// Does all the loop's duties; `false` means stop the pass now
     /// (shutdown, or leadership lost).
     fn keep_going(&mut self) -> bool;
 }

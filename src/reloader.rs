@@ -1,6 +1,7 @@
 //! The reloader pass: asks Vault once for each distinct secret, decides per
 //! workload what to patch (a pure function), and patches.
 
+use crate::allow::{Addr, AllowList};
 use crate::collector::Index;
 use crate::error::Error;
 use crate::kube::Kube;
@@ -96,10 +97,12 @@ pub fn decide(
             state.versions.insert(key, version);
         }
     }
-    let last_reload = stored.and_then(|s| s.last_reload);
+    // A last rollout in the future (a clock step, or an edited annotation)
+    // counts as now, so the interval cannot hold changes back for ever.
+    let last_reload = stored.and_then(|s| s.last_reload).map(|last| last.min(now));
     let deferred_until = match (changes.is_empty(), min_interval, last_reload) {
-        (false, Some(interval), Some(last)) if last + interval.as_secs() > now => {
-            Some(last + interval.as_secs())
+        (false, Some(interval), Some(last)) if last.saturating_add(interval.as_secs()) > now => {
+            Some(last.saturating_add(interval.as_secs()))
         }
         _ => None,
     };
@@ -130,7 +133,7 @@ pub fn patch_body(entry: &Entry, decision: &Decision) -> serde_json::Value {
         }
     });
     if !decision.changes.is_empty() {
-        let count = (entry.reload_count + 1).to_string();
+        let count = entry.reload_count.saturating_add(1).to_string();
         patch["spec"] = json!({"template": {"metadata": {"annotations": {
             (workload::reload_count_annotation(entry.prefix)): count
         }}}});
@@ -154,24 +157,48 @@ pub struct Report {
 }
 
 /// Makes a client for a workload's own Vault address.
-pub type ClientFactory = Box<dyn Fn(&str) -> Result<Vault, Error>>;
+pub type ClientFactory = Box<dyn Fn(&Addr) -> Result<Vault, Error>>;
 
 /// Which server a secret is read from: a workload's own Vault address, or
 /// `None` for the configured server of its provider.
-type Server = Option<String>;
+type Server = Option<Addr>;
+
+/// Where a workload's `vault:` secrets are read, or why they are not read
+/// at all (its `vault-addr` is unusable or not allowed).
+type Route = Result<Server, String>;
+
+/// Workloads' own Vault servers (`--per-workload-vault-addr`).
+pub struct PerWorkload {
+    make: ClientFactory,
+    allowed: AllowList,
+    /// Clients made on first use, forgotten when no workload names them.
+    clients: HashMap<Addr, Vault>,
+}
+
+impl PerWorkload {
+    /// Clients made by `make`, for the addresses `allowed` lets through.
+    pub fn new(make: ClientFactory, allowed: AllowList) -> PerWorkload {
+        PerWorkload {
+            make,
+            allowed,
+            clients: HashMap::new(),
+        }
+    }
+}
 
 /// The Vault clients, and what must be said only once.
 pub struct Reloader {
     vault: Vault,
     bao: Option<Vault>,
-    /// Clients for workloads' own addresses, made on first use; `None`
-    /// when per-workload addresses are not honoured.
-    per_workload: Option<(ClientFactory, HashMap<String, Vault>)>,
+    /// `None` when per-workload addresses are not honoured.
+    per_workload: Option<PerWorkload>,
     ignore_missing: bool,
     bao_ignore_missing: bool,
     said_unwatchable: HashSet<(Server, SecretRef)>,
     /// Missing secrets already reported with a Warning Event, per workload.
     said_missing: HashSet<(WorkloadId, SecretRef)>,
+    /// Refused `vault-addr` annotations already reported, per workload.
+    said_refused: HashMap<WorkloadId, String>,
     dry_run: bool,
 }
 
@@ -179,12 +206,12 @@ impl Reloader {
     /// A reloader asking `vault` for `vault:` secrets and `bao` (or `vault`
     /// when there is none) for `bao:` ones, each with its ignore-missing
     /// setting. With `per_workload`, a workload's `vault-addr` annotation
-    /// picks the server for its `vault:` secrets. With `dry_run` it only
-    /// logs what it would do.
+    /// picks the server for its `vault:` secrets when the allowlist lets it.
+    /// With `dry_run` it only logs what it would do.
     pub fn new(
         vault: (Vault, bool),
         bao: Option<(Vault, bool)>,
-        per_workload: Option<ClientFactory>,
+        per_workload: Option<PerWorkload>,
         dry_run: bool,
     ) -> Reloader {
         let bao_ignore_missing = bao.as_ref().map_or(vault.1, |b| b.1);
@@ -192,10 +219,11 @@ impl Reloader {
             vault: vault.0,
             ignore_missing: vault.1,
             bao: bao.map(|b| b.0),
-            per_workload: per_workload.map(|make| (make, HashMap::new())),
+            per_workload,
             bao_ignore_missing,
             said_unwatchable: HashSet::new(),
             said_missing: HashSet::new(),
+            said_refused: HashMap::new(),
             dry_run,
         }
     }
@@ -206,7 +234,7 @@ impl Reloader {
         let others = self.bao.iter_mut().chain(
             self.per_workload
                 .iter_mut()
-                .flat_map(|(_, clients)| clients.values_mut()),
+                .flat_map(|pw| pw.clients.values_mut()),
         );
         for client in others {
             for (key, n) in client.take_requests() {
@@ -216,21 +244,38 @@ impl Reloader {
         all
     }
 
-    /// The server `entry` reads `secret` from.
-    fn server(&self, entry: &Entry, secret: &SecretRef) -> Server {
-        match (&self.per_workload, secret.provider) {
-            (Some(_), Provider::Vault) => entry.vault_addr.clone(),
-            _ => None,
+    /// Where `entry`'s `vault:` secrets are read.
+    fn route(&self, entry: &Entry) -> Route {
+        let allowed = self.per_workload.as_ref().map(|pw| &pw.allowed);
+        route(allowed, entry.vault_addr.as_deref())
+    }
+
+    /// The server `secret` is read from on `route`; `None`: not read.
+    fn server(route: &Route, secret: &SecretRef) -> Option<Server> {
+        match (secret.provider, route) {
+            (Provider::Vault, Ok(server)) => Some(server.clone()),
+            (Provider::Vault, Err(_)) => None,
+            (Provider::Bao, _) => Some(None),
         }
     }
 
     /// One pass over every workload in `index`.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
+        let routes: HashMap<WorkloadId, Route> = index
+            .values()
+            .map(|entry| (entry.id.clone(), self.route(entry)))
+            .collect();
         let sources: BTreeSet<(Server, SecretRef)> = index
             .values()
-            .flat_map(|e| e.refs.iter().map(|s| (self.server(e, s), s.clone())))
+            .flat_map(|e| {
+                let route = &routes[&e.id];
+                e.refs
+                    .iter()
+                    .filter_map(move |s| Some((Self::server(route, s)?, s.clone())))
+            })
             .collect();
+        self.forget_what_is_gone(index, &routes, &sources);
         report.secrets = sources.len();
         let Some(lookups) = self.look_up(sources, duties, &mut report) else {
             report.interrupted = true;
@@ -245,19 +290,19 @@ impl Reloader {
             let Some(entry) = index.get(&id) else {
                 continue;
             };
-            let servers: HashMap<SecretRef, Server> = entry
-                .refs
-                .iter()
-                .map(|s| (s.clone(), self.server(entry, s)))
-                .collect();
+            let route = &routes[&id];
+            if let Err(why) = route {
+                self.report_refused(kube, entry, why, duties);
+            }
             let lookup = |secret: &SecretRef| {
-                let server = servers.get(secret).cloned().flatten();
+                let server = Self::server(route, secret)?;
                 lookups.get(&(server, secret.clone()))
             };
-            self.report_missing(kube, entry, &lookup);
-            match apply(kube, index, &id, &lookup, self.dry_run) {
+            self.report_missing(kube, entry, &lookup, duties);
+            match apply(kube, index, &id, &lookup, self.dry_run, duties) {
                 Ok(Some((uid, changes))) => {
                     let message = format!("Rolled out for new secret versions: {}", list(&changes));
+                    duties.serve();
                     if let Err(e) = kube.create_event(&id, &uid, false, "SecretsReloaded", &message)
                     {
                         log::warn!("recording an Event for {id} failed: {e}");
@@ -278,15 +323,67 @@ impl Reloader {
         report
     }
 
+    /// Drops what is kept about workloads, secrets and servers no longer in
+    /// the index, so nothing grows with workloads that came and went.
+    fn forget_what_is_gone(
+        &mut self,
+        index: &Index,
+        routes: &HashMap<WorkloadId, Route>,
+        sources: &BTreeSet<(Server, SecretRef)>,
+    ) {
+        self.said_missing
+            .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
+        self.said_unwatchable.retain(|source| sources.contains(source));
+        self.said_refused
+            .retain(|id, _| routes.get(id).is_some_and(Result::is_err));
+        if let Some(per_workload) = self.per_workload.as_mut() {
+            let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
+            per_workload.clients.retain(|addr, _| used.contains(addr));
+        }
+    }
+
+    /// One warning and one Warning Event for a workload whose `vault-addr`
+    /// is refused, until the reason changes: its `vault:` secrets are not
+    /// checked (its other secrets are).
+    fn report_refused(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        why: &str,
+        duties: &mut dyn Duties,
+    ) {
+        let id = &entry.id;
+        if self.said_refused.get(id).map(String::as_str) == Some(why) {
+            return;
+        }
+        let message = format!("{why}: its vault: secrets are not checked");
+        log::warn!("{id}: {message}");
+        self.said_refused.insert(id.clone(), why.to_string());
+        if self.dry_run {
+            return;
+        }
+        duties.serve();
+        if let Err(e) = kube.create_event(id, &entry.uid, true, "VaultAddressRefused", &message) {
+            log::warn!("recording an Event for {id} failed: {e}");
+        }
+    }
+
     /// A Warning Event on a workload for each secret it uses that does not
     /// exist, once until the secret is back.
-    fn report_missing(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
+    fn report_missing(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        lookup: &LookupFn,
+        duties: &mut dyn Duties,
+    ) {
         let id = &entry.id;
         for secret in &entry.refs {
             let key = (id.clone(), secret.clone());
             match lookup(secret) {
                 Some(Lookup::Missing) if !self.dry_run && !self.said_missing.contains(&key) => {
                     let message = format!("Vault secret path {} not found", secret.path);
+                    duties.serve();
                     match kube.create_event(id, &entry.uid, true, "SecretNotFound", &message) {
                         Ok(()) => {
                             self.said_missing.insert(key);
@@ -305,16 +402,11 @@ impl Reloader {
     /// The client for a server, and whether a missing secret there is only
     /// a warning.
     fn client(&mut self, server: &Server, provider: Provider) -> Result<(&mut Vault, bool), Error> {
-        match (
-            server,
-            provider,
-            self.bao.as_mut(),
-            self.per_workload.as_mut(),
-        ) {
-            (Some(addr), _, _, Some((make, clients))) => {
-                let client = match clients.entry(addr.clone()) {
+        match (server, provider, self.bao.as_mut(), self.per_workload.as_mut()) {
+            (Some(addr), _, _, Some(per_workload)) => {
+                let client = match per_workload.clients.entry(addr.clone()) {
                     hash_map::Entry::Occupied(known) => known.into_mut(),
-                    hash_map::Entry::Vacant(new) => new.insert(make(addr)?),
+                    hash_map::Entry::Vacant(new) => new.insert((per_workload.make)(addr)?),
                 };
                 Ok((client, self.ignore_missing))
             }
@@ -340,7 +432,7 @@ impl Reloader {
                 return None;
             }
             let at = server
-                .as_deref()
+                .as_ref()
                 .map(|a| format!(" at {a}"))
                 .unwrap_or_default();
             let mut ignore_missing = self.ignore_missing;
@@ -388,6 +480,20 @@ impl Reloader {
     }
 }
 
+/// Where a workload naming `vault_addr` has its `vault:` secrets read:
+/// the configured server when per-workload addresses are off (`allowed` is
+/// `None`) or it names none; its own address only when `allowed` lets it.
+fn route(allowed: Option<&AllowList>, vault_addr: Option<&str>) -> Route {
+    let (Some(allowed), Some(text)) = (allowed, vault_addr) else {
+        return Ok(None);
+    };
+    match Addr::parse(text) {
+        Ok(addr) if allowed.allows(&addr) => Ok(Some(addr)),
+        Ok(addr) => Err(format!("Vault address {addr} is not in --allowed-vault-addrs")),
+        Err(why) => Err(format!("its vault-addr annotation is unusable: {why}")),
+    }
+}
+
 fn list(changes: &[Change]) -> String {
     changes
         .iter()
@@ -405,6 +511,7 @@ fn apply(
     id: &WorkloadId,
     lookup: &LookupFn,
     dry_run: bool,
+    duties: &mut dyn Duties,
 ) -> Result<Option<(String, Vec<Change>)>, Error> {
     let mut fetched_again = false;
     loop {
@@ -439,6 +546,7 @@ fn apply(
             }
             return Ok(None);
         }
+        duties.serve();
         let result = kube.merge_patch(
             id.kind,
             &id.namespace,
@@ -450,6 +558,7 @@ fn apply(
             Err(Error::Conflict) if !fetched_again => {
                 fetched_again = true;
                 log::debug!("{id} changed since it was collected; reading it again");
+                duties.serve();
                 refresh(kube, index, id)?;
                 continue;
             }
@@ -688,6 +797,59 @@ mod tests {
         let quiet = decide(&refs, Some(&stored), &|s| same.get(s), ten_minutes, NOW);
         assert_eq!(quiet.deferred_until, None);
         assert!(!quiet.write_state);
+    }
+
+    #[test]
+    fn a_workloads_own_vault_is_used_only_when_allowed() {
+        let allowed = AllowList::parse("https://vault.team.svc:8200").unwrap();
+        let addr = |text| Ok(Some(Addr::parse(text).unwrap()));
+        let cases: [(Option<&AllowList>, Option<&str>, Route); 6] = [
+            (None, Some("https://evil.example:8200"), Ok(None)),
+            (Some(&allowed), None, Ok(None)),
+            (
+                Some(&allowed),
+                Some("https://vault.team.svc:8200"),
+                addr("https://vault.team.svc:8200"),
+            ),
+            (
+                Some(&allowed),
+                Some("https://evil.example:8200"),
+                Err("Vault address https://evil.example:8200 is not in --allowed-vault-addrs".into()),
+            ),
+            (
+                Some(&allowed),
+                Some("http://vault.team.svc:8200"),
+                Err("Vault address http://vault.team.svc:8200 is not in --allowed-vault-addrs".into()),
+            ),
+            (
+                Some(&allowed),
+                Some("https://vault.team.svc:8200@evil.example"),
+                Err("its vault-addr annotation is unusable: only scheme://host[:port] is \
+                     allowed (no path, query or user)"
+                    .into()),
+            ),
+        ];
+        for (allowed, vault_addr, want) in cases {
+            assert_eq!(route(allowed, vault_addr), want, "{vault_addr:?}");
+        }
+        let refused: Route = Err("x".into());
+        assert_eq!(Reloader::server(&refused, &secret("s/data/a")), None);
+        let bao = SecretRef {
+            provider: Provider::Bao,
+            path: "s/data/a".into(),
+        };
+        assert_eq!(Reloader::server(&refused, &bao), Some(None));
+    }
+
+    #[test]
+    fn a_last_reload_in_the_future_counts_as_now() {
+        let refs = [secret("s/data/a")];
+        let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
+        stored.last_reload = Some(u64::MAX);
+        let found = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
+        let interval = Some(Duration::from_secs(600));
+        let decision = decide(&refs, Some(&stored), &|s| found.get(s), interval, NOW);
+        assert_eq!(decision.deferred_until, Some(NOW + 600));
     }
 
     #[test]

@@ -298,12 +298,18 @@ impl Workload {
         })?;
         let reload_count = match annotations.get(&format!("{prefix}{RELOAD_COUNT}")) {
             None => 0,
-            Some(text) => text.trim().parse().unwrap_or_else(|_| {
-                warnings.push(format!(
-                    "{id}: annotation {prefix}{RELOAD_COUNT} is not a number; the next reload sets it to 1"
-                ));
-                0
-            }),
+            // The largest count could not be counted up (a rollout needs the
+            // value to change), so it is repaired like a non-number.
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(count) if count < u64::MAX => count,
+                _ => {
+                    warnings.push(format!(
+                        "{id}: annotation {prefix}{RELOAD_COUNT} is not a number below \
+                         18446744073709551615; the next reload sets it to 1"
+                    ));
+                    0
+                }
+            },
         };
         let min_reload_interval = annotations
             .get(&format!("{prefix}{MIN_INTERVAL}"))
@@ -546,6 +552,35 @@ mod tests {
         assert!(warnings.iter().all(|w| w.starts_with("DaemonSet ns/app: ")));
         assert!(warnings.iter().any(|w| w.contains("container main env PW")));
         assert!(warnings.iter().all(|w| !w.contains("s3cr3t")));
+    }
+
+    #[test]
+    fn reload_counts_that_cannot_count_up_are_repaired() {
+        let cases = [
+            (Some("4"), 4, false),
+            (None, 0, false),
+            (Some(" 7 "), 7, false),
+            (Some("18446744073709551614"), u64::MAX - 1, false),
+            (Some("18446744073709551615"), 0, true),
+            (Some("18446744073709551616"), 0, true),
+            (Some("-1"), 0, true),
+            (Some("1e3"), 0, true),
+        ];
+        for (count, want, warned) in cases {
+            let mut annotations = json!({
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"
+            });
+            if let Some(count) = count {
+                annotations["secrets-reloader.security.bank-vaults.io/secret-reload-count"] =
+                    json!(count);
+            }
+            let mut warnings = Vec::new();
+            let entry = workload(annotations, json!([]))
+                .into_entry(Kind::Deployment, &mut warnings)
+                .unwrap();
+            assert_eq!(entry.reload_count, want, "{count:?}");
+            assert_eq!(warnings.len(), usize::from(warned), "{count:?}: {warnings:?}");
+        }
     }
 
     #[test]
