@@ -64,7 +64,9 @@ fn split_host_port(rest: &str) -> Result<(&str, Option<u16>), Invalid> {
     let (host, port) = match rest.strip_prefix('[') {
         Some(v6) => {
             let (inner, after) = v6.split_once(']').ok_or(Invalid::Host)?;
-            inner.parse::<std::net::Ipv6Addr>().map_err(|_| Invalid::Host)?;
+            inner
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| Invalid::Host)?;
             let port = match after {
                 "" => None,
                 _ => Some(after.strip_prefix(':').ok_or(Invalid::Trailing)?),
@@ -93,7 +95,9 @@ fn is_host_name(host: &str) -> bool {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
@@ -138,7 +142,8 @@ impl Entry {
             Some(suffix) => (true, suffix),
             None => (false, host),
         };
-        if !(name.starts_with('[') && !pattern) && !is_host_name(name) {
+        let bracketed = name.starts_with('[') && !pattern;
+        if !bracketed && !is_host_name(name) {
             return Err(Invalid::Host);
         }
         let name = name.to_ascii_lowercase();
@@ -213,7 +218,11 @@ mod tests {
             ("https://[::1]:8200", "https://[::1]:8200"),
         ];
         for (text, want) in ok {
-            assert_eq!(Addr::parse(text).map(|a| a.to_string()), Ok(want.into()), "{text}");
+            assert_eq!(
+                Addr::parse(text).map(|a| a.to_string()),
+                Ok(want.into()),
+                "{text}"
+            );
         }
         let bad = [
             ("vault:8200", Invalid::Scheme),

@@ -242,7 +242,8 @@ pub fn parse(
     let api_url = text_flag(&mut args, "--kube-api-url")?;
     let token_file = text_flag(&mut args, "--kube-token-file")?;
     let ca_file = text_flag(&mut args, "--kube-ca-file")?;
-    let allowed = text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
+    let allowed =
+        text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -673,12 +674,19 @@ mod tests {
             .0;
         assert!(error.contains("no effect without"), "{error}");
         let error = run(
-            &["--per-workload-vault-addr", "--allowed-vault-addrs", "ftp://x"],
+            &[
+                "--per-workload-vault-addr",
+                "--allowed-vault-addrs",
+                "ftp://x",
+            ],
             &env,
         )
         .unwrap_err()
         .0;
-        assert!(error.starts_with("--allowed-vault-addrs: 'ftp://x'"), "{error}");
+        assert!(
+            error.starts_with("--allowed-vault-addrs: 'ftp://x'"),
+            "{error}"
+        );
         env.push(("ALLOWED_VAULT_ADDRS", "*.vault.example.com"));
         let allowed = run(&["--per-workload-vault-addr"], &env)
             .unwrap()
@@ -686,7 +694,10 @@ mod tests {
             .unwrap();
         let addr = |text| Addr::parse(text).unwrap();
         assert!(allowed.allows(&addr("https://eu.vault.example.com:8200")));
-        assert!(allowed.allows(&addr("https://vault.infra.svc:8200")), "the configured server");
+        assert!(
+            allowed.allows(&addr("https://vault.infra.svc:8200")),
+            "the configured server"
+        );
         assert!(!allowed.allows(&addr("https://vault.other.svc:8200")));
     }
 

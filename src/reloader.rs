@@ -333,7 +333,8 @@ impl Reloader {
     ) {
         self.said_missing
             .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
-        self.said_unwatchable.retain(|source| sources.contains(source));
+        self.said_unwatchable
+            .retain(|source| sources.contains(source));
         self.said_refused
             .retain(|id, _| routes.get(id).is_some_and(Result::is_err));
         if let Some(per_workload) = self.per_workload.as_mut() {
@@ -402,7 +403,12 @@ impl Reloader {
     /// The client for a server, and whether a missing secret there is only
     /// a warning.
     fn client(&mut self, server: &Server, provider: Provider) -> Result<(&mut Vault, bool), Error> {
-        match (server, provider, self.bao.as_mut(), self.per_workload.as_mut()) {
+        match (
+            server,
+            provider,
+            self.bao.as_mut(),
+            self.per_workload.as_mut(),
+        ) {
             (Some(addr), _, _, Some(per_workload)) => {
                 let client = match per_workload.clients.entry(addr.clone()) {
                     hash_map::Entry::Occupied(known) => known.into_mut(),
@@ -489,7 +495,9 @@ fn route(allowed: Option<&AllowList>, vault_addr: Option<&str>) -> Route {
     };
     match Addr::parse(text) {
         Ok(addr) if allowed.allows(&addr) => Ok(Some(addr)),
-        Ok(addr) => Err(format!("Vault address {addr} is not in --allowed-vault-addrs")),
+        Ok(addr) => Err(format!(
+            "Vault address {addr} is not in --allowed-vault-addrs"
+        )),
         Err(why) => Err(format!("its vault-addr annotation is unusable: {why}")),
     }
 }
@@ -814,19 +822,27 @@ mod tests {
             (
                 Some(&allowed),
                 Some("https://evil.example:8200"),
-                Err("Vault address https://evil.example:8200 is not in --allowed-vault-addrs".into()),
+                Err(
+                    "Vault address https://evil.example:8200 is not in --allowed-vault-addrs"
+                        .into(),
+                ),
             ),
             (
                 Some(&allowed),
                 Some("http://vault.team.svc:8200"),
-                Err("Vault address http://vault.team.svc:8200 is not in --allowed-vault-addrs".into()),
+                Err(
+                    "Vault address http://vault.team.svc:8200 is not in --allowed-vault-addrs"
+                        .into(),
+                ),
             ),
             (
                 Some(&allowed),
                 Some("https://vault.team.svc:8200@evil.example"),
-                Err("its vault-addr annotation is unusable: only scheme://host[:port] is \
+                Err(
+                    "its vault-addr annotation is unusable: only scheme://host[:port] is \
                      allowed (no path, query or user)"
-                    .into()),
+                        .into(),
+                ),
             ),
         ];
         for (allowed, vault_addr, want) in cases {

@@ -579,7 +579,11 @@ mod tests {
                 .into_entry(Kind::Deployment, &mut warnings)
                 .unwrap();
             assert_eq!(entry.reload_count, want, "{count:?}");
-            assert_eq!(warnings.len(), usize::from(warned), "{count:?}: {warnings:?}");
+            assert_eq!(
+                warnings.len(),
+                usize::from(warned),
+                "{count:?}: {warnings:?}"
+            );
         }
     }
 
