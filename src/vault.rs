@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
+pub const ANSWER_LIMIT: u64 = 1024 * 1024;
+
 /// What Vault says about one secret path.
 #[derive(Debug)]
 pub enum Lookup {
@@ -219,7 +222,7 @@ impl Vault {
                 })?;
                 let body = serde_json::json!({"role": role, "jwt": jwt.trim()});
                 let response = self.post("login", &format!("auth/{mount}/login"), None, &body)?;
-                let answer: AuthAnswer = http::read_json(response)?;
+                let answer: AuthAnswer = http::read_json(response, ANSWER_LIMIT)?;
                 log::info!(
                     "logged in to {} with the {method} auth method as role {role}; token valid for {}s",
                     self.addr,
@@ -237,7 +240,7 @@ impl Vault {
                         let empty = serde_json::json!({});
                         match self.post("renew", "auth/token/renew-self", Some(&fixed), &empty) {
                             Ok(response) => {
-                                let answer: AuthAnswer = http::read_json(response)?;
+                                let answer: AuthAnswer = http::read_json(response, ANSWER_LIMIT)?;
                                 log::debug!(
                                     "renewed the Vault token for {}s",
                                     answer.auth.lease_duration
@@ -252,7 +255,7 @@ impl Vault {
                     }
                     None => {
                         let response = self.get("lookup-self", "auth/token/lookup-self", &fixed)?;
-                        let answer: LookupSelfAnswer = http::read_json(response)?;
+                        let answer: LookupSelfAnswer = http::read_json(response, ANSWER_LIMIT)?;
                         answer
                             .data
                             .renewable
@@ -278,7 +281,7 @@ impl Vault {
         }
         let mount = match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
             Ok(response) => {
-                let answer: MountAnswer = http::read_json(response)?;
+                let answer: MountAnswer = http::read_json(response, ANSWER_LIMIT)?;
                 let mut mount_path = answer.data.path;
                 if !mount_path.ends_with('/') {
                     mount_path.push('/');
@@ -344,7 +347,7 @@ impl Vault {
         };
         let metadata_path = format!("{}metadata/{rest}", mount.path);
         let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token) {
-            Ok(response) => http::read_json(response)?,
+            Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
             Err(Error::NotFound) => return Ok(Lookup::Missing),
             Err(e) => return Err(e),
         };
