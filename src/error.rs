@@ -20,6 +20,19 @@ pub enum Error {
     Denied(u16),
     /// Any other status that is not a success.
     Status { code: u16, message: String },
+    /// A 3xx answer; redirects are never followed (the token would go along).
+    /// `location` is the server's `Location`, cut short.
+    Redirect { code: u16, location: String },
+    /// The answer was longer than `limit` bytes; none of it is used.
+    TooLarge { limit: u64 },
+    /// The mount lookup of a Vault path was refused (`refused` is its
+    /// status) and the guessed KV v2 mount `guess` did not work out; `why`
+    /// says how. Never taken as the secret being missing or unwatchable.
+    MountUnknown {
+        refused: u16,
+        guess: String,
+        why: &'static str,
+    },
     /// The answer could not be decoded.
     Decode(String),
     /// A local file (token, CA) could not be read or used.
@@ -44,8 +57,23 @@ impl Error {
             Error::NotFound => Some(404),
             Error::Conflict => Some(409),
             Error::Gone => Some(410),
-            Error::Denied(code) | Error::Status { code, .. } => Some(*code),
-            Error::Transport(_) | Error::Decode(_) | Error::File { .. } => None,
+            Error::Denied(code) | Error::Status { code, .. } | Error::Redirect { code, .. } => {
+                Some(*code)
+            }
+            Error::Transport(_)
+            | Error::TooLarge { .. }
+            | Error::MountUnknown { .. }
+            | Error::Decode(_)
+            | Error::File { .. } => None,
+        }
+    }
+
+    /// A redirect with status `code` to `location` (server-chosen text, so
+    /// cut short).
+    pub fn redirect(code: u16, location: &str) -> Error {
+        Error::Redirect {
+            code,
+            location: cut(location.trim()),
         }
     }
 
@@ -67,7 +95,6 @@ impl Error {
 /// The server's own explanation from an error body, cut short: the
 /// Kubernetes `Status.message` or Vault's `errors` list, else the raw text.
 fn short_message(body: &str) -> String {
-    const MAX: usize = 200;
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let text = match parsed {
         Some(v) => match (v.get("message"), v.get("errors")) {
@@ -85,9 +112,14 @@ fn short_message(body: &str) -> String {
         },
         None => body.to_string(),
     };
-    let text = text.trim();
+    cut(text.trim())
+}
+
+/// `text` cut to at most 200 characters, `…` marking a cut.
+fn cut(text: &str) -> String {
+    const MAX: usize = 200;
     match text.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
+        Some((at, _)) => format!("{}…", &text[..at]),
         None => text.to_string(),
     }
 }
@@ -104,6 +136,19 @@ impl fmt::Display for Error {
                 write!(f, "unexpected status {code}")
             }
             Error::Status { code, message } => write!(f, "unexpected status {code}: {message}"),
+            Error::Redirect { code, location } => write!(
+                f,
+                "redirected ({code}) to {location}; redirects are not followed"
+            ),
+            Error::TooLarge { limit } => write!(f, "answer larger than {limit} bytes"),
+            Error::MountUnknown {
+                refused,
+                guess,
+                why,
+            } => write!(
+                f,
+                "the mount lookup was refused ({refused}) and under the guessed KV v2 mount {guess} {why}"
+            ),
             Error::Decode(why) => write!(f, "unreadable answer: {why}"),
             Error::File { path, reason } => write!(f, "{path}: {reason}"),
         }
@@ -142,5 +187,17 @@ mod tests {
             Error::from_status(503, "").to_string(),
             "unexpected status 503"
         );
+    }
+
+    #[test]
+    fn a_redirect_names_its_location_cut_short() {
+        assert_eq!(
+            Error::redirect(302, "https://elsewhere/v1/x").to_string(),
+            "redirected (302) to https://elsewhere/v1/x; redirects are not followed"
+        );
+        let long = format!("https://elsewhere/{}", "a".repeat(5000));
+        let text = Error::redirect(307, &long).to_string();
+        assert!(text.len() < 300, "{} bytes", text.len());
+        assert_eq!(Error::redirect(301, "").status(), Some(301));
     }
 }

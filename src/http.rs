@@ -1,11 +1,14 @@
-//! The HTTP agent both clients share: TLS roots, timeouts, and turning
-//! statuses into [`Error`]s.
+//! The HTTP agent both clients share: TLS roots, timeouts, no redirects,
+//! capped bodies, and turning statuses into [`Error`]s.
 
 use crate::error::Error;
 use std::time::Duration;
 use ureq::http::Response;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::Body;
+
+/// How much of an error body is read for the server's explanation.
+pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
 /// How a client verifies the server it talks to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,7 +20,10 @@ pub struct Tls {
 }
 
 /// Builds an agent whose every request gives up after `timeout`, that keeps
-/// connections alive, and that hands back error statuses as responses.
+/// connections alive, that hands back error statuses as responses, and that
+/// never follows a redirect: ureq would send our token headers along, so a
+/// 3xx comes back as a response and [`check`] turns it into
+/// [`Error::Redirect`].
 pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
     let mut tls_config = TlsConfig::builder().disable_verification(tls.skip_verify);
     if let Some(pem) = &tls.ca_pem {
@@ -26,6 +32,8 @@ pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
     let config = ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
+        // 0: the 3xx response itself is returned (never TooManyRedirects).
+        .max_redirects(0)
         .tls_config(tls_config.build())
         .user_agent(concat!(
             "vault-secrets-reloader/",
@@ -66,31 +74,218 @@ pub fn count<T>(counts: &mut Counts, what: &'static str, result: &Result<T, Erro
     *counts.entry((what, code)).or_default() += 1;
 }
 
-/// Passes a successful (2xx) response through; turns a transport failure or
-/// any other status into an [`Error`].
+/// Passes a successful (2xx) response through; turns a transport failure, a
+/// redirect or any other status into an [`Error`].
 pub fn check(result: Result<Response<Body>, ureq::Error>) -> Result<Response<Body>, Error> {
     let mut response = result.map_err(|e| Error::Transport(e.to_string()))?;
     let code = response.status().as_u16();
     if (200..300).contains(&code) {
         return Ok(response);
     }
+    if (300..400).contains(&code) {
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        return Err(Error::redirect(code, &location));
+    }
     let body = response
         .body_mut()
         .with_config()
-        .limit(64 * 1024)
+        .limit(ERROR_BODY_LIMIT)
         .read_to_string()
         .unwrap_or_default();
     Err(Error::from_status(code, &body))
 }
 
-/// Reads a JSON answer into `T`, streaming: only the fields `T` keeps are held.
-pub fn read_json<T: serde::de::DeserializeOwned>(response: Response<Body>) -> Result<T, Error> {
-    let reader = std::io::BufReader::new(response.into_body().into_reader());
-    serde_json::from_reader(reader).map_err(|e| Error::Decode(e.to_string()))
+/// Reads a JSON answer of at most `limit` bytes into `T`, streaming: only
+/// the fields `T` keeps are held. A longer answer is [`Error::TooLarge`].
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    response: Response<Body>,
+    limit: u64,
+) -> Result<T, Error> {
+    let body = response
+        .into_body()
+        .into_with_config()
+        .limit(limit)
+        .reader();
+    serde_json::from_reader(std::io::BufReader::new(body)).map_err(|e| json_error(e, limit))
+}
+
+/// A decoding failure as an [`Error`]: [`Error::TooLarge`] when the body
+/// reader failed with ureq's `BodyExceedsLimit` (past `limit`), else
+/// [`Error::Decode`].
+pub(crate) fn json_error(error: serde_json::Error, limit: u64) -> Error {
+    if !error.is_io() {
+        return Error::Decode(error.to_string());
+    }
+    let io = std::io::Error::from(error);
+    let too_large = io
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+        .is_some_and(|e| matches!(e, ureq::Error::BodyExceedsLimit(_)));
+    if too_large {
+        Error::TooLarge { limit }
+    } else {
+        Error::Decode(io.to_string())
+    }
+}
+
+/// A canned HTTP/1.1 server on 127.0.0.1 for unit tests: each connection
+/// gets one answer (then `Connection: close`), chosen by a handler from the
+/// request; connections and requests are recorded.
+#[cfg(test)]
+pub(crate) mod fake_server {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::{Arc, Mutex};
+
+    /// A request as received.
+    #[derive(Debug, Clone)]
+    pub(crate) struct Request {
+        pub method: String,
+        pub path: String,
+        /// Header names in lower case.
+        pub headers: Vec<(String, String)>,
+    }
+
+    impl Request {
+        /// The value of header `name` (lower case), if sent.
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// An answer: status, extra headers and body.
+    pub(crate) struct Reply {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Reply {
+        /// A JSON answer with `status`.
+        pub fn json(status: u16, body: &str) -> Reply {
+            Reply {
+                status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: body.as_bytes().to_vec(),
+            }
+        }
+    }
+
+    #[derive(Default)]
+    struct Log {
+        connections: usize,
+        requests: Vec<Request>,
+    }
+
+    /// A running fake server; its thread lives until the test process ends.
+    pub(crate) struct FakeServer {
+        /// `http://127.0.0.1:PORT`.
+        pub url: String,
+        log: Arc<Mutex<Log>>,
+    }
+
+    impl FakeServer {
+        /// Connections accepted so far.
+        pub fn connections(&self) -> usize {
+            self.log.lock().unwrap().connections
+        }
+
+        /// Requests received so far.
+        pub fn requests(&self) -> Vec<Request> {
+            self.log.lock().unwrap().requests.clone()
+        }
+
+        /// How many requests asked for a path starting with `prefix`.
+        pub fn hits(&self, prefix: &str) -> usize {
+            self.requests()
+                .iter()
+                .filter(|r| r.path.starts_with(prefix))
+                .count()
+        }
+    }
+
+    /// Starts a server answering every request with `handler`'s reply.
+    pub(crate) fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Log::default()));
+        let handler = Arc::new(handler);
+        let shared = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                shared.lock().unwrap().connections += 1;
+                let (log, handler) = (Arc::clone(&shared), Arc::clone(&handler));
+                std::thread::spawn(move || serve(stream, &log, &*handler));
+            }
+        });
+        FakeServer { url, log }
+    }
+
+    fn serve(stream: TcpStream, log: &Mutex<Log>, handler: &dyn Fn(&Request) -> Reply) {
+        let Some(request) = read_request(&stream) else {
+            return;
+        };
+        log.lock().unwrap().requests.push(request.clone());
+        let reply = handler(&request);
+        let mut head = format!(
+            "HTTP/1.1 {} Fake\r\nContent-Length: {}\r\nConnection: close\r\n",
+            reply.status,
+            reply.body.len()
+        );
+        for (name, value) in &reply.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = stream;
+        // The client may stop reading (a capped body): write errors are fine.
+        let _ = stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(&reply.body));
+    }
+
+    fn read_request(stream: &TcpStream) -> Option<Request> {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let mut parts = line.split_whitespace();
+        let method = parts.next()?.to_string();
+        let path = parts.next()?.to_string();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).ok()?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':')?;
+            headers.push((name.trim().to_lowercase(), value.trim().to_string()));
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).ok()?;
+        Some(Request {
+            method,
+            path,
+            headers,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fake_server::{self, Reply};
     use super::*;
 
     #[test]
@@ -101,5 +296,50 @@ mod tests {
             skip_verify: false,
         };
         assert!(agent(Duration::from_secs(1), &tls).is_err());
+    }
+
+    fn test_agent() -> ureq::Agent {
+        agent(Duration::from_secs(5), &Tls::default()).unwrap()
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_and_not_followed() {
+        let elsewhere = fake_server::start(|_| Reply::json(200, "{}"));
+        let target = format!("{}/v1/stolen", elsewhere.url);
+        let server = fake_server::start(move |_| Reply {
+            status: 302,
+            headers: vec![("Location".into(), target.clone())],
+            body: Vec::new(),
+        });
+        let result = check(
+            test_agent()
+                .get(&format!("{}/v1/x", server.url))
+                .header("Authorization", "Bearer secret")
+                .call(),
+        );
+        match result {
+            Err(Error::Redirect {
+                code: 302,
+                location,
+            }) => {
+                assert_eq!(location, format!("{}/v1/stolen", elsewhere.url))
+            }
+            other => panic!("expected a redirect error, got {other:?}"),
+        }
+        assert_eq!(elsewhere.connections(), 0);
+        assert_eq!(server.hits("/v1/x"), 1);
+        assert_eq!(server.requests()[0].method, "GET");
+    }
+
+    #[test]
+    fn a_json_answer_past_the_limit_is_too_large() {
+        let server = fake_server::start(|_| Reply::json(200, &format!("[{}1]", "1,".repeat(600))));
+        let get = || check(test_agent().get(&server.url).call()).unwrap();
+        let small: Result<Vec<u8>, Error> = read_json(get(), 4096);
+        assert_eq!(small.unwrap().len(), 601);
+        let large: Result<Vec<u8>, Error> = read_json(get(), 1000);
+        assert!(matches!(large, Err(Error::TooLarge { limit: 1000 })));
+        let bad: Result<String, Error> = read_json(get(), 4096);
+        assert!(matches!(bad, Err(Error::Decode(_))));
     }
 }

@@ -5,38 +5,62 @@
 use crate::config::KubeSettings;
 use crate::error::Error;
 use crate::http;
-use crate::workload::{Kind, Workload};
+use crate::workload::{Kind, Metadata, Spec, Workload};
 use serde::Deserialize;
-use std::io::BufReader;
+use std::cell::Cell;
+use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long a read service-account token is used before reading it again
 /// (kubelet rotates projected tokens well before they expire).
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
-/// Time limit of each API request; a watch ends by itself after 1 s.
-const TIMEOUT: Duration = Duration::from_secs(15);
+/// Time limit of each API request (a watch ends by itself after 1 s). The
+/// loop answers health checks between requests and the liveness probe
+/// allows 15 s, so one request must end well within that.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest answer read: a list page, one object, a Lease (16 MiB).
+pub const ANSWER_LIMIT: u64 = 16 * 1024 * 1024;
+/// The largest single event of a watch (one line of the stream, 16 MiB).
+/// The watch as a whole is bounded by time ([`WATCH_CAP`]), not size.
+pub const WATCH_EVENT_LIMIT: u64 = 16 * 1024 * 1024;
 /// How long the loop reads a watch before it goes back to its other duties
 /// (health checks must be answered within a second); the server would end
 /// it at 1 s anyway, and what was not read comes with the next watch.
 const WATCH_CAP: Duration = Duration::from_millis(800);
 
-/// A body reader that ends the stream, instead of failing, when the body's
-/// time budget runs out.
-struct Capped<R> {
+/// A watch body reader. It ends the stream, instead of failing, when the
+/// body's time budget runs out (and sets `cut`); it fails with ureq's
+/// `BodyExceedsLimit` when one line (one event) passes `limit` bytes.
+struct WatchBody<'a, R> {
     inner: R,
-    cut: bool,
+    cut: &'a Cell<bool>,
+    limit: u64,
+    /// Bytes since the last newline.
+    line: u64,
 }
 
-impl<R: std::io::Read> std::io::Read for Capped<R> {
+impl<R: Read> Read for WatchBody<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inner.read(buf) {
+        let n = match self.inner.read(buf) {
             Err(e) if is_timeout(&e) => {
-                self.cut = true;
-                Ok(0)
+                self.cut.set(true);
+                return Ok(0);
             }
-            other => other,
+            other => other?,
+        };
+        for (i, part) in buf[..n].split(|b| *b == b'\n').enumerate() {
+            let len = part.len() as u64;
+            self.line = if i == 0 {
+                self.line.saturating_add(len)
+            } else {
+                len
+            };
+            if self.line > self.limit {
+                return Err(ureq::Error::BodyExceedsLimit(self.limit).into_io());
+            }
         }
+        Ok(n)
     }
 }
 
@@ -157,13 +181,61 @@ struct RawEvent {
     object: RawObject,
 }
 
-/// A watch event's object: a workload, or a `Status` on ERROR events.
-#[derive(Deserialize)]
+/// A watch event's object: a workload, or a `Status` (with `code`) on ERROR
+/// events. Plain fields, so only the small structs are decoded and the rest
+/// of the object (managedFields, status, …) is skipped, not buffered.
+#[derive(Default, Deserialize)]
+#[serde(default)]
 struct RawObject {
-    #[serde(flatten)]
-    workload: Workload,
-    #[serde(default)]
+    metadata: Metadata,
+    spec: Spec,
     code: Option<u16>,
+}
+
+/// The event a decoded watch line stands for; an ERROR event is an error
+/// ([`Error::Gone`] for 410).
+fn event(raw: RawEvent) -> Result<Event, Error> {
+    let RawObject {
+        metadata,
+        spec,
+        code,
+    } = raw.object;
+    match raw.kind.as_str() {
+        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload { metadata, spec })),
+        "DELETED" => Ok(Event::Deleted(Workload { metadata, spec })),
+        "BOOKMARK" => Ok(Event::Bookmark(metadata.resource_version)),
+        _ => Err(match code {
+            Some(410) => Error::Gone,
+            code => Error::Status {
+                code: code.unwrap_or(500),
+                message: "watch ended with an error event".into(),
+            },
+        }),
+    }
+}
+
+/// The whole events of a watch body, until it ends or its time budget cuts
+/// it (the events before a cut are whole; the next watch resumes after the
+/// last of them). An event longer than `limit` bytes is [`Error::TooLarge`]
+/// and none of the body is used.
+fn read_events<R: Read>(body: R, limit: u64) -> Result<Vec<Event>, Error> {
+    let cut = Cell::new(false);
+    let reader = WatchBody {
+        inner: body,
+        cut: &cut,
+        limit,
+        line: 0,
+    };
+    let mut events = Vec::new();
+    let stream = serde_json::Deserializer::from_reader(BufReader::new(reader));
+    for raw in stream.into_iter::<RawEvent>() {
+        match raw {
+            Ok(raw) => events.push(event(raw)?),
+            Err(_) if cut.get() => break,
+            Err(e) => return Err(http::json_error(e, limit)),
+        }
+    }
+    Ok(events)
 }
 
 impl Kube {
@@ -181,7 +253,7 @@ impl Kube {
             skip_verify: false,
         };
         Ok(Kube {
-            agent: http::agent(TIMEOUT, &tls)?,
+            agent: http::agent(REQUEST_TIMEOUT, &tls)?,
             base: settings.api_url.clone(),
             token_file: settings.token_file.clone(),
             token: None,
@@ -289,7 +361,7 @@ impl Kube {
         }
         match self.send("get", &format!("/apis/{}", kind.api_version()), &[], None) {
             Ok(response) => {
-                let list: Resources = http::read_json(response)?;
+                let list: Resources = http::read_json(response, ANSWER_LIMIT)?;
                 Ok(list.resources.iter().any(|r| r.name == kind.plural()))
             }
             Err(Error::NotFound) => Ok(false),
@@ -312,13 +384,14 @@ impl Kube {
             query.push(("continue", token));
         }
         let response = self.send("list", &Self::collection(kind, namespace), &query, None)?;
-        http::read_json(response)
+        http::read_json(response, ANSWER_LIMIT)
     }
 
     /// The changes to `kind` since `resource_version`, from a watch that the
     /// server ends after one second and that is read for at most
     /// 0.8 s; changes not read yet come with the next watch.
-    /// [`Error::Gone`] means the version is too old and a full list is needed.
+    /// [`Error::Gone`] means the version is too old and a full list is needed;
+    /// [`Error::TooLarge`], that one event passed [`WATCH_EVENT_LIMIT`].
     pub fn watch(
         &mut self,
         kind: Kind,
@@ -333,38 +406,7 @@ impl Kube {
         ];
         let collection = Self::collection(kind, namespace);
         let response = self.send_capped("watch", &collection, &query, None, Some(WATCH_CAP))?;
-        let mut reader = Capped {
-            inner: response.into_body().into_reader(),
-            cut: false,
-        };
-        let mut events = Vec::new();
-        let stream = serde_json::Deserializer::from_reader(BufReader::new(&mut reader));
-        for raw in stream.into_iter::<RawEvent>() {
-            let raw = match raw {
-                Ok(raw) => raw,
-                // Cut off mid-event: the events before it are whole, and the
-                // next watch resumes after the last of them.
-                Err(_) if reader.cut => break,
-                Err(e) => return Err(Error::Decode(e.to_string())),
-            };
-            match raw.kind.as_str() {
-                "ADDED" | "MODIFIED" => events.push(Event::Applied(raw.object.workload)),
-                "DELETED" => events.push(Event::Deleted(raw.object.workload)),
-                "BOOKMARK" => events.push(Event::Bookmark(
-                    raw.object.workload.metadata.resource_version,
-                )),
-                _ => {
-                    return Err(match raw.object.code {
-                        Some(410) => Error::Gone,
-                        code => Error::Status {
-                            code: code.unwrap_or(500),
-                            message: "watch ended with an error event".into(),
-                        },
-                    })
-                }
-            }
-        }
-        Ok(events)
+        read_events(response.into_body().into_reader(), WATCH_EVENT_LIMIT)
     }
 
     fn object(kind: Kind, namespace: &str, name: &str) -> String {
@@ -374,7 +416,7 @@ impl Kube {
     /// One workload as it is now.
     pub fn get(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Workload, Error> {
         let response = self.send("get", &Self::object(kind, namespace, name), &[], None)?;
-        http::read_json(response)
+        http::read_json(response, ANSWER_LIMIT)
     }
 
     /// Applies a JSON merge patch to one workload and returns it as stored.
@@ -398,7 +440,7 @@ impl Kube {
                 body.as_bytes(),
             )),
         )?;
-        http::read_json(response)
+        http::read_json(response, ANSWER_LIMIT)
     }
 
     /// The requests sent since the last call, by verb and status.
@@ -454,7 +496,7 @@ impl Kube {
     /// The Lease `namespace/name`, or `None` when it does not exist.
     pub fn get_lease(&mut self, namespace: &str, name: &str) -> Result<Option<Lease>, Error> {
         match self.send("get", &Self::lease_path(namespace, Some(name)), &[], None) {
-            Ok(response) => http::read_json(response).map(Some),
+            Ok(response) => http::read_json(response, ANSWER_LIMIT).map(Some),
             Err(Error::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
@@ -478,7 +520,7 @@ impl Kube {
             &[],
             Some((method, "application/json", body.as_bytes())),
         )?;
-        http::read_json(response)
+        http::read_json(response, ANSWER_LIMIT)
     }
 
     fn lease_path(namespace: &str, name: Option<&str>) -> String {
@@ -503,10 +545,174 @@ impl Kube {
         }
         use base64::Engine;
         let path = format!("/api/v1/namespaces/{namespace}/secrets/{name}");
-        let secret: Secret = http::read_json(self.send("get", &path, &[], None)?)?;
+        let secret: Secret = http::read_json(self.send("get", &path, &[], None)?, ANSWER_LIMIT)?;
         let encoded = secret.data.get(key).ok_or(Error::NotFound)?;
         base64::engine::general_purpose::STANDARD
             .decode(encoded)
             .map_err(|e| Error::Decode(format!("Secret {namespace}/{name} key {key}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::fake_server::{self, FakeServer, Reply};
+
+    /// A token file removed when dropped.
+    struct TokenFile(PathBuf);
+
+    impl Drop for TokenFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A client of `server` and the token file it reads.
+    fn client(server: &FakeServer) -> (Kube, TokenFile) {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path =
+            std::env::temp_dir().join(format!("vsr-kube-test-token-{}-{n}", std::process::id()));
+        std::fs::write(&path, "test-token\n").unwrap();
+        let settings = KubeSettings {
+            api_url: server.url.clone(),
+            token_file: path.clone(),
+            ca_file: None,
+        };
+        (Kube::new(&settings).unwrap(), TokenFile(path))
+    }
+
+    const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",
+        "metadata":{"name":"web","namespace":"shop","resourceVersion":"42","uid":"u-1",
+            "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}],
+            "annotations":{"secrets-reloader.security.bank-vaults.io/observed-versions":"{}","other":"x"}},
+        "spec":{"replicas":2,"template":{"metadata":{"annotations":{"a":"b"}},
+            "spec":{"containers":[{"name":"c","image":"i","env":[{"name":"P","value":"vault:secret/data/p#k"}]}]}}},
+        "status":{"replicas":2,"conditions":[{"type":"Available"}]}}"#;
+
+    fn decode(line: &str) -> Result<Event, Error> {
+        event(serde_json::from_str(line).unwrap())
+    }
+
+    #[test]
+    fn a_watch_event_decodes_into_the_listed_workload() {
+        let listed: Workload = serde_json::from_str(DEPLOYMENT).unwrap();
+        for (kind, deleted) in [("ADDED", false), ("MODIFIED", false), ("DELETED", true)] {
+            let line = format!(r#"{{"type":"{kind}","object":{DEPLOYMENT}}}"#);
+            match decode(&line) {
+                Ok(Event::Applied(w)) if !deleted => {
+                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
+                }
+                Ok(Event::Deleted(w)) if deleted => {
+                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Deployment","metadata":{"resourceVersion":"77"}}}"#;
+        assert!(matches!(decode(bookmark), Ok(Event::Bookmark(v)) if v == "77"));
+    }
+
+    #[test]
+    fn an_error_event_is_an_error() {
+        let gone = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},
+            "status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
+        assert!(matches!(decode(gone), Err(Error::Gone)));
+        let other = r#"{"type":"ERROR","object":{"kind":"Status","code":500}}"#;
+        assert!(matches!(
+            decode(other),
+            Err(Error::Status { code: 500, .. })
+        ));
+    }
+
+    fn line(kind: &str, object: &str) -> String {
+        format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
+    }
+
+    #[test]
+    fn a_watch_event_past_the_limit_is_too_large() {
+        let small = line("ADDED", DEPLOYMENT);
+        let big = line(
+            "MODIFIED",
+            &format!(r#"{{"metadata":{{"name":"{}"}}}}"#, "n".repeat(3000)),
+        );
+        let limit = 2000;
+        assert!(small.len() < limit);
+        let body = format!("{small}{small}");
+        assert_eq!(read_events(body.as_bytes(), limit as u64).unwrap().len(), 2);
+        let body = format!("{small}{big}{small}");
+        assert!(matches!(
+            read_events(body.as_bytes(), limit as u64),
+            Err(Error::TooLarge { limit: 2000 })
+        ));
+    }
+
+    /// Gives its bytes, then times out.
+    struct ThenTimeout(std::io::Cursor<Vec<u8>>);
+
+    impl Read for ThenTimeout {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(std::io::ErrorKind::TimedOut.into()),
+                n => Ok(n),
+            }
+        }
+    }
+
+    #[test]
+    fn a_watch_cut_by_its_time_budget_keeps_the_whole_events() {
+        let whole = line("ADDED", DEPLOYMENT);
+        let body = format!("{whole}{}", &whole[..whole.len() / 2]);
+        let events = read_events(
+            ThenTimeout(std::io::Cursor::new(body.into_bytes())),
+            1 << 20,
+        );
+        assert_eq!(events.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_request_ends_within_the_liveness_probe_period() {
+        // The probe allows 15 s; a health answer waits for at most one request.
+        assert!(REQUEST_TIMEOUT < Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed_with_the_token() {
+        let elsewhere = fake_server::start(|_| Reply::json(200, r#"{"items":[]}"#));
+        let target = format!("{}/apis/apps/v1/deployments", elsewhere.url);
+        let server = fake_server::start(move |_| Reply {
+            status: 307,
+            headers: vec![("Location".into(), target.clone())],
+            body: Vec::new(),
+        });
+        let (mut kube, _token) = client(&server);
+        let result = kube.list(Kind::Deployment, None, 10, None);
+        assert!(
+            matches!(result, Err(Error::Redirect { code: 307, .. })),
+            "{result:?}"
+        );
+        assert_eq!(elsewhere.connections(), 0);
+        let sent = server.requests();
+        assert_eq!(sent[0].header("authorization"), Some("Bearer test-token"));
+    }
+
+    #[test]
+    fn a_list_page_over_the_limit_is_too_large() {
+        let page = format!(
+            r#"{{"metadata":{{"resourceVersion":"1"}},"items":[],"pad":"{}"}}"#,
+            "x".repeat(ANSWER_LIMIT as usize + 1)
+        );
+        let server = fake_server::start(move |_| Reply::json(200, &page));
+        let (mut kube, _token) = client(&server);
+        let result = kube.list(Kind::Deployment, None, 10, None);
+        assert!(
+            matches!(
+                result,
+                Err(Error::TooLarge {
+                    limit: ANSWER_LIMIT
+                })
+            ),
+            "{result:?}"
+        );
     }
 }

@@ -11,6 +11,16 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
+pub const ANSWER_LIMIT: u64 = 1024 * 1024;
+/// The first wait before trying again to renew a fixed token after a
+/// failure; it doubles with each failure in a row.
+const RENEW_RETRY_MIN: Duration = Duration::from_secs(5);
+/// The longest wait between two renewal attempts.
+const RENEW_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+/// The longest token lifetime believed (a server-sent TTL): one year.
+const MAX_TTL: u64 = 365 * 24 * 60 * 60;
+
 /// What Vault says about one secret path.
 #[derive(Debug)]
 pub enum Lookup {
@@ -38,8 +48,66 @@ pub struct Vault {
 
 struct Token {
     value: String,
-    /// When to renew (fixed token) or log in again (login methods).
+    schedule: Schedule,
+}
+
+/// When a token is refreshed, and what is known of its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Schedule {
+    /// When to renew (fixed token) or log in again (login methods); `None`:
+    /// never.
     refresh_at: Option<Instant>,
+    /// When the token stops working, when known.
+    expires_at: Option<Instant>,
+    /// The wait after the last failed renewal; `None` while renewals work.
+    retry: Option<Duration>,
+}
+
+impl Schedule {
+    /// A token obtained or renewed at `now`, valid for `ttl` seconds (0: no
+    /// expiry): refreshed at two thirds of its life. The TTL comes from the
+    /// server, so it is clamped to [`MAX_TTL`] and the sums are checked.
+    fn fresh(ttl: u64, now: Instant) -> Schedule {
+        let ttl = ttl.min(MAX_TTL);
+        let after = |secs: u64| (ttl > 0).then(|| now.checked_add(Duration::from_secs(secs)));
+        Schedule {
+            refresh_at: after(ttl * 2 / 3).flatten(),
+            expires_at: after(ttl).flatten(),
+            retry: None,
+        }
+    }
+
+    /// Whether a refresh is due at `now`.
+    fn due(&self, now: Instant) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at)
+    }
+
+    /// After a renewal failed at `now`: try again after a wait that starts at
+    /// [`RENEW_RETRY_MIN`] and doubles up to [`RENEW_RETRY_MAX`], never past
+    /// the known expiry; once expired, never again.
+    fn failed(self, now: Instant) -> Schedule {
+        let retry = self
+            .retry
+            .map_or(RENEW_RETRY_MIN, |wait| (wait * 2).min(RENEW_RETRY_MAX));
+        let next = now.checked_add(retry);
+        let refresh_at = match self.expires_at {
+            Some(end) if now >= end => None,
+            Some(end) => Some(next.map_or(end, |next| next.min(end))),
+            None => next,
+        };
+        Schedule {
+            refresh_at,
+            expires_at: self.expires_at,
+            retry: Some(retry),
+        }
+    }
+}
+
+/// A path's mount: as Vault answered, or guessed after the mount lookup was
+/// refused with status `refused`.
+enum MountFor {
+    Known(Mount),
+    Guessed { mount: Mount, refused: u16 },
 }
 
 /// A secrets engine mount, e.g. `team/kv/` of a KV v2 engine.
@@ -108,9 +176,19 @@ struct VersionInfo {
     created_time: String,
 }
 
-/// When to refresh a token valid for `ttl` seconds: at two thirds of it.
-fn refresh_time(ttl: u64) -> Option<Instant> {
-    (ttl > 0).then(|| Instant::now() + Duration::from_secs(ttl * 2 / 3))
+/// The metadata path of the KV v2 data path `path` under `mount`
+/// (`MOUNT/data/REST` → `MOUNT/metadata/REST`), or why it has none.
+fn metadata_path(mount: &Mount, path: &str) -> Result<String, &'static str> {
+    if mount.kind != "kv" && mount.kind != "generic" {
+        return Err("it is not in a KV secrets engine");
+    }
+    if mount.kv_version != "2" {
+        return Err("a KV v1 secret has no versions");
+    }
+    path.strip_prefix(mount.path.as_str())
+        .and_then(|rest| rest.strip_prefix("data/"))
+        .map(|rest| format!("{}metadata/{rest}", mount.path))
+        .ok_or("it is not a KV v2 data path (MOUNT/data/...)")
 }
 
 impl Vault {
@@ -194,7 +272,7 @@ impl Vault {
     fn token(&mut self) -> Result<String, Error> {
         let due = match &self.token {
             None => true,
-            Some(token) => token.refresh_at.is_some_and(|at| Instant::now() >= at),
+            Some(token) => token.schedule.due(Instant::now()),
         };
         if due {
             self.token = Some(self.fresh_token()?);
@@ -219,7 +297,7 @@ impl Vault {
                 })?;
                 let body = serde_json::json!({"role": role, "jwt": jwt.trim()});
                 let response = self.post("login", &format!("auth/{mount}/login"), None, &body)?;
-                let answer: AuthAnswer = http::read_json(response)?;
+                let answer: AuthAnswer = http::read_json(response, ANSWER_LIMIT)?;
                 log::info!(
                     "logged in to {} with the {method} auth method as role {role}; token valid for {}s",
                     self.addr,
@@ -227,87 +305,110 @@ impl Vault {
                 );
                 Ok(Token {
                     value: answer.auth.client_token,
-                    refresh_at: refresh_time(answer.auth.lease_duration),
+                    schedule: Schedule::fresh(answer.auth.lease_duration, Instant::now()),
                 })
             }
             VaultAuth::Token(Redacted(fixed)) => {
-                let refresh_at = match self.token.as_ref().map(|t| t.refresh_at) {
-                    // Due for renewal: extend it; if that fails, keep using it.
-                    Some(current) => {
-                        let empty = serde_json::json!({});
-                        match self.post("renew", "auth/token/renew-self", Some(&fixed), &empty) {
-                            Ok(response) => {
-                                let answer: AuthAnswer = http::read_json(response)?;
-                                log::debug!(
-                                    "renewed the Vault token for {}s",
-                                    answer.auth.lease_duration
-                                );
-                                refresh_time(answer.auth.lease_duration)
-                            }
-                            Err(e) => {
-                                log::warn!("renewing the Vault token failed: {e}");
-                                current
-                            }
-                        }
-                    }
+                let schedule = match self.token.as_ref().map(|t| t.schedule) {
+                    Some(due) => self.renew(&fixed, due),
                     None => {
                         let response = self.get("lookup-self", "auth/token/lookup-self", &fixed)?;
-                        let answer: LookupSelfAnswer = http::read_json(response)?;
-                        answer
-                            .data
-                            .renewable
-                            .then(|| refresh_time(answer.data.ttl))
-                            .flatten()
+                        let answer: LookupSelfAnswer = http::read_json(response, ANSWER_LIMIT)?;
+                        let mut schedule = Schedule::fresh(answer.data.ttl, Instant::now());
+                        if !answer.data.renewable {
+                            schedule.refresh_at = None;
+                        }
+                        schedule
                     }
                 };
                 Ok(Token {
                     value: fixed,
-                    refresh_at: refresh_at.filter(|at| *at > Instant::now()),
+                    schedule,
                 })
             }
         }
     }
 
-    /// The mount holding `path`: from the cache, else asked once with
-    /// `sys/internal/ui/mounts/PATH` (which Vault answers for any token with
-    /// some access under the mount). If that is refused, the first segment
-    /// is taken as a KV v2 mount.
-    fn mount_for(&mut self, path: &str, token: &str) -> Result<Mount, Error> {
-        if let Some(mount) = self.mounts.iter().find(|m| path.starts_with(&m.path)) {
-            return Ok(mount.clone());
+    /// Renews the fixed token `token` that was due under `before`, and says
+    /// when to renew next. A failure keeps the token in use and tries again
+    /// later (see [`Schedule::failed`]); only changes of state are logged.
+    fn renew(&mut self, token: &str, before: Schedule) -> Schedule {
+        let now = Instant::now();
+        let empty = serde_json::json!({});
+        let renewed = self
+            .post("renew", "auth/token/renew-self", Some(token), &empty)
+            .and_then(|response| http::read_json::<AuthAnswer>(response, ANSWER_LIMIT));
+        match renewed {
+            Ok(answer) => {
+                let ttl = answer.auth.lease_duration;
+                if before.retry.is_some() {
+                    log::info!("renewed the Vault token again; valid for {ttl}s");
+                } else {
+                    log::debug!("renewed the Vault token for {ttl}s");
+                }
+                Schedule::fresh(ttl, now)
+            }
+            Err(e) => {
+                let after = before.failed(now);
+                match (before.retry, after.refresh_at) {
+                    (_, None) => {
+                        log::warn!("renewing the Vault token failed: {e}; it has expired and is not renewed again")
+                    }
+                    (None, Some(_)) => log::warn!(
+                        "renewing the Vault token failed: {e}; trying again until it is renewed or expires"
+                    ),
+                    (Some(_), Some(_)) => log::debug!("renewing the Vault token failed again: {e}"),
+                }
+                after
+            }
         }
-        let mount = match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
-            Ok(response) => {
-                let answer: MountAnswer = http::read_json(response)?;
-                let mut mount_path = answer.data.path;
-                if !mount_path.ends_with('/') {
-                    mount_path.push('/');
+    }
+
+    /// The mount holding `path`: from the cache, else asked with
+    /// `sys/internal/ui/mounts/PATH` (which Vault answers for any token with
+    /// some access under the mount) and cached. If that is refused, the first
+    /// segment is guessed to be a KV v2 mount; a guess is not cached, so the
+    /// next lookup asks again.
+    fn mount_for(&mut self, path: &str, token: &str) -> Result<MountFor, Error> {
+        if let Some(mount) = self.mounts.iter().find(|m| path.starts_with(&m.path)) {
+            return Ok(MountFor::Known(mount.clone()));
+        }
+        let answer: MountAnswer =
+            match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
+                Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
+                Err(e @ (Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. })) => {
+                    let first = path.split('/').next().unwrap_or_default();
+                    log::debug!(
+                        "mount lookup for {path} refused ({e}); guessing KV v2 at {first}/"
+                    );
+                    return Ok(MountFor::Guessed {
+                        mount: Mount {
+                            path: format!("{first}/"),
+                            kind: "kv".into(),
+                            kv_version: "2".into(),
+                        },
+                        refused: e.status().unwrap_or_default(),
+                    });
                 }
-                Mount {
-                    path: mount_path,
-                    kind: answer.data.kind,
-                    kv_version: answer
-                        .data
-                        .options
-                        .and_then(|o| o.get("version").cloned())
-                        .unwrap_or_else(|| "1".into()),
-                }
-            }
-            Err(Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. }) => {
-                let first = path.split('/').next().unwrap_or_default();
-                log::debug!("mount lookup for {path} refused; assuming KV v2 at {first}/");
-                Mount {
-                    path: format!("{first}/"),
-                    kind: "kv".into(),
-                    kv_version: "2".into(),
-                }
-            }
-            Err(other) => return Err(other),
+                Err(other) => return Err(other),
+            };
+        let mut mount_path = answer.data.path;
+        if !mount_path.ends_with('/') {
+            mount_path.push('/');
+        }
+        let mount = Mount {
+            path: mount_path,
+            kind: answer.data.kind,
+            kv_version: answer
+                .data
+                .options
+                .and_then(|o| o.get("version").cloned())
+                .unwrap_or_else(|| "1".into()),
         };
         // Longest first, so a nested mount wins over its parent.
         self.mounts.push(mount.clone());
         self.mounts.sort_by_key(|m| std::cmp::Reverse(m.path.len()));
-        Ok(mount)
+        Ok(MountFor::Known(mount))
     }
 
     /// The current version of the KV v2 secret at `path` (as the webhook
@@ -325,26 +426,30 @@ impl Vault {
         }
     }
 
+    /// The lookup of `path`. Only a mount Vault answered can make a path
+    /// unwatchable or missing; under a guessed mount those outcomes are
+    /// errors, so the caller keeps what it knew and asks again.
     fn try_current_version(&mut self, path: &str) -> Result<Lookup, Error> {
         let token = self.token()?;
-        let mount = self.mount_for(path, &token)?;
-        if mount.kind != "kv" && mount.kind != "generic" {
-            return Ok(Lookup::Unwatchable("it is not in a KV secrets engine"));
-        }
-        if mount.kv_version != "2" {
-            return Ok(Lookup::Unwatchable("a KV v1 secret has no versions"));
-        }
-        let Some(rest) = path
-            .strip_prefix(mount.path.as_str())
-            .and_then(|rest| rest.strip_prefix("data/"))
-        else {
-            return Ok(Lookup::Unwatchable(
-                "it is not a KV v2 data path (MOUNT/data/...)",
-            ));
+        let (mount, refused) = match self.mount_for(path, &token)? {
+            MountFor::Known(mount) => (mount, None),
+            MountFor::Guessed { mount, refused } => (mount, Some(refused)),
         };
-        let metadata_path = format!("{}metadata/{rest}", mount.path);
+        let guess_failed = |why| Error::MountUnknown {
+            refused: refused.unwrap_or_default(),
+            guess: mount.path.clone(),
+            why,
+        };
+        let metadata_path = match (metadata_path(&mount, path), refused) {
+            (Ok(metadata_path), _) => metadata_path,
+            (Err(why), None) => return Ok(Lookup::Unwatchable(why)),
+            (Err(_), Some(_)) => return Err(guess_failed("the path is not MOUNT/data/...")),
+        };
         let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token) {
-            Ok(response) => http::read_json(response)?,
+            Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
+            Err(Error::NotFound) if refused.is_some() => {
+                return Err(guess_failed("the metadata was not found"))
+            }
             Err(Error::NotFound) => return Ok(Lookup::Missing),
             Err(e) => return Err(e),
         };
@@ -359,5 +464,259 @@ impl Vault {
             .map(|v| v.created_time.clone())
             .unwrap_or_default();
         Ok(Lookup::Found(Version { number, created }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::fake_server::{self, FakeServer, Reply, Request};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;
+    const KV2: &str = r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#;
+    const METADATA: &str = r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}}}"#;
+
+    fn client(server: &FakeServer) -> Vault {
+        let settings = VaultSettings {
+            addr: server.url.clone(),
+            auth: VaultAuth::Token(Redacted("s.fixed".into())),
+            namespace: None,
+            ca_file: None,
+            ca_secret: None,
+            skip_verify: false,
+            timeout: Duration::from_secs(5),
+            ignore_missing: false,
+        };
+        Vault::new(&settings, None, PathBuf::new()).unwrap()
+    }
+
+    /// A fake Vault: lookup-self and `secret/metadata/*` answer; mount
+    /// lookups get `mounts`.
+    fn fake_vault(mounts: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> FakeServer {
+        fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => mounts(r),
+            p if p.starts_with("/v1/secret/metadata/") => Reply::json(200, METADATA),
+            _ => Reply::json(404, r#"{"errors":[]}"#),
+        })
+    }
+
+    fn found(lookup: Lookup) -> u64 {
+        match lookup {
+            Lookup::Found(version) => version.number,
+            other => panic!("expected a version, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_redirect_is_an_error_and_the_token_does_not_follow() {
+        let elsewhere = fake_server::start(|_| Reply::json(200, METADATA));
+        let target = format!("{}/v1/secret/metadata/x", elsewhere.url);
+        let location = target.clone();
+        let server = fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => Reply {
+                status: 302,
+                headers: vec![("Location".into(), location.clone())],
+                body: Vec::new(),
+            },
+        });
+        let lookup = client(&server).current_version("secret/data/x");
+        match lookup {
+            Lookup::Failed(e @ Error::Redirect { code: 302, .. }) => assert_eq!(
+                e.to_string(),
+                format!("redirected (302) to {target}; redirects are not followed")
+            ),
+            other => panic!("expected a redirect error, got {other:?}"),
+        }
+        assert_eq!(elsewhere.connections(), 0);
+    }
+
+    #[test]
+    fn an_answer_over_one_mib_fails_the_lookup() {
+        let big = format!(
+            r#"{{"pad":"{}","data":{{"current_version":1}}}}"#,
+            "x".repeat(2 << 20)
+        );
+        let server = fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => Reply::json(200, &big),
+        });
+        let lookup = client(&server).current_version("secret/data/x");
+        assert!(
+            matches!(
+                lookup,
+                Lookup::Failed(Error::TooLarge {
+                    limit: ANSWER_LIMIT
+                })
+            ),
+            "{lookup:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_mount_lookup_is_asked_again_next_time() {
+        let server = fake_vault(|_| Reply::json(403, r#"{"errors":["permission denied"]}"#));
+        let mut vault = client(&server);
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 2);
+    }
+
+    #[test]
+    fn an_answered_mount_is_asked_once() {
+        let server = fake_vault(|_| Reply::json(200, KV2));
+        let mut vault = client(&server);
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
+        assert_eq!(found(vault.current_version("secret/data/b")), 3);
+        assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 1);
+    }
+
+    #[test]
+    fn a_failed_guess_is_a_failure_not_unwatchable_nor_missing() {
+        let server = fake_vault(|_| Reply::json(403, "{}"));
+        let mut vault = client(&server);
+        // Really a nested mount `team/kv/`: the guess `team/` does not fit.
+        let nested = vault.current_version("team/kv/data/x");
+        assert!(
+            matches!(
+                nested,
+                Lookup::Failed(Error::MountUnknown { refused: 403, .. })
+            ),
+            "{nested:?}"
+        );
+        // Fits the guess `team/`, but no metadata there.
+        let absent = vault.current_version("team/data/x");
+        assert!(
+            matches!(absent, Lookup::Failed(Error::MountUnknown { .. })),
+            "{absent:?}"
+        );
+    }
+
+    #[test]
+    fn an_answered_mount_can_make_a_path_unwatchable_or_missing() {
+        let server = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            "/v1/sys/internal/ui/mounts/old/data/x" => {
+                Reply::json(200, r#"{"data":{"path":"old/","type":"kv","options":{}}}"#)
+            }
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => Reply::json(404, r#"{"errors":[]}"#),
+        });
+        let mut vault = client(&server);
+        assert!(matches!(
+            vault.current_version("old/data/x"),
+            Lookup::Unwatchable("a KV v1 secret has no versions")
+        ));
+        assert!(matches!(
+            vault.current_version("secret/nodata/x"),
+            Lookup::Unwatchable(_)
+        ));
+        assert!(matches!(
+            vault.current_version("secret/data/gone"),
+            Lookup::Missing
+        ));
+    }
+
+    #[test]
+    fn a_mount_lookup_server_error_fails_and_is_not_cached() {
+        let server = fake_vault(|_| Reply::json(500, r#"{"errors":["sealed"]}"#));
+        let mut vault = client(&server);
+        for _ in 0..2 {
+            let lookup = vault.current_version("secret/data/x");
+            assert!(
+                matches!(lookup, Lookup::Failed(Error::Status { code: 500, .. })),
+                "{lookup:?}"
+            );
+        }
+        assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 2);
+    }
+
+    fn make_due(vault: &mut Vault) {
+        vault.token.as_mut().unwrap().schedule.refresh_at = Some(Instant::now());
+    }
+
+    #[test]
+    fn a_failed_renewal_is_tried_again_and_the_token_kept() {
+        let renewals = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&renewals);
+        let server = fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            "/v1/auth/token/renew-self" => match seen.fetch_add(1, Ordering::SeqCst) {
+                0 => Reply::json(500, r#"{"errors":["busy"]}"#),
+                _ => Reply::json(200, r#"{"auth":{"client_token":"","lease_duration":3600}}"#),
+            },
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => Reply::json(200, METADATA),
+        });
+        let mut vault = client(&server);
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        make_due(&mut vault);
+        let failed_at = Instant::now();
+        // The renewal fails; the token still works and a retry is planned.
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(renewals.load(Ordering::SeqCst), 1);
+        let schedule = vault.token.as_ref().unwrap().schedule;
+        let retry_at = schedule.refresh_at.expect("a retry is planned");
+        assert!(retry_at >= failed_at + RENEW_RETRY_MIN);
+        assert!(retry_at <= schedule.expires_at.unwrap());
+        // Not yet due: no request.
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(renewals.load(Ordering::SeqCst), 1);
+        make_due(&mut vault);
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(renewals.load(Ordering::SeqCst), 2);
+        let schedule = vault.token.as_ref().unwrap().schedule;
+        assert_eq!(schedule.retry, None);
+        assert!(schedule.refresh_at.unwrap() > Instant::now() + Duration::from_secs(2000));
+        let requests = server.requests();
+        assert!(requests
+            .iter()
+            .all(|r| r.header("x-vault-token") == Some("s.fixed")));
+        assert!(requests
+            .iter()
+            .filter(|r| r.path == "/v1/auth/token/renew-self")
+            .all(|r| r.method == "POST"));
+    }
+
+    #[test]
+    fn renewal_schedule() {
+        let now = Instant::now();
+        let at = |secs: u64| Some(now + Duration::from_secs(secs));
+        let wait = |secs: u64| Some(Duration::from_secs(secs));
+        let year = MAX_TTL;
+        let fresh = |refresh, expires| Schedule {
+            refresh_at: at(refresh),
+            expires_at: at(expires),
+            retry: None,
+        };
+        let failing = |refresh: Option<Instant>, expires, retry| Schedule {
+            refresh_at: refresh,
+            expires_at: at(expires),
+            retry: wait(retry),
+        };
+        let never = Schedule::default();
+        #[rustfmt::skip]
+        let cases: &[(&str, Schedule, Schedule)] = &[
+            ("ttl 0: no expiry, no refresh", Schedule::fresh(0, now), never),
+            ("ttl 3600: refresh at 2400", Schedule::fresh(3600, now), fresh(2400, 3600)),
+            ("ttl 1: refresh now", Schedule::fresh(1, now), fresh(0, 1)),
+            ("ttl u64::MAX: clamped to a year", Schedule::fresh(u64::MAX, now), fresh(year * 2 / 3, year)),
+            ("first failure: 5 s", fresh(0, 3600).failed(now), failing(at(5), 3600, 5)),
+            ("second failure: 10 s", failing(None, 3600, 5).failed(now), failing(at(10), 3600, 10)),
+            ("backoff stops at 5 min", failing(None, 3600, 240).failed(now), failing(at(300), 3600, 300)),
+            ("never past the expiry", failing(None, 7, 5).failed(now), failing(at(7), 7, 10)),
+            ("expired: never again", failing(None, 0, 5).failed(now), failing(None, 0, 10)),
+            ("no known expiry: keeps trying", never.failed(now), Schedule { refresh_at: at(5), expires_at: None, retry: wait(5) }),
+        ];
+        for (name, got, want) in cases {
+            assert_eq!(got, want, "{name}");
+        }
+        assert!(fresh(0, 1).due(now));
+        assert!(!fresh(1, 1).due(now));
+        assert!(!never.due(now));
     }
 }
