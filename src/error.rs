@@ -50,6 +50,17 @@ impl Error {
         )
     }
 
+    /// Whether the server itself is failing (no answer, or a 5xx), rather
+    /// than refusing one request: asking it about other paths in the same
+    /// pass would fail alike.
+    pub fn is_server_failure(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Status { code, .. } => *code >= 500,
+            _ => false,
+        }
+    }
+
     /// The HTTP status the server answered with; `None` when there was no
     /// answer (transport) or the failure was local.
     pub fn status(&self) -> Option<u16> {
@@ -160,6 +171,16 @@ impl std::error::Error for Error {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_failures_are_told_from_refusals() {
+        assert!(Error::Transport("reset".into()).is_server_failure());
+        assert!(Error::from_status(500, "").is_server_failure());
+        assert!(Error::from_status(503, "sealed").is_server_failure());
+        assert!(!Error::from_status(403, "").is_server_failure());
+        assert!(!Error::from_status(404, "").is_server_failure());
+        assert!(!Error::from_status(400, "").is_server_failure());
+    }
 
     #[test]
     fn statuses_map_to_causes() {

@@ -239,8 +239,14 @@ fn read_events<R: Read>(body: R, limit: u64) -> Result<Vec<Event>, Error> {
 }
 
 impl Kube {
-    /// A client for `settings`; reads the CA file now, the token when needed.
+    /// A client for `settings` whose requests take at most
+    /// [`REQUEST_TIMEOUT`]; reads the CA file now, the token when needed.
     pub fn new(settings: &KubeSettings) -> Result<Kube, Error> {
+        Kube::with_timeout(settings, REQUEST_TIMEOUT)
+    }
+
+    /// [`Kube::new`] with another time limit per request.
+    pub fn with_timeout(settings: &KubeSettings, timeout: Duration) -> Result<Kube, Error> {
         let ca_pem = match &settings.ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| Error::File {
                 path: path.display().to_string(),
@@ -253,7 +259,7 @@ impl Kube {
             skip_verify: false,
         };
         Ok(Kube {
-            agent: http::agent(REQUEST_TIMEOUT, &tls)?,
+            agent: http::agent(timeout, &tls)?,
             base: settings.api_url.clone(),
             token_file: settings.token_file.clone(),
             token: None,

@@ -15,6 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 const LEASE_SECONDS: u32 = 15;
 /// How long a holder is trusted after its last renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(LEASE_SECONDS as u64);
+/// Time limit of each Lease request. A tick may read and then write the
+/// Lease; both together stay within one API request's limit
+/// ([`crate::kube::REQUEST_TIMEOUT`]), which bounds a health answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(4);
 /// How often the holder renews and a standby looks.
 const RETRY: Duration = Duration::from_secs(2);
 /// A holder that could not renew for this long stops acting, well before
@@ -637,5 +641,13 @@ mod tests {
         for (result, want) in rows {
             assert_eq!(reached(&result), want, "{result:?}");
         }
+    }
+
+    #[test]
+    fn a_tick_fits_in_one_api_request() {
+        // Read and write of one tick, then the health checks are served.
+        assert!(REQUEST_TIMEOUT * 2 <= crate::kube::REQUEST_TIMEOUT);
+        // A renewal that timed out still leaves time to try again in time.
+        assert!(REQUEST_TIMEOUT + RETRY < RENEW_DEADLINE);
     }
 }

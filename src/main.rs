@@ -106,8 +106,8 @@ fn run(config: Config) -> Result<u8, String> {
     let elector = match config.leader_elect {
         true => {
             let namespace = config.lease_namespace.clone().unwrap_or_else(own_namespace);
-            let lease_client =
-                kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
+            let lease_client = kube::Kube::with_timeout(&config.kube, lease::REQUEST_TIMEOUT)
+                .map_err(|e| format!("Kubernetes client: {e}"))?;
             Some(lease::Elector::new(
                 lease_client,
                 namespace,

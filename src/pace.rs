@@ -12,3 +12,14 @@ pub trait Duties {
     /// (shutdown, or leadership lost).
     fn keep_going(&mut self) -> bool;
 }
+
+/// No loop to serve: for a pass or a lookup run on its own (tests, tools).
+pub struct Unattended;
+
+impl Duties for Unattended {
+    fn serve(&mut self) {}
+
+    fn keep_going(&mut self) -> bool {
+        true
+    }
+}

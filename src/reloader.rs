@@ -448,7 +448,7 @@ impl Reloader {
                 match self.client(&server, secret.provider) {
                     Ok((client, ignore)) => {
                         ignore_missing = ignore;
-                        client.current_version(&secret.path)
+                        client.current_version(&secret.path, duties)
                     }
                     Err(e) => Lookup::Failed(e),
                 }
@@ -467,7 +467,7 @@ impl Reloader {
                         log::warn!("{secret}{at} cannot be watched: {why}");
                     }
                 }
-                Lookup::Failed(e @ Error::Transport(_)) => {
+                Lookup::Failed(e) if e.is_server_failure() => {
                     report.vault_failures += 1;
                     if unreachable.insert((server.clone(), secret.provider)) {
                         log::error!(

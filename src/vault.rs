@@ -5,6 +5,7 @@
 use crate::config::{Redacted, VaultAuth, VaultSettings};
 use crate::error::Error;
 use crate::http;
+use crate::pace::Duties;
 use crate::state::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -225,12 +226,16 @@ impl Vault {
         std::mem::take(&mut self.requests)
     }
 
+    /// Sends a GET, answering the loop's health checks first: a lookup may
+    /// send several requests, and a health answer waits for one at most.
     fn get(
         &mut self,
         what: &'static str,
         path: &str,
         token: &str,
+        duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        duties.serve();
         let mut request = self
             .agent
             .get(&self.url(path))
@@ -250,7 +255,9 @@ impl Vault {
         path: &str,
         token: Option<&str>,
         body: &serde_json::Value,
+        duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        duties.serve();
         let mut request = self
             .agent
             .post(&self.url(path))
@@ -269,13 +276,13 @@ impl Vault {
 
     /// A token that is valid now: logs in, renews or logs in again as its
     /// lifetime requires.
-    fn token(&mut self) -> Result<String, Error> {
+    fn token(&mut self, duties: &mut dyn Duties) -> Result<String, Error> {
         let due = match &self.token {
             None => true,
             Some(token) => token.schedule.due(Instant::now()),
         };
         if due {
-            self.token = Some(self.fresh_token()?);
+            self.token = Some(self.fresh_token(duties)?);
         }
         Ok(self
             .token
@@ -284,7 +291,7 @@ impl Vault {
             .unwrap_or_default())
     }
 
-    fn fresh_token(&mut self) -> Result<Token, Error> {
+    fn fresh_token(&mut self, duties: &mut dyn Duties) -> Result<Token, Error> {
         match self.auth.clone() {
             VaultAuth::Login {
                 method,
@@ -296,7 +303,8 @@ impl Vault {
                     reason: e.to_string(),
                 })?;
                 let body = serde_json::json!({"role": role, "jwt": jwt.trim()});
-                let response = self.post("login", &format!("auth/{mount}/login"), None, &body)?;
+                let response =
+                    self.post("login", &format!("auth/{mount}/login"), None, &body, duties)?;
                 let answer: AuthAnswer = http::read_json(response, ANSWER_LIMIT)?;
                 log::info!(
                     "logged in to {} with the {method} auth method as role {role}; token valid for {}s",
@@ -310,9 +318,10 @@ impl Vault {
             }
             VaultAuth::Token(Redacted(fixed)) => {
                 let schedule = match self.token.as_ref().map(|t| t.schedule) {
-                    Some(due) => self.renew(&fixed, due),
+                    Some(due) => self.renew(&fixed, due, duties),
                     None => {
-                        let response = self.get("lookup-self", "auth/token/lookup-self", &fixed)?;
+                        let response =
+                            self.get("lookup-self", "auth/token/lookup-self", &fixed, duties)?;
                         let answer: LookupSelfAnswer = http::read_json(response, ANSWER_LIMIT)?;
                         let mut schedule = Schedule::fresh(answer.data.ttl, Instant::now());
                         if !answer.data.renewable {
@@ -332,11 +341,17 @@ impl Vault {
     /// Renews the fixed token `token` that was due under `before`, and says
     /// when to renew next. A failure keeps the token in use and tries again
     /// later (see [`Schedule::failed`]); only changes of state are logged.
-    fn renew(&mut self, token: &str, before: Schedule) -> Schedule {
+    fn renew(&mut self, token: &str, before: Schedule, duties: &mut dyn Duties) -> Schedule {
         let now = Instant::now();
         let empty = serde_json::json!({});
         let renewed = self
-            .post("renew", "auth/token/renew-self", Some(token), &empty)
+            .post(
+                "renew",
+                "auth/token/renew-self",
+                Some(token),
+                &empty,
+                duties,
+            )
             .and_then(|response| http::read_json::<AuthAnswer>(response, ANSWER_LIMIT));
         match renewed {
             Ok(answer) => {
@@ -369,29 +384,36 @@ impl Vault {
     /// some access under the mount) and cached. If that is refused, the first
     /// segment is guessed to be a KV v2 mount; a guess is not cached, so the
     /// next lookup asks again.
-    fn mount_for(&mut self, path: &str, token: &str) -> Result<MountFor, Error> {
+    fn mount_for(
+        &mut self,
+        path: &str,
+        token: &str,
+        duties: &mut dyn Duties,
+    ) -> Result<MountFor, Error> {
         if let Some(mount) = self.mounts.iter().find(|m| path.starts_with(&m.path)) {
             return Ok(MountFor::Known(mount.clone()));
         }
-        let answer: MountAnswer =
-            match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
-                Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
-                Err(e @ (Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. })) => {
-                    let first = path.split('/').next().unwrap_or_default();
-                    log::debug!(
-                        "mount lookup for {path} refused ({e}); guessing KV v2 at {first}/"
-                    );
-                    return Ok(MountFor::Guessed {
-                        mount: Mount {
-                            path: format!("{first}/"),
-                            kind: "kv".into(),
-                            kv_version: "2".into(),
-                        },
-                        refused: e.status().unwrap_or_default(),
-                    });
-                }
-                Err(other) => return Err(other),
-            };
+        let answer: MountAnswer = match self.get(
+            "mount",
+            &format!("sys/internal/ui/mounts/{path}"),
+            token,
+            duties,
+        ) {
+            Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
+            Err(e @ (Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. })) => {
+                let first = path.split('/').next().unwrap_or_default();
+                log::debug!("mount lookup for {path} refused ({e}); guessing KV v2 at {first}/");
+                return Ok(MountFor::Guessed {
+                    mount: Mount {
+                        path: format!("{first}/"),
+                        kind: "kv".into(),
+                        kv_version: "2".into(),
+                    },
+                    refused: e.status().unwrap_or_default(),
+                });
+            }
+            Err(other) => return Err(other),
+        };
         let mut mount_path = answer.data.path;
         if !mount_path.ends_with('/') {
             mount_path.push('/');
@@ -413,13 +435,14 @@ impl Vault {
 
     /// The current version of the KV v2 secret at `path` (as the webhook
     /// reads it, `MOUNT/data/REST`), from `MOUNT/metadata/REST`.
-    pub fn current_version(&mut self, path: &str) -> Lookup {
-        match self.try_current_version(path) {
+    /// `duties` are served before each request it sends.
+    pub fn current_version(&mut self, path: &str, duties: &mut dyn Duties) -> Lookup {
+        match self.try_current_version(path, duties) {
             Ok(lookup) => lookup,
             Err(Error::Denied(_)) if matches!(self.auth, VaultAuth::Login { .. }) => {
                 // The token may have been revoked or expired early: log in again once.
                 self.token = None;
-                self.try_current_version(path)
+                self.try_current_version(path, duties)
                     .unwrap_or_else(Lookup::Failed)
             }
             Err(e) => Lookup::Failed(e),
@@ -429,9 +452,13 @@ impl Vault {
     /// The lookup of `path`. Only a mount Vault answered can make a path
     /// unwatchable or missing; under a guessed mount those outcomes are
     /// errors, so the caller keeps what it knew and asks again.
-    fn try_current_version(&mut self, path: &str) -> Result<Lookup, Error> {
-        let token = self.token()?;
-        let (mount, refused) = match self.mount_for(path, &token)? {
+    fn try_current_version(
+        &mut self,
+        path: &str,
+        duties: &mut dyn Duties,
+    ) -> Result<Lookup, Error> {
+        let token = self.token(duties)?;
+        let (mount, refused) = match self.mount_for(path, &token, duties)? {
             MountFor::Known(mount) => (mount, None),
             MountFor::Guessed { mount, refused } => (mount, Some(refused)),
         };
@@ -445,7 +472,7 @@ impl Vault {
             (Err(why), None) => return Ok(Lookup::Unwatchable(why)),
             (Err(_), Some(_)) => return Err(guess_failed("the path is not MOUNT/data/...")),
         };
-        let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token) {
+        let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token, duties) {
             Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
             Err(Error::NotFound) if refused.is_some() => {
                 return Err(guess_failed("the metadata was not found"))
@@ -471,6 +498,7 @@ impl Vault {
 mod tests {
     use super::*;
     use crate::http::fake_server::{self, FakeServer, Reply, Request};
+    use crate::pace::Unattended;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;
@@ -523,7 +551,7 @@ mod tests {
                 body: Vec::new(),
             },
         });
-        let lookup = client(&server).current_version("secret/data/x");
+        let lookup = client(&server).current_version("secret/data/x", &mut Unattended);
         match lookup {
             Lookup::Failed(e @ Error::Redirect { code: 302, .. }) => assert_eq!(
                 e.to_string(),
@@ -545,7 +573,7 @@ mod tests {
             p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
             _ => Reply::json(200, &big),
         });
-        let lookup = client(&server).current_version("secret/data/x");
+        let lookup = client(&server).current_version("secret/data/x", &mut Unattended);
         assert!(
             matches!(
                 lookup,
@@ -561,17 +589,53 @@ mod tests {
     fn a_refused_mount_lookup_is_asked_again_next_time() {
         let server = fake_vault(|_| Reply::json(403, r#"{"errors":["permission denied"]}"#));
         let mut vault = client(&server);
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
         assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 2);
+    }
+
+    /// Counts how often the loop's duties were served.
+    #[derive(Default)]
+    struct Counting(usize);
+
+    impl Duties for Counting {
+        fn serve(&mut self) {
+            self.0 += 1;
+        }
+        fn keep_going(&mut self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn health_checks_are_served_before_every_request_of_a_lookup() {
+        let server = fake_vault(|_| Reply::json(200, KV2));
+        let mut duties = Counting::default();
+        let lookup = client(&server).current_version("secret/data/x", &mut duties);
+        assert_eq!(found(lookup), 3);
+        // lookup-self, the mount, the metadata: three requests.
+        assert_eq!(server.requests().len(), 3);
+        assert_eq!(duties.0, 3);
     }
 
     #[test]
     fn an_answered_mount_is_asked_once() {
         let server = fake_vault(|_| Reply::json(200, KV2));
         let mut vault = client(&server);
-        assert_eq!(found(vault.current_version("secret/data/a")), 3);
-        assert_eq!(found(vault.current_version("secret/data/b")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        assert_eq!(
+            found(vault.current_version("secret/data/b", &mut Unattended)),
+            3
+        );
         assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 1);
     }
 
@@ -580,7 +644,7 @@ mod tests {
         let server = fake_vault(|_| Reply::json(403, "{}"));
         let mut vault = client(&server);
         // Really a nested mount `team/kv/`: the guess `team/` does not fit.
-        let nested = vault.current_version("team/kv/data/x");
+        let nested = vault.current_version("team/kv/data/x", &mut Unattended);
         assert!(
             matches!(
                 nested,
@@ -589,7 +653,7 @@ mod tests {
             "{nested:?}"
         );
         // Fits the guess `team/`, but no metadata there.
-        let absent = vault.current_version("team/data/x");
+        let absent = vault.current_version("team/data/x", &mut Unattended);
         assert!(
             matches!(absent, Lookup::Failed(Error::MountUnknown { .. })),
             "{absent:?}"
@@ -608,15 +672,15 @@ mod tests {
         });
         let mut vault = client(&server);
         assert!(matches!(
-            vault.current_version("old/data/x"),
+            vault.current_version("old/data/x", &mut Unattended),
             Lookup::Unwatchable("a KV v1 secret has no versions")
         ));
         assert!(matches!(
-            vault.current_version("secret/nodata/x"),
+            vault.current_version("secret/nodata/x", &mut Unattended),
             Lookup::Unwatchable(_)
         ));
         assert!(matches!(
-            vault.current_version("secret/data/gone"),
+            vault.current_version("secret/data/gone", &mut Unattended),
             Lookup::Missing
         ));
     }
@@ -626,7 +690,7 @@ mod tests {
         let server = fake_vault(|_| Reply::json(500, r#"{"errors":["sealed"]}"#));
         let mut vault = client(&server);
         for _ in 0..2 {
-            let lookup = vault.current_version("secret/data/x");
+            let lookup = vault.current_version("secret/data/x", &mut Unattended);
             assert!(
                 matches!(lookup, Lookup::Failed(Error::Status { code: 500, .. })),
                 "{lookup:?}"
@@ -653,21 +717,33 @@ mod tests {
             _ => Reply::json(200, METADATA),
         });
         let mut vault = client(&server);
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
         make_due(&mut vault);
         let failed_at = Instant::now();
         // The renewal fails; the token still works and a retry is planned.
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
         assert_eq!(renewals.load(Ordering::SeqCst), 1);
         let schedule = vault.token.as_ref().unwrap().schedule;
         let retry_at = schedule.refresh_at.expect("a retry is planned");
         assert!(retry_at >= failed_at + RENEW_RETRY_MIN);
         assert!(retry_at <= schedule.expires_at.unwrap());
         // Not yet due: no request.
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
         assert_eq!(renewals.load(Ordering::SeqCst), 1);
         make_due(&mut vault);
-        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(
+            found(vault.current_version("secret/data/x", &mut Unattended)),
+            3
+        );
         assert_eq!(renewals.load(Ordering::SeqCst), 2);
         let schedule = vault.token.as_ref().unwrap().schedule;
         assert_eq!(schedule.retry, None);

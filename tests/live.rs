@@ -12,6 +12,7 @@ use std::time::Duration;
 use vault_secrets_reloader::config::{KubeSettings, Redacted, VaultAuth, VaultSettings};
 use vault_secrets_reloader::error::Error;
 use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec};
+use vault_secrets_reloader::pace::Unattended;
 use vault_secrets_reloader::vault::{Lookup, Vault};
 use vault_secrets_reloader::workload::Kind;
 
@@ -252,34 +253,34 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
     ]);
     let mut vault = vault_with_token(token.trim());
 
-    let first = match vault.current_version("live/kv/data/app") {
+    let first = match vault.current_version("live/kv/data/app", &mut Unattended) {
         Lookup::Found(v) => v,
         other => panic!("{other:?}"),
     };
     assert_eq!(first.number, 2);
     assert!(first.created.starts_with("20"), "{first:?}");
     assert!(matches!(
-        vault.current_version("live/kv/data/none"),
+        vault.current_version("live/kv/data/none", &mut Unattended),
         Lookup::Missing
     ));
     assert!(matches!(
-        vault.current_version("live-v1/app"),
+        vault.current_version("live-v1/app", &mut Unattended),
         Lookup::Unwatchable(_)
     ));
     assert!(matches!(
-        vault.current_version("live/kv/app"),
+        vault.current_version("live/kv/app", &mut Unattended),
         Lookup::Unwatchable(_)
     ));
 
     // Deleted and re-created: the number comes back, the creation time does not.
     bao(&["kv", "metadata", "delete", "live/kv/app"]);
     assert!(matches!(
-        vault.current_version("live/kv/data/app"),
+        vault.current_version("live/kv/data/app", &mut Unattended),
         Lookup::Missing
     ));
     bao(&["kv", "put", "live/kv/app", "k=3"]);
     bao(&["kv", "put", "live/kv/app", "k=4"]);
-    match vault.current_version("live/kv/data/app") {
+    match vault.current_version("live/kv/data/app", &mut Unattended) {
         Lookup::Found(again) => {
             assert_eq!(again.number, 2);
             assert_ne!(again.created, first.created);
@@ -289,7 +290,7 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
 
     let mut refused = vault_with_token("not-a-token");
     assert!(matches!(
-        refused.current_version("live/kv/data/app"),
+        refused.current_version("live/kv/data/app", &mut Unattended),
         Lookup::Failed(Error::Denied(403))
     ));
 }
