@@ -13,8 +13,15 @@ use std::hash::{Hash, Hasher};
 /// The opted-in workloads and what they use.
 pub type Index = BTreeMap<WorkloadId, Entry>;
 
-/// Items per list page.
+/// Items per list page, at first.
 const PAGE_SIZE: u32 = 500;
+
+/// The next, smaller page size after a page passed its byte cap (large
+/// objects: big annotations, many managed fields); `None` when a single
+/// object did.
+fn smaller_page(size: u32) -> Option<u32> {
+    (size > 1).then_some(size / 2)
+}
 
 /// One kind in one namespace (or all), and where its watch resumes.
 struct Scope {
@@ -46,6 +53,8 @@ pub struct Collector {
     /// A hash of the warnings last logged per workload, so an unchanged
     /// problem is reported once, not on every event.
     warned: HashMap<WorkloadId, u64>,
+    /// The byte cap of one list page.
+    page_bytes: u64,
 }
 
 impl Collector {
@@ -72,6 +81,7 @@ impl Collector {
             scopes,
             exclude: exclude.to_vec(),
             warned: HashMap::new(),
+            page_bytes: crate::kube::ANSWER_LIMIT,
         }
     }
 
@@ -144,16 +154,26 @@ impl Collector {
         let namespace = self.scopes[i].namespace.clone();
         let mut seen = Index::new();
         let mut continue_token: Option<String> = None;
+        let mut page_size = PAGE_SIZE;
         let resource_version = loop {
             if !duties.keep_going() {
                 return Ok(false);
             }
-            let page = kube.list(
+            let page = match kube.list(
                 kind,
                 namespace.as_deref(),
-                PAGE_SIZE,
+                page_size,
                 continue_token.as_deref(),
-            )?;
+                self.page_bytes,
+            ) {
+                Ok(page) => page,
+                Err(e @ Error::TooLarge { .. }) => {
+                    page_size = smaller_page(page_size).ok_or(e)?;
+                    log::debug!("{}: asking for {page_size} per page", self.describe(i));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             for workload in page.items {
                 if let Some(entry) = self.entry(kind, workload) {
                     seen.insert(entry.id.clone(), entry);
@@ -232,5 +252,78 @@ impl Collector {
             }
         }
         entry
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KubeSettings;
+    use crate::http::fake_server::{self, Reply};
+    use crate::pace::Unattended;
+
+    #[test]
+    fn page_sizes_halve_down_to_one_object() {
+        let cases = [(500, Some(250)), (3, Some(1)), (2, Some(1)), (1, None)];
+        for (size, want) in cases {
+            assert_eq!(smaller_page(size), want, "{size}");
+        }
+    }
+
+    /// A Deployment that opted in, padded with an unrelated annotation.
+    fn deployment(name: &str, padding: usize) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": "5",
+                         "annotations": {"big": "x".repeat(padding)}},
+            "spec": {"template": {"metadata": {"annotations": {
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"
+            }}}}
+        })
+    }
+
+    #[test]
+    fn a_page_too_large_is_asked_for_again_in_smaller_pages() {
+        // Three objects of about 600 bytes each; pages are capped at 1000
+        // bytes, so two of them never fit in one page.
+        let server = fake_server::start(|r| {
+            let query = |name: &str| -> usize {
+                let query = r.path.split_once('?').map_or("", |(_, q)| q);
+                query
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .and_then(|value| value.parse().ok())
+                    .unwrap_or(0)
+            };
+            let (limit, from) = (query("limit"), query("continue"));
+            let names = ["a", "b", "c"];
+            let items: Vec<_> = names
+                .iter()
+                .skip(from)
+                .take(limit.max(1))
+                .map(|n| deployment(n, 400))
+                .collect();
+            let next = from + items.len();
+            let token = if next < names.len() {
+                next.to_string()
+            } else {
+                String::new()
+            };
+            let body = serde_json::json!({"items": items,
+                "metadata": {"resourceVersion": "9", "continue": token}});
+            Reply::json(200, &body.to_string())
+        });
+        let settings = KubeSettings {
+            api_url: server.url.clone(),
+            token_file: std::path::PathBuf::from("/dev/null"),
+            ca_file: None,
+        };
+        let mut kube = Kube::new(&settings).unwrap();
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
+        collector.page_bytes = 1000;
+        let mut index = Index::new();
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(report.failures, 0);
+        let names: Vec<_> = index.keys().map(|id| id.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
     }
 }

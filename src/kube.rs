@@ -383,6 +383,7 @@ impl Kube {
         namespace: Option<&str>,
         limit: u32,
         continue_token: Option<&str>,
+        max_bytes: u64,
     ) -> Result<Page, Error> {
         let limit = limit.to_string();
         let mut query = vec![("limit", limit.as_str())];
@@ -390,7 +391,7 @@ impl Kube {
             query.push(("continue", token));
         }
         let response = self.send("list", &Self::collection(kind, namespace), &query, None)?;
-        http::read_json(response, ANSWER_LIMIT)
+        http::read_json(response, max_bytes)
     }
 
     /// The changes to `kind` since `resource_version`, from a watch that the
@@ -692,7 +693,7 @@ mod tests {
             body: Vec::new(),
         });
         let (mut kube, _token) = client(&server);
-        let result = kube.list(Kind::Deployment, None, 10, None);
+        let result = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
         assert!(
             matches!(result, Err(Error::Redirect { code: 307, .. })),
             "{result:?}"
@@ -710,7 +711,7 @@ mod tests {
         );
         let server = fake_server::start(move |_| Reply::json(200, &page));
         let (mut kube, _token) = client(&server);
-        let result = kube.list(Kind::Deployment, None, 10, None);
+        let result = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
         assert!(
             matches!(
                 result,

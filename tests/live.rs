@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 use vault_secrets_reloader::config::{KubeSettings, Redacted, VaultAuth, VaultSettings};
 use vault_secrets_reloader::error::Error;
-use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec};
+use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
 use vault_secrets_reloader::pace::Unattended;
 use vault_secrets_reloader::vault::{Lookup, Vault};
 use vault_secrets_reloader::workload::Kind;
@@ -112,7 +112,13 @@ fn lists_page_by_page_then_watches_only_changes() {
     let mut pages = 0;
     let resource_version = loop {
         let page = kube
-            .list(Kind::Deployment, Some(&ns), 2, token.as_deref())
+            .list(
+                Kind::Deployment,
+                Some(&ns),
+                2,
+                token.as_deref(),
+                ANSWER_LIMIT,
+            )
             .unwrap();
         pages += 1;
         names.extend(page.items.iter().map(|w| w.metadata.name.clone()));
