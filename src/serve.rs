@@ -1,12 +1,36 @@
-//! The health and metrics listener, served from the loop's own thread: it
-//! never blocks, and answers whatever is waiting each time it is polled.
+//! The health and metrics listener, served from the loop's own thread.
+//!
+//! It never waits: the listener and every accepted socket are
+//! non-blocking, a partial request is kept for the next poll, and one poll
+//! spends at most [`POLL_BUDGET`] on all clients together. A client is held
+//! at most [`CLIENT_DEADLINE`] from its accept, and at most
+//! [`MAX_CLIENTS`] are held at once: a new client past the cap evicts the
+//! oldest one still sending its request. So idle or dribbling connections
+//! cannot keep a fresh probe from being answered, nor hold the loop.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
-/// How long one client may take to send its request line.
-const CLIENT_TIMEOUT: Duration = Duration::from_millis(200);
+/// The time one `poll` may spend on all clients together; the rest waits
+/// for the next poll.
+pub const POLL_BUDGET: Duration = Duration::from_millis(5);
+
+/// How long a client is held from its accept, whatever it sent by then.
+pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How many clients are held open at once.
+pub const MAX_CLIENTS: usize = 64;
+
+/// The longest request head read; a longer one is answered 431.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// How many finished handshakes the kernel queues for `accept` (capped by
+/// `net.core.somaxconn`). Past it the kernel drops new SYNs, and a probe
+/// then waits out a 1 s retransmission: so well above [`MAX_CLIENTS`] plus
+/// the hundreds of idle connections a client may throw at the port.
+const BACKLOG: i32 = 1024;
 
 /// An answer: status code, content type, body.
 pub type Answer = (u16, &'static str, String);
@@ -14,68 +38,358 @@ pub type Answer = (u16, &'static str, String);
 /// A non-blocking HTTP listener.
 pub struct Server {
     listener: TcpListener,
+    /// Held clients, oldest accept first.
+    clients: Vec<Client>,
+    /// Where servicing starts next poll, so a spent budget favours no one.
+    turn: usize,
+}
+
+/// One accepted connection and where it is in its exchange.
+struct Client {
+    stream: TcpStream,
+    accepted: Instant,
+    phase: Phase,
+}
+
+enum Phase {
+    /// The request head read so far.
+    Reading(Vec<u8>),
+    /// The whole answer and how much of it the socket took.
+    Writing { bytes: Vec<u8>, sent: usize },
+}
+
+/// Where a client stands after being serviced.
+#[derive(Debug)]
+enum Step {
+    /// Waiting for the socket; keep it for the next poll.
+    Pending,
+    /// The answer went out whole.
+    Done,
+    /// The client closed before sending a whole request head.
+    Closed,
+    /// The socket failed.
+    Failed(io::Error),
 }
 
 impl Server {
     /// Listens on `address` (`HOST:PORT`).
     pub fn bind(address: &str) -> io::Result<Server> {
         let listener = TcpListener::bind(address)?;
+        widen_backlog(&listener)?;
         listener.set_nonblocking(true)?;
-        Ok(Server { listener })
+        Ok(Server {
+            listener,
+            clients: Vec::new(),
+            turn: 0,
+        })
     }
 
     /// The bound address (useful when the port was 0).
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Answers every connection waiting now with `answer(path)`, then
-    /// returns. A slow or broken client is dropped, never waited for long.
+    /// Advances every client without waiting on any socket, answering each
+    /// whole request with `answer(path)`, then returns within about
+    /// [`POLL_BUDGET`]. Held clients are serviced before new ones are
+    /// accepted, so a client accepted last poll is read before any eviction.
     pub fn poll(&mut self, answer: &dyn Fn(&str) -> Answer) {
-        while let Ok((stream, _)) = self.listener.accept() {
-            if let Err(e) = respond(stream, answer) {
-                log::debug!("health client dropped: {e}");
+        let started = Instant::now();
+        self.clients
+            .retain(|client| started.duration_since(client.accepted) < CLIENT_DEADLINE);
+        self.service_held(started, answer);
+        self.accept_new(started, answer);
+    }
+
+    /// Services held clients round-robin until done or out of budget.
+    fn service_held(&mut self, started: Instant, answer: &dyn Fn(&str) -> Answer) {
+        let count = self.clients.len();
+        let first = self.turn % count.max(1);
+        self.turn = self.turn.wrapping_add(1);
+        let mut finished = Vec::new();
+        for index in (first..count).chain(0..first) {
+            if started.elapsed() >= POLL_BUDGET {
+                break;
             }
+            if settled(self.clients[index].advance(answer)) {
+                finished.push(index);
+            }
+        }
+        finished.sort_unstable();
+        for index in finished.into_iter().rev() {
+            self.clients.remove(index);
+        }
+    }
+
+    /// Accepts waiting connections until none wait or the budget is spent.
+    /// Each is serviced at once, since most clients send their request with
+    /// the connection; one still pending is held, evicting past the cap.
+    fn accept_new(&mut self, started: Instant, answer: &dyn Fn(&str) -> Answer) {
+        while started.elapsed() < POLL_BUDGET {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log::debug!("health listener: accept failed: {e}");
+                    return;
+                }
+            };
+            let Some(mut client) = Client::new(stream) else {
+                continue;
+            };
+            if settled(client.advance(answer)) {
+                continue;
+            }
+            if self.clients.len() >= MAX_CLIENTS {
+                let reading: Vec<bool> = self.clients.iter().map(Client::reading).collect();
+                self.clients.remove(evictee(&reading));
+            }
+            self.clients.push(client);
         }
     }
 }
 
-fn respond(mut stream: TcpStream, answer: &dyn Fn(&str) -> Answer) -> io::Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
-    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
-    let mut request = Vec::with_capacity(512);
-    let mut buffer = [0u8; 512];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+/// Raises the accept queue of a bound listener to [`BACKLOG`]; std listens
+/// with 128, which 300 idle connections overflow.
+fn widen_backlog(listener: &TcpListener) -> io::Result<()> {
+    extern "C" {
+        fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    // SAFETY: listen(2) takes two integers and touches no memory of ours;
+    // the descriptor is the listener's, open for the whole call. On a
+    // listening socket it only changes the backlog.
+    if unsafe { listen(listener.as_raw_fd(), BACKLOG) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a client is finished with (answered, gone or failed); logs why
+/// it was dropped when it was not answered.
+fn settled(step: Step) -> bool {
+    match step {
+        Step::Pending => false,
+        Step::Done => true,
+        Step::Closed => {
+            log::debug!("health client closed before a whole request");
+            true
+        }
+        Step::Failed(e) => {
+            log::debug!("health client dropped: {e}");
+            true
+        }
+    }
+}
+
+/// Which held client to drop for a new one, given whether each (oldest
+/// first) is still reading its request: the oldest still reading, since it
+/// had the longest chance; else the oldest, whose answer is stuck.
+fn evictee(reading: &[bool]) -> usize {
+    reading.iter().position(|&r| r).unwrap_or(0)
+}
+
+impl Client {
+    /// A client for a fresh connection, or `None` when the socket cannot
+    /// be made non-blocking (it is closed then).
+    fn new(stream: TcpStream) -> Option<Client> {
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::debug!("health client dropped: {e}");
+            return None;
+        }
+        Some(Client {
+            stream,
+            accepted: Instant::now(),
+            phase: Phase::Reading(Vec::new()),
+        })
+    }
+
+    fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Reading(_))
+    }
+
+    /// Reads what has arrived and, once the head is whole (or too long),
+    /// writes what the socket takes of the answer.
+    fn advance(&mut self, answer: &dyn Fn(&str) -> Answer) -> Step {
+        if let Phase::Reading(head) = &mut self.phase {
+            match read_available(&mut self.stream, head) {
+                Ok(false) => return Step::Closed,
+                Ok(true) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Step::Failed(e),
+            }
+            let Some(reply) = reply_to(head, answer) else {
+                return Step::Pending;
+            };
+            self.phase = Phase::Writing {
+                bytes: reply,
+                sent: 0,
+            };
+        }
+        match &mut self.phase {
+            Phase::Writing { bytes, sent } => write_available(&mut self.stream, bytes, sent),
+            Phase::Reading(_) => Step::Pending,
+        }
+    }
+}
+
+/// Appends what has arrived to `head` until it is whole, longer than
+/// [`MAX_HEAD`], or the socket would block (`Err(WouldBlock)`). `Ok(false)`
+/// when the peer closed first.
+fn read_available(stream: &mut TcpStream, head: &mut Vec<u8>) -> io::Result<bool> {
+    let mut buffer = [0u8; 1024];
+    while head_end(head).is_none() && head.len() <= MAX_HEAD {
         let read = stream.read(&mut buffer)?;
         if read == 0 {
-            break;
+            return Ok(false);
         }
-        request.extend_from_slice(&buffer[..read]);
+        head.extend_from_slice(&buffer[..read]);
     }
-    let line = String::from_utf8_lossy(&request);
-    let mut words = line.split_whitespace();
-    let (code, content_type, body) = match (words.next(), words.next()) {
-        (Some("GET" | "HEAD"), Some(target)) => answer(target.split('?').next().unwrap_or(target)),
-        _ => (405, "text/plain", "method not allowed\n".into()),
+    Ok(true)
+}
+
+/// Writes from `bytes[*sent..]` until all is sent (`Done`) or the socket
+/// would block (`Pending`).
+fn write_available(stream: &mut TcpStream, bytes: &[u8], sent: &mut usize) -> Step {
+    while *sent < bytes.len() {
+        match stream.write(&bytes[*sent..]) {
+            Ok(0) => return Step::Failed(io::ErrorKind::WriteZero.into()),
+            Ok(written) => *sent += written,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Pending,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Step::Failed(e),
+        }
+    }
+    Step::Done
+}
+
+/// The end of a whole request head (just past its blank line), if any.
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+}
+
+/// What a request asks for.
+#[derive(Debug, PartialEq)]
+enum Request<'a> {
+    /// A GET of this path (query dropped).
+    Get(&'a str),
+    /// A HEAD of this path (query dropped).
+    Head(&'a str),
+    /// Any other method, or no target.
+    Unsupported,
+}
+
+/// Reads the request line of a whole head.
+fn parse_request(head: &[u8]) -> Request<'_> {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let Ok(line) = std::str::from_utf8(line) else {
+        return Request::Unsupported;
     };
+    let mut words = line.split(' ');
+    let (method, target) = (words.next(), words.next().filter(|t| !t.is_empty()));
+    let path = target.map(|t| t.split('?').next().unwrap_or(t));
+    match (method, path) {
+        (Some("GET"), Some(path)) => Request::Get(path),
+        (Some("HEAD"), Some(path)) => Request::Head(path),
+        _ => Request::Unsupported,
+    }
+}
+
+/// The bytes answering `head` once it is whole or too long, else `None`.
+fn reply_to(head: &[u8], answer: &dyn Fn(&str) -> Answer) -> Option<Vec<u8>> {
+    let Some(end) = head_end(head).filter(|&end| end <= MAX_HEAD) else {
+        return (head.len() > MAX_HEAD).then(|| {
+            let too_long = (431, "text/plain", "request head too long\n".into());
+            render(&too_long, true)
+        });
+    };
+    Some(match parse_request(&head[..end]) {
+        Request::Get(path) => render(&answer(path), true),
+        Request::Head(path) => render(&answer(path), false),
+        Request::Unsupported => {
+            let refused = (405, "text/plain", "method not allowed\n".into());
+            render(&refused, true)
+        }
+    })
+}
+
+/// An HTTP/1.1 response closing the connection; the headers always carry
+/// the body's length, the body itself only `with_body` (not for HEAD).
+fn render((code, content_type, body): &Answer, with_body: bool) -> Vec<u8> {
     let reason = match code {
         200 => "OK",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
         _ => "Service Unavailable",
     };
-    let head = format!(
+    let mut bytes = format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body.as_bytes())
+    )
+    .into_bytes();
+    if with_body {
+        bytes.extend_from_slice(body.as_bytes());
+    }
+    bytes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Far above the budget, so a loaded machine does not fail it, and far
+    /// below what a blocking read of one client costs.
+    const SLOW_POLL: Duration = Duration::from_millis(100);
+
+    fn healthz(path: &str) -> Answer {
+        (200, "text/plain", format!("path {path}\n"))
+    }
+
+    /// One poll, asserting it did not hold the thread.
+    fn timed_poll(server: &mut Server) {
+        let started = Instant::now();
+        server.poll(&healthz);
+        let took = started.elapsed();
+        assert!(took < SLOW_POLL, "poll took {took:?}");
+    }
+
+    /// What a non-blocking client has received: `None` while nothing came,
+    /// else the bytes up to the server's close.
+    fn received(client: &mut TcpStream) -> Option<String> {
+        let mut reply = Vec::new();
+        let mut buffer = [0u8; 1024];
+        loop {
+            match client.read(&mut buffer) {
+                Ok(0) => return Some(String::from_utf8_lossy(&reply).into()),
+                Ok(read) => reply.extend_from_slice(&buffer[..read]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && reply.is_empty() => return None,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return Some(String::from_utf8_lossy(&reply).into())
+                }
+                Err(e) => panic!("client read: {e}"),
+            }
+        }
+    }
+
+    /// Polls every 10 ms (each poll timed) until `client` got an answer;
+    /// panics after `polls` polls.
+    fn poll_until_answered(server: &mut Server, client: &mut TcpStream, polls: usize) -> String {
+        for _ in 0..polls {
+            timed_poll(server);
+            if let Some(reply) = received(client) {
+                return reply;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no answer within {polls} polls");
+    }
 
     #[test]
     fn answers_waiting_clients_without_blocking() {
@@ -93,5 +407,178 @@ mod tests {
         client.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
         assert!(reply.ends_with("\r\n\r\npath /healthz\n"), "{reply}");
+    }
+
+    #[test]
+    fn a_dribbling_client_is_kept_across_polls_and_answered() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        for byte in &request[..request.len() - 1] {
+            client.write_all(&[*byte]).unwrap();
+            timed_poll(&mut server);
+            assert_eq!(received(&mut client), None, "answered a partial head");
+        }
+        client.write_all(&request[request.len() - 1..]).unwrap();
+        let reply = poll_until_answered(&mut server, &mut client, 100);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\npath /healthz\n"), "{reply}");
+    }
+
+    #[test]
+    fn a_fresh_client_is_answered_past_300_idle_connections() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        // All queued before any poll, as while the loop runs a pass. A
+        // handshake the kernel would not queue waits out a 1 s SYN
+        // retransmission, past this timeout. (Needs net.core.somaxconn of
+        // at least 302, the default since Linux 5.4.)
+        let connect = || {
+            TcpStream::connect_timeout(&address, Duration::from_millis(500))
+                .expect("the kernel did not queue the handshake")
+        };
+        let _idle: Vec<_> = (0..300).map(|_| connect()).collect();
+        let mut fresh = connect();
+        fresh.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        fresh.set_nonblocking(true).unwrap();
+        let reply = poll_until_answered(&mut server, &mut fresh, 20);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+    }
+
+    #[test]
+    fn a_client_past_its_deadline_is_dropped_whatever_it_sends() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let connected = Instant::now();
+        client.set_nonblocking(true).unwrap();
+        client.write_all(b"GET /healthz HTTP/1.1\r\nX: ").unwrap();
+        let dropped = loop {
+            timed_poll(&mut server);
+            if let Some(reply) = received(&mut client) {
+                assert_eq!(reply, "", "answered an unfinished head");
+                break connected.elapsed();
+            }
+            assert!(connected.elapsed() < CLIENT_DEADLINE * 2, "never dropped");
+            // Still sending, though slowly: the deadline drops it anyway.
+            let _ = client.write_all(b"a");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(dropped >= CLIENT_DEADLINE, "dropped early, at {dropped:?}");
+        assert!(server.clients.is_empty());
+    }
+
+    #[test]
+    fn head_gets_the_headers_and_no_body() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        client.write_all(b"HEAD /healthz HTTP/1.1\r\n\r\n").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let reply = poll_until_answered(&mut server, &mut client, 100);
+        // "path /healthz\n" is 14 bytes.
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.contains("\r\nContent-Length: 14\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\nConnection: close\r\n\r\n"), "{reply}");
+    }
+
+    #[test]
+    fn a_too_long_head_is_answered_431() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        let mut request = b"GET /healthz HTTP/1.1\r\nX: ".to_vec();
+        request.resize(MAX_HEAD + 100, b'a');
+        client.write_all(&request).unwrap();
+        client.set_nonblocking(true).unwrap();
+        let reply = poll_until_answered(&mut server, &mut client, 100);
+        assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+    }
+
+    #[test]
+    fn head_end_finds_the_blank_line() {
+        let cases: [(&[u8], Option<usize>); 6] = [
+            (b"", None),
+            (b"GET / HTTP/1.1\r\n", None),
+            (b"GET / HTTP/1.1\r\n\r", None),
+            (b"GET / HTTP/1.1\r\n\r\n", Some(18)),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody", Some(27)),
+            (b"\r\n\r\n", Some(4)),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(
+                head_end(bytes),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[test]
+    fn parse_request_reads_method_and_path() {
+        let cases: [(&[u8], Request); 9] = [
+            (b"GET /healthz HTTP/1.1\r\n\r\n", Request::Get("/healthz")),
+            (
+                b"GET /metrics?x=1 HTTP/1.1\r\n\r\n",
+                Request::Get("/metrics"),
+            ),
+            (b"HEAD /readyz HTTP/1.1\r\n\r\n", Request::Head("/readyz")),
+            (b"POST /healthz HTTP/1.1\r\n\r\n", Request::Unsupported),
+            (b"get /healthz HTTP/1.1\r\n\r\n", Request::Unsupported),
+            (b"GET\r\n\r\n", Request::Unsupported),
+            (b"GET  /healthz HTTP/1.1\r\n\r\n", Request::Unsupported),
+            (b"\r\n\r\n", Request::Unsupported),
+            (b"GET /\xff HTTP/1.1\r\n\r\n", Request::Unsupported),
+        ];
+        for (head, expected) in cases {
+            assert_eq!(
+                parse_request(head),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn reply_to_waits_answers_or_refuses() {
+        let cases: [(&[u8], Option<&str>); 5] = [
+            (b"GET /healthz HTTP/1.1\r\n", None),
+            (
+                b"GET /healthz HTTP/1.1\r\n\r\n",
+                Some("HTTP/1.1 200 OK\r\n"),
+            ),
+            (
+                b"HEAD /healthz HTTP/1.1\r\n\r\n",
+                Some("HTTP/1.1 200 OK\r\n"),
+            ),
+            (
+                b"DELETE /healthz HTTP/1.1\r\n\r\n",
+                Some("HTTP/1.1 405 Method"),
+            ),
+            (&[b'a'; MAX_HEAD + 1], Some("HTTP/1.1 431 Request")),
+        ];
+        for (head, expected) in cases {
+            let reply = reply_to(head, &healthz).map(|r| String::from_utf8(r).unwrap());
+            let matches = match (&reply, expected) {
+                (Some(reply), Some(start)) => reply.starts_with(start),
+                (reply, expected) => reply.is_none() && expected.is_none(),
+            };
+            assert!(matches, "{:?}: {reply:?}", String::from_utf8_lossy(head));
+        }
+    }
+
+    #[test]
+    fn evictee_is_the_oldest_still_reading() {
+        let cases: [(&[bool], usize); 5] = [
+            (&[true], 0),
+            (&[true, true, true], 0),
+            (&[false, true, true], 1),
+            (&[false, false, true], 2),
+            (&[false, false], 0),
+        ];
+        for (reading, expected) in cases {
+            assert_eq!(evictee(reading), expected, "{reading:?}");
+        }
     }
 }
