@@ -9,8 +9,7 @@
 //! cannot keep a fresh probe from being answered, nor hold the loop.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 /// The time one `poll` may spend on all clients together; the rest waits
@@ -74,8 +73,7 @@ enum Step {
 impl Server {
     /// Listens on `address` (`HOST:PORT`).
     pub fn bind(address: &str) -> io::Result<Server> {
-        let listener = TcpListener::bind(address)?;
-        widen_backlog(&listener)?;
+        let listener = listen(address)?;
         listener.set_nonblocking(true)?;
         Ok(Server {
             listener,
@@ -149,20 +147,21 @@ impl Server {
     }
 }
 
-/// Raises the accept queue of a bound listener to [`BACKLOG`]; std listens
-/// with 128, which 300 idle connections overflow.
-fn widen_backlog(listener: &TcpListener) -> io::Result<()> {
-    extern "C" {
-        fn listen(fd: i32, backlog: i32) -> i32;
-    }
-    // SAFETY: listen(2) takes two integers and touches no memory of ours;
-    // the descriptor is the listener's, open for the whole call. On a
-    // listening socket it only changes the backlog.
-    if unsafe { listen(listener.as_raw_fd(), BACKLOG) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+/// A listener on `address` with an accept queue of [`BACKLOG`]: std
+/// listens with 128, which 300 idle connections overflow, and a probe's
+/// connection would then wait for a SYN retry whatever `poll` does.
+fn listen(address: &str) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let addr = address
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As std does: a restarted daemon can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }
 
 /// Whether a client is finished with (answered, gone or failed); logs why
