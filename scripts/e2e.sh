@@ -312,7 +312,7 @@ check "the corrupted state annotation is repaired" wait_until 10 state_mentions 
 check "a malformed value is warned about, naming the workload and where" \
   log_has 'level=warn msg="Deployment reloader-e2e/bad-values: skipping a reference in container app env BROKEN'
 check "the warning never shows the value" bash -c "! grep -q s3cr3tvalue '$WORK/reloader.err' '$WORK/reloader.out'"
-check "a KV v1 secret is reported once as not watchable" wait_until 10 bash -c "[[ \$(cat '$WORK/reloader.err' | grep -c 'vault:kv1/legacy cannot be watched') -eq 1 ]]"
+check "a KV v1 secret the token cannot see is reported once as not checkable" wait_until 10 bash -c "[[ \$(cat '$WORK/reloader.err' | grep -c 'vault:kv1/legacy cannot be checked') -eq 1 ]]"
 check "/healthz answers" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz | grep -q ok"
 
 say "change one secret: exactly its users roll out, once"

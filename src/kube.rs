@@ -25,9 +25,10 @@ pub const ANSWER_LIMIT: u64 = 16 * 1024 * 1024;
 /// The watch as a whole is bounded by time ([`WATCH_CAP`]), not size.
 pub const WATCH_EVENT_LIMIT: u64 = 16 * 1024 * 1024;
 /// How long the loop reads a watch before it goes back to its other duties
-/// (health checks must be answered within a second); the server would end
-/// it at 1 s anyway, and what was not read comes with the next watch.
-const WATCH_CAP: Duration = Duration::from_millis(800);
+/// (health checks are answered between two requests, well within a second
+/// even while clients crowd the health port); the server would end it at
+/// 1 s anyway, and what was not read comes with the next watch.
+const WATCH_CAP: Duration = Duration::from_millis(400);
 
 /// A watch body reader. It ends the stream, instead of failing, when the
 /// body's time budget runs out (and sets `cut`); it fails with ureq's
@@ -396,7 +397,7 @@ impl Kube {
 
     /// The changes to `kind` since `resource_version`, from a watch that the
     /// server ends after one second and that is read for at most
-    /// 0.8 s; changes not read yet come with the next watch.
+    /// 0.4 s; changes not read yet come with the next watch.
     /// [`Error::Gone`] means the version is too old and a full list is needed;
     /// [`Error::TooLarge`], that one event passed [`WATCH_EVENT_LIMIT`].
     pub fn watch(

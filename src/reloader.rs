@@ -195,6 +195,8 @@ pub struct Reloader {
     ignore_missing: bool,
     bao_ignore_missing: bool,
     said_unwatchable: HashSet<(Server, SecretRef)>,
+    /// Secrets under a mount the token cannot see, already reported.
+    said_unknown: HashSet<(Server, SecretRef)>,
     /// Missing secrets already reported with a Warning Event, per workload.
     said_missing: HashSet<(WorkloadId, SecretRef)>,
     /// Refused `vault-addr` annotations already reported, per workload.
@@ -222,6 +224,7 @@ impl Reloader {
             per_workload,
             bao_ignore_missing,
             said_unwatchable: HashSet::new(),
+            said_unknown: HashSet::new(),
             said_missing: HashSet::new(),
             said_refused: HashMap::new(),
             dry_run,
@@ -335,6 +338,7 @@ impl Reloader {
             .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unwatchable
             .retain(|source| sources.contains(source));
+        self.said_unknown.retain(|source| sources.contains(source));
         self.said_refused
             .retain(|id, _| routes.get(id).is_some_and(Result::is_err));
         if let Some(per_workload) = self.per_workload.as_mut() {
@@ -432,57 +436,85 @@ impl Reloader {
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
         let mut lookups = HashMap::with_capacity(sources.len());
-        let mut unreachable: HashSet<(Server, Provider)> = HashSet::new();
+        let mut unreachable: HashSet<(Server, bool)> = HashSet::new();
         for (server, secret) in sources {
             if !duties.keep_going() {
                 return None;
             }
-            let at = server
-                .as_ref()
-                .map(|a| format!(" at {a}"))
-                .unwrap_or_default();
-            let mut ignore_missing = self.ignore_missing;
-            let lookup = if unreachable.contains(&(server.clone(), secret.provider)) {
-                Lookup::Failed(Error::Transport("not tried again this pass".into()))
-            } else {
-                match self.client(&server, secret.provider) {
-                    Ok((client, ignore)) => {
-                        ignore_missing = ignore;
-                        client.current_version(&secret.path, duties)
-                    }
-                    Err(e) => Lookup::Failed(e),
-                }
+            // Which client: `bao:` secrets share the Vault client without BAO_ADDR.
+            let client_key = (
+                server.clone(),
+                secret.provider == Provider::Bao && self.bao.is_some(),
+            );
+            let (lookup, ignore_missing) = match unreachable.contains(&client_key) {
+                true => (
+                    Lookup::Failed(Error::Transport("not tried again this pass".into())),
+                    false,
+                ),
+                false => match self.client(&server, secret.provider) {
+                    Ok((client, ignore)) => (client.current_version(&secret.path, duties), ignore),
+                    Err(e) => (Lookup::Failed(e), false),
+                },
             };
-            match &lookup {
-                Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
-                Lookup::Missing if ignore_missing => {
-                    log::warn!("Vault secret path {} not found{at}", secret.path)
-                }
-                Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
-                Lookup::Unwatchable(why) => {
-                    if self
-                        .said_unwatchable
-                        .insert((server.clone(), secret.clone()))
-                    {
-                        log::warn!("{secret}{at} cannot be watched: {why}");
-                    }
-                }
-                Lookup::Failed(e) if e.is_server_failure() => {
+            if let Lookup::Failed(e) = &lookup {
+                if !matches!(e, Error::MountUnknown { .. }) {
                     report.vault_failures += 1;
-                    if unreachable.insert((server.clone(), secret.provider)) {
-                        log::error!(
-                            "checking {secret}{at} failed, not asking that server again this pass: {e}"
-                        );
-                    }
-                }
-                Lookup::Failed(e) => {
-                    report.vault_failures += 1;
-                    log::error!("checking {secret}{at} failed: {e}");
                 }
             }
+            let first_failure = match &lookup {
+                Lookup::Failed(e) if e.is_server_failure() => unreachable.insert(client_key),
+                _ => false,
+            };
+            self.log_lookup(&server, &secret, &lookup, ignore_missing, first_failure);
             lookups.insert((server, secret), lookup);
         }
         Some(lookups)
+    }
+
+    /// Logs what a lookup found: a failing server once per pass (when it
+    /// failed `first`), what cannot be watched or checked once, missing
+    /// secrets every pass.
+    fn log_lookup(
+        &mut self,
+        server: &Server,
+        secret: &SecretRef,
+        lookup: &Lookup,
+        ignore_missing: bool,
+        first: bool,
+    ) {
+        let at = server
+            .as_ref()
+            .map(|a| format!(" at {a}"))
+            .unwrap_or_default();
+        let source = (server.clone(), secret.clone());
+        match lookup {
+            Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
+            Lookup::Missing if ignore_missing => {
+                log::warn!("Vault secret path {} not found{at}", secret.path)
+            }
+            Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
+            Lookup::Unwatchable(why) => {
+                if self.said_unwatchable.insert(source) {
+                    log::warn!("{secret}{at} cannot be watched: {why}");
+                }
+            }
+            Lookup::Failed(e @ Error::MountUnknown { .. }) => {
+                if self.said_unknown.insert(source) {
+                    log::warn!(
+                        "{secret}{at} cannot be checked: {e}; its recorded version is kept \
+                         and it is asked about again every pass"
+                    );
+                }
+            }
+            Lookup::Failed(e) if e.is_server_failure() => {
+                if first {
+                    log::error!(
+                        "checking {secret}{at} failed, not asking that server again this pass: {e}"
+                    );
+                }
+            }
+            Lookup::Failed(e) => log::error!("checking {secret}{at} failed: {e}"),
+        }
     }
 }
 
