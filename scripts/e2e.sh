@@ -64,7 +64,7 @@ cleanup() {
   stop_daemon
   kubectl delete namespace "$NS" "$NS-scoped" --wait=false >/dev/null 2>&1 || true
   [[ -n ${SECOND_PID:-} ]] && kill "$SECOND_PID" 2>/dev/null && wait "$SECOND_PID" 2>/dev/null
-  [[ -n ${EVIL_PID:-} ]] && kill "$EVIL_PID" 2>/dev/null && wait "$EVIL_PID" 2>/dev/null
+  [[ -n ${EVIL_PID:-} ]] && kill "$EVIL_PID" 2>/dev/null && { wait "$EVIL_PID" 2>/dev/null || true; }
   kubectl delete crd rollouts.argoproj.io --wait=false >/dev/null 2>&1 || true
   for pid in "${LEADER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   if ((FAILED > 0)); then
