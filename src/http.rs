@@ -114,7 +114,9 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// A decoding failure as an [`Error`]: [`Error::TooLarge`] when the body
-/// reader failed with ureq's `BodyExceedsLimit` (past `limit`), else
+/// reader failed with ureq's `BodyExceedsLimit` (past `limit`),
+/// [`Error::Transport`] when reading the body failed otherwise (the
+/// connection broke: the server, not the answer, is the problem), else
 /// [`Error::Decode`].
 pub(crate) fn json_error(error: serde_json::Error, limit: u64) -> Error {
     if !error.is_io() {
@@ -128,7 +130,7 @@ pub(crate) fn json_error(error: serde_json::Error, limit: u64) -> Error {
     if too_large {
         Error::TooLarge { limit }
     } else {
-        Error::Decode(io.to_string())
+        Error::Transport(io.to_string())
     }
 }
 
@@ -341,5 +343,25 @@ mod tests {
         assert!(matches!(large, Err(Error::TooLarge { limit: 1000 })));
         let bad: Result<String, Error> = read_json(get(), 4096);
         assert!(matches!(bad, Err(Error::Decode(_))));
+    }
+
+    #[test]
+    fn a_connection_broken_mid_answer_is_a_transport_failure() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            // Promises 100 bytes, sends a few, and hangs up.
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\":")
+                .unwrap();
+        });
+        let response = check(test_agent().get(&url).call()).unwrap();
+        server.join().unwrap();
+        let broken: Result<serde_json::Value, Error> = read_json(response, 4096);
+        assert!(matches!(broken, Err(Error::Transport(_))), "{broken:?}");
     }
 }
