@@ -28,7 +28,7 @@ pub const WATCH_EVENT_LIMIT: u64 = 16 * 1024 * 1024;
 /// (health checks are answered between two requests, well within a second
 /// even while clients crowd the health port); the server would end it at
 /// 1 s anyway, and what was not read comes with the next watch.
-const WATCH_CAP: Duration = Duration::from_millis(400);
+const WATCH_CAP: Duration = Duration::from_millis(250);
 
 /// A watch body reader. It ends the stream, instead of failing, when the
 /// body's time budget runs out (and sets `cut`); it fails with ureq's
@@ -397,7 +397,7 @@ impl Kube {
 
     /// The changes to `kind` since `resource_version`, from a watch that the
     /// server ends after one second and that is read for at most
-    /// 0.4 s; changes not read yet come with the next watch.
+    /// 0.25 s; changes not read yet come with the next watch.
     /// [`Error::Gone`] means the version is too old and a full list is needed;
     /// [`Error::TooLarge`], that one event passed [`WATCH_EVENT_LIMIT`].
     pub fn watch(
