@@ -1,48 +1,26 @@
 //! Wall-clock timestamps in RFC 3339, as logs and Kubernetes objects want
-//! them, and Go-style durations, as the original tool's flags take them.
+//! them (written by `humantime`), and Go-style durations, as the original
+//! tool's flags take them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// `2026-11-28T07:43:31.123456Z` with `digits` (0 to 9) fraction digits.
+/// `2026-11-28T07:43:31.123456Z` with `digits` (0 to 9) fraction digits,
+/// truncated. Instants before 1970 or after 9999 are clamped to those years,
+/// as RFC 3339 has no others and a wrong clock must not stop the daemon.
 pub fn rfc3339(at: SystemTime, digits: u32) -> String {
-    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rest = secs % 86_400;
-    let mut text = format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    );
-    let digits = digits.min(9);
-    if digits > 0 {
-        let fraction = since.subsec_nanos() / 10u32.pow(9 - digits);
-        text.push_str(&format!(".{fraction:0width$}", width = digits as usize));
+    let latest = UNIX_EPOCH + Duration::new(LAST_SECOND_OF_9999, 999_999_999);
+    let at = at.clamp(UNIX_EPOCH, latest);
+    // Always 30 bytes, `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+    let full = humantime::format_rfc3339_nanos(at).to_string();
+    let (seconds, fraction) = full.split_at(19);
+    match digits.min(9) as usize {
+        0 => format!("{seconds}Z"),
+        digits => format!("{seconds}{}Z", &fraction[..=digits]),
     }
-    text.push('Z');
-    text
 }
 
-/// The proleptic Gregorian date of a day counted from 1970-01-01
-/// (Howard Hinnant's days-to-civil algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = (day_of_year - (153 * month_index + 2) / 5 + 1) as u32;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+/// 9999-12-31T23:59:59Z, the last second humantime (and RFC 3339) can write.
+const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
 
 /// Parses a Go duration such as `300ms`, `1.5h` or `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -119,5 +97,30 @@ mod tests {
             "2026-11-28T07:43:31.123456Z"
         );
         assert_eq!(rfc3339(at(4_107_542_399, 0), 0), "2100-02-28T23:59:59Z");
+        assert_eq!(
+            rfc3339(at(1_795_851_811, 999_999_999), 0),
+            "2026-11-28T07:43:31Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_795_851_811, 120_000_000), 9),
+            "2026-11-28T07:43:31.120000000Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_795_851_811, 123_456_789), 12),
+            "2026-11-28T07:43:31.123456789Z"
+        );
+        assert_eq!(
+            rfc3339(at(1_795_851_811, 123_456_789), 1),
+            "2026-11-28T07:43:31.1Z"
+        );
+    }
+
+    #[test]
+    fn clamps_instants_rfc_3339_cannot_write() {
+        let before_1970 = UNIX_EPOCH - Duration::from_secs(86_400);
+        assert_eq!(rfc3339(before_1970, 3), "1970-01-01T00:00:00.000Z");
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(LAST_SECOND_OF_9999 + 86_400);
+        assert_eq!(rfc3339(year_10000, 0), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(year_10000, 6), "9999-12-31T23:59:59.999999Z");
     }
 }
