@@ -234,7 +234,7 @@ ENVIRONMENT:
   VAULT_PATH                   auth mount of the kubernetes and jwt methods [default: kubernetes]
   VAULT_JWT_FILE               service-account token those methods log in with (OpenBao's
                                too) [default: the Kubernetes token file; required when the
-                               Kubernetes credentials are a client certificate or a token]
+                               Kubernetes user is a client certificate or an inline token]
   VAULT_NAMESPACE              sent as X-Vault-Namespace [default: none]
   VAULT_CACERT                 PEM file of Vault's CA [default: public roots]
   VAULT_TLS_SECRET             Kubernetes Secret whose ca.crt is Vault's CA [default: none]
