@@ -29,6 +29,7 @@ SA_NS=$RELOADER_NS
 SA=$RELOADER_SA
 PREFIX=$RELOADER_PREFIX
 LEGACY=alpha.vault.security.banzaicloud.io
+EDGE_USER=vault-secrets-reloader-edge
 WORK=$(mktemp -d)
 DAEMON_PID=
 SECOND_PID=
@@ -66,6 +67,8 @@ cleanup() {
   [[ -n ${SECOND_PID:-} ]] && kill "$SECOND_PID" 2>/dev/null && wait "$SECOND_PID" 2>/dev/null
   [[ -n ${EVIL_PID:-} ]] && kill "$EVIL_PID" 2>/dev/null && { wait "$EVIL_PID" 2>/dev/null || true; }
   kubectl delete crd rollouts.argoproj.io --wait=false >/dev/null 2>&1 || true
+  kubectl delete clusterrolebinding "$EDGE_USER" "$EDGE_USER-argo-rollouts" --ignore-not-found >/dev/null 2>&1 || true
+  kubectl -n "$SA_NS" delete rolebinding "$EDGE_USER-leader-election" --ignore-not-found >/dev/null 2>&1 || true
   for pid in "${LEADER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
   if ((FAILED > 0)); then
     echo "--- daemon stderr (last 40 lines)"; tail -n 40 "$WORK/reloader.err" 2>/dev/null || true
@@ -117,7 +120,7 @@ check "the Rollout API is served" wait_until 30 rollouts_served
 say "cluster: RBAC from manifests/, a token of its ServiceAccount"
 # A clean slate even when the environment is reused.
 for mount in team/kv kv1; do bao secrets disable "$mount" >/dev/null; done
-for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped; do
+for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge; do
   bao kv metadata delete "secret/$path" >/dev/null
 done
 bao secrets enable -path=team/kv -version=2 kv >/dev/null
@@ -129,8 +132,10 @@ kubectl apply -f manifests/optional/argo-rollouts.yaml >/dev/null
 # Everything the ServiceAccount may do beyond what any ServiceAccount may
 # (a fresh one with no binding gives the baseline), as kubectl lists it.
 kubectl -n "$SA_NS" create serviceaccount rbac-baseline --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+# granted [USER]: for the ServiceAccount, or for USER.
 granted() {
-  comm -23 <(kubectl auth can-i --list -n "$SA_NS" "${AS_SA[@]}" | awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort) \
+  local as=${1:-system:serviceaccount:$SA_NS:$SA}
+  comm -23 <(kubectl auth can-i --list -n "$SA_NS" --as="$as" | awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort) \
     <(kubectl auth can-i --list -n "$SA_NS" --as="system:serviceaccount:$SA_NS:rbac-baseline" |
       awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort)
 }
@@ -532,6 +537,97 @@ code=$?
 set -e
 check "a bad flag: exit 2 (was $code) and one line naming it" \
   bash -c "[[ $code -eq 2 && \$(wc -l <'$WORK/bad.err') -eq 1 ]] && grep -q -- --reloader-run-period '$WORK/bad.err'"
+
+say "outside a cluster: --kubeconfig with a client certificate, then with a token"
+# As on an edge cluster (k3s): a kubeconfig whose user is a client
+# certificate from the cluster's CA, for a user bound to the daemon's roles.
+EDGE=$WORK/edge
+mkdir -p "$EDGE"
+# run_with_kubeconfig ARGS...: one --once run with no --kube-* setting (nor
+# KUBECONFIG, unless given), logging in to OpenBao as start_reloader does,
+# with the ServiceAccount's token as VAULT_JWT_FILE; sets code.
+run_with_kubeconfig() {
+  env -u VAULT_TOKEN -u BAO_ADDR -u BAO_TOKEN -u KUBE_API_URL -u KUBE_TOKEN_FILE -u KUBE_CA_FILE \
+    -u KUBERNETES_SERVICE_HOST KUBECONFIG="${EDGE_KUBECONFIG:-}" \
+    VAULT_ADDR="$VAULT_ADDR" VAULT_AUTH_METHOD=kubernetes VAULT_ROLE="$SA" VAULT_PATH=kubernetes \
+    VAULT_JWT_FILE="$WORK/token" LISTEN_ADDRESS="127.0.0.1:$(free_port)" \
+    "$BIN" --once "$@" >>"$WORK/reloader.out" 2>>"$WORK/reloader.err" && code=0 || code=$?
+}
+edge_count_is() { count_is deployment/edge "$1"; }
+if [[ -r ${TESTENV_DIR:-}/pki/ca.key ]]; then
+  # A SEC1 EC key, as k3s writes them.
+  openssl ecparam -name prime256v1 -genkey -noout -out "$EDGE/edge.key"
+  openssl req -new -key "$EDGE/edge.key" -subj "/CN=$EDGE_USER" -out "$EDGE/edge.csr"
+  printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature \
+    extendedKeyUsage=clientAuth >"$EDGE/edge.ext"
+  openssl x509 -req -in "$EDGE/edge.csr" -CA "$TESTENV_DIR/pki/ca.crt" -CAkey "$TESTENV_DIR/pki/ca.key" \
+    -CAserial "$EDGE/ca.srl" -CAcreateserial -days 1 -extfile "$EDGE/edge.ext" -out "$EDGE/edge.crt" 2>/dev/null
+  bind() { kubectl create --dry-run=client -o yaml "$@" | kubectl apply -f - >/dev/null; }
+  bind clusterrolebinding "$EDGE_USER" --clusterrole="$SA" --user="$EDGE_USER"
+  bind clusterrolebinding "$EDGE_USER-argo-rollouts" --clusterrole="$SA-argo-rollouts" --user="$EDGE_USER"
+  bind -n "$SA_NS" rolebinding "$EDGE_USER-leader-election" --role="$SA-leader-election" --user="$EDGE_USER"
+  check "auth can-i --list: the certificate's user may do exactly what the ServiceAccount may" \
+    diff "$WORK/expected-rbac" <(granted "$EDGE_USER")
+  cat >"$EDGE/config" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+current-context: edge
+clusters:
+- name: edge
+  cluster:
+    server: $KUBE_API_URL
+    certificate-authority-data: $(base64 -w0 "$TESTENV_DIR/pki/ca.crt")
+contexts:
+- name: edge
+  context: {cluster: edge, user: $EDGE_USER}
+users:
+- name: $EDGE_USER
+  user:
+    client-certificate: edge.crt
+    client-key: edge.key
+KUBECONFIG
+  bao kv put secret/edge E=1 >/dev/null
+  workload Deployment edge "$ON" "[$(container app '[{"name":"E","value":"vault:secret/data/edge#E"}]')]" |
+    kubectl apply -f - >/dev/null
+  run_with_kubeconfig --kubeconfig "$EDGE/config"
+  check "--once --kubeconfig (client certificate, relative paths): exit 0 (was $code)" test "$code" -eq 0
+  check "it recorded a baseline" has_state deployment/edge
+  bao kv patch secret/edge E=2 >/dev/null
+  run_with_kubeconfig --kubeconfig "$EDGE/config"
+  check "after a change: exit 0 (was $code)" test "$code" -eq 0
+  check "the workload is reloaded (count 1)" edge_count_is 1
+  cp "$TESTENV_DIR/pki/ca.crt" "$EDGE/ca.crt"
+  cat >"$EDGE/token-config" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+current-context: token
+clusters:
+- {name: by-ca, cluster: {server: "$KUBE_API_URL", certificate-authority: ca.crt}}
+- {name: insecure, cluster: {server: "$KUBE_API_URL", insecure-skip-tls-verify: true}}
+contexts:
+- {name: token, context: {cluster: by-ca, user: sa}}
+- {name: insecure, context: {cluster: insecure, user: sa}}
+- {name: cloud, context: {cluster: by-ca, user: cloud}}
+users:
+- {name: sa, user: {token: "$(cat "$WORK/token")"}}
+- {name: cloud, user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}}}
+KUBECONFIG
+  bao kv patch secret/edge E=3 >/dev/null
+  EDGE_KUBECONFIG=$EDGE/token-config:$EDGE/config run_with_kubeconfig
+  check "KUBECONFIG=token-config:config (its first file, an inline token): exit 0 (was $code)" \
+    test "$code" -eq 0
+  check "the workload is reloaded again (count 2)" edge_count_is 2
+  run_with_kubeconfig --kubeconfig "$EDGE/token-config" --context insecure
+  check "--context with insecure-skip-tls-verify: exit 0 (was $code)" test "$code" -eq 0
+  check "and a warning says verification is off" log_has "is off (the kubeconfig's insecure-skip-tls-verify)"
+  run_with_kubeconfig --kubeconfig "$EDGE/token-config" --context cloud
+  check "an exec user: exit 2 (was $code)" test "$code" -eq 2
+  check "with one line naming it" bash -c "tail -n 1 '$WORK/reloader.err' |
+    grep -q \"user 'cloud' authenticates with an exec credential plugin (exec), which is not supported\""
+  check "nothing reloaded it twice (count 2)" edge_count_is 2
+else
+  say "skipped: no \$TESTENV_DIR/pki/ca.key to issue a client certificate with"
+fi
 
 say "least privilege, from OpenBao's audit log"
 audit_paths() {

@@ -258,7 +258,7 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KubeSettings;
+    use crate::config::{KubeCredentials, KubeSettings};
     use crate::http::fake_server::{self, Reply};
     use crate::pace::Unattended;
 
@@ -314,8 +314,9 @@ mod tests {
         });
         let settings = KubeSettings {
             api_url: server.url.clone(),
-            token_file: std::path::PathBuf::from("/dev/null"),
-            ca_file: None,
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::None,
         };
         let mut kube = Kube::new(&settings).unwrap();
         let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);

@@ -1,8 +1,9 @@
 //! Flags and environment into one typed [`Config`]; all validation lives here.
 
 use crate::allow::{Addr, AllowList};
+use crate::kubeconfig::{self, Base, Explicit, Kubeconfig};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the in-cluster service account's files are mounted.
@@ -41,6 +42,9 @@ pub struct Config {
     pub per_workload_vault_addrs: Option<AllowList>,
     /// How to reach the Kubernetes API server.
     pub kube: KubeSettings,
+    /// The service-account token the Vault and OpenBao logins send;
+    /// `None` only when no login needs one.
+    pub jwt_file: Option<PathBuf>,
     /// The Vault server for `vault:` references.
     pub vault: VaultSettings,
     /// The OpenBao server for `bao:` references, when `BAO_ADDR` is set;
@@ -53,10 +57,49 @@ pub struct Config {
 pub struct KubeSettings {
     /// Base URL, e.g. `https://10.0.0.1:443`.
     pub api_url: String,
-    /// File holding the bearer token; re-read as it rotates.
-    pub token_file: PathBuf,
-    /// PEM file of the API server's CA; `None` trusts public roots.
-    pub ca_file: Option<PathBuf>,
+    /// PEM of the API server's CA; `None` trusts public roots.
+    pub ca: Option<Source>,
+    /// Accept any server certificate (a kubeconfig's
+    /// `insecure-skip-tls-verify`).
+    pub skip_verify: bool,
+    /// Who the daemon is to the API server.
+    pub credentials: KubeCredentials,
+}
+
+/// Where a PEM or a token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file, read when the client is made; a token file is re-read as it
+    /// rotates.
+    File(PathBuf),
+    /// The text itself (a kubeconfig's `token` or decoded `-data` field).
+    Inline(Redacted),
+}
+
+/// How the daemon authenticates to the API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeCredentials {
+    /// A bearer token.
+    Token(Source),
+    /// A TLS client certificate (PEM chain) and its private key (PEM).
+    ClientCert {
+        /// The certificate chain.
+        cert: Source,
+        /// The private key.
+        key: Source,
+    },
+    /// None (a kubeconfig context without a user).
+    None,
+}
+
+impl KubeCredentials {
+    /// The token file, when the credentials are one.
+    pub fn token_file(&self) -> Option<&Path> {
+        match self {
+            KubeCredentials::Token(Source::File(path)) => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// One Vault (or OpenBao) server and how to log in to it.
@@ -165,12 +208,19 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     *.suffix host pattern, comma separated; no scheme means
                                     https, no port any port; http only where an entry says
                                     http:// [env ALLOWED_VAULT_ADDRS]
-  --kube-api-url URL                API server [env KUBE_API_URL; default: in-cluster
-                                    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT]
-  --kube-token-file PATH            bearer token [env KUBE_TOKEN_FILE;
-                                    default: /var/run/secrets/kubernetes.io/serviceaccount/token]
-  --kube-ca-file PATH               API server CA [env KUBE_CA_FILE;
-                                    default: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt]
+  --kubeconfig PATH                 run outside a cluster with a kubeconfig's context: its
+                                    server, CA (or insecure-skip-tls-verify) and user: token,
+                                    tokenFile or client certificate; not exec or auth-provider
+                                    [env KUBECONFIG: its first file]
+  --context NAME                    the kubeconfig's context [default: its current-context]
+  --kube-api-url URL                API server [env KUBE_API_URL]
+  --kube-token-file PATH            bearer token, re-read as it rotates [env KUBE_TOKEN_FILE]
+  --kube-ca-file PATH               API server CA [env KUBE_CA_FILE]
+                                    Order: a --kube-* flag (or its env) wins over the
+                                    kubeconfig, which wins over the in-cluster defaults:
+                                    https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT
+                                    and /var/run/secrets/kubernetes.io/serviceaccount/token
+                                    and ca.crt
   -h, --help                        this text
   -V, --version                     the version
 
@@ -182,6 +232,9 @@ ENVIRONMENT:
   VAULT_TOKEN                  token for the token method
   VAULT_ROLE                   role for the kubernetes and jwt methods (required for them)
   VAULT_PATH                   auth mount of the kubernetes and jwt methods [default: kubernetes]
+  VAULT_JWT_FILE               service-account token those methods log in with (OpenBao's
+                               too) [default: the Kubernetes token file; required when the
+                               Kubernetes user is a client certificate or an inline token]
   VAULT_NAMESPACE              sent as X-Vault-Namespace [default: none]
   VAULT_CACERT                 PEM file of Vault's CA [default: public roots]
   VAULT_TLS_SECRET             Kubernetes Secret whose ca.crt is Vault's CA [default: none]
@@ -242,6 +295,8 @@ pub fn parse(
     let api_url = text_flag(&mut args, "--kube-api-url")?;
     let token_file = text_flag(&mut args, "--kube-token-file")?;
     let ca_file = text_flag(&mut args, "--kube-ca-file")?;
+    let kubeconfig = text_flag(&mut args, "--kubeconfig")?;
+    let context = text_flag(&mut args, "--context")?;
     let allowed =
         text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
     let rest = args.finish();
@@ -251,7 +306,15 @@ pub fn parse(
             first.to_string_lossy()
         )));
     }
-    let kube = kube_settings(api_url, token_file, ca_file, env)?;
+    let explicit = Explicit {
+        api_url: api_url.or_else(|| env("KUBE_API_URL")),
+        token_file: token_file
+            .or_else(|| env("KUBE_TOKEN_FILE"))
+            .map(PathBuf::from),
+        ca_file: ca_file.or_else(|| env("KUBE_CA_FILE")).map(PathBuf::from),
+    };
+    let kubeconfig = kubeconfig::path(kubeconfig, env("KUBECONFIG"));
+    let kube = kube_settings(explicit, kubeconfig, context, env)?;
     let listen_address = listen_address(env("LISTEN_ADDRESS"))?;
     let vault = vault_settings("VAULT_", env)?;
     let bao = match env("BAO_ADDR") {
@@ -264,6 +327,7 @@ pub fn parse(
     };
     let per_workload_vault_addrs =
         allowed_addrs(per_workload_vault_addr, allowed, &vault, bao.as_ref())?;
+    let jwt_file = jwt_file(env("VAULT_JWT_FILE"), &kube, &vault, bao.as_ref())?;
     Ok(Command::Run(Box::new(Config {
         collector_period,
         reloader_period,
@@ -279,6 +343,7 @@ pub fn parse(
         once,
         per_workload_vault_addrs,
         kube,
+        jwt_file,
         vault,
         bao,
     })))
@@ -396,52 +461,75 @@ fn list(value: Option<String>) -> Vec<String> {
         .collect()
 }
 
+/// The API settings in their order: flags (or their environment
+/// variables), then the kubeconfig (`--kubeconfig` or `KUBECONFIG`), then the
+/// in-cluster service account. A kubeconfig is not read when the flags give
+/// everything.
 fn kube_settings(
-    api_url: Option<String>,
-    token_file: Option<String>,
-    ca_file: Option<String>,
+    explicit: Explicit,
+    kubeconfig: Option<PathBuf>,
+    context: Option<String>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<KubeSettings, ConfigError> {
-    let explicit_url = api_url.or_else(|| env("KUBE_API_URL"));
-    let in_cluster = explicit_url.is_none();
-    let api_url = match explicit_url {
-        Some(url) => url,
-        None => match (
-            env("KUBERNETES_SERVICE_HOST"),
-            env("KUBERNETES_SERVICE_PORT"),
-        ) {
-            (Some(host), port) => {
-                let port = port.unwrap_or_else(|| "443".into());
-                if host.contains(':') {
-                    format!("https://[{host}]:{port}")
-                } else {
-                    format!("https://{host}:{port}")
-                }
-            }
-            (None, _) => {
-                return Err(bad(
-                    "not running in a cluster (KUBERNETES_SERVICE_HOST unset): \
-                     set --kube-api-url or KUBE_API_URL",
-                ))
-            }
-        },
+    let loaded = match kubeconfig.filter(|_| !explicit.is_complete()) {
+        Some(path) => {
+            let named =
+                |e: kubeconfig::KubeconfigError| bad(format!("kubeconfig {}: {e}", path.display()));
+            Some((Kubeconfig::load(&path).map_err(named)?, path))
+        }
+        None => None,
     };
-    let api_url = base_url("--kube-api-url", &api_url)?;
-    let token_file = token_file
-        .or_else(|| env("KUBE_TOKEN_FILE"))
+    let in_cluster_url = env("KUBERNETES_SERVICE_HOST").map(|host| {
+        let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
+        if host.contains(':') {
+            format!("https://[{host}]:{port}")
+        } else {
+            format!("https://{host}:{port}")
+        }
+    });
+    let url_source = match (&explicit.api_url, &loaded) {
+        (Some(_), _) => "--kube-api-url".to_string(),
+        (None, Some((_, path))) => format!("kubeconfig {}: server", path.display()),
+        (None, None) => "KUBERNETES_SERVICE_HOST".to_string(),
+    };
+    let base = match &loaded {
+        Some((config, _)) => Base::Kubeconfig(config, context.as_deref()),
+        None => Base::InCluster(in_cluster_url.as_deref()),
+    };
+    let mut settings = kubeconfig::settings(explicit, base).map_err(|e| match &loaded {
+        Some((_, path)) => bad(format!("kubeconfig {}: {e}", path.display())),
+        None => bad(e.to_string()),
+    })?;
+    settings.api_url = base_url(&url_source, &settings.api_url)?;
+    Ok(settings)
+}
+
+/// The token file the Vault and OpenBao logins send: `VAULT_JWT_FILE`, else
+/// the API credentials' token file. An error when a login needs one and
+/// there is none (a client certificate or an inline token).
+fn jwt_file(
+    explicit: Option<String>,
+    kube: &KubeSettings,
+    vault: &VaultSettings,
+    bao: Option<&VaultSettings>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let file = explicit
+        .filter(|f| !f.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(SERVICE_ACCOUNT_DIR).join("token"));
-    // Outside a cluster without a CA file, the API server's certificate must
-    // chain to a public root.
-    let ca_file = ca_file
-        .or_else(|| env("KUBE_CA_FILE"))
-        .map(PathBuf::from)
-        .or_else(|| in_cluster.then(|| PathBuf::from(SERVICE_ACCOUNT_DIR).join("ca.crt")));
-    Ok(KubeSettings {
-        api_url,
-        token_file,
-        ca_file,
-    })
+        .or_else(|| kube.credentials.token_file().map(Path::to_path_buf));
+    let login = std::iter::once(vault)
+        .chain(bao)
+        .find_map(|settings| match &settings.auth {
+            VaultAuth::Login { method, .. } => Some(*method),
+            VaultAuth::Token(_) => None,
+        });
+    match (login, file) {
+        (Some(method), None) => Err(bad(format!(
+            "the {method} auth method logs in with a service-account token, and the \
+             Kubernetes credentials are not a token file: set VAULT_JWT_FILE (or VAULT_TOKEN)"
+        ))),
+        (_, file) => Ok(file),
+    }
 }
 
 /// An `http(s)://host[:port]` URL without a trailing slash.
@@ -585,9 +673,14 @@ mod tests {
         assert!(!config.json_log);
         assert_eq!(config.listen_address, "0.0.0.0:8080");
         assert_eq!(config.kube.api_url, "https://10.96.0.1:443");
+        let token = PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token");
+        assert_eq!(config.kube.credentials.token_file(), Some(token.as_path()));
+        assert_eq!(config.jwt_file, Some(token));
         assert_eq!(
-            config.kube.token_file,
-            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount/token")
+            config.kube.ca,
+            Some(Source::File(
+                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into()
+            ))
         );
         assert_eq!(config.vault.addr, "https://vault:8200");
         assert_eq!(
@@ -801,6 +894,10 @@ mod tests {
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",
+            "--kubeconfig",
+            "KUBECONFIG",
+            "--context",
+            "VAULT_JWT_FILE",
             "LISTEN_ADDRESS",
             "VAULT_ADDR",
             "VAULT_AUTH_METHOD",
@@ -820,6 +917,124 @@ mod tests {
         ] {
             assert!(HELP.contains(name), "--help misses {name}");
         }
+    }
+
+    /// A kubeconfig file in a fresh directory, removed when dropped.
+    struct TempKubeconfig(PathBuf);
+
+    impl TempKubeconfig {
+        fn new(text: &str) -> TempKubeconfig {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let dir = std::env::temp_dir().join(format!("vsr-config-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("config"), text).unwrap();
+            TempKubeconfig(dir)
+        }
+
+        fn path(&self) -> String {
+            self.0.join("config").display().to_string()
+        }
+    }
+
+    impl Drop for TempKubeconfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const EDGE: &str = "current-context: edge
+clusters: [{name: edge, cluster: {server: 'https://10.0.0.1:6443/', certificate-authority: ca.crt}}]
+contexts:
+- {name: edge, context: {cluster: edge, user: cert}}
+- {name: sa, context: {cluster: edge, user: sa}}
+- {name: inline, context: {cluster: edge, user: inline}}
+- {name: cloud, context: {cluster: edge, user: cloud}}
+users:
+- {name: cert, user: {client-certificate: edge.crt, client-key: edge.key}}
+- {name: sa, user: {tokenFile: sa.token}}
+- {name: inline, user: {token: very-secret}}
+- {name: cloud, user: {exec: {command: aws}}}
+";
+
+    #[test]
+    fn a_kubeconfig_gives_the_api_settings_and_the_login_needs_a_jwt_file() {
+        let file = TempKubeconfig::new(EDGE);
+        let kubeconfig = file.path();
+        let flag = ["--kubeconfig", kubeconfig.as_str()];
+        let role = [("VAULT_ROLE", "reloader")];
+        let error = run(&flag, &role).unwrap_err().0;
+        assert!(error.contains("set VAULT_JWT_FILE"), "{error}");
+        let with_jwt = [role[0], ("VAULT_JWT_FILE", "/run/jwt")];
+        let config = run(&flag, &with_jwt).unwrap();
+        assert_eq!(config.kube.api_url, "https://10.0.0.1:6443");
+        assert_eq!(config.kube.ca, Some(Source::File(file.0.join("ca.crt"))));
+        assert_eq!(
+            config.kube.credentials,
+            KubeCredentials::ClientCert {
+                cert: Source::File(file.0.join("edge.crt")),
+                key: Source::File(file.0.join("edge.key")),
+            }
+        );
+        assert_eq!(config.jwt_file, Some(PathBuf::from("/run/jwt")));
+        let config = run(&flag, &[("VAULT_TOKEN", "t")]).unwrap();
+        assert_eq!(config.jwt_file, None, "no login, no JWT file");
+        let env = [role[0], ("KUBECONFIG", kubeconfig.as_str())];
+        let config = run(&["--context", "sa"], &env).unwrap();
+        assert_eq!(
+            config.jwt_file,
+            Some(file.0.join("sa.token")),
+            "the user's tokenFile"
+        );
+        let error = run(&["--context", "inline"], &env).unwrap_err().0;
+        assert!(
+            error.contains("VAULT_JWT_FILE") && !error.contains("very-secret"),
+            "{error}"
+        );
+        let config = run(&["--context=inline", "--kube-token-file=/run/t"], &env).unwrap();
+        assert_eq!(
+            config.jwt_file,
+            Some(PathBuf::from("/run/t")),
+            "the flag's token file"
+        );
+    }
+
+    #[test]
+    fn kubeconfig_errors_name_the_file_and_exit_as_config_errors() {
+        let file = TempKubeconfig::new(EDGE);
+        let kubeconfig = file.path();
+        let env = [("VAULT_TOKEN", "t"), ("KUBECONFIG", kubeconfig.as_str())];
+        let error = run(&["--context", "cloud"], &env).unwrap_err().0;
+        assert_eq!(
+            error,
+            format!(
+                "kubeconfig {kubeconfig}: user 'cloud' authenticates with an exec credential \
+                 plugin (exec), which is not supported: use a token, tokenFile or \
+                 client-certificate/client-key"
+            )
+        );
+        let error = run(&["--context", "nowhere"], &env).unwrap_err().0;
+        assert!(error.ends_with("has no context 'nowhere'"), "{error}");
+        let missing = [("VAULT_TOKEN", "t"), ("KUBECONFIG", "/nonexistent/config")];
+        let error = run(&[], &missing).unwrap_err().0;
+        assert!(
+            error.starts_with("kubeconfig /nonexistent/config: cannot be read"),
+            "{error}"
+        );
+        let flags = [
+            "--kube-api-url=https://x",
+            "--kube-token-file=/t",
+            "--kube-ca-file=/c",
+        ];
+        assert!(
+            run(&flags, &missing).is_ok(),
+            "not read when the flags give all"
+        );
+        let bad_server = TempKubeconfig::new(&EDGE.replace("https://10.0.0.1:6443/", "10.0.0.1"));
+        let error = run(&["--kubeconfig", &bad_server.path()], &env[..1])
+            .unwrap_err()
+            .0;
+        assert!(error.contains(": server: '10.0.0.1' is not"), "{error}");
     }
 
     #[test]

@@ -4,19 +4,43 @@
 use crate::error::Error;
 use std::time::Duration;
 use ureq::http::Response;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
 use ureq::Body;
 
 /// How much of an error body is read for the server's explanation.
 pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 
-/// How a client verifies the server it talks to.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How a client verifies the server it talks to, and proves who it is.
+#[derive(Clone, Debug, Default)]
 pub struct Tls {
     /// PEM bundle of trusted CAs; `None` trusts the built-in public roots.
     pub ca_pem: Option<Vec<u8>>,
     /// Accept any server certificate. Only for tests and emergencies.
     pub skip_verify: bool,
+    /// A certificate presented to the server (see [`client_cert`]); its
+    /// `Debug` output shows no key.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// The client certificate of a PEM chain and a PEM private key (PKCS#1,
+/// PKCS#8 or SEC1; the first key found), or which of the two holds none.
+pub fn client_cert(chain_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, &'static str> {
+    let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(chain_pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(cert)) => Some(cert),
+            _ => None,
+        })
+        .collect();
+    if chain.is_empty() {
+        return Err("the client certificate holds no PEM certificate");
+    }
+    let key = ureq::tls::parse_pem(key_pem)
+        .find_map(|item| match item {
+            Ok(PemItem::PrivateKey(key)) => Some(key),
+            _ => None,
+        })
+        .ok_or("the client key holds no PEM private key")?;
+    Ok(ClientCert::new_with_certs(&chain, key))
 }
 
 /// Builds an agent whose every request gives up after `timeout`, that keeps
@@ -25,7 +49,9 @@ pub struct Tls {
 /// 3xx comes back as a response and [`check`] turns it into
 /// [`Error::Redirect`].
 pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
-    let mut tls_config = TlsConfig::builder().disable_verification(tls.skip_verify);
+    let mut tls_config = TlsConfig::builder()
+        .disable_verification(tls.skip_verify)
+        .client_cert(tls.client_cert.clone());
     if let Some(pem) = &tls.ca_pem {
         tls_config = tls_config.root_certs(RootCerts::from(parse_ca(pem)?));
     }
@@ -142,6 +168,28 @@ pub(crate) mod fake_server {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::{Arc, Mutex};
+
+    /// A self-signed client certificate (EC P-256, CN=test-client) and its
+    /// PKCS#8 key: a fixture for tests only, trusted nowhere.
+    pub(crate) const CLIENT_CERT: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBgzCCASmgAwIBAgIUWcCbvSXAmmEkAYyZlSM0KhfEXdYwCgYIKoZIzj0EAwIw\n\
+FjEUMBIGA1UEAwwLdGVzdC1jbGllbnQwIBcNMjYxMTI5MTIzNzA1WhgPMjEyNjEx\n\
+MDUxMjM3MDVaMBYxFDASBgNVBAMMC3Rlc3QtY2xpZW50MFkwEwYHKoZIzj0CAQYI\n\
+KoZIzj0DAQcDQgAE0CMhJP4ebZQyVAScejiVqbx+ia+wnE2XrwalyIYTDA3vCryD\n\
+qmtyljRcBqmAauj7T3ZiG2ep+UUx9S5jYsBJQ6NTMFEwHQYDVR0OBBYEFKp8GORU\n\
+ztFIQck8N6n+euVWfAv3MB8GA1UdIwQYMBaAFKp8GORUztFIQck8N6n+euVWfAv3\n\
+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIgJ+ULh7kLC75emfCa\n\
+MQHCOm9TW7TZGhquDsDdJy07sCACIQCVmKkqpl82cNXB8LRnB7snIDHDa24pYNxL\n\
+x/06jcMqeA==\n\
+-----END CERTIFICATE-----\n\
+";
+    /// The key of [`CLIENT_CERT`].
+    pub(crate) const CLIENT_KEY: &str = "-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg6PvBaxvqpOfQe66f\n\
+f2+Wj2oyHwuQkwCIY4ZoMsyP7aKhRANCAATQIyEk/h5tlDJUBJx6OJWpvH6Jr7Cc\n\
+TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
+-----END PRIVATE KEY-----\n\
+";
 
     /// A request as received.
     #[derive(Debug, Clone)]
@@ -295,9 +343,36 @@ mod tests {
         assert!(matches!(parse_ca(b"not a pem"), Err(Error::Decode(_))));
         let tls = Tls {
             ca_pem: Some(b"".to_vec()),
-            skip_verify: false,
+            ..Tls::default()
         };
         assert!(agent(Duration::from_secs(1), &tls).is_err());
+    }
+
+    #[test]
+    fn a_client_certificate_needs_a_certificate_and_a_key() {
+        use fake_server::{CLIENT_CERT, CLIENT_KEY};
+        let (cert, key) = (CLIENT_CERT.as_bytes(), CLIENT_KEY.as_bytes());
+        let parsed = client_cert(cert, key).unwrap();
+        assert_eq!(parsed.certs().len(), 1);
+        assert!(
+            !format!("{parsed:?}").contains("MIGHAgEA"),
+            "no key in Debug output"
+        );
+        let both = [cert, key].concat();
+        assert!(client_cert(&both, &both).is_ok(), "one PEM file with both");
+        assert_eq!(
+            client_cert(key, key).unwrap_err(),
+            "the client certificate holds no PEM certificate"
+        );
+        assert_eq!(
+            client_cert(cert, cert).unwrap_err(),
+            "the client key holds no PEM private key"
+        );
+        let tls = Tls {
+            client_cert: Some(parsed),
+            ..Tls::default()
+        };
+        assert!(agent(Duration::from_secs(1), &tls).is_ok());
     }
 
     fn test_agent() -> ureq::Agent {

@@ -1,8 +1,9 @@
 //! The Kubernetes REST client: paginated lists and short watches of the
 //! workload kinds, get and merge-patch of one workload, and reading one
-//! Secret key. Bearer-token auth; the token file is re-read as it rotates.
+//! Secret key. Authenticates with a bearer token (a token file is re-read
+//! as it rotates) or a TLS client certificate.
 
-use crate::config::KubeSettings;
+use crate::config::{KubeCredentials, KubeSettings, Source};
 use crate::error::Error;
 use crate::http;
 use crate::workload::{Kind, Metadata, Spec, Workload};
@@ -65,6 +66,14 @@ impl<R: Read> Read for WatchBody<'_, R> {
     }
 }
 
+/// `request` with the `Authorization` header, when there is one.
+fn authorize<B>(request: ureq::RequestBuilder<B>, value: Option<&str>) -> ureq::RequestBuilder<B> {
+    match value {
+        Some(value) => request.header("Authorization", value),
+        None => request,
+    }
+}
+
 fn is_timeout(error: &std::io::Error) -> bool {
     matches!(
         error.kind(),
@@ -87,9 +96,59 @@ enum Write {
 pub struct Kube {
     agent: ureq::Agent,
     base: String,
-    token_file: PathBuf,
-    token: Option<(String, Instant)>,
+    auth: Auth,
     requests: http::Counts,
+}
+
+/// What a request carries in its `Authorization` header.
+enum Auth {
+    /// The token in `path`, read again after [`TOKEN_REFRESH`] and after a
+    /// 401 (`token`: the last read and when).
+    TokenFile {
+        path: PathBuf,
+        token: Option<(String, Instant)>,
+    },
+    /// A fixed header value (`Bearer …`, from a kubeconfig's `token`).
+    Fixed(String),
+    /// Nothing: the TLS client certificate, if any, says who we are.
+    None,
+}
+
+/// The bytes of `source`; errors name the file (or the kubeconfig field)
+/// and `field`, never the content.
+fn read_source(source: &Source, field: &str) -> Result<Vec<u8>, Error> {
+    match source {
+        Source::File(path) => std::fs::read(path).map_err(|e| Error::File {
+            path: format!("{} ({field})", path.display()),
+            reason: e.to_string(),
+        }),
+        Source::Inline(text) => Ok(text.0.as_bytes().to_vec()),
+    }
+}
+
+/// Where `source` comes from, for messages.
+fn describe(source: &Source, field: &str) -> String {
+    match source {
+        Source::File(path) => format!("{} ({field})", path.display()),
+        Source::Inline(_) => format!("kubeconfig {field}-data"),
+    }
+}
+
+/// The TLS client certificate of a certificate and a key source.
+fn client_cert(cert: &Source, key: &Source) -> Result<ureq::tls::ClientCert, Error> {
+    let chain = read_source(cert, "client-certificate")?;
+    let key_pem = read_source(key, "client-key")?;
+    http::client_cert(&chain, &key_pem).map_err(|reason| {
+        let (source, field) = if reason.contains("key") {
+            (key, "client-key")
+        } else {
+            (cert, "client-certificate")
+        };
+        Error::File {
+            path: describe(source, field),
+            reason: reason.to_string(),
+        }
+    })
 }
 
 /// A coordination.k8s.io/v1 Lease, with the fields leader election uses.
@@ -246,41 +305,71 @@ impl Kube {
         Kube::with_timeout(settings, REQUEST_TIMEOUT)
     }
 
-    /// [`Kube::new`] with another time limit per request.
+    /// [`Kube::new`] with another time limit per request. Reads the CA and
+    /// the client certificate now, a token file when it is needed.
     pub fn with_timeout(settings: &KubeSettings, timeout: Duration) -> Result<Kube, Error> {
-        let ca_pem = match &settings.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| Error::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?),
+        let ca_pem = match &settings.ca {
+            Some(ca) => Some(read_source(ca, "certificate-authority")?),
             None => None,
+        };
+        let (client_cert, auth) = match &settings.credentials {
+            KubeCredentials::Token(Source::File(path)) => (
+                None,
+                Auth::TokenFile {
+                    path: path.clone(),
+                    token: None,
+                },
+            ),
+            KubeCredentials::Token(Source::Inline(token)) => {
+                (None, Auth::Fixed(format!("Bearer {}", token.0.trim())))
+            }
+            KubeCredentials::ClientCert { cert, key } => {
+                (Some(client_cert(cert, key)?), Auth::None)
+            }
+            KubeCredentials::None => (None, Auth::None),
         };
         let tls = http::Tls {
             ca_pem,
-            skip_verify: false,
+            skip_verify: settings.skip_verify,
+            client_cert,
         };
         Ok(Kube {
             agent: http::agent(timeout, &tls)?,
             base: settings.api_url.clone(),
-            token_file: settings.token_file.clone(),
-            token: None,
+            auth,
             requests: http::Counts::new(),
         })
     }
 
-    fn bearer(&mut self) -> Result<String, Error> {
-        match &self.token {
-            Some((token, read)) if read.elapsed() < TOKEN_REFRESH => Ok(format!("Bearer {token}")),
-            _ => {
-                let text = std::fs::read_to_string(&self.token_file).map_err(|e| Error::File {
-                    path: self.token_file.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                let token = text.trim().to_string();
-                let header = format!("Bearer {token}");
-                self.token = Some((token, Instant::now()));
-                Ok(header)
+    /// The `Authorization` header value, if any; a token file is read when
+    /// the last read is older than [`TOKEN_REFRESH`].
+    fn authorization(&mut self) -> Result<Option<String>, Error> {
+        let (path, token) = match &mut self.auth {
+            Auth::TokenFile { path, token } => (path, token),
+            Auth::Fixed(header) => return Ok(Some(header.clone())),
+            Auth::None => return Ok(None),
+        };
+        if let Some((value, read)) = token {
+            if read.elapsed() < TOKEN_REFRESH {
+                return Ok(Some(format!("Bearer {value}")));
             }
+        }
+        let text = std::fs::read_to_string(&*path).map_err(|e| Error::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let value = text.trim().to_string();
+        let header = format!("Bearer {value}");
+        *token = Some((value, Instant::now()));
+        Ok(Some(header))
+    }
+
+    /// Forgets a token read from a file, so the next request reads it
+    /// again; whether there was one (a retry may then succeed).
+    fn forget_token(&mut self) -> bool {
+        match &mut self.auth {
+            Auth::TokenFile { token, .. } => token.take().is_some(),
+            Auth::Fixed(_) | Auth::None => false,
         }
     }
 
@@ -309,27 +398,27 @@ impl Kube {
         let mut retried = false;
         loop {
             let url = format!("{}{path}", self.base);
-            let bearer = self.bearer()?;
+            let authorization = self.authorization()?;
             let result = match body {
-                None => self
-                    .agent
-                    .get(&url)
-                    .config()
-                    .timeout_recv_body(body_cap)
-                    .build()
-                    .query_pairs(query.iter().copied())
-                    .header("Authorization", &bearer)
-                    .header("Accept", "application/json")
-                    .call(),
+                None => authorize(
+                    self.agent
+                        .get(&url)
+                        .config()
+                        .timeout_recv_body(body_cap)
+                        .build(),
+                    authorization.as_deref(),
+                )
+                .query_pairs(query.iter().copied())
+                .header("Accept", "application/json")
+                .call(),
                 Some((method, content_type, bytes)) => {
                     let request = match method {
                         Write::Post => self.agent.post(&url),
                         Write::Put => self.agent.put(&url),
                         Write::Patch => self.agent.patch(&url),
                     };
-                    request
+                    authorize(request, authorization.as_deref())
                         .query_pairs(query.iter().copied())
-                        .header("Authorization", &bearer)
                         .header("Accept", "application/json")
                         .header("Content-Type", content_type)
                         .send(bytes)
@@ -338,10 +427,7 @@ impl Kube {
             let result = http::check(result);
             http::count(&mut self.requests, verb, &result);
             match result {
-                Err(Error::Denied(401)) if !retried => {
-                    self.token = None;
-                    retried = true;
-                }
+                Err(Error::Denied(401)) if !retried && self.forget_token() => retried = true,
                 other => return other,
             }
         }
@@ -584,10 +670,90 @@ mod tests {
         std::fs::write(&path, "test-token\n").unwrap();
         let settings = KubeSettings {
             api_url: server.url.clone(),
-            token_file: path.clone(),
-            ca_file: None,
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::Token(Source::File(path.clone())),
         };
         (Kube::new(&settings).unwrap(), TokenFile(path))
+    }
+
+    /// A client of `server` with `credentials` and no CA.
+    fn client_with(server: &FakeServer, credentials: KubeCredentials) -> Result<Kube, Error> {
+        Kube::new(&KubeSettings {
+            api_url: server.url.clone(),
+            ca: None,
+            skip_verify: false,
+            credentials,
+        })
+    }
+
+    fn inline(text: &str) -> Source {
+        Source::Inline(crate::config::Redacted(text.into()))
+    }
+
+    #[test]
+    fn each_kind_of_credentials_sends_its_header() {
+        use fake_server::{CLIENT_CERT, CLIENT_KEY};
+        let server = fake_server::start(|_| Reply::json(401, "{}"));
+        let cases = [
+            (
+                KubeCredentials::Token(inline("inline-token\n")),
+                Some("Bearer inline-token"),
+            ),
+            (
+                KubeCredentials::ClientCert {
+                    cert: inline(CLIENT_CERT),
+                    key: inline(CLIENT_KEY),
+                },
+                None,
+            ),
+            (KubeCredentials::None, None),
+        ];
+        for (credentials, expected) in cases {
+            let before = server.requests().len();
+            let mut kube = client_with(&server, credentials).unwrap();
+            let result = kube.get(Kind::Deployment, "ns", "web");
+            assert!(matches!(result, Err(Error::Denied(401))), "{result:?}");
+            let sent = &server.requests()[before..];
+            assert_eq!(
+                sent.len(),
+                1,
+                "a fixed credential is not retried after a 401"
+            );
+            assert_eq!(sent[0].header("authorization"), expected);
+        }
+    }
+
+    #[test]
+    fn unusable_client_certificates_name_their_source_not_their_content() {
+        use fake_server::CLIENT_CERT;
+        let server = fake_server::start(|_| Reply::json(200, "{}"));
+        let missing = PathBuf::from("/nonexistent/edge.crt");
+        let cases = [
+            (
+                Source::File(missing),
+                inline("x"),
+                "/nonexistent/edge.crt (client-certificate): ",
+            ),
+            (
+                inline(CLIENT_CERT),
+                inline("secret garbage"),
+                "kubeconfig client-key-data: the client key holds no PEM private key",
+            ),
+            (
+                inline("secret garbage"),
+                inline(CLIENT_CERT),
+                "kubeconfig client-certificate-data: the client certificate holds no PEM",
+            ),
+        ];
+        for (cert, key, expected) in cases {
+            let error = client_with(&server, KubeCredentials::ClientCert { cert, key })
+                .err()
+                .expect(expected)
+                .to_string();
+            assert!(error.starts_with(expected), "{error}");
+            assert!(!error.contains("garbage"), "{error}");
+        }
     }
 
     const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",

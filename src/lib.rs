@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod error;
 pub mod http;
 pub mod kube;
+pub mod kubeconfig;
 pub mod lease;
 pub mod logging;
 pub mod metrics;

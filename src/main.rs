@@ -62,13 +62,23 @@ fn run(config: Config) -> Result<u8, String> {
     }
     let signals =
         daemon::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+    if config.kube.skip_verify {
+        log::warn!(
+            "TLS verification of the API server {} is off (the kubeconfig's \
+             insecure-skip-tls-verify)",
+            config.kube.api_url
+        );
+    }
     let mut kube = kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
+    // Read only by a login, and config::parse gives a file whenever one is
+    // configured.
+    let jwt_file = config.jwt_file.clone().unwrap_or_default();
     let vault_client = |settings: &VaultSettings, kube: &mut kube::Kube| {
         if settings.skip_verify {
             log::warn!("TLS verification of {} is off (SKIP_VERIFY)", settings.addr);
         }
         let ca_pem = vault_ca(settings, kube)?;
-        let client = vault::Vault::new(settings, ca_pem, config.kube.token_file.clone())
+        let client = vault::Vault::new(settings, ca_pem, jwt_file.clone())
             .map_err(|e| format!("Vault client for {}: {e}", settings.addr))?;
         Ok::<_, String>((client, settings.ignore_missing))
     };
@@ -81,7 +91,7 @@ fn run(config: Config) -> Result<u8, String> {
         Some(allowed) => {
             let settings = config.vault.clone();
             let ca_pem = vault_ca(&settings, &mut kube)?;
-            let jwt_file = config.kube.token_file.clone();
+            let jwt_file = jwt_file.clone();
             let make: reloader::ClientFactory = Box::new(move |addr| {
                 let settings = VaultSettings {
                     addr: addr.to_string(),

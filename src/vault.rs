@@ -204,6 +204,7 @@ impl Vault {
         let tls = http::Tls {
             ca_pem,
             skip_verify: settings.skip_verify,
+            client_cert: None,
         };
         Ok(Vault {
             agent: http::agent(settings.timeout, &tls)?,

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
-use vault_secrets_reloader::config::{KubeSettings, Redacted, VaultAuth, VaultSettings};
+use vault_secrets_reloader::config::{
+    KubeCredentials, KubeSettings, Redacted, Source, VaultAuth, VaultSettings,
+};
 use vault_secrets_reloader::error::Error;
 use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
 use vault_secrets_reloader::pace::Unattended;
@@ -68,8 +70,9 @@ fn namespace_and_client(name: &str) -> (String, Kube) {
     std::fs::write(&token_file, token.trim()).unwrap();
     let kube = Kube::new(&KubeSettings {
         api_url: var("KUBE_API_URL"),
-        token_file,
-        ca_file: Some(PathBuf::from(var("KUBE_CA_FILE"))),
+        ca: Some(Source::File(PathBuf::from(var("KUBE_CA_FILE")))),
+        skip_verify: false,
+        credentials: KubeCredentials::Token(Source::File(token_file)),
     })
     .unwrap();
     (ns, kube)
