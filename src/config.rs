@@ -248,6 +248,8 @@ ENVIRONMENT:
   POD_NAMESPACE                the reloader's own namespace [default: read from the
                                service account]
   POD_NAME                     leader-election identity [default: the host name]
+  RUST_LOG                     per-module log directives after --log-level, e.g.
+                               vault_secrets_reloader::kube=debug [default: none]
 
 HEALTH: /healthz, /readyz and /metrics are answered by the loop between two requests, so
 an answer waits at most one request: 10s for the API server, VAULT_CLIENT_TIMEOUT (and
@@ -914,6 +916,7 @@ mod tests {
             "BAO_ADDR",
             "POD_NAMESPACE",
             "POD_NAME",
+            "RUST_LOG",
         ] {
             assert!(HELP.contains(name), "--help misses {name}");
         }
