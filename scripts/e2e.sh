@@ -340,8 +340,21 @@ check "an Event tells why it rolled" event_says to-be-reloaded SecretsReloaded "
 check "the workload reading its own Vault is not reloaded for this server's change" count_is deployment/second-vault ""
 
 say "change two secrets at once: the DaemonSet using both rolls out once"
+# "At once" means within one reloader period: the two writes are made while
+# the daemon is paused just after a pass, so no pass can fall between them.
+pause_after_a_pass() {
+  local passes deadline=$((SECONDS + 10))
+  passes=$(grep -c 'reloader pass:' "$WORK/reloader.out" || true)
+  while (($(grep -c 'reloader pass:' "$WORK/reloader.out" || true) == passes)); do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.05
+  done
+  kill -STOP "$DAEMON_PID"
+}
+pause_after_a_pass
 bao kv patch secret/accounts/aws AWS_SECRET_ACCESS_KEY=s3cr3t2 >/dev/null
 bao kv patch secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword2 >/dev/null
+kill -CONT "$DAEMON_PID"
 check "the DaemonSet is reloaded once" wait_until 20 count_is daemonset/daemonset 1
 check "the DaemonSet stays at 1" stays 5 count_is daemonset/daemonset 1
 check "to-be-reloaded is reloaded again (count 2)" count_is deployment/to-be-reloaded 2
