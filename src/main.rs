@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("vault-secrets-reloader {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", version_line());
             return ExitCode::SUCCESS;
         }
         Err(e) => {
@@ -36,6 +36,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `--version` prints: the version, the target triple and the commit
+/// the binary was built from (stamped by build.rs).
+fn version_line() -> String {
+    format!(
+        "vault-secrets-reloader {} ({}, commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("VSR_TARGET"),
+        env!("VSR_COMMIT")
+    )
 }
 
 /// Runs the daemon; the exit code, or why it could not start.
