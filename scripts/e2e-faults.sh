@@ -20,15 +20,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
 
-if [[ -z ${E2E_USE_CURRENT_ENV:-} ]]; then
-  scripts/testenv.sh up
-  eval "$(scripts/testenv.sh env)"
-fi
-: "${KUBE_API_URL:?}" "${KUBE_CA_FILE:?}" "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}"
-# The bao CLI reads BAO_* and always talks to OpenBao itself, never the proxy.
-export BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+use_test_env
 
 NS=reloader-faults
 PREFIX=$RELOADER_PREFIX
@@ -41,23 +36,6 @@ SLACK=1.5
 WORK=$(mktemp -d)
 DAEMON_PID=
 PROXY_PIDS=()
-PASSED=0
-FAILED=0
-
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf 'ok   - %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() { printf 'FAIL - %s\n' "$1"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
-# wait_until SECONDS CMD...: poll CMD until it succeeds or the time is up.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
-# stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
-stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
 
 cleanup() {
   if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -205,7 +183,4 @@ fault "OpenBao resets connections" vault reset 6 "$VAULT_BOUND" "$RELOADER_PASS"
 # Longer than one API request's time limit, so a hung request ends inside it.
 fault "the API server hangs" kube hang 16 "$KUBE_BOUND" "$ANY_PASS"
 fault "the API server resets connections" kube reset 6 "$KUBE_BOUND" "$ANY_PASS"
-
-echo
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+finish

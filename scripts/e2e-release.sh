@@ -17,37 +17,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
 
-if [[ -z ${E2E_USE_CURRENT_ENV:-} ]]; then
-  scripts/testenv.sh up
-  eval "$(scripts/testenv.sh env)"
-fi
-: "${KUBE_API_URL:?}" "${KUBE_CA_FILE:?}" "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}"
-export BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+use_test_env
 
 NS=reloader-arm64
 PREFIX=$RELOADER_PREFIX
 MAX_BYTES=$((4 * 1024 * 1024))
 WORK=$(mktemp -d)
 DAEMON_PID=
-PASSED=0
-FAILED=0
-
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf 'ok   - %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() { printf 'FAIL - %s\n' "$1"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
-# wait_until SECONDS CMD...: poll CMD until it succeeds or the time is up.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
-# stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
-stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
 
 cleanup() {
   if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -65,7 +44,7 @@ trap cleanup EXIT
 say "build: scripts/release.sh"
 if ! scripts/release.sh; then
   fail "scripts/release.sh builds and verifies both binaries"
-  echo "$PASSED passed, $FAILED failed"
+  finish
   exit 1
 fi
 VERSION=$(awk -F'"' '/^\[/ { p = ($0 == "[package]") } p && /^version *=/ { print $2; exit }' Cargo.toml)
@@ -143,7 +122,4 @@ term_sent=$SECONDS
 wait "$DAEMON_PID" && code=0 || code=$?
 DAEMON_PID=
 check "SIGTERM: exit 0 (was $code) within 15 s" test "$code" -eq 0 -a $((SECONDS - term_sent)) -le 15
-
-echo
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+finish

@@ -14,15 +14,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
 
-if [[ -z ${E2E_USE_CURRENT_ENV:-} ]]; then
-  scripts/testenv.sh up
-  eval "$(scripts/testenv.sh env)"
-fi
-: "${KUBE_API_URL:?}" "${KUBE_CA_FILE:?}" "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}"
-# The bao CLI reads BAO_*; the daemon must not (BAO_ADDR names a second server).
-export BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN
-export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+use_test_env
 
 NS=reloader-e2e
 SA_NS=$RELOADER_NS
@@ -35,23 +30,6 @@ DAEMON_PID=
 SECOND_PID=
 EVIL_PID=
 LEADER_PIDS=()
-PASSED=0
-FAILED=0
-
-say() { printf '\n== %s\n' "$*"; }
-ok() { printf 'ok   - %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() { printf 'FAIL - %s\n' "$1"; FAILED=$((FAILED + 1)); }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
-not() { ! "$@"; }
-quiet() { "$@" >/dev/null; }
-# wait_until SECONDS CMD...: poll CMD until it succeeds or the time is up.
-wait_until() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
 
 stop_daemon() {
   if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
@@ -88,8 +66,6 @@ replicasets() { kubectl -n "$NS" get rs -l "app=$1" -o name | wc -l; }
 replicasets_are() { [[ $(replicasets "$1") -eq $2 ]]; }
 log_has() { grep -qF -- "$1" "$WORK/reloader.out" "$WORK/reloader.err"; }
 
-# stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
-stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
 
 say "build"
 cargo build --release --quiet
@@ -660,7 +636,4 @@ audit_paths | sort | uniq -c | sort -rn >"$WORK/paths"
 check "the daemon's requests appear in the audit log" grep -q 'secret/metadata/mysql' "$WORK/paths"
 check "the daemon never requested a secret's data" bash -c "! grep -E '(^| )[^ ]*/data/' '$WORK/paths' | grep -v 'sys/internal/ui/mounts/'"
 check "no token or secret value in the logs" bash -c "! grep -qE 'totallydifferentsecret|changedwhiledown|s3cr3t2|changed-on-the-second-server|$SA_VAULT_TOKEN|$(cut -c1-40 "$WORK/token")' '$WORK/reloader.out' '$WORK/reloader.err'"
-
-echo
-echo "$PASSED passed, $FAILED failed"
-((FAILED == 0))
+finish

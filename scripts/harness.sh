@@ -1,0 +1,42 @@
+# The test scripts' harness (source it after scripts/lib.sh; it runs
+# nothing): the test environment, and checks counted up to the closing line
+# "N passed, M failed" that CI reads.
+
+# use_test_env: brings up scripts/testenv.sh and takes its variables, unless
+# E2E_USE_CURRENT_ENV says they are exported already (scripts/kind-up.sh).
+use_test_env() {
+  if [[ -z ${E2E_USE_CURRENT_ENV:-} ]]; then
+    scripts/testenv.sh up
+    eval "$(scripts/testenv.sh env)"
+  fi
+  : "${KUBE_API_URL:?}" "${KUBE_CA_FILE:?}" "${VAULT_ADDR:?}" "${VAULT_TOKEN:?}"
+  # The bao CLI reads BAO_* and talks to OpenBao itself; the daemon is
+  # started without them (BAO_ADDR would name a second server).
+  export BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN
+  export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
+}
+
+PASSED=0
+FAILED=0
+say() { printf '\n== %s\n' "$*"; }
+ok() { printf 'ok   - %s\n' "$1"; PASSED=$((PASSED + 1)); }
+fail() { printf 'FAIL - %s\n' "$1"; FAILED=$((FAILED + 1)); }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else fail "$name"; fi; }
+not() { ! "$@"; }
+quiet() { "$@" >/dev/null; }
+# wait_until SECONDS CMD...: poll CMD until it succeeds or the time is up.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+# stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
+stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
+# finish: the closing line; fails when a check failed.
+finish() {
+  echo
+  echo "$PASSED passed, $FAILED failed"
+  ((FAILED == 0))
+}
