@@ -55,6 +55,47 @@ fn run(config: Config) -> Result<u8, String> {
         "vault-secrets-reloader {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    warn_about(&config);
+    let signals =
+        daemon::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+    let mut kube = kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
+    let reloader = reloader(&config, &mut kube)?;
+    let server = match serve::Server::bind(&config.listen_address) {
+        Ok(server) => Some(server),
+        Err(e) => {
+            log::error!(
+                "cannot listen on {}: {e}; running without health checks",
+                config.listen_address
+            );
+            None
+        }
+    };
+    let elector = elector(&config)?;
+    if config.dry_run {
+        log::info!("dry run: nothing will be patched");
+    }
+    let kinds = kinds(&mut kube);
+    let code = daemon::Daemon {
+        kube,
+        collector: collector::Collector::new(
+            &kinds,
+            &config.namespaces,
+            &config.exclude_namespaces,
+        ),
+        reloader,
+        server,
+        signals,
+        collector_period: config.collector_period,
+        reloader_period: config.reloader_period,
+        elector,
+        once: config.once,
+    }
+    .run();
+    Ok(code)
+}
+
+/// Settings that work but deserve a word at start.
+fn warn_about(config: &Config) {
     if config.collector_period > config.reloader_period {
         log::warn!(
             "--collector-sync-period ({:?}) is longer than --reloader-run-period ({:?}): \
@@ -71,8 +112,6 @@ fn run(config: Config) -> Result<u8, String> {
              the manifests' liveness probe waits: raise the probe's timeoutSeconds above it"
         );
     }
-    let signals =
-        daemon::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     if config.kube.skip_verify {
         log::warn!(
             "TLS verification of the API server {} is off (the kubeconfig's \
@@ -80,29 +119,31 @@ fn run(config: Config) -> Result<u8, String> {
             config.kube.api_url
         );
     }
-    let mut kube = kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
-    // Read only by a login, and config::parse gives a file whenever one is
-    // configured.
-    let jwt_file = config.jwt_file.clone().unwrap_or_default();
-    let vault_client = |settings: &VaultSettings, kube: &mut kube::Kube| {
+    for settings in std::iter::once(&config.vault).chain(&config.bao) {
         if settings.skip_verify {
             log::warn!("TLS verification of {} is off (SKIP_VERIFY)", settings.addr);
         }
+    }
+}
+
+/// The reloader with its Vault clients: `VAULT_ADDR`, `BAO_ADDR` and, with
+/// `--per-workload-vault-addr`, the allowed addresses workloads name.
+fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader, String> {
+    // Read only by a login, and config::parse gives a file whenever one is
+    // configured.
+    let jwt_file = config.jwt_file.clone().unwrap_or_default();
+    let mut vault_client = |settings: &VaultSettings| {
         let ca_pem = vault_ca(settings, kube)?;
         let client = vault::Vault::new(settings, ca_pem, jwt_file.clone())
             .map_err(|e| format!("Vault client for {}: {e}", settings.addr))?;
         Ok::<_, String>((client, settings.ignore_missing))
     };
-    let vault = vault_client(&config.vault, &mut kube)?;
-    let bao = match &config.bao {
-        Some(settings) => Some(vault_client(settings, &mut kube)?),
-        None => None,
-    };
+    let vault = vault_client(&config.vault)?;
+    let bao = config.bao.as_ref().map(&mut vault_client).transpose()?;
     let per_workload = match config.per_workload_vault_addrs.clone() {
         Some(allowed) => {
             let settings = config.vault.clone();
-            let ca_pem = vault_ca(&settings, &mut kube)?;
-            let jwt_file = jwt_file.clone();
+            let ca_pem = vault_ca(&settings, kube)?;
             let make: reloader::ClientFactory = Box::new(move |addr| {
                 let settings = VaultSettings {
                     addr: addr.to_string(),
@@ -114,33 +155,32 @@ fn run(config: Config) -> Result<u8, String> {
         }
         None => None,
     };
-    let server = match serve::Server::bind(&config.listen_address) {
-        Ok(server) => Some(server),
-        Err(e) => {
-            log::error!(
-                "cannot listen on {}: {e}; running without health checks",
-                config.listen_address
-            );
-            None
-        }
-    };
-    let elector = match config.leader_elect {
-        true => {
-            let namespace = config.lease_namespace.clone().unwrap_or_else(own_namespace);
-            let lease_client = kube::Kube::with_timeout(&config.kube, lease::REQUEST_TIMEOUT)
-                .map_err(|e| format!("Kubernetes client: {e}"))?;
-            Some(lease::Elector::new(
-                lease_client,
-                namespace,
-                config.lease_name.clone(),
-                identity(),
-            ))
-        }
-        false => None,
-    };
-    if config.dry_run {
-        log::info!("dry run: nothing will be patched");
+    Ok(reloader::Reloader::new(
+        vault,
+        bao,
+        per_workload,
+        config.dry_run,
+    ))
+}
+
+/// The Lease candidate with `--leader-elect`, on its own API client.
+fn elector(config: &Config) -> Result<Option<lease::Elector>, String> {
+    if !config.leader_elect {
+        return Ok(None);
     }
+    let namespace = config.lease_namespace.clone().unwrap_or_else(own_namespace);
+    let lease_client = kube::Kube::with_timeout(&config.kube, lease::REQUEST_TIMEOUT)
+        .map_err(|e| format!("Kubernetes client: {e}"))?;
+    Ok(Some(lease::Elector::new(
+        lease_client,
+        namespace,
+        config.lease_name.clone(),
+        identity(),
+    )))
+}
+
+/// The kinds to watch: the built-in three, and Argo Rollouts when served.
+fn kinds(kube: &mut kube::Kube) -> Vec<Kind> {
     let mut kinds = Kind::BUILT_IN.to_vec();
     match kube.serves(Kind::Rollout) {
         Ok(true) => {
@@ -152,23 +192,7 @@ fn run(config: Config) -> Result<u8, String> {
             "could not tell whether Argo Rollouts is installed ({e}); not watching Rollouts"
         ),
     }
-    let code = daemon::Daemon {
-        kube,
-        collector: collector::Collector::new(
-            &kinds,
-            &config.namespaces,
-            &config.exclude_namespaces,
-        ),
-        reloader: reloader::Reloader::new(vault, bao, per_workload, config.dry_run),
-        server,
-        signals,
-        collector_period: config.collector_period,
-        reloader_period: config.reloader_period,
-        elector,
-        once: config.once,
-    }
-    .run();
-    Ok(code)
+    kinds
 }
 
 /// This replica's leader-election identity: the pod name, else the host name.
