@@ -91,6 +91,97 @@ struct Duty {
 }
 
 impl Duty {
+    /// Whether this replica leads now (always without an elector), shown in
+    /// the metrics and, for a standby, in its readiness.
+    fn lead(&mut self) -> bool {
+        let leading = self.elector.as_mut().is_none_or(Elector::tick);
+        self.metrics.leader = leading;
+        self.readiness.standby = match &self.elector {
+            Some(elector) if !leading => Some(elector.reaches_api()),
+            _ => None,
+        };
+        leading
+    }
+
+    /// Answers health checks until `deadline`, a stop, or `run_now`.
+    fn idle_until(&mut self, deadline: Instant, run_now: &AtomicBool) {
+        while Instant::now() < deadline && !self.stopping() && !run_now.load(Ordering::Relaxed) {
+            self.serve();
+            std::thread::sleep(IDLE_POLL);
+        }
+    }
+
+    /// Records a collector pass: metrics, readiness and its log line. The
+    /// exit code it stands for (`--once`).
+    fn collected(
+        &mut self,
+        report: &crate::collector::Report,
+        kube: &mut Kube,
+        index: &Index,
+        took: Duration,
+    ) -> u8 {
+        let ok = report.failures == 0 && !report.interrupted;
+        let metrics = &mut self.metrics;
+        let requests = total(Metrics::add(
+            &mut metrics.kube_requests,
+            kube.take_requests(),
+        ));
+        if !report.interrupted {
+            self.readiness.collected = ok;
+            metrics.collector.record(ok, took);
+            metrics.watched_workloads = index.len();
+            log::info!(
+                "collector pass: {} workloads opted in, {requests} API requests, {} ms",
+                index.len(),
+                took.as_millis()
+            );
+        }
+        u8::from(!ok)
+    }
+
+    /// Records a reloader pass begun at `started`: metrics (forgetting
+    /// workloads that are gone), readiness and its log line. The exit code
+    /// it stands for (`--once`).
+    fn reloaded(
+        &mut self,
+        report: &crate::reloader::Report,
+        kube: &mut Kube,
+        reloader: &mut Reloader,
+        index: &Index,
+        started: Instant,
+    ) -> u8 {
+        let metrics = &mut self.metrics;
+        let vault_requests = total(Metrics::add(
+            &mut metrics.vault_requests,
+            reloader.take_requests(),
+        ));
+        let kube_requests = total(Metrics::add(
+            &mut metrics.kube_requests,
+            kube.take_requests(),
+        ));
+        for id in &report.reloaded {
+            *metrics.reloads.entry(id.clone()).or_default() += 1;
+        }
+        metrics.reloads.retain(|id, _| index.contains_key(id));
+        let ok = report.vault_failures == 0 && report.patch_failures == 0;
+        if !report.interrupted {
+            self.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
+            metrics.reloader.record(ok, started.elapsed());
+            metrics.secrets = report.secrets;
+            metrics.vault_lookups_failed += report.vault_failures as u64;
+            metrics.vault_lookups_ok += report.secrets.saturating_sub(report.vault_failures) as u64;
+            metrics.watched_workloads = index.len();
+            log::info!(
+                "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
+                 {kube_requests} API requests, {} ms",
+                report.secrets,
+                report.reloaded.len(),
+                started.elapsed().as_millis()
+            );
+        }
+        u8::from(!ok || report.interrupted)
+    }
+
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -185,12 +276,7 @@ impl Daemon {
                 log::info!("SIGHUP: running both passes now");
             }
             let was_leading = leading;
-            leading = duty.elector.as_mut().is_none_or(Elector::tick);
-            duty.metrics.leader = leading;
-            duty.readiness.standby = match &duty.elector {
-                Some(elector) if !leading => Some(elector.reaches_api()),
-                _ => None,
-            };
+            leading = duty.lead();
             if leading && !was_leading {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
@@ -199,60 +285,15 @@ impl Daemon {
                 next_collect = tick + collect_every;
                 crate::logging::set_worker("collector");
                 let report = collector.pass(&mut kube, &mut index, &mut duty);
-                let ok = report.failures == 0 && !report.interrupted;
-                let metrics = &mut duty.metrics;
-                let requests = total(Metrics::add(
-                    &mut metrics.kube_requests,
-                    kube.take_requests(),
-                ));
-                if !report.interrupted {
-                    duty.readiness.collected = ok;
-                    metrics.collector.record(ok, started.elapsed());
-                    metrics.watched_workloads = index.len();
-                    log::info!(
-                        "collector pass: {} workloads opted in, {requests} API requests, {} ms",
-                        index.len(),
-                        started.elapsed().as_millis()
-                    );
-                }
-                code = u8::from(!ok);
+                code = duty.collected(&report, &mut kube, &index, started.elapsed());
             }
             if leading && (run_now || tick >= next_reload) {
                 next_reload = tick + reload_every;
                 crate::logging::set_worker("reloader");
                 let pass_started = Instant::now();
                 let report = reloader.pass(&mut kube, &mut index, &mut duty);
-                let metrics = &mut duty.metrics;
-                let vault_requests = total(Metrics::add(
-                    &mut metrics.vault_requests,
-                    reloader.take_requests(),
-                ));
-                let kube_requests = total(Metrics::add(
-                    &mut metrics.kube_requests,
-                    kube.take_requests(),
-                ));
-                for id in &report.reloaded {
-                    *metrics.reloads.entry(id.clone()).or_default() += 1;
-                }
-                metrics.reloads.retain(|id, _| index.contains_key(id));
-                let ok = report.vault_failures == 0 && report.patch_failures == 0;
-                if !report.interrupted {
-                    duty.readiness.reloaded =
-                        report.vault_failures < report.secrets || report.secrets == 0;
-                    metrics.reloader.record(ok, pass_started.elapsed());
-                    metrics.secrets = report.secrets;
-                    metrics.vault_lookups_failed += report.vault_failures as u64;
-                    metrics.vault_lookups_ok += (report.secrets - report.vault_failures) as u64;
-                    metrics.watched_workloads = index.len();
-                    log::info!(
-                        "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
-                         {kube_requests} API requests, {} ms",
-                        report.secrets,
-                        report.reloaded.len(),
-                        pass_started.elapsed().as_millis()
-                    );
-                }
-                code = code.max(u8::from(!ok || report.interrupted));
+                let failed = duty.reloaded(&report, &mut kube, &mut reloader, &index, pass_started);
+                code = code.max(failed);
                 if once {
                     break;
                 }
@@ -261,14 +302,7 @@ impl Daemon {
             if let Some(elector) = duty.elector.as_mut() {
                 Metrics::add(&mut duty.metrics.kube_requests, elector.take_requests());
             }
-            let next_tick = start + TICK * (tick + 1) as u32;
-            while Instant::now() < next_tick
-                && !duty.stopping()
-                && !signals.run_now.load(Ordering::Relaxed)
-            {
-                duty.serve();
-                std::thread::sleep(IDLE_POLL);
-            }
+            duty.idle_until(start + TICK * (tick + 1) as u32, &signals.run_now);
         }
         if let Some(elector) = duty.elector.as_mut() {
             elector.release();
