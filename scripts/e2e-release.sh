@@ -29,14 +29,9 @@ WORK=$(mktemp -d)
 DAEMON_PID=
 
 cleanup() {
-  if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
+  stop_process "$DAEMON_PID"
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
-  if ((FAILED > 0)); then
-    echo "--- daemon stderr (last 40 lines)"; tail -n 40 "$WORK/reloader.err" 2>/dev/null || true
-  fi
+  daemon_log_on_failure "$WORK"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

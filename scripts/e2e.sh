@@ -32,10 +32,7 @@ EVIL_PID=
 LEADER_PIDS=()
 
 stop_daemon() {
-  if [[ -n $DAEMON_PID ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
-    kill -TERM "$DAEMON_PID" 2>/dev/null || true
-    wait "$DAEMON_PID" 2>/dev/null || true
-  fi
+  stop_process "$DAEMON_PID"
   DAEMON_PID=
 }
 
@@ -48,9 +45,7 @@ cleanup() {
   kubectl delete clusterrolebinding "$EDGE_USER" "$EDGE_USER-argo-rollouts" --ignore-not-found >/dev/null 2>&1 || true
   kubectl -n "$SA_NS" delete rolebinding "$EDGE_USER-leader-election" --ignore-not-found >/dev/null 2>&1 || true
   for pid in "${LEADER_PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
-  if ((FAILED > 0)); then
-    echo "--- daemon stderr (last 40 lines)"; tail -n 40 "$WORK/reloader.err" 2>/dev/null || true
-  fi
+  daemon_log_on_failure "$WORK"
   rm -rf "$WORK"
 }
 trap cleanup EXIT

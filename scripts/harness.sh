@@ -34,6 +34,20 @@ wait_until() {
 }
 # stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
 stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
+# stop_process PID: SIGTERM, then wait for it (nothing when it is gone).
+stop_process() {
+  if [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+  fi
+}
+# daemon_log_on_failure DIR: the daemon's last stderr lines, when a check failed.
+daemon_log_on_failure() {
+  if ((FAILED > 0)); then
+    echo "--- daemon stderr (last 40 lines)"
+    tail -n 40 "$1/reloader.err" 2>/dev/null || true
+  fi
+}
 # finish: the closing line; fails when a check failed.
 finish() {
   echo

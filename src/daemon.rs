@@ -196,10 +196,9 @@ impl Duties for Duty {
     }
 
     fn keep_going(&mut self) -> bool {
-        self.serve();
         let leading = self.elector.as_mut().is_none_or(Elector::tick);
-        // A Lease request may just have taken up to its timeout: answer
-        // health checks again before the pass sends its own request.
+        // Served after the Lease tick, which may just have sent a request:
+        // this one answer covers both the pass's last request and the tick.
         self.serve();
         leading && !self.stopping()
     }
