@@ -265,20 +265,16 @@ impl Reloader {
     /// One pass over every workload in `index`.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
-        let routes: HashMap<WorkloadId, Route> = index
-            .values()
-            .map(|entry| (entry.id.clone(), self.route(entry)))
-            .collect();
         let sources: BTreeSet<(Server, SecretRef)> = index
             .values()
             .flat_map(|e| {
-                let route = &routes[&e.id];
+                let route = self.route(e);
                 e.refs
                     .iter()
-                    .filter_map(move |s| Some((Self::server(route, s)?, s.clone())))
+                    .filter_map(move |s| Some((Self::server(&route, s)?, s.clone())))
             })
             .collect();
-        self.forget_what_is_gone(index, &routes, &sources);
+        self.forget_what_is_gone(index, &sources);
         report.secrets = sources.len();
         let Some(lookups) = self.look_up(sources, duties, &mut report) else {
             report.interrupted = true;
@@ -293,7 +289,7 @@ impl Reloader {
             let Some(entry) = index.get(&id) else {
                 continue;
             };
-            let route = &routes[&id];
+            let route = &self.route(entry);
             if let Err(why) = route {
                 self.report_refused(kube, entry, why, duties);
             }
@@ -328,19 +324,18 @@ impl Reloader {
 
     /// Drops what is kept about workloads, secrets and servers no longer in
     /// the index, so nothing grows with workloads that came and went.
-    fn forget_what_is_gone(
-        &mut self,
-        index: &Index,
-        routes: &HashMap<WorkloadId, Route>,
-        sources: &BTreeSet<(Server, SecretRef)>,
-    ) {
+    fn forget_what_is_gone(&mut self, index: &Index, sources: &BTreeSet<(Server, SecretRef)>) {
+        let refused: HashSet<&WorkloadId> = index
+            .values()
+            .filter(|entry| self.route(entry).is_err())
+            .map(|entry| &entry.id)
+            .collect();
         self.said_missing
             .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unwatchable
             .retain(|source| sources.contains(source));
         self.said_unknown.retain(|source| sources.contains(source));
-        self.said_refused
-            .retain(|id, _| routes.get(id).is_some_and(Result::is_err));
+        self.said_refused.retain(|id, _| refused.contains(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
             let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
             per_workload.clients.retain(|addr, _| used.contains(addr));
@@ -898,6 +893,83 @@ mod tests {
         let interval = Some(Duration::from_secs(600));
         let decision = decide(&refs, Some(&stored), &|s| found.get(s), interval, NOW);
         assert_eq!(decision.deferred_until, Some(NOW + 600));
+    }
+
+    /// An opted-in Deployment `ns/NAME` using `refs`, naming `vault_addr`.
+    fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entry {
+        Entry {
+            id: WorkloadId {
+                kind: workload::Kind::Deployment,
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            resource_version: "1".into(),
+            uid: "u".into(),
+            prefix: workload::PREFIXES[0],
+            reload_count: 0,
+            refs: refs.iter().map(|p| secret(p)).collect(),
+            min_reload_interval: None,
+            vault_addr: vault_addr.map(String::from),
+            state: None,
+        }
+    }
+
+    #[test]
+    fn what_is_kept_about_workloads_forgets_those_that_are_gone() {
+        let settings = crate::config::VaultSettings {
+            addr: "http://127.0.0.1:9".into(),
+            auth: crate::config::VaultAuth::Token(crate::config::Redacted("t".into())),
+            namespace: None,
+            ca_file: None,
+            ca_secret: None,
+            skip_verify: false,
+            timeout: Duration::from_secs(1),
+            ignore_missing: false,
+        };
+        let make: ClientFactory = Box::new(move |addr| {
+            let own = crate::config::VaultSettings {
+                addr: addr.to_string(),
+                ..settings.clone()
+            };
+            Vault::new(&own, None, std::path::PathBuf::new())
+        });
+        let vault = make(&Addr::parse("http://127.0.0.1:9").unwrap()).unwrap();
+        let allowed = AllowList::parse("https://own.vault.svc").unwrap();
+        let per_workload = PerWorkload::new(make, allowed);
+        let mut reloader = Reloader::new((vault, false), None, Some(per_workload), true);
+        let own = Addr::parse("https://own.vault.svc:8200").unwrap();
+        let (stays, goes) = (
+            entry("stays", &["s/data/a"], Some("https://evil.example")),
+            entry("goes", &["s/data/b"], Some("https://own.vault.svc:8200")),
+        );
+        for e in [&stays, &goes] {
+            reloader
+                .said_missing
+                .insert((e.id.clone(), e.refs[0].clone()));
+            reloader.said_refused.insert(e.id.clone(), "refused".into());
+        }
+        reloader
+            .said_unwatchable
+            .insert((Some(own.clone()), secret("s/data/b")));
+        reloader
+            .said_unknown
+            .insert((Some(own.clone()), secret("s/data/b")));
+        let client = reloader.client(&Some(own.clone()), Provider::Vault).is_ok();
+        assert!(client && reloader.per_workload.as_ref().unwrap().clients.len() == 1);
+        // Only `stays` is left, and its own address is refused.
+        let index: Index = [(stays.id.clone(), stays.clone())].into();
+        let sources = [(None, secret("s/data/a"))].into();
+        reloader.forget_what_is_gone(&index, &sources);
+        let ids = |set: &HashSet<(WorkloadId, SecretRef)>| -> Vec<String> {
+            set.iter().map(|(id, _)| id.name.clone()).collect()
+        };
+        assert_eq!(ids(&reloader.said_missing), ["stays"]);
+        assert_eq!(
+            reloader.said_refused.keys().collect::<Vec<_>>(),
+            [&stays.id]
+        );
+        assert!(reloader.said_unwatchable.is_empty() && reloader.said_unknown.is_empty());
+        assert!(reloader.per_workload.as_ref().unwrap().clients.is_empty());
     }
 
     #[test]
