@@ -1,20 +1,38 @@
-//! The collector pass: keeps the index of opted-in workloads up to date.
-//! The first pass lists every kind page by page; later passes only read what
-//! changed since, with a watch that the server ends after a second.
+//! The collector: keeps the index of opted-in workloads up to date. Each
+//! kind (per namespace with `--namespaces`) is listed once, page by page,
+//! then followed by one long-lived watch stream whose events are applied as
+//! they arrive: every turn of the loop reads what is there, never waiting.
+//! A stream that ends is reopened from the last resourceVersion; `410 Gone`
+//! (or any doubt) lists that scope again.
 
 use crate::error::Error;
-use crate::kube::{Event, Kube};
+use crate::kube::Kube;
 use crate::pace::Duties;
+use crate::stream::Flow;
+use crate::watch::{Event, Watch};
 use crate::workload::{Entry, Kind, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::time::Duration;
 
 /// The opted-in workloads and what they use.
 pub type Index = BTreeMap<WorkloadId, Entry>;
 
 /// Items per list page, at first.
 const PAGE_SIZE: u32 = 500;
+
+/// The shortest time the server is asked to keep a watch open; scopes get
+/// up to twice this, spread so that their reconnects do not come together.
+const WATCH_SECONDS: u32 = 300;
+
+/// How long past its `timeoutSeconds` a watch is trusted: a stream still
+/// open then is a connection that died without a word, and is replaced.
+const WATCH_GRACE: Duration = Duration::from_secs(30);
+
+/// A watch that ends younger than this is not reopened at once but at the
+/// next pass, so a server that ends every watch at once is not hammered.
+const RESUME_AFTER: Duration = Duration::from_secs(1);
 
 /// The next, smaller page size after a page passed its byte cap (large
 /// objects: big annotations, many managed fields); `None` when a single
@@ -23,12 +41,31 @@ fn smaller_page(size: u32) -> Option<u32> {
     (size > 1).then_some(size / 2)
 }
 
-/// One kind in one namespace (or all), and where its watch resumes.
+/// Whether a watch that ended `age` after it opened is reopened in this
+/// turn of the loop (else at the next pass).
+fn after_end(age: Duration) -> bool {
+    age >= RESUME_AFTER
+}
+
+/// The `timeoutSeconds` of scope `i`'s watches: spread over
+/// [`WATCH_SECONDS`, 2 × `WATCH_SECONDS`).
+fn watch_seconds(i: usize) -> u32 {
+    WATCH_SECONDS + (i as u32).wrapping_mul(61) % WATCH_SECONDS
+}
+
+/// One kind in one namespace (or all), and how it is followed.
 struct Scope {
     kind: Kind,
     namespace: Option<String>,
     /// `None` until a full list succeeded, and again after any doubt.
     resource_version: Option<String>,
+    /// The open watch, if any.
+    watch: Option<Watch>,
+    /// Bring it up (list if needed, open a watch) in this turn of the loop
+    /// rather than at the next pass.
+    resume: bool,
+    /// Watching is forbidden here (RBAC): listed at every pass instead.
+    list_only: bool,
 }
 
 impl Scope {
@@ -44,6 +81,10 @@ pub struct Report {
     pub failures: u32,
     /// The pass was stopped by the loop before it finished.
     pub interrupted: bool,
+    /// Watch events applied since the last pass.
+    pub events: u64,
+    /// Scopes followed by an open watch, of all scopes.
+    pub watches: (usize, usize),
 }
 
 /// Keeps the index between passes.
@@ -55,11 +96,15 @@ pub struct Collector {
     warned: HashMap<WorkloadId, u64>,
     /// The byte cap of one list page.
     page_bytes: u64,
+    /// Whether scopes are followed by watches (not with `--once`).
+    watching: bool,
+    /// Events applied since the last pass.
+    events: u64,
 }
 
 impl Collector {
     /// A collector of `kinds` over `namespaces` (empty: the whole cluster),
-    /// never looking at `exclude`.
+    /// never looking at `exclude`, following each scope with a watch.
     pub fn new(kinds: &[Kind], namespaces: &[String], exclude: &[String]) -> Collector {
         let namespaces: Vec<Option<String>> = if namespaces.is_empty() {
             vec![None]
@@ -74,6 +119,9 @@ impl Collector {
                     kind,
                     namespace: namespace.clone(),
                     resource_version: None,
+                    watch: None,
+                    resume: false,
+                    list_only: false,
                 })
             })
             .collect();
@@ -82,55 +130,73 @@ impl Collector {
             exclude: exclude.to_vec(),
             warned: HashMap::new(),
             page_bytes: crate::kube::ANSWER_LIMIT,
+            watching: true,
+            events: 0,
         }
     }
 
-    /// Brings `index` up to date. A scope that fails keeps its entries and
-    /// is retried next pass (with a full list when in doubt).
+    /// The same collector listing only, never watching (`--once`).
+    pub fn without_watches(mut self) -> Collector {
+        self.watching = false;
+        self
+    }
+
+    /// Brings `index` up to date: applies what the watches delivered, and
+    /// lists and watches each scope not followed yet (or any more). A scope
+    /// that fails keeps its entries and is retried at the next pass.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
+        self.drain(kube, index);
         let mut report = Report::default();
         for i in 0..self.scopes.len() {
-            if self.scopes[i].resource_version.is_some() {
-                if !duties.keep_going() {
-                    report.interrupted = true;
-                    return report;
-                }
-                match self.watch(i, kube, index) {
-                    Ok(()) => continue,
-                    Err(Error::Gone) => {
-                        log::info!(
-                            "{} changed too much since the last pass; listing again",
-                            self.describe(i)
-                        );
-                    }
-                    Err(e) => {
-                        log::error!("watching {} failed: {e}", self.describe(i));
-                        report.failures += 1;
-                        self.scopes[i].resource_version = None;
-                        if e.is_unreachable() {
-                            return report;
-                        }
-                        continue;
-                    }
-                }
-                self.scopes[i].resource_version = None;
+            if self.scopes[i].watch.is_some() {
+                continue;
             }
-            match self.list(i, kube, index, duties) {
+            match self.bring_up(i, kube, index, duties) {
                 Ok(true) => {}
                 Ok(false) => {
                     report.interrupted = true;
-                    return report;
+                    break;
                 }
                 Err(e) => {
-                    log::error!("listing {} failed: {e}", self.describe(i));
                     report.failures += 1;
                     if e.is_unreachable() {
-                        return report;
+                        break;
                     }
                 }
             }
         }
+        report.events = std::mem::take(&mut self.events);
+        let open = self.scopes.iter().filter(|s| s.watch.is_some()).count();
+        report.watches = (open, self.scopes.len());
         report
+    }
+
+    /// One turn of the loop: applies what the watches delivered, without
+    /// waiting, then reopens the watches that ended (listing again after a
+    /// 410) — requests, but only when a stream ended.
+    pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) {
+        self.drain(kube, index);
+        for i in 0..self.scopes.len() {
+            if !std::mem::take(&mut self.scopes[i].resume) {
+                continue;
+            }
+            match self.bring_up(i, kube, index, duties) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) if e.is_unreachable() => return,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Stops following: closes every watch and forgets where they were, so
+    /// the next pass lists again (leadership lost: the index will be stale).
+    pub fn stop_watching(&mut self) {
+        for scope in &mut self.scopes {
+            scope.watch = None;
+            scope.resume = false;
+            scope.resource_version = None;
+        }
     }
 
     fn describe(&self, i: usize) -> String {
@@ -138,6 +204,52 @@ impl Collector {
         match &scope.namespace {
             Some(ns) => format!("{} in namespace {ns}", scope.kind.plural()),
             None => scope.kind.plural().to_string(),
+        }
+    }
+
+    /// Lists scope `i` when needed and opens its watch, logging a failure.
+    /// `Ok(false)`: the loop asked to stop.
+    fn bring_up(
+        &mut self,
+        i: usize,
+        kube: &mut Kube,
+        index: &mut Index,
+        duties: &mut dyn Duties,
+    ) -> Result<bool, Error> {
+        self.scopes[i].resume = false;
+        let scope = &self.scopes[i];
+        if scope.resource_version.is_none() || scope.list_only || !self.watching {
+            match self.list(i, kube, index, duties) {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(e) => {
+                    log::error!("listing {} failed: {e}", self.describe(i));
+                    return Err(e);
+                }
+            }
+        }
+        if self.scopes[i].list_only || !self.watching {
+            return Ok(true);
+        }
+        if !duties.keep_going() {
+            return Ok(false);
+        }
+        let scope = &self.scopes[i];
+        let since = scope.resource_version.clone().unwrap_or_default();
+        match kube.open_watch(
+            scope.kind,
+            scope.namespace.as_deref(),
+            &since,
+            watch_seconds(i),
+        ) {
+            Ok(watch) => {
+                self.scopes[i].watch = Some(watch);
+                Ok(true)
+            }
+            Err(e) => {
+                log::error!("watching {} failed: {e}", self.describe(i));
+                Err(e)
+            }
         }
     }
 
@@ -194,40 +306,106 @@ impl Collector {
         Ok(true)
     }
 
-    /// Applies the changes since the scope's resourceVersion.
-    fn watch(&mut self, i: usize, kube: &mut Kube, index: &mut Index) -> Result<(), Error> {
-        let kind = self.scopes[i].kind;
-        let namespace = self.scopes[i].namespace.clone();
-        let since = self.scopes[i].resource_version.clone().unwrap_or_default();
-        let events = kube.watch(kind, namespace.as_deref(), &since)?;
-        for event in events {
-            let resource_version = match event {
-                Event::Applied(workload) => {
-                    let rv = workload.metadata.resource_version.clone();
-                    let id = workload.id(kind);
-                    match self.entry(kind, workload) {
-                        Some(entry) => {
-                            index.insert(id, entry);
-                        }
-                        None => {
-                            index.remove(&id);
-                        }
-                    }
-                    rv
-                }
-                Event::Deleted(workload) => {
-                    let id = workload.id(kind);
-                    index.remove(&id);
-                    self.warned.remove(&id);
-                    workload.metadata.resource_version
-                }
-                Event::Bookmark(rv) => rv,
+    /// Applies the events every open watch has delivered, without waiting,
+    /// and decides what follows a watch that ended.
+    fn drain(&mut self, kube: &mut Kube, index: &mut Index) {
+        let mut events = Vec::new();
+        for i in 0..self.scopes.len() {
+            let Some(watch) = self.scopes[i].watch.as_mut() else {
+                continue;
             };
-            if !resource_version.is_empty() {
-                self.scopes[i].resource_version = Some(resource_version);
+            let result = watch.events(&mut events);
+            let age = watch.age();
+            for event in events.drain(..) {
+                self.apply(i, event, index);
+            }
+            match result {
+                Ok(Flow::Open)
+                    if age <= Duration::from_secs(watch_seconds(i).into()) + WATCH_GRACE => {}
+                Ok(Flow::Open) => {
+                    log::warn!(
+                        "the watch of {} outlived its timeout; opening it again",
+                        self.describe(i)
+                    );
+                    self.end_watch(i, true);
+                }
+                Ok(Flow::Ended) => {
+                    log::debug!(
+                        "the watch of {} ended after {} s",
+                        self.describe(i),
+                        age.as_secs()
+                    );
+                    self.end_watch(i, after_end(age));
+                }
+                Err(e) => self.watch_failed(i, e, age, kube),
             }
         }
-        Ok(())
+    }
+
+    fn end_watch(&mut self, i: usize, resume: bool) {
+        let scope = &mut self.scopes[i];
+        scope.watch = None;
+        scope.resume = resume;
+    }
+
+    /// A watch failed: 410 lists the scope again at once, a forbidden watch
+    /// turns the scope to listing at every pass, anything else resumes from
+    /// the last version.
+    fn watch_failed(&mut self, i: usize, error: Error, age: Duration, kube: &mut Kube) {
+        kube.watch_failed(&error);
+        match error {
+            Error::Gone => {
+                log::info!(
+                    "{} changed too much since its watch began; listing again",
+                    self.describe(i)
+                );
+                self.scopes[i].resource_version = None;
+                self.end_watch(i, true);
+            }
+            Error::Denied(403) => {
+                log::warn!(
+                    "watching {} is forbidden (RBAC allows list but not watch): listing it every \
+                     collector period instead",
+                    self.describe(i)
+                );
+                self.scopes[i].list_only = true;
+                self.end_watch(i, false);
+            }
+            e => {
+                log::warn!(
+                    "the watch of {} failed: {e}; resuming from the last version",
+                    self.describe(i)
+                );
+                self.end_watch(i, after_end(age));
+            }
+        }
+    }
+
+    /// Applies one event of scope `i`'s watch.
+    fn apply(&mut self, i: usize, event: Event, index: &mut Index) {
+        let kind = self.scopes[i].kind;
+        let resource_version = match event {
+            Event::Applied(workload) => {
+                let rv = workload.metadata.resource_version.clone();
+                let id = workload.id(kind);
+                match self.entry(kind, workload) {
+                    Some(entry) => index.insert(id, entry),
+                    None => index.remove(&id),
+                };
+                rv
+            }
+            Event::Deleted(workload) => {
+                let id = workload.id(kind);
+                index.remove(&id);
+                self.warned.remove(&id);
+                workload.metadata.resource_version
+            }
+            Event::Bookmark(rv) => rv,
+        };
+        self.events += 1;
+        if !resource_version.is_empty() {
+            self.scopes[i].resource_version = Some(resource_version);
+        }
     }
 
     /// The entry for a listed workload, logging its problems once; `None`
@@ -268,6 +446,141 @@ mod tests {
         for (size, want) in cases {
             assert_eq!(smaller_page(size), want, "{size}");
         }
+    }
+
+    #[test]
+    fn watches_ending_young_wait_for_the_pass_and_timeouts_are_spread() {
+        let cases = [(0, false), (999, false), (1000, true), (600_000, true)];
+        for (millis, now) in cases {
+            assert_eq!(after_end(Duration::from_millis(millis)), now, "{millis}");
+        }
+        let seconds: Vec<u32> = (0..300).map(watch_seconds).collect();
+        assert!(
+            seconds.iter().all(|s| (300..600).contains(s)),
+            "{seconds:?}"
+        );
+        let distinct: std::collections::BTreeSet<_> = seconds.iter().collect();
+        assert!(
+            distinct.len() > 250,
+            "spread, not bunched: {}",
+            distinct.len()
+        );
+    }
+
+    /// A client of a fake API server that lists Deployment `a` at version 5
+    /// and answers watches with `watch`.
+    fn cluster(watch: Reply) -> (fake_server::FakeServer, Kube) {
+        let server = fake_server::start(move |r| {
+            if r.path.contains("watch=1") {
+                return watch.clone();
+            }
+            let body = serde_json::json!({"items": [deployment("a", 0)],
+                "metadata": {"resourceVersion": "5", "continue": ""}});
+            Reply::json(200, &body.to_string())
+        });
+        let settings = KubeSettings {
+            api_url: server.url.clone(),
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::None,
+        };
+        let kube = Kube::new(&settings).unwrap();
+        (server, kube)
+    }
+
+    /// Turns of the loop until `requests` were sent (at most 5 s).
+    fn turn_until(
+        collector: &mut Collector,
+        kube: &mut Kube,
+        index: &mut Index,
+        server: &fake_server::FakeServer,
+        requests: usize,
+    ) {
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while server.requests().len() < requests && std::time::Instant::now() < until {
+            collector.turn(kube, index, &mut Unattended);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        collector.turn(kube, index, &mut Unattended);
+    }
+
+    /// What was asked: `list`, or `watch@<resourceVersion>`.
+    fn asked(server: &fake_server::FakeServer) -> Vec<String> {
+        let asked =
+            server
+                .requests()
+                .into_iter()
+                .map(|r| match r.path.split_once("resourceVersion=") {
+                    Some((_, rv)) => format!("watch@{rv}"),
+                    None => "list".to_string(),
+                });
+        asked.collect()
+    }
+
+    fn events(lines: &[serde_json::Value]) -> Reply {
+        let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        Reply::json(200, &body)
+    }
+
+    #[test]
+    fn events_are_applied_and_the_next_watch_resumes_after_them() {
+        let watch = events(&[
+            serde_json::json!({"type": "ADDED", "object": deployment("b", 0)}),
+            serde_json::json!({"type": "DELETED", "object": deployment("a", 0)}),
+            serde_json::json!({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}}),
+        ]);
+        let (server, mut kube) = cluster(watch);
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
+        let mut index = Index::new();
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((report.failures, report.watches), (0, (1, 1)));
+        turn_until(&mut collector, &mut kube, &mut index, &server, 2);
+        let names: Vec<_> = index.keys().map(|id| id.name.as_str()).collect();
+        assert_eq!(names, ["b"]);
+        // That watch ended at once: it is reopened by the pass, not the turn.
+        assert_eq!(asked(&server), ["list", "watch@5"]);
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(report.events, 3);
+        turn_until(&mut collector, &mut kube, &mut index, &server, 3);
+        assert_eq!(asked(&server)[..3], ["list", "watch@5", "watch@9"]);
+    }
+
+    #[test]
+    fn a_410_lists_again_at_once() {
+        let gone = serde_json::json!({"type": "ERROR", "object": {"kind": "Status", "code": 410}});
+        let (server, mut kube) = cluster(events(&[gone]));
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
+        let mut index = Index::new();
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        turn_until(&mut collector, &mut kube, &mut index, &server, 4);
+        assert_eq!(asked(&server)[..4], ["list", "watch@5", "list", "watch@5"]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_forbidden_watch_falls_back_to_a_list_at_every_pass() {
+        let (server, mut kube) = cluster(Reply::json(403, r#"{"code":403}"#));
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
+        let mut index = Index::new();
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        turn_until(&mut collector, &mut kube, &mut index, &server, 3);
+        for _ in 0..2 {
+            let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+            assert_eq!((report.failures, report.watches), (0, (0, 1)));
+        }
+        assert_eq!(asked(&server), ["list", "watch@5", "list", "list"]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn without_watches_a_pass_only_lists() {
+        let (server, mut kube) = cluster(Reply::json(500, "{}"));
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]).without_watches();
+        let mut index = Index::new();
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(asked(&server), ["list", "list"]);
     }
 
     /// A Deployment that opted in, padded with an unrelated annotation.

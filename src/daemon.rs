@@ -103,10 +103,18 @@ impl Duty {
         leading
     }
 
-    /// Answers health checks until `deadline`, a stop, or `run_now`.
-    fn idle_until(&mut self, deadline: Instant, run_now: &AtomicBool) {
+    /// Answers health checks and does `turn` (the collector's reading of
+    /// its watch streams) every [`IDLE_POLL`] until `deadline`, a stop, or
+    /// `run_now`.
+    fn idle_until(
+        &mut self,
+        deadline: Instant,
+        run_now: &AtomicBool,
+        mut turn: impl FnMut(&mut Duty),
+    ) {
         while Instant::now() < deadline && !self.stopping() && !run_now.load(Ordering::Relaxed) {
             self.serve();
+            turn(self);
             std::thread::sleep(IDLE_POLL);
         }
     }
@@ -131,9 +139,13 @@ impl Duty {
             metrics.collector.record(ok, took);
             metrics.watched_workloads = index.len();
             log::info!(
-                "collector pass: {} workloads opted in, {requests} API requests, {} ms",
+                "collector pass: {} workloads opted in, {requests} API requests, {} ms, \
+                 {} watch events since the last pass, {}/{} watches open",
                 index.len(),
-                took.as_millis()
+                took.as_millis(),
+                report.events,
+                report.watches.0,
+                report.watches.1
             );
         }
         u8::from(!ok)
@@ -280,6 +292,9 @@ impl Daemon {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
             }
+            if was_leading && !leading {
+                collector.stop_watching();
+            }
             if leading && (run_now || tick >= next_collect) {
                 next_collect = tick + collect_every;
                 crate::logging::set_worker("collector");
@@ -301,7 +316,14 @@ impl Daemon {
             if let Some(elector) = duty.elector.as_mut() {
                 Metrics::add(&mut duty.metrics.kube_requests, elector.take_requests());
             }
-            duty.idle_until(start + TICK * (tick + 1) as u32, &signals.run_now);
+            let deadline = start + TICK * (tick + 1) as u32;
+            duty.idle_until(deadline, &signals.run_now, |duty| {
+                if leading {
+                    crate::logging::set_worker("collector");
+                    collector.turn(&mut kube, &mut index, duty);
+                    crate::logging::set_worker("main");
+                }
+            });
         }
         if let Some(elector) = duty.elector.as_mut() {
             elector.release();

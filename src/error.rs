@@ -6,7 +6,7 @@ use std::fmt;
 ///
 /// Messages never contain a token or a secret value: server messages are
 /// kept only from error bodies, and those are truncated.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The server could not be reached, or the connection failed or timed out.
     Transport(String),

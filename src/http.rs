@@ -2,6 +2,8 @@
 //! capped bodies, and turning statuses into [`Error`]s.
 
 use crate::error::Error;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
 use std::time::Duration;
 use ureq::http::Response;
 use ureq::tls::{Certificate, ClientCert, PemItem, RootCerts, TlsConfig};
@@ -67,6 +69,92 @@ pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
         ))
         .build();
     Ok(config.new_agent())
+}
+
+/// The rustls configuration of `tls`, for the connections a client drives
+/// itself (the collector's non-blocking watch streams): the same roots,
+/// verification and client certificate as [`agent`], and the same crypto.
+pub fn rustls_config(tls: &Tls) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Decode(format!("TLS: {e}")))?;
+    let builder = if tls.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca_pem {
+            Some(pem) => {
+                for cert in parse_ca(pem)? {
+                    roots
+                        .add(cert.der().to_vec().into())
+                        .map_err(|e| Error::Decode(format!("CA bundle: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(cert) => {
+            let chain = cert.certs().iter().map(|c| c.der().to_vec().into());
+            builder
+                .with_client_auth_cert(chain.collect(), private_key(cert.private_key())?)
+                .map_err(|e| Error::Decode(format!("client certificate: {e}")))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The key in rustls' form; its DER says which kind it is.
+fn private_key(key: &ureq::tls::PrivateKey<'static>) -> Result<PrivateKeyDer<'static>, Error> {
+    PrivateKeyDer::try_from(key.der().to_vec())
+        .map_err(|e| Error::Decode(format!("client key: {e}")))
+}
+
+/// Accepts any server certificate (`skip_verify`), still checking that the
+/// handshake is signed by the certificate's key.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algorithms = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The certificates of a PEM bundle; an error if it holds none.
@@ -211,6 +299,7 @@ TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
     }
 
     /// An answer: status, extra headers and body.
+    #[derive(Clone)]
     pub(crate) struct Reply {
         pub status: u16,
         pub headers: Vec<(String, String)>,

@@ -6,65 +6,25 @@
 use crate::config::{KubeCredentials, KubeSettings, Source};
 use crate::error::Error;
 use crate::http;
-use crate::workload::{Kind, Metadata, Spec, Workload};
+use crate::stream::{Stream, Target};
+use crate::watch::Watch;
+use crate::workload::{Kind, Workload};
 use serde::Deserialize;
-use std::cell::Cell;
-use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long a read service-account token is used before reading it again
 /// (kubelet rotates projected tokens well before they expire).
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
-/// Time limit of each API request (a watch ends by itself after 1 s). The
+/// Time limit of each API request, and of opening a watch stream. The
 /// loop answers health checks between requests and the liveness probe
 /// allows 15 s, so one request must end well within that.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read: a list page, one object, a Lease (16 MiB).
 pub const ANSWER_LIMIT: u64 = 16 * 1024 * 1024;
 /// The largest single event of a watch (one line of the stream, 16 MiB).
-/// The watch as a whole is bounded by time ([`WATCH_CAP`]), not size.
+/// A watch as a whole is read as it arrives, never held.
 pub const WATCH_EVENT_LIMIT: u64 = 16 * 1024 * 1024;
-/// How long the loop reads a watch before it goes back to its other duties
-/// (health checks are answered between two requests, well within a second
-/// even while clients crowd the health port); the server would end it at
-/// 1 s anyway, and what was not read comes with the next watch.
-const WATCH_CAP: Duration = Duration::from_millis(250);
-
-/// A watch body reader. It ends the stream, instead of failing, when the
-/// body's time budget runs out (and sets `cut`); it fails with ureq's
-/// `BodyExceedsLimit` when one line (one event) passes `limit` bytes.
-struct WatchBody<'a, R> {
-    inner: R,
-    cut: &'a Cell<bool>,
-    limit: u64,
-    /// Bytes since the last newline.
-    line: u64,
-}
-
-impl<R: Read> Read for WatchBody<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = match self.inner.read(buf) {
-            Err(e) if is_timeout(&e) => {
-                self.cut.set(true);
-                return Ok(0);
-            }
-            other => other?,
-        };
-        for (i, part) in buf[..n].split(|b| *b == b'\n').enumerate() {
-            let len = part.len() as u64;
-            self.line = if i == 0 {
-                self.line.saturating_add(len)
-            } else {
-                len
-            };
-            if self.line > self.limit {
-                return Err(ureq::Error::BodyExceedsLimit(self.limit).into_io());
-            }
-        }
-        Ok(n)
-    }
-}
 
 /// `request` with the `Authorization` header, when there is one.
 fn authorize<B>(request: ureq::RequestBuilder<B>, value: Option<&str>) -> ureq::RequestBuilder<B> {
@@ -74,14 +34,19 @@ fn authorize<B>(request: ureq::RequestBuilder<B>, value: Option<&str>) -> ureq::
     }
 }
 
-fn is_timeout(error: &std::io::Error) -> bool {
-    matches!(
-        error.kind(),
-        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-    ) || error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<ureq::Error>())
-        .is_some_and(|e| matches!(e, ureq::Error::Timeout(_)))
+/// `value` made safe for a query string (unreserved characters kept, the
+/// rest percent-encoded).
+fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 /// The writing HTTP methods.
@@ -96,6 +61,9 @@ enum Write {
 pub struct Kube {
     agent: ureq::Agent,
     base: String,
+    /// Where watch streams connect (the same server, TLS and credentials).
+    target: Target,
+    timeout: Duration,
     auth: Auth,
     requests: http::Counts,
 }
@@ -223,81 +191,6 @@ pub struct ListMeta {
     pub continue_token: String,
 }
 
-/// One event of a watch.
-#[derive(Debug)]
-pub enum Event {
-    /// A workload was created or changed.
-    Applied(Workload),
-    /// A workload was deleted.
-    Deleted(Workload),
-    /// Nothing changed up to this resourceVersion.
-    Bookmark(String),
-}
-
-#[derive(Deserialize)]
-struct RawEvent {
-    #[serde(rename = "type")]
-    kind: String,
-    object: RawObject,
-}
-
-/// A watch event's object: a workload, or a `Status` (with `code`) on ERROR
-/// events. Plain fields, so only the small structs are decoded and the rest
-/// of the object (managedFields, status, …) is skipped, not buffered.
-#[derive(Default, Deserialize)]
-#[serde(default)]
-struct RawObject {
-    metadata: Metadata,
-    spec: Spec,
-    code: Option<u16>,
-}
-
-/// The event a decoded watch line stands for; an ERROR event is an error
-/// ([`Error::Gone`] for 410).
-fn event(raw: RawEvent) -> Result<Event, Error> {
-    let RawObject {
-        metadata,
-        spec,
-        code,
-    } = raw.object;
-    match raw.kind.as_str() {
-        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload { metadata, spec })),
-        "DELETED" => Ok(Event::Deleted(Workload { metadata, spec })),
-        "BOOKMARK" => Ok(Event::Bookmark(metadata.resource_version)),
-        _ => Err(match code {
-            Some(410) => Error::Gone,
-            code => Error::Status {
-                code: code.unwrap_or(500),
-                message: "watch ended with an error event".into(),
-            },
-        }),
-    }
-}
-
-/// The whole events of a watch body, until it ends or its time budget cuts
-/// it (the events before a cut are whole; the next watch resumes after the
-/// last of them). An event longer than `limit` bytes is [`Error::TooLarge`]
-/// and none of the body is used.
-fn read_events<R: Read>(body: R, limit: u64) -> Result<Vec<Event>, Error> {
-    let cut = Cell::new(false);
-    let reader = WatchBody {
-        inner: body,
-        cut: &cut,
-        limit,
-        line: 0,
-    };
-    let mut events = Vec::new();
-    let stream = serde_json::Deserializer::from_reader(BufReader::new(reader));
-    for raw in stream.into_iter::<RawEvent>() {
-        match raw {
-            Ok(raw) => events.push(event(raw)?),
-            Err(_) if cut.get() => break,
-            Err(e) => return Err(http::json_error(e, limit)),
-        }
-    }
-    Ok(events)
-}
-
 impl Kube {
     /// A client for `settings` whose requests take at most
     /// [`REQUEST_TIMEOUT`]; reads the CA file now, the token when needed.
@@ -333,9 +226,15 @@ impl Kube {
             skip_verify: settings.skip_verify,
             client_cert,
         };
+        let stream_tls = match settings.api_url.starts_with("https://") {
+            true => Some(http::rustls_config(&tls)?),
+            false => None,
+        };
         Ok(Kube {
             agent: http::agent(timeout, &tls)?,
             base: settings.api_url.clone(),
+            target: Target::new(&settings.api_url, stream_tls)?,
+            timeout,
             auth,
             requests: http::Counts::new(),
         })
@@ -383,34 +282,15 @@ impl Kube {
         query: &[(&str, &str)],
         body: Option<(Write, &str, &[u8])>,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        self.send_capped(verb, path, query, body, None)
-    }
-
-    /// [`Kube::send`], with the response body cut off after `body_cap`.
-    fn send_capped(
-        &mut self,
-        verb: &'static str,
-        path: &str,
-        query: &[(&str, &str)],
-        body: Option<(Write, &str, &[u8])>,
-        body_cap: Option<Duration>,
-    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         let mut retried = false;
         loop {
             let url = format!("{}{path}", self.base);
             let authorization = self.authorization()?;
             let result = match body {
-                None => authorize(
-                    self.agent
-                        .get(&url)
-                        .config()
-                        .timeout_recv_body(body_cap)
-                        .build(),
-                    authorization.as_deref(),
-                )
-                .query_pairs(query.iter().copied())
-                .header("Accept", "application/json")
-                .call(),
+                None => authorize(self.agent.get(&url), authorization.as_deref())
+                    .query_pairs(query.iter().copied())
+                    .header("Accept", "application/json")
+                    .call(),
                 Some((method, content_type, bytes)) => {
                     let request = match method {
                         Write::Post => self.agent.post(&url),
@@ -481,26 +361,48 @@ impl Kube {
         http::read_json(response, max_bytes)
     }
 
-    /// The changes to `kind` since `resource_version`, from a watch that the
-    /// server ends after one second and that is read for at most
-    /// 0.25 s; changes not read yet come with the next watch.
-    /// [`Error::Gone`] means the version is too old and a full list is needed;
-    /// [`Error::TooLarge`], that one event passed [`WATCH_EVENT_LIMIT`].
-    pub fn watch(
+    /// Opens a watch of `kind` (in `namespace`, or all) from
+    /// `resource_version`, with bookmarks, that the server ends after
+    /// `timeout_seconds`. Opening is bounded by [`REQUEST_TIMEOUT`]; the
+    /// events are then read as they arrive ([`Watch::events`]), each at most
+    /// [`WATCH_EVENT_LIMIT`] bytes. The answer's status comes with the first
+    /// read: [`Error::Gone`] when the version is too old.
+    pub fn open_watch(
         &mut self,
         kind: Kind,
         namespace: Option<&str>,
         resource_version: &str,
-    ) -> Result<Vec<Event>, Error> {
-        let query = [
-            ("watch", "1"),
-            ("resourceVersion", resource_version),
-            ("timeoutSeconds", "1"),
-            ("allowWatchBookmarks", "true"),
-        ];
-        let collection = Self::collection(kind, namespace);
-        let response = self.send_capped("watch", &collection, &query, None, Some(WATCH_CAP))?;
-        read_events(response.into_body().into_reader(), WATCH_EVENT_LIMIT)
+        timeout_seconds: u32,
+    ) -> Result<Watch, Error> {
+        let path = format!(
+            "{}?watch=1&allowWatchBookmarks=true&timeoutSeconds={timeout_seconds}\
+             &resourceVersion={}",
+            Self::collection(kind, namespace),
+            encode_query(resource_version)
+        );
+        let authorization = self.authorization()?;
+        let mut headers = vec![("Accept", "application/json")];
+        if let Some(value) = authorization.as_deref() {
+            headers.push(("Authorization", value));
+        }
+        let opened = Stream::open(
+            &self.target,
+            &path,
+            &headers,
+            self.timeout,
+            WATCH_EVENT_LIMIT,
+        );
+        http::count(&mut self.requests, "watch", &opened);
+        opened.map(Watch::new)
+    }
+
+    /// Records how a watch opened earlier answered (its status comes after
+    /// the open); a 401 makes the next request read the token file again.
+    pub fn watch_failed(&mut self, error: &Error) {
+        http::count::<()>(&mut self.requests, "watch", &Err(error.clone()));
+        if *error == Error::Denied(401) {
+            self.forget_token();
+        }
     }
 
     fn object(kind: Kind, namespace: &str, name: &str) -> String {
@@ -754,94 +656,6 @@ mod tests {
             assert!(error.starts_with(expected), "{error}");
             assert!(!error.contains("garbage"), "{error}");
         }
-    }
-
-    const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",
-        "metadata":{"name":"web","namespace":"shop","resourceVersion":"42","uid":"u-1",
-            "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}],
-            "annotations":{"secrets-reloader.security.bank-vaults.io/observed-versions":"{}","other":"x"}},
-        "spec":{"replicas":2,"template":{"metadata":{"annotations":{"a":"b"}},
-            "spec":{"containers":[{"name":"c","image":"i","env":[{"name":"P","value":"vault:secret/data/p#k"}]}]}}},
-        "status":{"replicas":2,"conditions":[{"type":"Available"}]}}"#;
-
-    fn decode(line: &str) -> Result<Event, Error> {
-        event(serde_json::from_str(line).unwrap())
-    }
-
-    #[test]
-    fn a_watch_event_decodes_into_the_listed_workload() {
-        let listed: Workload = serde_json::from_str(DEPLOYMENT).unwrap();
-        for (kind, deleted) in [("ADDED", false), ("MODIFIED", false), ("DELETED", true)] {
-            let line = format!(r#"{{"type":"{kind}","object":{DEPLOYMENT}}}"#);
-            match decode(&line) {
-                Ok(Event::Applied(w)) if !deleted => {
-                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
-                }
-                Ok(Event::Deleted(w)) if deleted => {
-                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
-                }
-                other => panic!("{kind}: {other:?}"),
-            }
-        }
-        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Deployment","metadata":{"resourceVersion":"77"}}}"#;
-        assert!(matches!(decode(bookmark), Ok(Event::Bookmark(v)) if v == "77"));
-    }
-
-    #[test]
-    fn an_error_event_is_an_error() {
-        let gone = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},
-            "status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
-        assert!(matches!(decode(gone), Err(Error::Gone)));
-        let other = r#"{"type":"ERROR","object":{"kind":"Status","code":500}}"#;
-        assert!(matches!(
-            decode(other),
-            Err(Error::Status { code: 500, .. })
-        ));
-    }
-
-    fn line(kind: &str, object: &str) -> String {
-        format!("{{\"type\":\"{kind}\",\"object\":{object}}}\n")
-    }
-
-    #[test]
-    fn a_watch_event_past_the_limit_is_too_large() {
-        let small = line("ADDED", DEPLOYMENT);
-        let big = line(
-            "MODIFIED",
-            &format!(r#"{{"metadata":{{"name":"{}"}}}}"#, "n".repeat(3000)),
-        );
-        let limit = 2000;
-        assert!(small.len() < limit);
-        let body = format!("{small}{small}");
-        assert_eq!(read_events(body.as_bytes(), limit as u64).unwrap().len(), 2);
-        let body = format!("{small}{big}{small}");
-        assert!(matches!(
-            read_events(body.as_bytes(), limit as u64),
-            Err(Error::TooLarge { limit: 2000 })
-        ));
-    }
-
-    /// Gives its bytes, then times out.
-    struct ThenTimeout(std::io::Cursor<Vec<u8>>);
-
-    impl Read for ThenTimeout {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            match self.0.read(buf)? {
-                0 => Err(std::io::ErrorKind::TimedOut.into()),
-                n => Ok(n),
-            }
-        }
-    }
-
-    #[test]
-    fn a_watch_cut_by_its_time_budget_keeps_the_whole_events() {
-        let whole = line("ADDED", DEPLOYMENT);
-        let body = format!("{whole}{}", &whole[..whole.len() / 2]);
-        let events = read_events(
-            ThenTimeout(std::io::Cursor::new(body.into_bytes())),
-            1 << 20,
-        );
-        assert_eq!(events.unwrap().len(), 1);
     }
 
     #[test]

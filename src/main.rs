@@ -75,13 +75,14 @@ fn run(config: Config) -> Result<u8, String> {
         log::info!("dry run: nothing will be patched");
     }
     let kinds = kinds(&mut kube);
+    let mut collector =
+        collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces);
+    if config.once {
+        collector = collector.without_watches();
+    }
     let code = daemon::Daemon {
         kube,
-        collector: collector::Collector::new(
-            &kinds,
-            &config.namespaces,
-            &config.exclude_namespaces,
-        ),
+        collector,
         reloader,
         server,
         signals,

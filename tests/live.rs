@@ -13,9 +13,11 @@ use vault_secrets_reloader::config::{
     KubeCredentials, KubeSettings, Redacted, Source, VaultAuth, VaultSettings,
 };
 use vault_secrets_reloader::error::Error;
-use vault_secrets_reloader::kube::{Event, Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
+use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
 use vault_secrets_reloader::pace::Unattended;
+use vault_secrets_reloader::stream::Flow;
 use vault_secrets_reloader::vault::{Lookup, Vault};
+use vault_secrets_reloader::watch::{Event, Watch};
 use vault_secrets_reloader::workload::Kind;
 
 fn var(name: &str) -> String {
@@ -135,20 +137,53 @@ fn lists_page_by_page_then_watches_only_changes() {
 
     apply(&deployment(&ns, "d5"));
     kubectl(&["-n", &ns, "delete", "deployment", "d0"]);
-    let events = kube
-        .watch(Kind::Deployment, Some(&ns), &resource_version)
+    let mut watch = kube
+        .open_watch(Kind::Deployment, Some(&ns), &resource_version, 30)
         .unwrap();
-    let applied: Vec<&str> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Applied(w) => Some(w.metadata.name.as_str()),
-            _ => None,
+    let mut events = Vec::new();
+    let seen = |events: &[Event], name: &str| {
+        events.iter().any(|e| match e {
+            Event::Applied(w) => w.metadata.name == name,
+            _ => false,
         })
-        .collect();
-    assert!(applied.contains(&"d5"), "{events:?}");
+    };
+    read_until(&mut watch, &mut events, |e| seen(e, "d5"));
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::Deleted(w) if w.metadata.name == "d0")));
+    // The same stream, still open, brings a change made after it opened.
+    apply(&deployment(&ns, "d6"));
+    read_until(&mut watch, &mut events, |e| seen(e, "d6"));
+    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
+}
+
+/// Reads `watch` (each read returns at once) until `done` holds for the
+/// events so far; panics after 20 s or when the watch ends or fails.
+fn read_until(watch: &mut Watch, events: &mut Vec<Event>, done: impl Fn(&[Event]) -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !done(events) {
+        assert!(std::time::Instant::now() < until, "{events:?}");
+        assert_eq!(watch.events(events), Ok(Flow::Open), "{events:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn a_watch_from_a_version_long_gone_is_410() {
+    let (ns, mut kube) = namespace_and_client("gone");
+    let mut watch = kube
+        .open_watch(Kind::Deployment, Some(&ns), "1", 30)
+        .unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        let result = watch.events(&mut Vec::new());
+        if result != Ok(Flow::Open) || std::time::Instant::now() > until {
+            break result;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(result, Err(Error::Gone));
     kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 

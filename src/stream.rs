@@ -1,0 +1,469 @@
+//! One long-lived HTTP/1.1 GET whose answer is read as it arrives and never
+//! waited for: the collector's watch streams. Opening one (connect, TLS
+//! handshake, sending the request) is a request like any other, bounded by
+//! a timeout; after that its socket is non-blocking and each [`Stream::read`]
+//! takes only what has already arrived. [`crate::framing`] decodes the bytes.
+
+use crate::error::Error;
+use crate::framing::{Framing, FramingError, Piece};
+use crate::http::ERROR_BODY_LIMIT;
+use rustls::pki_types::ServerName;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where streams go: a server's address and, for https, its TLS setup.
+#[derive(Clone)]
+pub struct Target {
+    host: String,
+    port: u16,
+    /// A path the server is mounted under (`/k8s/clusters/c-1`), or empty.
+    prefix: String,
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}{}", self.host, self.port, self.prefix)
+    }
+}
+
+impl Target {
+    /// The target of a base URL `http[s]://host[:port][/prefix]`; `tls`
+    /// is used for https and must be given then.
+    pub fn new(base: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Target, Error> {
+        let bad = |why: &str| Error::Decode(format!("API server URL {base:?}: {why}"));
+        let (https, rest) = match base.split_once("://") {
+            Some(("https", rest)) => (true, rest),
+            Some(("http", rest)) => (false, rest),
+            _ => return Err(bad("not http:// or https://")),
+        };
+        let (authority, prefix) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => {
+                (host, port.parse().map_err(|_| bad("bad port"))?)
+            }
+            _ => (authority, if https { 443 } else { 80 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let tls = match (https, tls) {
+            (false, _) => None,
+            (true, None) => return Err(bad("https without a TLS configuration")),
+            (true, Some(config)) => {
+                let name = ServerName::try_from(host.to_string()).map_err(|_| bad("bad host"))?;
+                Some((config, name))
+            }
+        };
+        Ok(Target {
+            host: host.to_string(),
+            port,
+            prefix: prefix.trim_end_matches('/').to_string(),
+            tls,
+        })
+    }
+}
+
+/// The socket, plain or inside TLS.
+enum Conn {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Conn {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(socket) => socket,
+            Conn::Tls(tls) => &tls.sock,
+        }
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(socket) => socket.read(buf),
+            Conn::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(socket) => socket.write(buf),
+            Conn::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(socket) => socket.flush(),
+            Conn::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// Whether a stream is still open after a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// More may come.
+    Open,
+    /// The answer ended (or the connection did): nothing more will come.
+    Ended,
+}
+
+/// What the answer's head said.
+enum Status {
+    /// No head yet; an error if none came by this time.
+    Awaited(Instant),
+    /// 2xx: body lines are the stream's content.
+    Ok,
+    /// An error status: its body is kept (capped) for the message.
+    Failed(u16, Vec<u8>),
+}
+
+/// An open GET whose body lines are read as they arrive.
+pub struct Stream {
+    conn: Conn,
+    framing: Framing,
+    status: Status,
+    opened: Instant,
+}
+
+/// A transport error.
+fn transport(what: &str, error: std::io::Error) -> Error {
+    Error::Transport(format!("{what}: {error}"))
+}
+
+fn framing_error(error: FramingError) -> Error {
+    match error {
+        FramingError::LineTooLong(limit) => Error::TooLarge { limit },
+        other => Error::Decode(other.to_string()),
+    }
+}
+
+impl Stream {
+    /// Connects to `target` and sends `GET path_and_query` with `headers`
+    /// (`Connection: close`), each step within `timeout`; the answer is left
+    /// to [`Stream::read`], whose lines may be at most `line_limit` bytes,
+    /// and whose head must come within `timeout` too.
+    pub fn open(
+        target: &Target,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+        line_limit: u64,
+    ) -> Result<Stream, Error> {
+        let socket = connect(&target.host, target.port, timeout)?;
+        let mut conn = match &target.tls {
+            None => Conn::Plain(socket),
+            Some((config, name)) => {
+                let client = rustls::ClientConnection::new(Arc::clone(config), name.clone())
+                    .map_err(|e| Error::Transport(format!("TLS: {e}")))?;
+                Conn::Tls(Box::new(rustls::StreamOwned::new(client, socket)))
+            }
+        };
+        let host = match target.host.contains(':') {
+            true => format!("[{}]:{}", target.host, target.port),
+            false => format!("{}:{}", target.host, target.port),
+        };
+        let mut request = format!(
+            "GET {}{path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n\
+             Connection: close\r\n",
+            target.prefix,
+            concat!("vault-secrets-reloader/", env!("CARGO_PKG_VERSION")),
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        conn.write_all(request.as_bytes())
+            .and_then(|()| conn.flush())
+            .map_err(|e| transport("sending the request", e))?;
+        conn.socket()
+            .set_nonblocking(true)
+            .map_err(|e| transport("socket", e))?;
+        let now = Instant::now();
+        Ok(Stream {
+            conn,
+            framing: Framing::new(line_limit),
+            status: Status::Awaited(now + timeout),
+            opened: now,
+        })
+    }
+
+    /// How long ago the stream was opened.
+    pub fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+
+    /// Appends the body lines that have arrived to `lines`, reading at most
+    /// about `budget` bytes, without waiting. An error status is an error
+    /// (with the server's message), as is a head that did not come in time,
+    /// a malformed answer, or a line past the limit.
+    pub fn read(&mut self, lines: &mut Vec<Vec<u8>>, budget: usize) -> Result<Flow, Error> {
+        let mut buf = [0u8; 8192];
+        let mut taken = 0;
+        let mut pieces = Vec::new();
+        while taken < budget {
+            let n = match self.conn.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => 0,
+                Err(e) => return Err(transport("reading the stream", e)),
+            };
+            if n == 0 {
+                let complete = self.framing.end_of_input(&mut pieces);
+                self.take(pieces, lines)?;
+                return self.ended(complete);
+            }
+            taken += n;
+            let fed = self.framing.feed(&buf[..n], &mut pieces);
+            if self.take(std::mem::take(&mut pieces), lines)? == Flow::Ended {
+                return self.ended(true);
+            }
+            fed.map_err(framing_error)?;
+        }
+        match self.status {
+            Status::Awaited(deadline) if Instant::now() > deadline => Err(Error::Transport(
+                "no answer to the watch request in time".into(),
+            )),
+            _ => Ok(Flow::Open),
+        }
+    }
+
+    /// Routes decoded pieces: the head sets the status, lines go to `lines`
+    /// (or to an error's message); `Ended` when the answer is complete.
+    fn take(&mut self, pieces: Vec<Piece>, lines: &mut Vec<Vec<u8>>) -> Result<Flow, Error> {
+        let mut flow = Flow::Open;
+        for piece in pieces {
+            match piece {
+                Piece::Head { status, location } => {
+                    self.status = match status {
+                        200..=299 => Status::Ok,
+                        300..=399 => {
+                            return Err(Error::redirect(status, &location.unwrap_or_default()))
+                        }
+                        _ => Status::Failed(status, Vec::new()),
+                    };
+                }
+                Piece::Line(line) => match &mut self.status {
+                    Status::Ok => lines.push(line),
+                    Status::Failed(_, body) => {
+                        let room = (ERROR_BODY_LIMIT as usize).saturating_sub(body.len());
+                        body.extend(line.iter().take(room));
+                        body.push(b'\n');
+                    }
+                    Status::Awaited(_) => {}
+                },
+                Piece::End => flow = Flow::Ended,
+            }
+        }
+        Ok(flow)
+    }
+
+    /// The answer is over: `Ended` after a success, else the error it was.
+    fn ended(&mut self, complete: bool) -> Result<Flow, Error> {
+        match &mut self.status {
+            Status::Ok => Ok(Flow::Ended),
+            Status::Failed(code, body) => {
+                body.extend(self.framing.take_partial_line());
+                Err(Error::from_status(*code, &String::from_utf8_lossy(body)))
+            }
+            Status::Awaited(_) => Err(Error::Transport(match complete {
+                true => "the answer had no head".into(),
+                false => "the connection closed before an answer".into(),
+            })),
+        }
+    }
+}
+
+/// A connected socket with `timeout` for connecting and for each read and
+/// write (until it is made non-blocking).
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| transport("resolving the API server", e))?;
+    let mut last = Error::Transport(format!("{host} has no address"));
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(socket) => {
+                let setup = socket
+                    .set_read_timeout(Some(timeout))
+                    .and_then(|()| socket.set_write_timeout(Some(timeout)))
+                    .and_then(|()| socket.set_nodelay(true));
+                setup.map_err(|e| transport("socket", e))?;
+                return Ok(socket);
+            }
+            Err(e) => last = transport("connecting", e),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn targets_are_read_from_base_urls() {
+        let cases = [
+            ("http://127.0.0.1:8080", Some(("127.0.0.1", 8080, ""))),
+            ("http://127.0.0.1", Some(("127.0.0.1", 80, ""))),
+            (
+                "http://[::1]:6443/k8s/clusters/c-1/",
+                Some(("::1", 6443, "/k8s/clusters/c-1")),
+            ),
+            ("http://[::1]", Some(("::1", 80, ""))),
+            ("ftp://host", None),
+            ("http://:80", None),
+            ("http://host:port", None),
+            ("https://host", None),
+        ];
+        for (base, want) in cases {
+            let got = Target::new(base, None).ok();
+            let got = got
+                .as_ref()
+                .map(|t| (t.host.as_str(), t.port, t.prefix.as_str()));
+            assert_eq!(got, want, "{base}");
+        }
+    }
+
+    /// A server that writes `answer` in the given pieces, pausing between
+    /// them, then closes; what it received comes back through the handle.
+    fn serve(pieces: Vec<Vec<u8>>) -> (Target, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = socket.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            for piece in pieces {
+                socket.write_all(&piece).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            String::from_utf8(request).unwrap()
+        });
+        let target = Target::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
+        (target, handle)
+    }
+
+    /// Reads `stream` until it ends or fails, never blocking: each read
+    /// returns at once.
+    fn drain(stream: &mut Stream) -> (Vec<String>, Result<Flow, Error>) {
+        let mut lines = Vec::new();
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let result = stream.read(&mut lines, 1 << 20);
+            if result != Ok(Flow::Open) || Instant::now() > until {
+                let lines = lines.into_iter().map(|l| String::from_utf8(l).unwrap());
+                return (lines.collect(), result);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn lines_arrive_as_they_are_sent_and_the_request_carries_the_headers() {
+        let pieces = vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            b"6\r\n{\"a\":1\r\n".to_vec(),
+            b"2\r\n}\n\r\n".to_vec(),
+            b"8\r\n{\"b\":2}\n\r\n0\r\n\r\n".to_vec(),
+        ];
+        let (target, server) = serve(pieces);
+        let headers = [("Authorization", "Bearer t")];
+        let mut stream = Stream::open(
+            &target,
+            "/x?watch=1",
+            &headers,
+            Duration::from_secs(5),
+            1024,
+        )
+        .unwrap();
+        let started = Instant::now();
+        let mut lines = Vec::new();
+        assert_eq!(stream.read(&mut lines, 1 << 20), Ok(Flow::Open));
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "a read never waits"
+        );
+        let (rest, result) = drain(&mut stream);
+        assert_eq!(result, Ok(Flow::Ended));
+        let all: Vec<String> = lines
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .chain(rest)
+            .collect();
+        assert_eq!(all, ["{\"a\":1}", "{\"b\":2}"]);
+        let request = server.join().unwrap();
+        assert!(
+            request.starts_with("GET /x?watch=1 HTTP/1.1\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains("\r\nAuthorization: Bearer t\r\n"),
+            "{request}"
+        );
+        assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+    }
+
+    #[test]
+    fn error_answers_and_cut_connections_are_errors() {
+        let forbidden = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 14\r\n\r\n{\"code\": 403}\n";
+        let long = format!("HTTP/1.1 200 OK\r\n\r\n{}\n", "x".repeat(2000));
+        let cases: [(Vec<u8>, Error); 4] = [
+            (long.into_bytes(), Error::TooLarge { limit: 1024 }),
+            (forbidden.to_vec(), Error::Denied(403)),
+            (
+                b"HTTP/1.1 302 Found\r\nLocation: https://elsewhere/\r\n\r\n".to_vec(),
+                Error::redirect(302, "https://elsewhere/"),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(),
+                Error::Decode("malformed chunked body: no usable chunk size".into()),
+            ),
+        ];
+        for (answer, want) in cases {
+            let (target, _server) = serve(vec![answer]);
+            let mut stream = Stream::open(&target, "/", &[], Duration::from_secs(5), 1024).unwrap();
+            assert_eq!(drain(&mut stream).1, Err(want));
+        }
+        let (target, _server) = serve(vec![]);
+        let mut stream = Stream::open(&target, "/", &[], Duration::from_secs(5), 1024).unwrap();
+        let (_, result) = drain(&mut stream);
+        assert!(matches!(result, Err(Error::Transport(_))), "{result:?}");
+    }
+
+    #[test]
+    fn a_cut_after_the_head_ends_the_stream_with_the_whole_lines() {
+        let answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{\"a\":1}\n{\r\n";
+        let (target, _server) = serve(vec![answer.to_vec()]);
+        let mut stream = Stream::open(&target, "/", &[], Duration::from_secs(5), 1024).unwrap();
+        assert_eq!(
+            drain(&mut stream),
+            (vec!["{\"a\":1}".to_string()], Ok(Flow::Ended))
+        );
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_an_error_after_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let target = Target::new(&base, None).unwrap();
+        let mut stream = Stream::open(&target, "/", &[], Duration::from_millis(200), 1024).unwrap();
+        let (_, result) = drain(&mut stream);
+        let want = Error::Transport("no answer to the watch request in time".into());
+        assert_eq!(result, Err(want));
+    }
+}

@@ -1,0 +1,157 @@
+//! A long-lived watch of one kind: a [`Stream`] of one JSON event per line,
+//! decoded into the small structs the collector uses.
+
+use crate::error::Error;
+use crate::stream::{Flow, Stream};
+use crate::workload::{Metadata, Spec, Workload};
+use serde::Deserialize;
+
+/// How many bytes one read of a watch takes at most, so that a burst of
+/// events is applied over several turns of the loop, not in one long one.
+const READ_BUDGET: usize = 1024 * 1024;
+
+/// One event of a watch.
+#[derive(Debug)]
+pub enum Event {
+    /// A workload was created or changed.
+    Applied(Workload),
+    /// A workload was deleted.
+    Deleted(Workload),
+    /// Nothing changed up to this resourceVersion.
+    Bookmark(String),
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    object: RawObject,
+}
+
+/// A watch event's object: a workload, or a `Status` (with `code`) on ERROR
+/// events. Plain fields, so only the small structs are decoded and the rest
+/// of the object (managedFields, status, …) is skipped, not buffered.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct RawObject {
+    metadata: Metadata,
+    spec: Spec,
+    code: Option<u16>,
+}
+
+/// The event one line of a watch stands for; an ERROR event is an error
+/// ([`Error::Gone`] for 410).
+pub fn decode(line: &[u8]) -> Result<Event, Error> {
+    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Error::Decode(e.to_string()))?;
+    let RawObject {
+        metadata,
+        spec,
+        code,
+    } = raw.object;
+    match raw.kind.as_str() {
+        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload { metadata, spec })),
+        "DELETED" => Ok(Event::Deleted(Workload { metadata, spec })),
+        "BOOKMARK" => Ok(Event::Bookmark(metadata.resource_version)),
+        _ => Err(match code {
+            Some(410) => Error::Gone,
+            code => Error::Status {
+                code: code.unwrap_or(500),
+                message: "watch ended with an error event".into(),
+            },
+        }),
+    }
+}
+
+/// An open watch.
+pub struct Watch {
+    stream: Stream,
+    lines: Vec<Vec<u8>>,
+}
+
+impl Watch {
+    /// The watch reading `stream`.
+    pub fn new(stream: Stream) -> Watch {
+        Watch {
+            stream,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Appends the events that have arrived to `events`, without waiting.
+    /// On an error (an ERROR event, an undecodable line, a failed stream)
+    /// the events before it are in `events` and stand; the watch is over.
+    pub fn events(&mut self, events: &mut Vec<Event>) -> Result<Flow, Error> {
+        let flow = self.stream.read(&mut self.lines, READ_BUDGET);
+        for line in self.lines.drain(..) {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            events.push(decode(&line)?);
+        }
+        flow
+    }
+
+    /// How long ago the watch was opened.
+    pub fn age(&self) -> std::time::Duration {
+        self.stream.age()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",
+        "metadata":{"name":"web","namespace":"shop","resourceVersion":"42","uid":"u-1",
+            "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}],
+            "annotations":{"secrets-reloader.security.bank-vaults.io/observed-versions":"{}","other":"x"}},
+        "spec":{"replicas":2,"template":{"metadata":{"annotations":{"a":"b"}},
+            "spec":{"containers":[{"name":"c","image":"i","env":[{"name":"P","value":"vault:secret/data/p#k"}]}]}}},
+        "status":{"replicas":2,"conditions":[{"type":"Available"}]}}"#;
+
+    fn decode_str(line: &str) -> Result<Event, Error> {
+        decode(line.as_bytes())
+    }
+
+    #[test]
+    fn a_watch_event_decodes_into_the_listed_workload() {
+        let listed: Workload = serde_json::from_str(DEPLOYMENT).unwrap();
+        for (kind, deleted) in [("ADDED", false), ("MODIFIED", false), ("DELETED", true)] {
+            let line = format!(r#"{{"type":"{kind}","object":{DEPLOYMENT}}}"#);
+            match decode_str(&line) {
+                Ok(Event::Applied(w)) if !deleted => {
+                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
+                }
+                Ok(Event::Deleted(w)) if deleted => {
+                    assert_eq!(format!("{w:?}"), format!("{listed:?}"))
+                }
+                other => panic!("{kind}: {other:?}"),
+            }
+        }
+        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Deployment","metadata":{"resourceVersion":"77"}}}"#;
+        assert!(matches!(decode_str(bookmark), Ok(Event::Bookmark(v)) if v == "77"));
+    }
+
+    #[test]
+    fn an_error_event_is_an_error() {
+        let gone = r#"{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},
+            "status":"Failure","message":"too old resource version","reason":"Expired","code":410}}"#;
+        assert!(matches!(decode_str(gone), Err(Error::Gone)));
+        let other = r#"{"type":"ERROR","object":{"kind":"Status","code":500}}"#;
+        assert!(matches!(
+            decode_str(other),
+            Err(Error::Status { code: 500, .. })
+        ));
+    }
+
+    #[test]
+    fn an_undecodable_line_is_an_error_not_a_panic() {
+        for line in ["{", "[]", r#"{"type":"ADDED"}"#, "\u{0}"] {
+            let result = decode_str(line);
+            assert!(
+                matches!(result, Err(Error::Decode(_))),
+                "{line}: {result:?}"
+            );
+        }
+    }
+}
