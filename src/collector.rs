@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::kube::Kube;
 use crate::pace::Duties;
 use crate::stream::Flow;
+use crate::wait::Interest;
 use crate::watch::{Event, Watch};
 use crate::workload::{Entry, Kind, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
@@ -187,6 +188,12 @@ impl Collector {
                 Err(_) => {}
             }
         }
+    }
+
+    /// What the open watches wait for: bytes to read.
+    pub fn interests(&self, out: &mut Vec<Interest>) {
+        let watches = self.scopes.iter().filter_map(|s| s.watch.as_ref());
+        out.extend(watches.map(|watch| Interest::Read(watch.fd())));
     }
 
     /// Stops following: closes every watch and forgets where they were, so

@@ -8,12 +8,14 @@ use crate::metrics::Metrics;
 use crate::pace::Duties;
 use crate::reloader::Reloader;
 use crate::serve::{Answer, Server};
+use crate::wait::Interest;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
-/// How often the idle loop looks at the listener and the signal flags.
+/// The longest the idle loop sleeps when no socket wakes it: how often it
+/// looks at the signal flags and the clock.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// Flags the signal handlers set.
@@ -104,18 +106,28 @@ impl Duty {
     }
 
     /// Answers health checks and does `turn` (the collector's reading of
-    /// its watch streams) every [`IDLE_POLL`] until `deadline`, a stop, or
-    /// `run_now`.
+    /// its watch streams, which adds what they wait for) until `deadline`,
+    /// a stop, or `run_now`; in between it sleeps until a socket is ready,
+    /// at most [`IDLE_POLL`].
     fn idle_until(
         &mut self,
         deadline: Instant,
         run_now: &AtomicBool,
-        mut turn: impl FnMut(&mut Duty),
+        mut turn: impl FnMut(&mut Duty, &mut Vec<Interest>),
     ) {
-        while Instant::now() < deadline && !self.stopping() && !run_now.load(Ordering::Relaxed) {
+        let mut interests = Vec::new();
+        loop {
             self.serve();
-            turn(self);
-            std::thread::sleep(IDLE_POLL);
+            interests.clear();
+            turn(self, &mut interests);
+            let now = Instant::now();
+            if now >= deadline || self.stopping() || run_now.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(server) = &self.server {
+                server.interests(&mut interests);
+            }
+            crate::wait::until_ready(&interests, IDLE_POLL.min(deadline - now));
         }
     }
 
@@ -317,11 +329,12 @@ impl Daemon {
                 Metrics::add(&mut duty.metrics.kube_requests, elector.take_requests());
             }
             let deadline = start + TICK * (tick + 1) as u32;
-            duty.idle_until(deadline, &signals.run_now, |duty| {
+            duty.idle_until(deadline, &signals.run_now, |duty, interests| {
                 if leading {
                     crate::logging::set_worker("collector");
                     collector.turn(&mut kube, &mut index, duty);
                     crate::logging::set_worker("main");
+                    collector.interests(interests);
                 }
             });
         }

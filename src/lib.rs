@@ -22,5 +22,6 @@ pub mod state;
 pub mod stream;
 pub mod time;
 pub mod vault;
+pub mod wait;
 pub mod watch;
 pub mod workload;

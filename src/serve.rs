@@ -8,8 +8,10 @@
 //! oldest one still sending its request. So idle or dribbling connections
 //! cannot keep a fresh probe from being answered, nor hold the loop.
 
+use crate::wait::Interest;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// The time one `poll` may spend on all clients together; the rest waits
@@ -80,6 +82,19 @@ impl Server {
             clients: Vec::new(),
             turn: 0,
         })
+    }
+
+    /// What the listener waits for: new connections, and each held client's
+    /// next read or write.
+    pub fn interests(&self, out: &mut Vec<Interest>) {
+        out.push(Interest::Read(self.listener.as_raw_fd()));
+        for client in &self.clients {
+            let fd = client.stream.as_raw_fd();
+            out.push(match client.phase {
+                Phase::Reading(_) => Interest::Read(fd),
+                Phase::Writing { .. } => Interest::Write(fd),
+            });
+        }
     }
 
     /// The bound address (useful when the port was 0).

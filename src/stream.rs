@@ -196,6 +196,12 @@ impl Stream {
         })
     }
 
+    /// The socket, for the loop to wait on.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.conn.socket().as_raw_fd()
+    }
+
     /// How long ago the stream was opened.
     pub fn age(&self) -> Duration {
         self.opened.elapsed()

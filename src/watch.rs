@@ -91,6 +91,11 @@ impl Watch {
         flow
     }
 
+    /// The socket, for the loop to wait on.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.stream.fd()
+    }
+
     /// How long ago the watch was opened.
     pub fn age(&self) -> std::time::Duration {
         self.stream.age()
