@@ -185,7 +185,9 @@ the Vault/OpenBao secrets they use get a new version.
 USAGE: vault-secrets-reloader [FLAGS]
 
 FLAGS (Go duration syntax: 30s, 1m, 1h30m):
-  --collector-sync-period DURATION  how often workloads are collected [default: 30s]
+  --collector-sync-period DURATION  how often the collector lists what its watch streams
+                                    do not follow (a failed or forbidden watch); changes
+                                    otherwise apply as they arrive [default: 30s]
   --reloader-run-period DURATION    how often Vault is checked for new versions [default: 60s]
   --log-level LEVEL                 debug, info, warn or error [default: info]
   --enable-json-log                 one JSON object per log line [default: off]

@@ -100,7 +100,7 @@ fn warn_about(config: &Config) {
     if config.collector_period > config.reloader_period {
         log::warn!(
             "--collector-sync-period ({:?}) is longer than --reloader-run-period ({:?}): \
-             the reloader will often see an old list of workloads",
+             where a watch fails or is forbidden, the reloader will see an old list of workloads",
             config.collector_period,
             config.reloader_period
         );
