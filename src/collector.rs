@@ -174,7 +174,10 @@ impl Collector {
 
     /// One turn of the loop: applies what the watches delivered, without
     /// waiting, then reopens the watches that ended (listing again after a
-    /// 410) — requests, but only when a stream ended.
+    /// 410) — requests, but only when a stream ended. When the server
+    /// cannot be reached the others wait for the next pass, so streams cut
+    /// together (the API server restarting) cost one failed request, not
+    /// one each.
     pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) {
         self.drain(kube, index);
         for i in 0..self.scopes.len() {
@@ -184,7 +187,12 @@ impl Collector {
             match self.bring_up(i, kube, index, duties) {
                 Ok(true) => {}
                 Ok(false) => return,
-                Err(e) if e.is_unreachable() => return,
+                Err(e) if e.is_unreachable() => {
+                    self.scopes
+                        .iter_mut()
+                        .for_each(|scope| scope.resume = false);
+                    return;
+                }
                 Err(_) => {}
             }
         }
@@ -578,6 +586,70 @@ mod tests {
         }
         assert_eq!(asked(&server), ["list", "watch@5", "list", "list"]);
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn streams_cut_together_by_a_vanished_server_cost_one_failed_reopen() {
+        use std::io::{Read, Write};
+        // Answers two lists and two watches (open for 1.2 s, then cut),
+        // then stops listening: later connections are refused.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut watches = Vec::new();
+            for _ in 0..4 {
+                let (mut socket, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.ends_with(b"\r\n\r\n") {
+                    let n = socket.read(&mut buf).unwrap();
+                    request.extend_from_slice(&buf[..n]);
+                }
+                if String::from_utf8_lossy(&request).contains("watch=1") {
+                    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                    socket.write_all(head.as_bytes()).unwrap();
+                    watches.push(socket);
+                    continue;
+                }
+                let body = r#"{"items":[],"metadata":{"resourceVersion":"5"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(answer.as_bytes()).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1200));
+        });
+        let settings = KubeSettings {
+            api_url: url,
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::None,
+        };
+        let mut kube = Kube::new(&settings).unwrap();
+        let kinds = [Kind::Deployment, Kind::StatefulSet];
+        let mut collector = Collector::new(&kinds, &[], &[]);
+        let mut index = Index::new();
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(report.watches, (2, 2));
+        server.join().unwrap();
+        kube.take_requests();
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while std::time::Instant::now() < until {
+            collector.turn(&mut kube, &mut index, &mut Unattended);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sent = kube.take_requests();
+        let watches: u64 = sent
+            .iter()
+            .filter(|((v, _), _)| *v == "watch")
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(watches, 1, "{sent:?}");
+        assert!(collector
+            .scopes
+            .iter()
+            .all(|s| s.watch.is_none() && !s.resume));
     }
 
     #[test]
