@@ -167,9 +167,14 @@ impl Collector {
             }
         }
         report.events = std::mem::take(&mut self.events);
-        let open = self.scopes.iter().filter(|s| s.watch.is_some()).count();
-        report.watches = (open, self.scopes.len());
+        report.watches = self.watches();
         report
+    }
+
+    /// Scopes followed by an open watch, of all scopes.
+    pub fn watches(&self) -> (usize, usize) {
+        let open = self.scopes.iter().filter(|s| s.watch.is_some()).count();
+        (open, self.scopes.len())
     }
 
     /// One turn of the loop: applies what the watches delivered, without

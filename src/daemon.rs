@@ -150,6 +150,8 @@ impl Duty {
             self.readiness.collected = ok;
             metrics.collector.record(ok, took);
             metrics.watched_workloads = index.len();
+            metrics.watch_streams = report.watches;
+            metrics.watch_events += report.events;
             log::info!(
                 "collector pass: {} workloads opted in, {requests} API requests, {} ms, \
                  {} watch events since the last pass, {}/{} watches open",
@@ -335,6 +337,8 @@ impl Daemon {
                     collector.turn(&mut kube, &mut index, duty);
                     crate::logging::set_worker("main");
                     collector.interests(interests);
+                    duty.metrics.watched_workloads = index.len();
+                    duty.metrics.watch_streams = collector.watches();
                 }
             });
         }

@@ -49,6 +49,10 @@ pub struct Metrics {
     pub watched_workloads: usize,
     /// Distinct secrets they use.
     pub secrets: usize,
+    /// Open watch streams, and the scopes (kinds × namespaces) followed.
+    pub watch_streams: (usize, usize),
+    /// Watch events applied.
+    pub watch_events: u64,
     /// Whether this replica acts (always true without leader election).
     pub leader: bool,
     /// Kubernetes API requests by verb and status.
@@ -156,6 +160,22 @@ impl Metrics {
         let _ = writeln!(out, "{PREFIX}watched_secrets {}", self.secrets);
         header(
             &mut out,
+            "watch_streams",
+            "gauge",
+            "Watch streams open (state=\"open\") and wanted (one per kind and namespace).",
+        );
+        let (open, wanted) = self.watch_streams;
+        let _ = writeln!(out, "{PREFIX}watch_streams{{state=\"open\"}} {open}");
+        let _ = writeln!(out, "{PREFIX}watch_streams{{state=\"wanted\"}} {wanted}");
+        header(
+            &mut out,
+            "watch_events_total",
+            "counter",
+            "Watch events applied to the index (changes and bookmarks).",
+        );
+        let _ = writeln!(out, "{PREFIX}watch_events_total {}", self.watch_events);
+        header(
+            &mut out,
             "kubernetes_requests_total",
             "counter",
             "API server requests by verb and status.",
@@ -215,6 +235,8 @@ mod tests {
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
+        metrics.watch_streams = (2, 3);
+        metrics.watch_events = 11;
         Metrics::add(
             &mut metrics.kube_requests,
             [(("patch", "409".to_string()), 2)].into(),
@@ -227,6 +249,9 @@ mod tests {
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
+            "vault_secrets_reloader_watch_streams{state=\"open\"} 2",
+            "vault_secrets_reloader_watch_streams{state=\"wanted\"} 3",
+            "vault_secrets_reloader_watch_events_total 11",
             "vault_secrets_reloader_kubernetes_requests_total{verb=\"patch\",code=\"409\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
