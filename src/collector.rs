@@ -35,6 +35,11 @@ const WATCH_GRACE: Duration = Duration::from_secs(30);
 /// next pass, so a server that ends every watch at once is not hammered.
 const RESUME_AFTER: Duration = Duration::from_secs(1);
 
+/// Forbidden watches in a row after which a scope is listed at every pass
+/// instead: an API server that has just started denies everything until
+/// its RBAC caches are filled, which must not turn a scope to lists for good.
+const FORBIDDEN_TRIES: u8 = 3;
+
 /// The next, smaller page size after a page passed its byte cap (large
 /// objects: big annotations, many managed fields); `None` when a single
 /// object did.
@@ -46,6 +51,13 @@ fn smaller_page(size: u32) -> Option<u32> {
 /// turn of the loop (else at the next pass).
 fn after_end(age: Duration) -> bool {
     age >= RESUME_AFTER
+}
+
+/// Whether a scope whose watch was forbidden `forbidden` times in a row is
+/// listed at every pass from now on (else listed and watched again at the
+/// next pass).
+fn list_instead(forbidden: u8) -> bool {
+    forbidden >= FORBIDDEN_TRIES
 }
 
 /// The `timeoutSeconds` of scope `i`'s watches: spread over
@@ -67,6 +79,8 @@ struct Scope {
     resume: bool,
     /// Watching is forbidden here (RBAC): listed at every pass instead.
     list_only: bool,
+    /// Watches forbidden in a row, until one delivers something.
+    forbidden: u8,
 }
 
 impl Scope {
@@ -123,6 +137,7 @@ impl Collector {
                     watch: None,
                     resume: false,
                     list_only: false,
+                    forbidden: 0,
                 })
             })
             .collect();
@@ -336,6 +351,9 @@ impl Collector {
             };
             let result = watch.events(&mut events);
             let age = watch.age();
+            if !events.is_empty() || result == Ok(Flow::Ended) {
+                self.scopes[i].forbidden = 0;
+            }
             for event in events.drain(..) {
                 self.apply(i, event, index);
             }
@@ -369,8 +387,8 @@ impl Collector {
     }
 
     /// A watch failed: 410 lists the scope again at once, a forbidden watch
-    /// turns the scope to listing at every pass, anything else resumes from
-    /// the last version.
+    /// lists it at the next pass (at every pass once forbidden again and
+    /// again), anything else resumes from the last version.
     fn watch_failed(&mut self, i: usize, error: Error, age: Duration, kube: &mut Kube) {
         kube.watch_failed(&error);
         match error {
@@ -383,12 +401,22 @@ impl Collector {
                 self.end_watch(i, true);
             }
             Error::Denied(403) => {
-                log::warn!(
-                    "watching {} is forbidden (RBAC allows list but not watch): listing it every \
-                     collector period instead",
-                    self.describe(i)
-                );
-                self.scopes[i].list_only = true;
+                let scope = &mut self.scopes[i];
+                scope.forbidden = scope.forbidden.saturating_add(1);
+                if list_instead(scope.forbidden) {
+                    scope.list_only = true;
+                    log::warn!(
+                        "watching {} is forbidden (RBAC allows list but not watch): listing it \
+                         every collector period instead",
+                        self.describe(i)
+                    );
+                } else {
+                    scope.resource_version = None;
+                    log::debug!(
+                        "watching {} was forbidden; listing it and watching again at the next pass",
+                        self.describe(i)
+                    );
+                }
                 self.end_watch(i, false);
             }
             e => {
@@ -465,6 +493,20 @@ mod tests {
         let cases = [(500, Some(250)), (3, Some(1)), (2, Some(1)), (1, None)];
         for (size, want) in cases {
             assert_eq!(smaller_page(size), want, "{size}");
+        }
+    }
+
+    #[test]
+    fn a_scope_is_listed_instead_once_its_watch_was_forbidden_three_times_in_a_row() {
+        let cases = [
+            (0, false),
+            (1, false),
+            (2, false),
+            (3, true),
+            (u8::MAX, true),
+        ];
+        for (forbidden, want) in cases {
+            assert_eq!(list_instead(forbidden), want, "{forbidden}");
         }
     }
 
@@ -579,82 +621,85 @@ mod tests {
     }
 
     #[test]
-    fn a_forbidden_watch_falls_back_to_a_list_at_every_pass() {
+    fn a_watch_forbidden_again_and_again_falls_back_to_a_list_at_every_pass() {
         let (server, mut kube) = cluster(Reply::json(403, r#"{"code":403}"#));
         let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
         let mut index = Index::new();
-        collector.pass(&mut kube, &mut index, &mut Unattended);
-        turn_until(&mut collector, &mut kube, &mut index, &server, 3);
+        for tries in 1..=3 {
+            collector.pass(&mut kube, &mut index, &mut Unattended);
+            turn_until(&mut collector, &mut kube, &mut index, &server, 2 * tries);
+        }
         for _ in 0..2 {
             let report = collector.pass(&mut kube, &mut index, &mut Unattended);
             assert_eq!((report.failures, report.watches), (0, (0, 1)));
         }
-        assert_eq!(asked(&server), ["list", "watch@5", "list", "list"]);
+        let tried = ["list", "watch@5"].repeat(3);
+        assert_eq!(asked(&server), [&tried[..], &["list", "list"]].concat());
         assert_eq!(index.len(), 1);
     }
 
     #[test]
-    fn streams_cut_together_by_a_vanished_server_cost_one_failed_reopen() {
-        use std::io::{Read, Write};
-        // Answers two lists and two watches (open for 1.2 s, then cut),
-        // then stops listening: later connections are refused.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let server = std::thread::spawn(move || {
-            let mut watches = Vec::new();
-            for _ in 0..4 {
-                let (mut socket, _) = listener.accept().unwrap();
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !request.ends_with(b"\r\n\r\n") {
-                    let n = socket.read(&mut buf).unwrap();
-                    request.extend_from_slice(&buf[..n]);
-                }
-                if String::from_utf8_lossy(&request).contains("watch=1") {
-                    let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-                    socket.write_all(head.as_bytes()).unwrap();
-                    watches.push(socket);
-                    continue;
-                }
-                let body = r#"{"items":[],"metadata":{"resourceVersion":"5"}}"#;
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                socket.write_all(answer.as_bytes()).unwrap();
+    fn a_watch_forbidden_once_is_watched_again() {
+        // An API server that has just started denies everything until its
+        // RBAC caches are filled.
+        let watches = std::sync::atomic::AtomicUsize::new(0);
+        let server = fake_server::start(move |r| {
+            if r.path.contains("watch=1") {
+                return match watches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                    0 => Reply::json(403, r#"{"code":403}"#),
+                    _ => Reply::json(200, ""),
+                };
             }
-            std::thread::sleep(Duration::from_millis(1200));
+            let body = serde_json::json!({"items": [deployment("a", 0)],
+                "metadata": {"resourceVersion": "5", "continue": ""}});
+            Reply::json(200, &body.to_string())
         });
-        let settings = KubeSettings {
-            api_url: url,
+        let mut kube = Kube::new(&KubeSettings {
+            api_url: server.url.clone(),
             ca: None,
             skip_verify: false,
             credentials: KubeCredentials::None,
-        };
-        let mut kube = Kube::new(&settings).unwrap();
-        let kinds = [Kind::Deployment, Kind::StatefulSet];
-        let mut collector = Collector::new(&kinds, &[], &[]);
+        })
+        .unwrap();
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
         let mut index = Index::new();
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        turn_until(&mut collector, &mut kube, &mut index, &server, 2);
         let report = collector.pass(&mut kube, &mut index, &mut Unattended);
-        assert_eq!(report.watches, (2, 2));
-        server.join().unwrap();
-        kube.take_requests();
-        let until = std::time::Instant::now() + Duration::from_secs(3);
-        while std::time::Instant::now() < until {
-            collector.turn(&mut kube, &mut index, &mut Unattended);
-            std::thread::sleep(Duration::from_millis(20));
+        assert_eq!((report.failures, report.watches), (0, (1, 1)));
+        turn_until(&mut collector, &mut kube, &mut index, &server, 4);
+        assert_eq!(asked(&server), ["list", "watch@5", "list", "watch@5"]);
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn an_unreachable_server_costs_one_request_per_turn_not_one_per_scope() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut kube = Kube::new(&KubeSettings {
+            api_url: format!("http://127.0.0.1:{port}"),
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::None,
+        })
+        .unwrap();
+        let namespaces = ["a", "b", "c"].map(String::from);
+        let mut collector = Collector::new(&[Kind::Deployment], &namespaces, &[]);
+        for scope in &mut collector.scopes {
+            scope.resource_version = Some("5".into());
+            scope.resume = true;
         }
-        let sent = kube.take_requests();
-        let watches: u64 = sent
-            .iter()
-            .filter(|((v, _), _)| *v == "watch")
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(watches, 1, "{sent:?}");
-        assert!(collector
-            .scopes
-            .iter()
-            .all(|s| s.watch.is_none() && !s.resume));
+        let mut index = Index::new();
+        for _ in 0..3 {
+            collector.turn(&mut kube, &mut index, &mut Unattended);
+        }
+        let requests: u64 = kube.take_requests().values().sum();
+        assert_eq!(requests, 1, "the others wait for the next pass");
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((report.failures, report.watches), (1, (0, 3)));
     }
 
     #[test]
