@@ -65,13 +65,7 @@ between() { (($3 > $2)) && sed -n "$(($2 + 1)),$3p" "$1" || true; }
 matches() { grep -c -- "$1" || true; }
 
 say "build"
-if [[ -n ${RELOADER_BIN:-} ]]; then
-  BIN=$RELOADER_BIN
-else
-  # This repository's own target dir, whatever CARGO_TARGET_DIR says.
-  CARGO_TARGET_DIR=$REPO/target cargo build --release --quiet
-  BIN=$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloader
-fi
+build_daemon
 check "the daemon binary is there ($BIN)" test -x "$BIN"
 
 say "setup: identity, five secrets, five Deployments that use one each"

@@ -156,13 +156,7 @@ last_passes_at_rest() {
 }
 
 say "build"
-if [[ -n ${RELOADER_BIN:-} ]]; then
-  BIN=$RELOADER_BIN
-else
-  # This repository's own target dir, whatever CARGO_TARGET_DIR says.
-  CARGO_TARGET_DIR=$REPO/target cargo build --release --quiet
-  BIN=$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloader
-fi
+build_daemon
 check "the daemon binary is there ($BIN)" test -x "$BIN"
 
 say "setup: identity, $NS_COUNT namespaces, four secrets and Deployments in four of them"

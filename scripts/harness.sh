@@ -41,11 +41,14 @@ stop_process() {
     wait "$1" 2>/dev/null || true
   fi
 }
-# daemon_log_on_failure DIR: the daemon's last stderr lines, when a check failed.
+# daemon_log_on_failure DIR: the daemon's last log lines (it logs to stdout)
+# and anything on its stderr, when a check failed.
 daemon_log_on_failure() {
   if ((FAILED > 0)); then
-    echo "--- daemon stderr (last 40 lines)"
-    tail -n 40 "$1/reloader.err" 2>/dev/null || true
+    echo "--- daemon log (last 40 lines)"
+    tail -n 40 "$1/reloader.out" 2>/dev/null || true
+    echo "--- daemon stderr (last 10 lines)"
+    tail -n 10 "$1/reloader.err" 2>/dev/null || true
   fi
 }
 # finish: the closing line; fails when a check failed.
@@ -53,4 +56,16 @@ finish() {
   echo
   echo "$PASSED passed, $FAILED failed"
   ((FAILED == 0))
+}
+
+# build_daemon: sets BIN to RELOADER_BIN, else to this repository's release
+# build (built now, in the repository's own target dir whatever
+# CARGO_TARGET_DIR says).
+build_daemon() {
+  if [[ -n ${RELOADER_BIN:-} ]]; then
+    BIN=$RELOADER_BIN
+  else
+    CARGO_TARGET_DIR=$REPO/target cargo build --release --quiet
+    BIN=$REPO/target/x86_64-unknown-linux-gnu/release/vault-secrets-reloader
+  fi
 }

@@ -529,6 +529,17 @@ mod tests {
         );
     }
 
+    /// A client of the API server at `url`, without credentials.
+    fn client(url: &str) -> Kube {
+        let settings = KubeSettings {
+            api_url: url.to_string(),
+            ca: None,
+            skip_verify: false,
+            credentials: KubeCredentials::None,
+        };
+        Kube::new(&settings).unwrap()
+    }
+
     /// A client of a fake API server that lists Deployment `a` at version 5
     /// and answers watches with `watch`.
     fn cluster(watch: Reply) -> (fake_server::FakeServer, Kube) {
@@ -540,13 +551,7 @@ mod tests {
                 "metadata": {"resourceVersion": "5", "continue": ""}});
             Reply::json(200, &body.to_string())
         });
-        let settings = KubeSettings {
-            api_url: server.url.clone(),
-            ca: None,
-            skip_verify: false,
-            credentials: KubeCredentials::None,
-        };
-        let kube = Kube::new(&settings).unwrap();
+        let kube = client(&server.url);
         (server, kube)
     }
 
@@ -654,13 +659,7 @@ mod tests {
                 "metadata": {"resourceVersion": "5", "continue": ""}});
             Reply::json(200, &body.to_string())
         });
-        let mut kube = Kube::new(&KubeSettings {
-            api_url: server.url.clone(),
-            ca: None,
-            skip_verify: false,
-            credentials: KubeCredentials::None,
-        })
-        .unwrap();
+        let mut kube = client(&server.url);
         let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
         let mut index = Index::new();
         collector.pass(&mut kube, &mut index, &mut Unattended);
@@ -679,13 +678,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let mut kube = Kube::new(&KubeSettings {
-            api_url: format!("http://127.0.0.1:{port}"),
-            ca: None,
-            skip_verify: false,
-            credentials: KubeCredentials::None,
-        })
-        .unwrap();
+        let mut kube = client(&format!("http://127.0.0.1:{port}"));
         let namespaces = ["a", "b", "c"].map(String::from);
         let mut collector = Collector::new(&[Kind::Deployment], &namespaces, &[]);
         for scope in &mut collector.scopes {
@@ -754,13 +747,7 @@ mod tests {
                 "metadata": {"resourceVersion": "9", "continue": token}});
             Reply::json(200, &body.to_string())
         });
-        let settings = KubeSettings {
-            api_url: server.url.clone(),
-            ca: None,
-            skip_verify: false,
-            credentials: KubeCredentials::None,
-        };
-        let mut kube = Kube::new(&settings).unwrap();
+        let mut kube = client(&server.url);
         let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
         collector.page_bytes = 1000;
         let mut index = Index::new();
