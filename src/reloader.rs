@@ -920,9 +920,17 @@ mod tests {
         let stored = state(&[(a, Some(version(2, "t2"))), (b, Some(version(1, "t1")))]);
         let b_same = || (b, Lookup::Found(version(1, "t1")));
         let unreadable = |n, t: &str, why| Lookup::Unreadable(version(n, t), why);
-        // name, lookups, stored or first sight, changes, written, held by
+        // name, lookups, stored (or first sight), changes, written, held by
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, Lookup)>,
+            bool,
+            usize,
+            bool,
+            Vec<SecretRef>,
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<(&str, Lookup)>, bool, usize, bool, Vec<SecretRef>)> = vec![
+        let cases: Vec<Case> = vec![
             ("kv delete of the version the pods have: nothing to do",
              vec![(a, unreadable(2, "t2", Deleted)), b_same()], true, 0, false, vec![]),
             ("a new version deleted before it was seen: no rollout",
