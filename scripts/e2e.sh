@@ -512,6 +512,16 @@ check "--namespaces reloads inside" scoped_count_is 1
 check "--namespaces leaves the rest alone" count_is deployment/to-be-reloaded 2
 VAULT_ADDR=http://127.0.0.1:9 run_once
 check "--once exits 1 when Vault cannot be reached (was $code)" test "$code" -eq 1
+# X-Vault-Namespace: OpenBao answers 404 for a namespace it lacks, HashiCorp
+# Vault Community Edition ignores the header.
+VAULT_NAMESPACE=no-such-namespace run_once --dry-run
+if [[ $SERVER_KIND == openbao ]]; then
+  check "a VAULT_NAMESPACE OpenBao lacks: --once exits 1 (was $code)" test "$code" -eq 1
+  check "and the error says it is a configuration error, not a missing secret" \
+    log_has "not found (404): namespace not found; this is not a missing secret"
+else
+  check "VAULT_NAMESPACE, which Vault Community Edition ignores: --once exits 0 (was $code)" test "$code" -eq 0
+fi
 srv kv patch secret/scoped S=3 >/dev/null
 start_daemon --exclude-namespaces "$NS-scoped"
 check "after restart it is reloaded (count 3)" wait_until 20 count_is deployment/to-be-reloaded 3
