@@ -2,6 +2,8 @@
 # Benchmark of the reloader against the local control plane and OpenBao.
 #   scripts/bench.sh           points 100/100, 1000/1000, 5000/2000; rewrites BENCHMARKS.md
 #   scripts/bench.sh --smoke   one small point (50/50), checks only that it still works
+#   --server openbao|vault     first argument: which server of scripts/testenv.sh
+#                              (default openbao; vault is HashiCorp Vault)
 # A benchmark, not a test: timings are written down, never asserted. What is
 # checked is correctness: each affected workload reloaded exactly once, one
 # Vault request per distinct secret.
@@ -11,8 +13,18 @@ cd "$REPO"
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
+SERVER_KIND=openbao
+if [[ ${1:-} == --server ]]; then
+  SERVER_KIND=${2:-}
+  shift 2
+fi
 scripts/testenv.sh up
 eval "$(scripts/testenv.sh env)"
+case $SERVER_KIND in
+  openbao) ;;
+  vault) export VAULT_ADDR=$HASHICORP_VAULT_ADDR VAULT_TOKEN=$HASHICORP_VAULT_TOKEN ;;
+  *) echo "bench: --server openbao|vault, not '$SERVER_KIND'" >&2; exit 2 ;;
+esac
 cargo build --release --quiet
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -5,23 +5,33 @@ RELOADER_NS=bank-vaults-infra
 RELOADER_SA=vault-secrets-reloader
 RELOADER_PREFIX=secrets-reloader.security.bank-vaults.io
 
+# srv ARGS...: the CLI of the server at VAULT_ADDR, as VAULT_TOKEN: HashiCorp's
+# `vault` when SERVER_KIND=vault, else OpenBao's `bao`.
+srv() {
+  if [[ ${SERVER_KIND:-openbao} == vault ]]; then
+    env -u VAULT_NAMESPACE VAULT_ADDR="$VAULT_ADDR" VAULT_TOKEN="$VAULT_TOKEN" vault "$@"
+  else
+    BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN bao "$@"
+  fi
+}
+
 # reloader_identity DIR [EXTRA_POLICY_HCL]: the ServiceAccount and RBAC from
-# manifests/, a token of it in DIR/token, and an OpenBao role for it whose
-# policy is manifests/vault-policy.hcl (plus EXTRA_POLICY_HCL).
+# manifests/, a token of it in DIR/token, and a role on the server (see srv)
+# for it whose policy is manifests/vault-policy.hcl (plus EXTRA_POLICY_HCL).
 reloader_identity() {
   local dir=$1 extra=${2:-}
   kubectl apply -f manifests/00-namespace.yaml -f manifests/01-serviceaccount.yaml \
     -f manifests/02-rbac.yaml -f manifests/03-leader-election.yaml >/dev/null
   kubectl -n "$RELOADER_NS" create token "$RELOADER_SA" --duration=2h >"$dir/token"
   { cat manifests/vault-policy.hcl; printf '%s\n' "$extra"; } >"$dir/policy.hcl"
-  BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN bao policy write "$RELOADER_SA" "$dir/policy.hcl" >/dev/null
-  BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN bao write "auth/kubernetes/role/$RELOADER_SA" \
+  srv policy write "$RELOADER_SA" "$dir/policy.hcl" >/dev/null
+  srv write "auth/kubernetes/role/$RELOADER_SA" \
     bound_service_account_names="$RELOADER_SA" bound_service_account_namespaces="$RELOADER_NS" \
-    policies="$RELOADER_SA" ttl=1h >/dev/null
+    policies="$RELOADER_SA" ttl=1h >/dev/null 2>"$dir/role.err" || { cat "$dir/role.err" >&2; return 1; }
 }
 
 # start_reloader BIN DIR LISTEN ARGS...: runs the daemon in the background as
-# it would run in the cluster (its own token, Kubernetes auth to OpenBao, no
+# it would run in the cluster (its own token, Kubernetes auth to the server, no
 # root token), logging to DIR/reloader.out and DIR/reloader.err; sets
 # RELOADER_PID.
 start_reloader() {

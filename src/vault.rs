@@ -9,8 +9,9 @@ use crate::pace::Duties;
 use crate::state::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
 pub const ANSWER_LIMIT: u64 = 1024 * 1024;
@@ -27,12 +28,51 @@ const MAX_TTL: u64 = 365 * 24 * 60 * 60;
 pub enum Lookup {
     /// The current version.
     Found(Version),
+    /// The current version exists but cannot be read (soft-deleted, expired
+    /// by `delete_version_after`, or destroyed): pods started now would not
+    /// get it.
+    Unreadable(Version, Unreadable),
     /// The path does not exist (404, or metadata without versions).
     Missing,
     /// The path can never have versions; the text says why.
     Unwatchable(&'static str),
     /// Vault could not be asked; try again next pass.
     Failed(Error),
+}
+
+/// Why a KV v2 version that exists cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Its deletion time has passed (`kv delete`, or `delete_version_after`).
+    Deleted,
+    /// Its data is gone for good (`kv destroy`).
+    Destroyed,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unreadable::Deleted => "deleted",
+            Unreadable::Destroyed => "destroyed",
+        })
+    }
+}
+
+/// Whether a version with these metadata fields can be read at `now`:
+/// `None` when it can. A deletion time is set in advance by
+/// `delete_version_after`, so only one that has passed makes it deleted;
+/// one that cannot be read counts as passed (the Warning Event shows it).
+pub fn unreadable(destroyed: bool, deletion_time: &str, now: SystemTime) -> Option<Unreadable> {
+    if destroyed {
+        return Some(Unreadable::Destroyed);
+    }
+    if deletion_time.is_empty() {
+        return None;
+    }
+    match humantime::parse_rfc3339(deletion_time) {
+        Ok(at) if at > now => None,
+        _ => Some(Unreadable::Deleted),
+    }
 }
 
 /// A client of one Vault server.
@@ -175,6 +215,10 @@ struct Metadata {
 struct VersionInfo {
     #[serde(default)]
     created_time: String,
+    #[serde(default)]
+    deletion_time: String,
+    #[serde(default)]
+    destroyed: bool,
 }
 
 /// The metadata path of the KV v2 data path `path` under `mount`
@@ -475,7 +519,7 @@ impl Vault {
         };
         let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token, duties) {
             Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
-            Err(Error::NotFound) if refused.is_some() => {
+            Err(Error::NotFound | Error::Misrouted(_)) if refused.is_some() => {
                 return Err(guess_failed("the metadata was not found"))
             }
             Err(Error::NotFound) => return Ok(Lookup::Missing),
@@ -485,13 +529,14 @@ impl Vault {
         if number == 0 {
             return Ok(Lookup::Missing);
         }
-        let created = answer
-            .data
-            .versions
-            .get(&number.to_string())
-            .map(|v| v.created_time.clone())
-            .unwrap_or_default();
-        Ok(Lookup::Found(Version { number, created }))
+        let info = answer.data.versions.get(&number.to_string());
+        let created = info.map(|v| v.created_time.clone()).unwrap_or_default();
+        let version = Version { number, created };
+        let why = info.and_then(|v| unreadable(v.destroyed, &v.deletion_time, SystemTime::now()));
+        Ok(match why {
+            Some(why) => Lookup::Unreadable(version, why),
+            None => Lookup::Found(version),
+        })
     }
 }
 
@@ -757,6 +802,65 @@ mod tests {
             .iter()
             .filter(|r| r.path == "/v1/auth/token/renew-self")
             .all(|r| r.method == "POST"));
+    }
+
+    #[test]
+    fn whether_the_current_version_is_readable() {
+        let now = humantime::parse_rfc3339("2026-11-29T14:00:00Z").unwrap();
+        use Unreadable::*;
+        #[rustfmt::skip]
+        let cases: &[(&str, bool, &str, Option<Unreadable>)] = &[
+            ("written, never deleted", false, "", None),
+            ("kv delete: deletion time passed", false, "2026-11-29T13:59:59.123456789Z", Some(Deleted)),
+            ("deleted exactly now", false, "2026-11-29T14:00:00Z", Some(Deleted)),
+            ("delete_version_after: deletion time ahead, still readable", false, "2026-11-29T15:00:00.5Z", None),
+            ("delete_version_after expired", false, "2026-11-29T13:00:00Z", Some(Deleted)),
+            ("kv destroy", true, "", Some(Destroyed)),
+            ("deleted, then destroyed", true, "2026-11-29T13:00:00Z", Some(Destroyed)),
+            ("an unreadable deletion time counts as passed", false, "yesterday", Some(Deleted)),
+        ];
+        for (name, destroyed, deletion_time, want) in cases {
+            assert_eq!(unreadable(*destroyed, deletion_time, now), *want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_current_version_is_unreadable_and_names_its_version() {
+        const DELETED: &str = r#"{"data":{"current_version":2,"versions":{
+            "1":{"created_time":"2024-01-01T00:00:00Z","deletion_time":"","destroyed":false},
+            "2":{"created_time":"2024-01-02T00:00:00Z","deletion_time":"2024-01-03T00:00:00Z","destroyed":false}}}}"#;
+        let server = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => Reply::json(200, DELETED),
+        });
+        match client(&server).current_version("secret/data/x", &mut Unattended) {
+            Lookup::Unreadable(version, Unreadable::Deleted) => {
+                assert_eq!(version.number, 2);
+                assert_eq!(version.created, "2024-01-02T00:00:00Z");
+            }
+            other => panic!("expected an unreadable version, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_404_naming_another_cause_fails_the_lookup_instead_of_missing() {
+        let server = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            "/v1/secret/metadata/gone" => Reply::json(404, r#"{"errors":[]}"#),
+            _ => Reply::json(404, r#"{"errors":["namespace not found"]}"#),
+        });
+        let mut vault = client(&server);
+        assert!(matches!(
+            vault.current_version("secret/data/gone", &mut Unattended),
+            Lookup::Missing
+        ));
+        let lookup = vault.current_version("secret/data/x", &mut Unattended);
+        assert!(
+            matches!(&lookup, Lookup::Failed(Error::Misrouted(cause)) if cause == "namespace not found"),
+            "{lookup:?}"
+        );
     }
 
     #[test]

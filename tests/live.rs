@@ -16,7 +16,7 @@ use vault_secrets_reloader::error::Error;
 use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
 use vault_secrets_reloader::pace::Unattended;
 use vault_secrets_reloader::stream::Flow;
-use vault_secrets_reloader::vault::{Lookup, Vault};
+use vault_secrets_reloader::vault::{Lookup, Unreadable, Vault};
 use vault_secrets_reloader::watch::{Event, Watch};
 use vault_secrets_reloader::workload::Kind;
 
@@ -253,8 +253,8 @@ fn a_stale_patch_is_refused_and_a_lease_has_one_holder() {
     kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 
-fn vault_with_token(token: &str) -> Vault {
-    let settings = VaultSettings {
+fn settings_with_token(token: &str) -> VaultSettings {
+    VaultSettings {
         addr: var("VAULT_ADDR"),
         auth: VaultAuth::Token(Redacted(token.into())),
         namespace: None,
@@ -263,8 +263,32 @@ fn vault_with_token(token: &str) -> Vault {
         skip_verify: false,
         timeout: Duration::from_secs(5),
         ignore_missing: false,
+    }
+}
+
+fn vault_with_token(token: &str) -> Vault {
+    Vault::new(
+        &settings_with_token(token),
+        None,
+        PathBuf::from("/nonexistent"),
+    )
+    .unwrap()
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn a_namespace_that_does_not_exist_is_a_configuration_error_not_a_missing_secret() {
+    let settings = VaultSettings {
+        namespace: Some("no-such-namespace".into()),
+        ..settings_with_token(&var("VAULT_TOKEN"))
     };
-    Vault::new(&settings, None, PathBuf::from("/nonexistent")).unwrap()
+    let mut vault = Vault::new(&settings, None, PathBuf::from("/nonexistent")).unwrap();
+    match vault.current_version("secret/data/anything", &mut Unattended) {
+        Lookup::Failed(e @ Error::Misrouted(_)) => {
+            assert!(e.to_string().contains("namespace not found"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -331,6 +355,12 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
         }
         other => panic!("{other:?}"),
     }
+    // Soft-deleted: the version is still there, but cannot be read.
+    bao(&["kv", "delete", "live/kv/app"]);
+    assert!(matches!(
+        vault.current_version("live/kv/data/app", &mut Unattended),
+        Lookup::Unreadable(ref v, Unreadable::Deleted) if v.number == 2
+    ));
 
     let mut refused = vault_with_token("not-a-token");
     assert!(matches!(
