@@ -170,25 +170,6 @@ fn read_until(watch: &mut Watch, events: &mut Vec<Event>, done: impl Fn(&[Event]
 
 #[test]
 #[ignore = "needs scripts/testenv.sh up"]
-fn a_watch_from_a_version_long_gone_is_410() {
-    let (ns, mut kube) = namespace_and_client("gone");
-    let mut watch = kube
-        .open_watch(Kind::Deployment, Some(&ns), "1", 30)
-        .unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(20);
-    let result = loop {
-        let result = watch.events(&mut Vec::new());
-        if result != Ok(Flow::Open) || std::time::Instant::now() > until {
-            break result;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(result, Err(Error::Gone));
-    kubectl(&["delete", "namespace", &ns, "--wait=false"]);
-}
-
-#[test]
-#[ignore = "needs scripts/testenv.sh up"]
 fn a_stale_patch_is_refused_and_a_lease_has_one_holder() {
     let (ns, mut kube) = namespace_and_client("patch");
     apply(&deployment(&ns, "app"));
