@@ -325,11 +325,8 @@ impl Reloader {
             match apply(kube, index, &id, &lookup, self.dry_run, duties) {
                 Ok(Some((uid, changes))) => {
                     let message = format!("Rolled out for new secret versions: {}", list(&changes));
-                    duties.serve();
-                    if let Err(e) = kube.create_event(&id, &uid, false, "SecretsReloaded", &message)
-                    {
-                        log::warn!("recording an Event for {id} failed: {e}");
-                    }
+                    let event = (false, "SecretsReloaded", message.as_str());
+                    record_event(kube, &id, &uid, event, duties);
                     report.reloaded.push(id);
                 }
                 Ok(None) => {}
@@ -388,10 +385,8 @@ impl Reloader {
         if self.dry_run {
             return;
         }
-        duties.serve();
-        if let Err(e) = kube.create_event(id, &entry.uid, true, "VaultAddressRefused", &message) {
-            log::warn!("recording an Event for {id} failed: {e}");
-        }
+        let event = (true, "VaultAddressRefused", message.as_str());
+        record_event(kube, id, &entry.uid, event, duties);
     }
 
     /// A Warning Event on a workload for each secret it uses that does not
@@ -409,12 +404,9 @@ impl Reloader {
             match lookup(secret) {
                 Some(Lookup::Missing) if !self.dry_run && !self.said_missing.contains(&key) => {
                     let message = format!("Vault secret path {} not found", secret.path);
-                    duties.serve();
-                    match kube.create_event(id, &entry.uid, true, "SecretNotFound", &message) {
-                        Ok(()) => {
-                            self.said_missing.insert(key);
-                        }
-                        Err(e) => log::warn!("recording an Event for {id} failed: {e}"),
+                    let event = (true, "SecretNotFound", message.as_str());
+                    if record_event(kube, id, &entry.uid, event, duties) {
+                        self.said_missing.insert(key);
                     }
                 }
                 Some(Lookup::Found(_)) => {
@@ -455,12 +447,9 @@ impl Reloader {
                 secret.path
             );
             log::warn!("{id}: {message}");
-            duties.serve();
-            match kube.create_event(id, &entry.uid, true, "SecretVersionUnreadable", &message) {
-                Ok(()) => {
-                    self.said_unreadable.insert(key, version.number);
-                }
-                Err(e) => log::warn!("recording an Event for {id} failed: {e}"),
+            let event = (true, "SecretVersionUnreadable", message.as_str());
+            if record_event(kube, id, &entry.uid, event, duties) {
+                self.said_unreadable.insert(key, version.number);
             }
         }
     }
@@ -578,6 +567,26 @@ impl Reloader {
                 }
             }
             Lookup::Failed(e) => log::error!("checking {secret}{at} failed: {e}"),
+        }
+    }
+}
+
+/// Records an Event `(warning, reason, message)` on workload `id` (after
+/// serving the loop's duties); whether it was recorded. A failure is only
+/// logged: the Event is a courtesy, the rollout or the warning stands.
+fn record_event(
+    kube: &mut Kube,
+    id: &WorkloadId,
+    uid: &str,
+    (warning, reason, message): (bool, &str, &str),
+    duties: &mut dyn Duties,
+) -> bool {
+    duties.serve();
+    match kube.create_event(id, uid, warning, reason, message) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("recording an Event for {id} failed: {e}");
+            false
         }
     }
 }
