@@ -150,6 +150,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bookmark_as_the_api_server_sends_it_decodes() {
+        // Captured from kube-apiserver v1.37: an empty object, nulls and all.
+        let bookmark = r#"{"type":"BOOKMARK","object":{"kind":"Deployment","apiVersion":"apps/v1",
+            "metadata":{"resourceVersion":"12746","creationTimestamp":null,
+                "annotations":{"k8s.io/initial-events-end":"true"}},
+            "spec":{"selector":null,"template":{"metadata":{"creationTimestamp":null},
+                "spec":{"containers":null}},"strategy":{}},"status":{}}}"#;
+        let event = decode_str(&bookmark.replace('\n', ""));
+        assert!(
+            matches!(&event, Ok(Event::Bookmark(v)) if v == "12746"),
+            "{event:?}"
+        );
+    }
+
+    #[test]
     fn an_undecodable_line_is_an_error_not_a_panic() {
         for line in ["{", "[]", r#"{"type":"ADDED"}"#, "\u{0}"] {
             let result = decode_str(line);

@@ -115,8 +115,10 @@ fn template_annotation_used(key: &str) -> bool {
 #[serde(default)]
 pub struct Workload {
     /// Object metadata.
+    #[serde(deserialize_with = "null_as_default")]
     pub metadata: Metadata,
     /// Object spec.
+    #[serde(deserialize_with = "null_as_default")]
     pub spec: Spec,
 }
 
@@ -125,12 +127,16 @@ pub struct Workload {
 #[serde(default, rename_all = "camelCase")]
 pub struct Metadata {
     /// Object name.
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     /// Object namespace.
+    #[serde(deserialize_with = "null_as_default")]
     pub namespace: String,
     /// Version for optimistic concurrency.
+    #[serde(deserialize_with = "null_as_default")]
     pub resource_version: String,
     /// Object UID, for Events.
+    #[serde(deserialize_with = "null_as_default")]
     pub uid: String,
     /// The observed-versions annotation, if set (other annotations are dropped).
     #[serde(deserialize_with = "only_state_annotation")]
@@ -142,6 +148,7 @@ pub struct Metadata {
 #[serde(default)]
 pub struct Spec {
     /// The pod template.
+    #[serde(deserialize_with = "null_as_default")]
     pub template: Template,
 }
 
@@ -150,8 +157,10 @@ pub struct Spec {
 #[serde(default)]
 pub struct Template {
     /// Template metadata.
+    #[serde(deserialize_with = "null_as_default")]
     pub metadata: TemplateMetadata,
     /// Template spec.
+    #[serde(deserialize_with = "null_as_default")]
     pub spec: PodSpec,
 }
 
@@ -169,8 +178,10 @@ pub struct TemplateMetadata {
 #[serde(default, rename_all = "camelCase")]
 pub struct PodSpec {
     /// Containers.
+    #[serde(deserialize_with = "null_as_default")]
     pub containers: Vec<Container>,
     /// Init containers.
+    #[serde(deserialize_with = "null_as_default")]
     pub init_containers: Vec<Container>,
 }
 
@@ -179,6 +190,7 @@ pub struct PodSpec {
 #[serde(default)]
 pub struct Container {
     /// Container name.
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     /// Env vars whose value mentions `vault:` or `bao:` (others are dropped).
     #[serde(deserialize_with = "only_reference_env")]
@@ -190,9 +202,21 @@ pub struct Container {
 #[serde(default)]
 pub struct EnvVar {
     /// Variable name.
+    #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     /// Its literal value.
     pub value: Option<String>,
+}
+
+/// The field's value, or its default when it is `null`: the API server
+/// writes `null` for empty fields in places (a watch bookmark's object has
+/// `"containers": null`), which `#[serde(default)]` alone refuses.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn only_state_annotation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
