@@ -603,7 +603,8 @@ def row(r):
         f"| {r['watches']} | {r['cpu_ms_per_s']:.0f} ms/s "
         f"| {r['reloader_ms']:.0f} ms | {r['vault_per_pass']:.0f} | {r['api_per_quiet_pass']:.0f} "
         f"| {r['rss_steady_kib'] / 1024:.1f} MiB | {r['rss_peak_kib'] / 1024:.1f} MiB "
-        f"| {r['health_p50_ms']:.1f} / {r['health_p99_ms']:.0f} / {r['health_max_ms']:.0f} ms "
+        f"| {r['health_p50_ms']:.1f} / {r['health_p99_ms']:.0f} / {r['health_max_ms']:.0f} ms"
+        f"{f' ({n} refused)' if (n := r['health_errors']) else ''} "
         f"| {r['create_s']:.2f} / {r['create_max_s']:.2f} s "
         f"| {r['latency_s']:.1f} s | {r['batch_secrets']} → {r['batch_reloaded']}/{r['batch_expected']} "
         f"({r['batch_api']} req), {r['wrong']} wrong |")
