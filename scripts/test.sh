@@ -32,5 +32,5 @@ step "watch-stream suite (30 namespaces, an API server restart, 410 through a TL
 scripts/e2e-streams.sh
 step "release binaries (musl x86-64 and arm64, the arm64 one under qemu)"
 scripts/e2e-release.sh
-step "benchmark smoke run (50/50; the full run is scripts/bench.sh)"
+step "benchmark smoke run (ns5:50/50; the full run is scripts/bench.sh)"
 scripts/bench.sh --smoke
