@@ -285,7 +285,10 @@ impl Reloader {
         }
     }
 
-    /// One pass over every workload in `index`.
+    /// One pass over the workloads in `index`: asks Vault about each
+    /// distinct secret, then decides and patches each workload. Between two
+    /// requests `duties` may bring `index` up to date (the watch streams),
+    /// so each workload is decided as it is then.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
         let sources: BTreeSet<(Server, SecretRef)> = index
@@ -299,16 +302,20 @@ impl Reloader {
             .collect();
         self.forget_what_is_gone(index, &sources);
         report.secrets = sources.len();
-        let Some(lookups) = self.look_up(sources, duties, &mut report) else {
+        // The workloads as they are now: one created while Vault is asked
+        // (the streams are read meanwhile) is decided next pass, when its
+        // secrets have been asked about too.
+        let ids: Vec<WorkloadId> = index.keys().cloned().collect();
+        let Some(lookups) = self.look_up(sources, kube, index, duties, &mut report) else {
             report.interrupted = true;
             return report;
         };
-        let ids: Vec<WorkloadId> = index.keys().cloned().collect();
         for id in ids {
             if !duties.keep_going() {
                 report.interrupted = true;
                 return report;
             }
+            duties.refresh(kube, index);
             let Some(entry) = index.get(&id) else {
                 continue;
             };
@@ -478,10 +485,13 @@ impl Reloader {
 
     /// Asks each server about each of its secrets once. A server that cannot
     /// be reached is not asked again in the same pass (one error, not one
-    /// per secret). `None` when the loop asked to stop.
+    /// per secret). Between two requests the loop's duties are done and
+    /// the streams read into `index`. `None` when the loop asked to stop.
     fn look_up(
         &mut self,
         sources: BTreeSet<(Server, SecretRef)>,
+        kube: &mut Kube,
+        index: &mut Index,
         duties: &mut dyn Duties,
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
@@ -491,6 +501,7 @@ impl Reloader {
             if !duties.keep_going() {
                 return None;
             }
+            duties.refresh(kube, index);
             // Which client: `bao:` secrets share the Vault client without BAO_ADDR.
             let client_key = (
                 server.clone(),
