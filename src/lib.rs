@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pace;
 pub mod refs;
 pub mod reloader;
+pub mod resolve;
 pub mod serve;
 pub mod state;
 pub mod stream;
