@@ -12,6 +12,7 @@ pub mod http;
 pub mod kube;
 pub mod kubeconfig;
 pub mod lease;
+pub mod lifetime;
 pub mod logging;
 pub mod metrics;
 pub mod pace;
