@@ -11,6 +11,7 @@ pub mod framing;
 pub mod http;
 pub mod kube;
 pub mod kubeconfig;
+pub mod lifetime;
 pub mod lease;
 pub mod logging;
 pub mod metrics;

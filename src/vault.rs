@@ -540,6 +540,28 @@ impl Vault {
     }
 }
 
+/// Why a path's lifetime is not known (STUB for merge).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifetimeError {
+    /// The path is in a KV mount: not a dynamic secret.
+    NotDynamic,
+    /// Nothing about the mount or role could be read; the text names the permission missing.
+    Unknown(String),
+    /// Vault could not be asked: try again next pass.
+    Failed(Error),
+}
+
+impl Vault {
+    /// STUB for merge: the lifetime of credentials read from `path`.
+    pub fn lifetime(
+        &mut self,
+        path: &str,
+        _duties: &mut dyn Duties,
+    ) -> Result<crate::lifetime::Lifetime, LifetimeError> {
+        Err(LifetimeError::Unknown(format!("read on the role of {path} (stub)")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
