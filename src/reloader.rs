@@ -123,9 +123,10 @@ pub fn decide(
         }
         _ => None,
     };
-    state.last_reload = match changes.is_empty() {
-        true => last_reload,
-        false => Some(now),
+    // A rollout ends the first sight of a workload using dynamic secrets.
+    (state.last_reload, state.first_seen) = match changes.is_empty() {
+        true => (last_reload, stored.and_then(|s| s.first_seen)),
+        false => (Some(now), None),
     };
     let write_state = match stored {
         Some(stored) => *stored != state,
@@ -755,6 +756,7 @@ mod tests {
                 .map(|(path, v)| (secret(path).key(), v.clone()))
                 .collect(),
             last_reload: None,
+            first_seen: None,
         }
     }
 

@@ -558,7 +558,9 @@ impl Vault {
         path: &str,
         _duties: &mut dyn Duties,
     ) -> Result<crate::lifetime::Lifetime, LifetimeError> {
-        Err(LifetimeError::Unknown(format!("read on the role of {path} (stub)")))
+        Err(LifetimeError::Unknown(format!(
+            "read on the role of {path} (stub)"
+        )))
     }
 }
 
