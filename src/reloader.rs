@@ -1055,6 +1055,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: vault_addr.map(String::from),
             state: None,
+            dynamic: None,
         }
     }
 
@@ -1132,6 +1133,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: None,
             state: None,
+            dynamic: None,
         };
         let mut decision = Decision {
             changes: vec![Change {
