@@ -167,6 +167,27 @@ pub fn interval_too_long(settings: &Settings) -> bool {
         .is_some_and(|interval| interval.as_secs() > share(settings.lifetime, settings.percent))
 }
 
+/// A duration as its Event shows it, in whole seconds: `20s`, `1h`, `1h30m`,
+/// `2m5s`.
+pub fn format_duration(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let parts = [
+        (seconds / 3600, "h"),
+        (seconds / 60 % 60, "m"),
+        (seconds % 60, "s"),
+    ];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() {
+        "0s".into()
+    } else {
+        text
+    }
+}
+
 /// A workload whose renewal is due.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate<T> {
@@ -333,6 +354,20 @@ mod tests {
         assert!(!interval_too_long(&s));
         s.min_interval = Some(Duration::from_secs(2413));
         assert!(interval_too_long(&s));
+    }
+
+    #[test]
+    fn durations_read_like_annotations() {
+        for (seconds, text) in [
+            (0, "0s"),
+            (20, "20s"),
+            (3600, "1h"),
+            (5400, "1h30m"),
+            (125, "2m5s"),
+            (90061, "25h1m1s"),
+        ] {
+            assert_eq!(format_duration(Duration::from_secs(seconds)), text);
+        }
     }
 
     #[test]
