@@ -63,10 +63,11 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// Whether the workload is rolled out: a secret changed or its dynamic
-    /// secrets are renewed.
+    /// Whether the workload is rolled out: a secret changed (and nothing
+    /// holds the change back) or its dynamic secrets are renewed.
     pub fn rolls_out(&self) -> bool {
-        !self.changes.is_empty() || self.renewal.is_some()
+        let waits = self.deferred_until.is_some() || !self.held_by.is_empty();
+        (!self.changes.is_empty() && !waits) || self.renewal.is_some()
     }
 
     /// What the rollout's Event and log line say.

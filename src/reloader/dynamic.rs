@@ -495,3 +495,378 @@ impl Reloader {
         self.renewals.said_interval.retain(|id| renewed(id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use crate::lifetime::Source;
+    use crate::refs::Provider;
+    use crate::renewal::FirstSight;
+    use crate::state::{State, Version};
+    use crate::workload::{Kind, PREFIXES};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn secret(path: &str) -> SecretRef {
+        SecretRef {
+            provider: Provider::Vault,
+            path: path.into(),
+        }
+    }
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    fn dynamic(max_age: MaxAge, daemon_mode: bool) -> Dynamic {
+        Dynamic {
+            max_age,
+            percent: 67,
+            first_sight: FirstSight::Rollout,
+            daemon_mode,
+            written: Vec::new(),
+        }
+    }
+
+    fn lifetime(ttl: u64, max: u64, renewable: bool) -> Result<Lifetime, LifetimeError> {
+        Ok(Lifetime {
+            ttl: secs(ttl),
+            max: secs(max),
+            renewable,
+            source: Source::Role,
+        })
+    }
+
+    fn entry(uid: &str, state: Option<State>) -> Entry {
+        Entry {
+            id: WorkloadId {
+                kind: Kind::Deployment,
+                namespace: "ns".into(),
+                name: uid.into(),
+            },
+            resource_version: "1".into(),
+            uid: uid.into(),
+            prefix: PREFIXES[0],
+            reload_count: 0,
+            refs: vec![secret("database/creds/app"), secret("secret/data/a")],
+            min_reload_interval: None,
+            vault_addr: None,
+            state,
+            dynamic: Some(dynamic(MaxAge::Auto, false)),
+        }
+    }
+
+    #[test]
+    fn dynamic_refs_are_the_unwatchable_and_the_written() {
+        let mut e = entry("u", None);
+        let mut d = dynamic(MaxAge::Auto, false);
+        d.written = vec![secret("pki/issue/web"), secret("database/creds/app")];
+        let unwatchable = Lookup::Unwatchable("it is not in a KV secrets engine");
+        let found = Lookup::Found(Version {
+            number: 1,
+            created: "t".into(),
+        });
+        let lookup = |s: &SecretRef| match s.path.as_str() {
+            "database/creds/app" => Some(&unwatchable),
+            "secret/data/a" => Some(&found),
+            _ => None,
+        };
+        assert_eq!(
+            dynamic_refs(&e, &d, &lookup),
+            [secret("database/creds/app"), secret("pki/issue/web")]
+        );
+        e.refs.clear();
+        d.written.clear();
+        assert!(dynamic_refs(&e, &d, &lookup).is_empty());
+    }
+
+    #[test]
+    fn the_workload_lifetime_is_the_shortest_known() {
+        let (db, pki, kv1, down) = (
+            secret("database/creds/app"),
+            secret("pki/issue/web"),
+            secret("kv1/app"),
+            secret("aws/creds/x"),
+        );
+        let answers: HashMap<SecretRef, Result<Lifetime, LifetimeError>> = [
+            (db.clone(), lifetime(20, 60, true)),
+            (pki.clone(), lifetime(30, 30, false)),
+            (kv1.clone(), Err(LifetimeError::NotDynamic)),
+            (
+                down.clone(),
+                Err(LifetimeError::Failed(Error::Transport("x".into()))),
+            ),
+        ]
+        .into();
+        let unknown = secret("database/creds/secret-role");
+        let not_asked = secret("x/creds/y");
+        let denied = Err(LifetimeError::Unknown(
+            "read on database/roles/secret-role".into(),
+        ));
+        let lookup = |s: &SecretRef| match s == &unknown {
+            true => Some(&denied),
+            false => answers.get(s),
+        };
+        let known = |n, s: &SecretRef| WorkloadLifetime::Known(secs(n), s.clone());
+        let auto = dynamic(MaxAge::Auto, false);
+        let daemon = dynamic(MaxAge::Auto, true);
+        let fixed = dynamic(MaxAge::Fixed(secs(45)), false);
+        // name, settings, references, fallback, lifetime
+        type Case<'a> = (
+            &'a str,
+            &'a Dynamic,
+            Vec<&'a SecretRef>,
+            Option<u64>,
+            WorkloadLifetime,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("the default ttl without daemon mode", &auto, vec![&db, &pki], None, known(20, &db)),
+            ("daemon mode: the max of what renews, the ttl of a certificate", &daemon, vec![&db, &pki], None, known(30, &pki)),
+            ("daemon mode alone", &daemon, vec![&db], None, known(60, &db)),
+            ("KV v1 is not dynamic", &auto, vec![&kv1], None, WorkloadLifetime::NoDynamic),
+            ("nothing dynamic", &auto, vec![], None, WorkloadLifetime::NoDynamic),
+            ("not asked (refused route)", &auto, vec![&not_asked], None, WorkloadLifetime::NoDynamic),
+            ("unknown: no guessing", &auto, vec![&db, &unknown], None,
+             WorkloadLifetime::Unknown(vec!["database/creds/secret-role: read on database/roles/secret-role".into()])),
+            ("unknown with a fallback", &auto, vec![&db, &unknown], Some(10), known(10, &unknown)),
+            ("a longer fallback", &auto, vec![&db, &unknown], Some(3600), known(20, &db)),
+            ("a failure waits for the next pass", &auto, vec![&db, &down], None, WorkloadLifetime::Failed),
+            ("fixed overrides auto", &fixed, vec![&db, &unknown, &down], None, known(45, &db)),
+            ("fixed but only KV v1", &fixed, vec![&kv1], None, WorkloadLifetime::NoDynamic),
+        ];
+        for (name, d, refs, fallback, want) in cases {
+            let refs: Vec<SecretRef> = refs.into_iter().cloned().collect();
+            let got = workload_lifetime(d, &refs, &lookup, fallback.map(secs));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    fn rolled(last: Option<u64>, first: Option<u64>) -> State {
+        State {
+            last_reload: last,
+            first_seen: first,
+            ..State::default()
+        }
+    }
+
+    fn decision(state: State, changes: usize, deferred: bool) -> Decision {
+        let change = super::super::Change {
+            secret: secret("secret/data/a"),
+            old: None,
+            new: Version {
+                number: 2,
+                created: "t".into(),
+            },
+        };
+        Decision {
+            changes: vec![change; changes],
+            state,
+            write_state: changes > 0 && !deferred,
+            deferred_until: deferred.then_some(NOW + 60),
+            held_by: Vec::new(),
+            renewal: None,
+        }
+    }
+
+    #[test]
+    fn a_renewal_joins_the_secret_decision() {
+        let roll = Renewal {
+            record: None,
+            roll: Some("dynamic secret database/creds/app renewed".into()),
+            due_after_rollout: NOW + 13,
+        };
+        let first = Renewal {
+            record: Some(Record::FirstSeen(NOW)),
+            ..Renewal::default()
+        };
+        let baseline = Renewal {
+            record: Some(Record::LastRollout(NOW)),
+            ..Renewal::default()
+        };
+        let old = rolled(Some(NOW - 100), None);
+        // name, decision, renewal, rolls out, written, stored r and f
+        type Case = (
+            &'static str,
+            Decision,
+            Renewal,
+            bool,
+            bool,
+            (Option<u64>, Option<u64>),
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("a renewal alone", decision(old.clone(), 0, false), roll.clone(), true, true, (Some(NOW), None)),
+            ("a renewal takes deferred changes along: one rollout", decision(old.clone(), 1, true), roll.clone(), true, true, (Some(NOW), None)),
+            ("a renewal ends a first sight", decision(rolled(None, Some(NOW - 5)), 0, false), roll, true, true, (Some(NOW), None)),
+            ("a first sight is recorded", decision(State::default(), 0, false), first.clone(), false, true, (None, Some(NOW))),
+            ("a baseline is recorded", decision(State::default(), 0, false), baseline.clone(), false, true, (Some(NOW), None)),
+            ("a change rolls out, the record is not needed", decision(rolled(Some(NOW), None), 1, false), first.clone(), true, true, (Some(NOW), None)),
+            ("nothing is written while changes wait", decision(old.clone(), 1, true), baseline, false, false, (Some(NOW - 100), None)),
+            ("nothing to do", decision(old, 0, false), Renewal::default(), false, false, (Some(NOW - 100), None)),
+        ];
+        for (name, before, renewal, rolls, written, (r, f)) in cases {
+            let after = with_renewal(before, &renewal, NOW);
+            assert_eq!(after.rolls_out(), rolls, "{name}: rolls out");
+            assert_eq!(after.write_state, written, "{name}: written");
+            assert_eq!(
+                after.deferred_until.is_some(),
+                !rolls && !after.changes.is_empty(),
+                "{name}: deferred"
+            );
+            assert_eq!(
+                (after.state.last_reload, after.state.first_seen),
+                (r, f),
+                "{name}: r, f"
+            );
+        }
+    }
+
+    #[test]
+    fn the_event_says_why() {
+        let db = secret("database/creds/app");
+        let mut d = decision(rolled(Some(NOW - 13), None), 0, false);
+        let s = settings(&entry("u", None), &dynamic(MaxAge::Auto, false), secs(20));
+        let e = entry("u", Some(rolled(Some(NOW - 13), None)));
+        let (_, _, why) = plan(&e, &s, &db, NOW);
+        assert_eq!(
+            why,
+            "dynamic secret database/creds/app renewed (lifetime 20s, rolled at 65%)"
+        );
+        let (_, schedule, first) = plan(&entry("u", None), &s, &db, NOW);
+        assert!(schedule.first_sight);
+        assert_eq!(
+            first,
+            "dynamic secret database/creds/app renewed (lifetime 20s, first sight: its pods' age \
+             is unknown)"
+        );
+        d.renewal = Some(why);
+        assert_eq!(
+            d.reason(),
+            "dynamic secret database/creds/app renewed (lifetime 20s, rolled at 65%)"
+        );
+        d.changes = decision(State::default(), 1, false).changes;
+        assert_eq!(
+            d.reason(),
+            "Rolled out for new secret versions: vault:secret/data/a missing → v2; dynamic secret \
+             database/creds/app renewed (lifetime 20s, rolled at 65%)"
+        );
+    }
+
+    #[test]
+    fn the_hint_names_the_annotation_only_outside_kv() {
+        assert!(hint("it is not in a KV secrets engine")
+            .contains("secrets-reloader.security.bank-vaults.io/dynamic-secret-max-age: auto"));
+        assert_eq!(hint("a KV v1 secret has no versions"), "");
+    }
+
+    /// One reloader pass at `now` over workloads whose only memory is their
+    /// state annotation (decoded from its text, as after a restart): which
+    /// were rolled out.
+    fn simulated_pass(
+        states: &mut [String],
+        lifetime: u64,
+        now: u64,
+        max: Option<usize>,
+    ) -> Vec<usize> {
+        let d = dynamic(MaxAge::Auto, false);
+        let db = secret("database/creds/app");
+        let entries: Vec<Entry> = states
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let state = (!text.is_empty()).then(|| State::decode(text).unwrap());
+                entry(&format!("uid-{i}"), state)
+            })
+            .collect();
+        let mut renewals = Vec::new();
+        let mut due = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let (renewal, schedule, why) = plan(e, &settings(e, &d, secs(lifetime)), &db, now);
+            if schedule.due <= now {
+                due.push(Candidate {
+                    key: i,
+                    deadline: schedule.deadline,
+                });
+            }
+            renewals.push((renewal, why));
+        }
+        for i in renewal::choose(due, now, 1, max) {
+            renewals[i].0.roll = Some(renewals[i].1.clone());
+        }
+        let mut rolled = Vec::new();
+        for (i, e) in entries.iter().enumerate() {
+            let secrets = super::super::decide(&[], e.state.as_ref(), &|_| None, None, now);
+            let after = with_renewal(secrets, &renewals[i].0, now);
+            if after.rolls_out() {
+                rolled.push(i);
+            }
+            if after.write_state {
+                states[i] = after.state.encode();
+            }
+        }
+        rolled
+    }
+
+    #[test]
+    fn renewals_repeat_inside_the_lifetime_across_restarts() {
+        let mut states = vec![String::new()];
+        let rollouts: Vec<u64> = (0..200)
+            .filter(|t| !simulated_pass(&mut states, 20, NOW + t, None).is_empty())
+            .map(|t| NOW + t)
+            .collect();
+        let jitter = renewal::jitter("uid-0", secs(20));
+        assert_eq!(
+            rollouts[0],
+            NOW + jitter,
+            "first sight: within the jitter window"
+        );
+        for pair in rollouts[1..].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert_eq!(gap, 13 - jitter, "67% of 20s less the jitter");
+        }
+        assert!(rollouts.len() >= 200 / 13, "{rollouts:?}");
+    }
+
+    #[test]
+    fn a_baseline_waits_a_full_renewal_time() {
+        let mut e = entry("uid-0", None);
+        e.dynamic.as_mut().unwrap().first_sight = FirstSight::Baseline;
+        let s = settings(&e, e.dynamic.as_ref().unwrap(), secs(20));
+        let (renewal, schedule, _) = plan(&e, &s, &secret("database/creds/app"), NOW);
+        assert_eq!(renewal.record, Some(Record::LastRollout(NOW)));
+        assert_eq!(schedule.due, NOW + 13 - s.jitter);
+        let after = with_renewal(
+            super::super::decide(&[], None, &|_| None, None, NOW),
+            &renewal,
+            NOW,
+        );
+        assert!(!after.rolls_out());
+        assert_eq!(after.state.encode(), format!(r#"{{"v":{{}},"r":{NOW}}}"#));
+    }
+
+    #[test]
+    fn twenty_workloads_seen_at_once_are_spread() {
+        let mut states = vec![String::new(); 20];
+        let mut per_pass = Vec::new();
+        let mut first = vec![None; 20];
+        for t in 0..60 {
+            let rolled = simulated_pass(&mut states, 600, NOW + t, None);
+            for i in &rolled {
+                first[*i].get_or_insert(t);
+            }
+            per_pass.push(rolled.len());
+        }
+        // A 600s lifetime has a 60s jitter window: every one is rolled out
+        // inside it, never many in one pass.
+        assert!(first.iter().all(|t| t.is_some_and(|t| t < 60)), "{first:?}");
+        assert!(per_pass.iter().all(|n| *n <= 3), "{per_pass:?}");
+        let capped = {
+            let mut states = vec![String::new(); 20];
+            simulated_pass(&mut states, 20, NOW, Some(1));
+            simulated_pass(&mut states, 20, NOW + 2, Some(1))
+        };
+        assert!(capped.len() <= 1, "{capped:?}");
+    }
+}
