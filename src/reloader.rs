@@ -1093,6 +1093,26 @@ mod tests {
     }
 
     #[test]
+    fn a_first_sight_is_kept_until_a_rollout_ends_it() {
+        let refs = [secret("s/data/a")];
+        let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
+        stored.first_seen = Some(NOW - 5);
+        let same = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
+        let quiet = decide(&refs, Some(&stored), &|s| same.get(s), None, NOW);
+        assert_eq!(quiet.state, stored);
+        assert!(
+            !quiet.write_state,
+            "an unchanged state is not written every pass"
+        );
+        let changed = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
+        let rolled = decide(&refs, Some(&stored), &|s| changed.get(s), None, NOW);
+        assert_eq!(
+            (rolled.state.last_reload, rolled.state.first_seen),
+            (Some(NOW), None)
+        );
+    }
+
+    #[test]
     fn a_last_reload_in_the_future_counts_as_now() {
         let refs = [secret("s/data/a")];
         let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
