@@ -2,7 +2,7 @@
 //! distinct dynamic path the opted-in workloads use (asked of Vault without
 //! ever reading the path itself), each workload's schedule, and which of
 //! the due renewals roll out now. The decisions are pure functions; the
-//! requests and Events are in [`Reloader::plan_renewals`].
+//! requests and Events are in `Reloader::plan_renewals`.
 
 use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
 use crate::collector::Index;
