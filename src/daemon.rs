@@ -193,6 +193,9 @@ impl Duty {
             *metrics.reloads.entry(id.clone()).or_default() += 1;
         }
         metrics.reloads.retain(|id, _| index.contains_key(id));
+        let finished =
+            (!report.interrupted).then_some((&report.next_renewal, report.lifetime_unknown));
+        metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
         let ok = report.vault_failures == 0 && report.patch_failures == 0;
         if !report.interrupted {
             self.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pace;
 pub mod refs;
 pub mod reloader;
+pub mod renewal;
 pub mod resolve;
 pub mod serve;
 pub mod state;
