@@ -6,6 +6,7 @@
 
 use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
 use crate::collector::Index;
+use crate::error::Error;
 use crate::kube::Kube;
 use crate::lifetime::Lifetime;
 use crate::pace::Duties;
@@ -71,12 +72,16 @@ pub enum WorkloadLifetime {
 pub type LifetimeFn<'a> = dyn Fn(&SecretRef) -> Option<&'a Result<Lifetime, LifetimeError>> + 'a;
 
 /// The dynamic references of a workload with the max-age annotation: those
-/// whose KV lookup said they have no versions, and its write-on-inject ones.
+/// whose KV lookup said they have no versions or could not tell (the mount
+/// lookup was refused, so the engine is unknown: the lifetime search then
+/// says what is missing), and its write-on-inject ones.
 pub fn dynamic_refs(entry: &Entry, dynamic: &Dynamic, lookup: &LookupFn) -> Vec<SecretRef> {
-    let unwatchable = entry
-        .refs
-        .iter()
-        .filter(|s| matches!(lookup(s), Some(Lookup::Unwatchable(_))));
+    let unwatchable = entry.refs.iter().filter(|s| {
+        matches!(
+            lookup(s),
+            Some(Lookup::Unwatchable(_) | Lookup::Failed(Error::MountUnknown { .. }))
+        )
+    });
     let all: BTreeSet<SecretRef> = unwatchable.chain(&dynamic.written).cloned().collect();
     all.into_iter().collect()
 }
@@ -567,14 +572,28 @@ mod tests {
             number: 1,
             created: "t".into(),
         });
+        let hidden = Lookup::Failed(Error::MountUnknown {
+            refused: 403,
+            guess: "hidden-db/".into(),
+            why: "the path is not MOUNT/data/...",
+        });
+        let down = Lookup::Failed(Error::Transport("refused".into()));
         let lookup = |s: &SecretRef| match s.path.as_str() {
             "database/creds/app" => Some(&unwatchable),
+            "hidden-db/creds/app" => Some(&hidden),
+            "aws/creds/x" => Some(&down),
             "secret/data/a" => Some(&found),
             _ => None,
         };
+        e.refs
+            .extend([secret("hidden-db/creds/app"), secret("aws/creds/x")]);
         assert_eq!(
             dynamic_refs(&e, &d, &lookup),
-            [secret("database/creds/app"), secret("pki/issue/web")]
+            [
+                secret("database/creds/app"),
+                secret("hidden-db/creds/app"),
+                secret("pki/issue/web")
+            ]
         );
         e.refs.clear();
         d.written.clear();
