@@ -6,6 +6,22 @@ path "secret/metadata/*" {
   capabilities = ["read"]
 }
 
+# Optional: dynamic secrets (the dynamic-secret-max-age: auto annotation).
+# How long credentials from database/creds/R (or pki/issue/R, aws/creds/R, ...)
+# live is read from the role and the mount's tune, never by reading the
+# credentials: nothing on */creds/*, */issue/*, */sign/* or */data/* is needed,
+# and no lease is created (a role's definition holds no credentials). Uncomment
+# and repeat per dynamic mount (here database/); an ldap mount has role/*
+# instead of roles/*. The role gives its own TTLs, the tune the mount's (used
+# where the role sets none, or alone if the role cannot be read); with neither,
+# the workload gets a Warning Event naming the missing paths.
+#path "database/roles/*" {
+#  capabilities = ["read"]
+#}
+#path "sys/mounts/database/tune" {
+#  capabilities = ["read"]
+#}
+
 # Create the Kubernetes auth role for the ServiceAccount:
 #   vault policy write vault-secrets-reloader manifests/vault-policy.hcl
 #   vault write auth/kubernetes/role/vault-secrets-reloader \

@@ -22,6 +22,9 @@ It relays bytes both ways, in one mode at a time, read from FILE about every
            has code 410 ("too old resource version"), then the final chunk,
            and is closed; existing watches are closed. Other requests are
            relayed as in `pass`.
+  slow     relay, but hold what a client sends for 0.2 s first: every
+           request (each on a kept-alive connection too) is answered at
+           least that much later, as from a distant or overloaded server.
 
 The first request line of each connection is read before relaying (the
 relay then sends it first), so clients must speak first, as HTTP clients
@@ -47,7 +50,8 @@ import sys
 import threading
 import time
 
-MODES = ("pass", "hang", "reset", "http500", "gone")
+MODES = ("pass", "hang", "reset", "http500", "gone", "slow")
+SLOW = 0.2  # how long `slow` holds what a client sends
 POLL = 0.1  # how often the mode is read and relays look at it
 BODY = b'{"errors":["injected fault"]}\n'
 RESPONSE_500 = (
@@ -247,6 +251,8 @@ def relay(state, client, target, tls, head):
             if mode == "http500" or (mode == "gone" and watch):
                 break
             if head:
+                if mode == "slow":
+                    time.sleep(SLOW)
                 upstream.sendall(head)
                 head = b""
             for sock in ready(peers, POLL):
@@ -254,6 +260,8 @@ def relay(state, client, target, tls, head):
                 if data == b"":
                     return
                 if data:
+                    if mode == "slow" and sock is client:
+                        time.sleep(SLOW)
                     peers[sock].sendall(data)
     except OSError:
         pass

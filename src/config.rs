@@ -40,6 +40,12 @@ pub struct Config {
     /// `vault-addr` annotation may name (the configured servers included);
     /// `None`: the annotation is ignored.
     pub per_workload_vault_addrs: Option<AllowList>,
+    /// `--dynamic-secret-default-max-age`: the lifetime of a dynamic secret
+    /// whose role and mount cannot be read; `None`: no guessing.
+    pub dynamic_default_max_age: Option<Duration>,
+    /// `--max-rollouts-per-pass`: at most this many renewal rollouts per
+    /// pass; `None`: as many as keep every workload inside its window.
+    pub max_rollouts_per_pass: Option<usize>,
     /// How to reach the Kubernetes API server.
     pub kube: KubeSettings,
     /// The service-account token the Vault and OpenBao logins send;
@@ -210,6 +216,16 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     *.suffix host pattern, comma separated; no scheme means
                                     https, no port any port; http only where an entry says
                                     http:// [env ALLOWED_VAULT_ADDRS]
+  --dynamic-secret-default-max-age DURATION
+                                    the lifetime of a dynamic secret whose role and mount
+                                    cannot be read, for workloads annotated
+                                    dynamic-secret-max-age: auto; at least 10s [default:
+                                    none: such a workload gets a Warning Event and is not
+                                    renewed; env DYNAMIC_SECRET_DEFAULT_MAX_AGE]
+  --max-rollouts-per-pass N         at most N dynamic-secret renewal rollouts per reloader
+                                    pass, earliest deadline first; secret changes are never
+                                    held [default: as many as keep each workload inside its
+                                    window; env MAX_ROLLOUTS_PER_PASS]
   --kubeconfig PATH                 run outside a cluster with a kubeconfig's context: its
                                     server, CA (or insecure-skip-tls-verify) and user: token,
                                     tokenFile or client certificate; not exec or auth-provider
@@ -303,6 +319,13 @@ pub fn parse(
     let context = text_flag(&mut args, "--context")?;
     let allowed =
         text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
+    let dynamic_default_max_age = default_max_age(
+        text_flag(&mut args, "--dynamic-secret-default-max-age")?
+            .or_else(|| env("DYNAMIC_SECRET_DEFAULT_MAX_AGE")),
+    )?;
+    let max_rollouts_per_pass = max_rollouts(
+        text_flag(&mut args, "--max-rollouts-per-pass")?.or_else(|| env("MAX_ROLLOUTS_PER_PASS")),
+    )?;
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -346,6 +369,8 @@ pub fn parse(
         dry_run,
         once,
         per_workload_vault_addrs,
+        dynamic_default_max_age,
+        max_rollouts_per_pass,
         kube,
         jwt_file,
         vault,
@@ -453,6 +478,35 @@ fn period(
         return Err(bad(format!("{name}: '{text}' is shorter than 1s")));
     }
     Ok(value)
+}
+
+/// `--dynamic-secret-default-max-age`: a duration of at least 10s, as the
+/// workloads' own max-age annotation.
+fn default_max_age(text: Option<String>) -> Result<Option<Duration>, ConfigError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let name = "--dynamic-secret-default-max-age";
+    let value =
+        crate::time::parse_duration(text.trim()).map_err(|why| bad(format!("{name}: {why}")))?;
+    if value < Duration::from_secs(10) {
+        return Err(bad(format!("{name}: '{text}' is shorter than 10s")));
+    }
+    Ok(Some(value))
+}
+
+/// `--max-rollouts-per-pass`: a whole number of at least 1 (0 would never
+/// renew).
+fn max_rollouts(text: Option<String>) -> Result<Option<usize>, ConfigError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(Some(n)),
+        _ => Err(bad(format!(
+            "--max-rollouts-per-pass: '{text}' is not a whole number of at least 1"
+        ))),
+    }
 }
 
 fn list(value: Option<String>) -> Vec<String> {
@@ -701,6 +755,55 @@ mod tests {
         assert!(!config.leader_elect && !config.dry_run && !config.once);
         assert_eq!(config.lease_name, "vault-secrets-reloader");
         assert_eq!(config.lease_namespace, None);
+        assert_eq!(config.dynamic_default_max_age, None);
+        assert_eq!(config.max_rollouts_per_pass, None);
+    }
+
+    #[test]
+    fn dynamic_secret_flags() {
+        let config = run(
+            &[
+                "--dynamic-secret-default-max-age=1h30m",
+                "--max-rollouts-per-pass",
+                "5",
+            ],
+            IN_CLUSTER,
+        )
+        .unwrap();
+        assert_eq!(
+            config.dynamic_default_max_age,
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(config.max_rollouts_per_pass, Some(5));
+        let mut env = IN_CLUSTER.to_vec();
+        env.extend([
+            ("DYNAMIC_SECRET_DEFAULT_MAX_AGE", "12h"),
+            ("MAX_ROLLOUTS_PER_PASS", "2"),
+        ]);
+        let config = run(&[], &env).unwrap();
+        assert_eq!(
+            config.dynamic_default_max_age,
+            Some(Duration::from_secs(43200))
+        );
+        assert_eq!(config.max_rollouts_per_pass, Some(2));
+        for (args, expected) in [
+            (
+                ["--dynamic-secret-default-max-age", "9s"],
+                "shorter than 10s",
+            ),
+            (
+                ["--dynamic-secret-default-max-age", "auto"],
+                "--dynamic-secret-default-max-age",
+            ),
+            (["--max-rollouts-per-pass", "0"], "at least 1"),
+            (["--max-rollouts-per-pass", "-3"], "--max-rollouts-per-pass"),
+        ] {
+            let error = run(&args, IN_CLUSTER).unwrap_err().0;
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected}"
+            );
+        }
     }
 
     #[test]
@@ -895,6 +998,10 @@ mod tests {
             "--per-workload-vault-addr",
             "--allowed-vault-addrs",
             "ALLOWED_VAULT_ADDRS",
+            "--dynamic-secret-default-max-age",
+            "DYNAMIC_SECRET_DEFAULT_MAX_AGE",
+            "--max-rollouts-per-pass",
+            "MAX_ROLLOUTS_PER_PASS",
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",

@@ -17,6 +17,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// The longest the idle loop sleeps when no socket wakes it: how often it
 /// looks at the signal flags and the clock.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+/// During a reloader pass, how often the watch streams are read between
+/// two requests: often enough that a change is known within a moment,
+/// seldom enough that hundreds of streams cost little beside the requests.
+const STREAMS_GAP: Duration = Duration::from_millis(25);
 
 /// Flags the signal handlers set.
 #[derive(Clone, Default)]
@@ -189,6 +193,9 @@ impl Duty {
             *metrics.reloads.entry(id.clone()).or_default() += 1;
         }
         metrics.reloads.retain(|id, _| index.contains_key(id));
+        let finished =
+            (!report.interrupted).then_some((&report.next_renewal, report.lifetime_unknown));
+        metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
         let ok = report.vault_failures == 0 && report.patch_failures == 0;
         if !report.interrupted {
             self.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
@@ -210,6 +217,42 @@ impl Duty {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Reads the watch streams into `index` and shows the result in the
+    /// metrics.
+    fn read_streams(&mut self, collector: &mut Collector, kube: &mut Kube, index: &mut Index) {
+        crate::logging::set_worker("collector");
+        collector.turn(kube, index, self);
+        self.metrics.watched_workloads = index.len();
+        self.metrics.watch_streams = collector.watches();
+    }
+}
+
+/// The duties of a reloader pass: the loop's, and reading the collector's
+/// streams at most every [`STREAMS_GAP`].
+struct WithStreams<'a> {
+    duty: &'a mut Duty,
+    collector: &'a mut Collector,
+    last_read: Instant,
+}
+
+impl Duties for WithStreams<'_> {
+    fn serve(&mut self) {
+        self.duty.serve();
+    }
+
+    fn keep_going(&mut self) -> bool {
+        self.duty.keep_going()
+    }
+
+    fn refresh(&mut self, kube: &mut Kube, index: &mut Index) {
+        if self.last_read.elapsed() < STREAMS_GAP {
+            return;
+        }
+        self.duty.read_streams(self.collector, kube, index);
+        crate::logging::set_worker("reloader");
+        self.last_read = Instant::now();
     }
 }
 
@@ -319,7 +362,12 @@ impl Daemon {
                 next_reload = tick + reload_every;
                 crate::logging::set_worker("reloader");
                 let pass_started = Instant::now();
-                let report = reloader.pass(&mut kube, &mut index, &mut duty);
+                let mut duties = WithStreams {
+                    duty: &mut duty,
+                    collector: &mut collector,
+                    last_read: pass_started,
+                };
+                let report = reloader.pass(&mut kube, &mut index, &mut duties);
                 let failed = duty.reloaded(&report, &mut kube, &mut reloader, &index, pass_started);
                 code = code.max(failed);
                 if once {
@@ -333,12 +381,9 @@ impl Daemon {
             let deadline = start + TICK * (tick + 1) as u32;
             duty.idle_until(deadline, &signals.run_now, |duty, interests| {
                 if leading {
-                    crate::logging::set_worker("collector");
-                    collector.turn(&mut kube, &mut index, duty);
+                    duty.read_streams(&mut collector, &mut kube, &mut index);
                     crate::logging::set_worker("main");
                     collector.interests(interests);
-                    duty.metrics.watched_workloads = index.len();
-                    duty.metrics.watch_streams = collector.watches();
                 }
             });
         }

@@ -49,7 +49,8 @@ pub fn client_cert(chain_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, &'sta
 /// connections alive, that hands back error statuses as responses, and that
 /// never follows a redirect: ureq would send our token headers along, so a
 /// 3xx comes back as a response and [`check`] turns it into
-/// [`Error::Redirect`].
+/// [`Error::Redirect`]. Host names are looked up at most every
+/// [`crate::resolve::KEEP`], IP addresses never.
 pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
     let mut tls_config = TlsConfig::builder()
         .disable_verification(tls.skip_verify)
@@ -68,7 +69,12 @@ pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
             env!("CARGO_PKG_VERSION")
         ))
         .build();
-    Ok(config.new_agent())
+    let connector = ureq::unversioned::transport::DefaultConnector::default();
+    Ok(ureq::Agent::with_parts(
+        config,
+        connector,
+        crate::resolve::Cached::new(),
+    ))
 }
 
 /// The rustls configuration of `tls`, for the connections a client drives

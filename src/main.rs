@@ -156,12 +156,12 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
         }
         None => None,
     };
-    Ok(reloader::Reloader::new(
-        vault,
-        bao,
-        per_workload,
-        config.dry_run,
-    ))
+    let dynamic = reloader::DynamicSettings {
+        default_max_age: config.dynamic_default_max_age,
+        max_rollouts: config.max_rollouts_per_pass,
+        period: config.reloader_period,
+    };
+    Ok(reloader::Reloader::new(vault, bao, per_workload, config.dry_run).with_dynamic(dynamic))
 }
 
 /// The Lease candidate with `--leader-elect`, on its own API client.

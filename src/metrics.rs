@@ -37,6 +37,12 @@ impl Passes {
 pub struct Metrics {
     /// Rollouts per workload.
     pub reloads: BTreeMap<WorkloadId, u64>,
+    /// Rollouts per workload that renewed its dynamic secrets.
+    pub renewals: BTreeMap<WorkloadId, u64>,
+    /// The next renewal due time per workload (Unix seconds).
+    pub next_renewal: BTreeMap<WorkloadId, u64>,
+    /// Workloads whose dynamic secrets' lifetime could not be determined.
+    pub lifetime_unknown: usize,
     /// Collector passes.
     pub collector: Passes,
     /// Reloader passes.
@@ -72,6 +78,26 @@ impl Metrics {
 }
 
 impl Metrics {
+    /// Records a reloader pass's renewals: `renewed` workloads count one
+    /// more; when the pass `finished`, the due times and the unknown count
+    /// are replaced. Workloads `kept` rejects are forgotten.
+    pub fn record_renewals(
+        &mut self,
+        renewed: &[WorkloadId],
+        finished: Option<(&BTreeMap<WorkloadId, u64>, usize)>,
+        kept: &dyn Fn(&WorkloadId) -> bool,
+    ) {
+        for id in renewed {
+            *self.renewals.entry(id.clone()).or_default() += 1;
+        }
+        if let Some((next, unknown)) = finished {
+            self.next_renewal = next.clone();
+            self.lifetime_unknown = unknown;
+        }
+        self.renewals.retain(|id, _| kept(id));
+        self.next_renewal.retain(|id, _| kept(id));
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -79,17 +105,38 @@ impl Metrics {
             &mut out,
             "reloads_total",
             "counter",
-            "Rollouts started because a secret changed.",
+            "Rollouts started because a secret changed or dynamic secrets were renewed.",
         );
-        for (id, count) in &self.reloads {
-            let _ = writeln!(
-                out,
-                "{PREFIX}reloads_total{{kind=\"{}\",namespace=\"{}\",name=\"{}\"}} {count}",
-                id.kind.name(),
-                id.namespace,
-                id.name
-            );
-        }
+        per_workload(&mut out, "reloads_total", &self.reloads);
+        header(
+            &mut out,
+            "dynamic_secret_renewals_total",
+            "counter",
+            "Rollouts started to renew dynamic secrets before their credentials expire.",
+        );
+        per_workload(&mut out, "dynamic_secret_renewals_total", &self.renewals);
+        header(
+            &mut out,
+            "dynamic_secret_next_renewal_timestamp_seconds",
+            "gauge",
+            "When each workload's dynamic secrets are next due for renewal.",
+        );
+        per_workload(
+            &mut out,
+            "dynamic_secret_next_renewal_timestamp_seconds",
+            &self.next_renewal,
+        );
+        header(
+            &mut out,
+            "dynamic_secret_lifetime_unknown_workloads",
+            "gauge",
+            "Workloads whose dynamic secrets' lifetime could not be determined (not renewed).",
+        );
+        let _ = writeln!(
+            out,
+            "{PREFIX}dynamic_secret_lifetime_unknown_workloads {}",
+            self.lifetime_unknown
+        );
         let passes = [("collector", &self.collector), ("reloader", &self.reloader)];
         header(&mut out, "passes_total", "counter", "Passes by result.");
         for (pass, stats) in passes {
@@ -211,6 +258,19 @@ impl Metrics {
 
 const PREFIX: &str = "vault_secrets_reloader_";
 
+/// One line per workload: `NAME{kind,namespace,name} VALUE`.
+fn per_workload(out: &mut String, name: &str, values: &BTreeMap<WorkloadId, u64>) {
+    for (id, value) in values {
+        let _ = writeln!(
+            out,
+            "{PREFIX}{name}{{kind=\"{}\",namespace=\"{}\",name=\"{}\"}} {value}",
+            id.kind.name(),
+            id.namespace,
+            id.name
+        );
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(
         out,
@@ -231,7 +291,9 @@ mod tests {
             namespace: "ns".into(),
             name: "db".into(),
         };
-        metrics.reloads.insert(id, 2);
+        metrics.reloads.insert(id.clone(), 2);
+        let next = [(id.clone(), 1_800_000_013)].into();
+        metrics.record_renewals(std::slice::from_ref(&id), Some((&next, 3)), &|_| true);
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
@@ -249,6 +311,9 @@ mod tests {
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
+            "vault_secrets_reloader_dynamic_secret_renewals_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1",
+            "vault_secrets_reloader_dynamic_secret_next_renewal_timestamp_seconds{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1800000013",
+            "vault_secrets_reloader_dynamic_secret_lifetime_unknown_workloads 3",
             "vault_secrets_reloader_watch_streams{state=\"open\"} 2",
             "vault_secrets_reloader_watch_streams{state=\"wanted\"} 3",
             "vault_secrets_reloader_watch_events_total 11",
@@ -256,5 +321,11 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+        metrics.record_renewals(&[], None, &|_| false);
+        assert!(metrics.renewals.is_empty() && metrics.next_renewal.is_empty());
+        assert_eq!(
+            metrics.lifetime_unknown, 3,
+            "an interrupted pass keeps the count"
+        );
     }
 }

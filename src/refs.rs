@@ -124,6 +124,22 @@ pub fn scan_value(value: &str) -> Vec<Result<SecretRef, Malformed>> {
     scan_inline(value)
 }
 
+/// The secret a write-on-inject value names (`>>vault:PATH#…` or `>>bao:PATH#…`, e.g.
+/// `>>vault:pki/issue/web#certificate#{"common_name":"a.example"}`): only its path matters, a
+/// dynamic engine's endpoint whose credentials are made at pod start. None when the value is not
+/// a write-on-inject reference; Err for a bad path, or `TooLong` for a value over 64 KiB.
+pub fn scan_write_on_inject(value: &str) -> Option<Result<SecretRef, Malformed>> {
+    let (provider, rest) = split_provider(value.strip_prefix(">>")?)?;
+    if value.len() > MAX_VALUE_LEN {
+        return Some(Err(Malformed::TooLong));
+    }
+    let (path, _) = split_hash(rest);
+    Some(check_path(path).map(|()| SecretRef {
+        provider,
+        path: path.to_owned(),
+    }))
+}
+
 /// Every path listed in a from-path annotation value (comma separated `PATH` or pinned
 /// `PATH#VERSION`), for the given provider. Items are trimmed and empty items skipped; a pinned
 /// item produces nothing. A value over 64 KiB yields exactly `[Err(TooLong)]`.
@@ -429,6 +445,36 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(scan_value(input), want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn scan_write_on_inject_table() {
+        let long = format!(">>vault:pki/issue/web#c#{}", "x".repeat(MAX_VALUE_LEN));
+        let cases: Vec<(&str, Option<Result<SecretRef, Malformed>>)> = vec![
+            (
+                r#">>vault:pki/issue/web#certificate#{"common_name":"a.example"}"#,
+                Some(r(Vault, "pki/issue/web")),
+            ),
+            (
+                ">>bao:database/creds/app#username",
+                Some(r(Bao, "database/creds/app")),
+            ),
+            (
+                ">>vault:aws/creds/deploy",
+                Some(r(Vault, "aws/creds/deploy")),
+            ),
+            (">>vault:#k", Some(Err(EmptyPath))),
+            (">>vault:pki//issue#k", Some(Err(BadPath))),
+            (">>vault:pki/issue/a b#k", Some(Err(BadPath))),
+            (&long, Some(Err(TooLong))),
+            ("vault:pki/issue/web#certificate", None),
+            (">>other:pki/issue/web#k", None),
+            ("text >>vault:pki/issue/web#k", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(scan_write_on_inject(value), want, "{value}");
         }
     }
 

@@ -15,6 +15,9 @@ use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub mod dynamic;
+pub use dynamic::DynamicSettings;
+
 /// A secret whose version differs from the one a workload was rolled out with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -54,6 +57,33 @@ pub struct Decision {
     /// destroyed) that hold back `changes`: a rollout would start pods that
     /// cannot get them, so nothing is written. Empty when nothing is held.
     pub held_by: Vec<SecretRef>,
+    /// Why the workload is rolled out for its dynamic secrets, when it is
+    /// (set by [`dynamic::with_renewal`]).
+    pub renewal: Option<String>,
+}
+
+impl Decision {
+    /// Whether the workload is rolled out: a secret changed (and nothing
+    /// holds the change back) or its dynamic secrets are renewed.
+    pub fn rolls_out(&self) -> bool {
+        let waits = self.deferred_until.is_some() || !self.held_by.is_empty();
+        (!self.changes.is_empty() && !waits) || self.renewal.is_some()
+    }
+
+    /// What the rollout's Event and log line say.
+    pub fn reason(&self) -> String {
+        let changes = (!self.changes.is_empty()).then(|| {
+            format!(
+                "Rolled out for new secret versions: {}",
+                list(&self.changes)
+            )
+        });
+        changes
+            .into_iter()
+            .chain(self.renewal.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// What Vault said this pass about a secret a workload uses.
@@ -123,9 +153,10 @@ pub fn decide(
         }
         _ => None,
     };
-    state.last_reload = match changes.is_empty() {
-        true => last_reload,
-        false => Some(now),
+    // A rollout ends the first sight of a workload using dynamic secrets.
+    (state.last_reload, state.first_seen) = match changes.is_empty() {
+        true => (last_reload, stored.and_then(|s| s.first_seen)),
+        false => (Some(now), None),
     };
     let write_state = match stored {
         Some(stored) => *stored != state,
@@ -138,6 +169,7 @@ pub fn decide(
         write_state: write_state && deferred_until.is_none() && !held,
         deferred_until,
         held_by: if held { held_by } else { Vec::new() },
+        renewal: None,
     }
 }
 
@@ -151,7 +183,7 @@ pub fn patch_body(entry: &Entry, decision: &Decision) -> serde_json::Value {
             "annotations": { (state::ANNOTATION): decision.state.encode() },
         }
     });
-    if !decision.changes.is_empty() {
+    if decision.rolls_out() {
         let count = entry.reload_count.saturating_add(1).to_string();
         patch["spec"] = json!({"template": {"metadata": {"annotations": {
             (workload::reload_count_annotation(entry.prefix)): count
@@ -173,6 +205,13 @@ pub struct Report {
     pub patch_failures: usize,
     /// The pass was stopped by the loop before it finished.
     pub interrupted: bool,
+    /// Workloads rolled out for their dynamic secrets (also in `reloaded`).
+    pub renewed: Vec<WorkloadId>,
+    /// The next renewal due time of each workload with a known lifetime
+    /// (Unix seconds).
+    pub next_renewal: std::collections::BTreeMap<WorkloadId, u64>,
+    /// Workloads whose dynamic secrets' lifetime could not be determined.
+    pub lifetime_unknown: usize,
 }
 
 /// Makes a client for a workload's own Vault address.
@@ -223,6 +262,8 @@ pub struct Reloader {
     said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
     /// Refused `vault-addr` annotations already reported, per workload.
     said_refused: HashMap<WorkloadId, String>,
+    /// Dynamic-secret settings and what was said about renewals.
+    renewals: dynamic::Memory,
     dry_run: bool,
 }
 
@@ -250,6 +291,7 @@ impl Reloader {
             said_missing: HashSet::new(),
             said_unreadable: HashMap::new(),
             said_refused: HashMap::new(),
+            renewals: dynamic::Memory::default(),
             dry_run,
         }
     }
@@ -285,7 +327,10 @@ impl Reloader {
         }
     }
 
-    /// One pass over every workload in `index`.
+    /// One pass over the workloads in `index`: asks Vault about each
+    /// distinct secret, then decides and patches each workload. Between two
+    /// requests `duties` may bring `index` up to date (the watch streams),
+    /// so each workload is decided as it is then.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
         let sources: BTreeSet<(Server, SecretRef)> = index
@@ -298,17 +343,26 @@ impl Reloader {
             })
             .collect();
         self.forget_what_is_gone(index, &sources);
+        self.note_unannotated(index);
         report.secrets = sources.len();
-        let Some(lookups) = self.look_up(sources, duties, &mut report) else {
+        // The workloads as they are now: one created while Vault is asked
+        // (the streams are read meanwhile) is decided next pass, when its
+        // secrets have been asked about too.
+        let ids: Vec<WorkloadId> = index.keys().cloned().collect();
+        let Some(lookups) = self.look_up(sources, kube, index, duties, &mut report) else {
             report.interrupted = true;
             return report;
         };
-        let ids: Vec<WorkloadId> = index.keys().cloned().collect();
+        let Some(renewals) = self.plan_renewals(kube, index, &lookups, duties, &mut report) else {
+            report.interrupted = true;
+            return report;
+        };
         for id in ids {
             if !duties.keep_going() {
                 report.interrupted = true;
                 return report;
             }
+            duties.refresh(kube, index);
             let Some(entry) = index.get(&id) else {
                 continue;
             };
@@ -322,11 +376,13 @@ impl Reloader {
             };
             self.report_missing(kube, entry, &lookup, duties);
             self.report_unreadable(kube, entry, &lookup, duties);
-            match apply(kube, index, &id, &lookup, self.dry_run, duties) {
-                Ok(Some((uid, changes))) => {
-                    let message = format!("Rolled out for new secret versions: {}", list(&changes));
+            let renewal = renewals.get(&id);
+            match apply(kube, index, &id, &lookup, renewal, self.dry_run, duties) {
+                Ok(Some((uid, decision))) => {
+                    let message = decision.reason();
                     let event = (false, "SecretsReloaded", message.as_str());
                     record_event(kube, &id, &uid, event, duties);
+                    dynamic::rolled_out(&mut report, &id, &decision, renewal);
                     report.reloaded.push(id);
                 }
                 Ok(None) => {}
@@ -478,10 +534,13 @@ impl Reloader {
 
     /// Asks each server about each of its secrets once. A server that cannot
     /// be reached is not asked again in the same pass (one error, not one
-    /// per secret). `None` when the loop asked to stop.
+    /// per secret). Between two requests the loop's duties are done and
+    /// the streams read into `index`. `None` when the loop asked to stop.
     fn look_up(
         &mut self,
         sources: BTreeSet<(Server, SecretRef)>,
+        kube: &mut Kube,
+        index: &mut Index,
         duties: &mut dyn Duties,
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
@@ -491,6 +550,7 @@ impl Reloader {
             if !duties.keep_going() {
                 return None;
             }
+            duties.refresh(kube, index);
             // Which client: `bao:` secrets share the Vault client without BAO_ADDR.
             let client_key = (
                 server.clone(),
@@ -547,8 +607,13 @@ impl Reloader {
             }
             Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
             Lookup::Unwatchable(why) => {
-                if self.said_unwatchable.insert(source) {
-                    log::warn!("{secret}{at} cannot be watched: {why}");
+                if !self.renewals.unannotated.contains(&source) {
+                    log::debug!("{secret}{at} has no versions: {why}");
+                } else if self.said_unwatchable.insert(source) {
+                    log::warn!(
+                        "{secret}{at} cannot be watched: {why}{}",
+                        dynamic::hint(why)
+                    );
                 }
             }
             Lookup::Failed(e @ Error::MountUnknown { .. }) => {
@@ -607,6 +672,14 @@ fn route(allowed: Option<&AllowList>, vault_addr: Option<&str>) -> Route {
     }
 }
 
+/// The time now in Unix seconds.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
 fn list(changes: &[Change]) -> String {
     changes
         .iter()
@@ -615,26 +688,25 @@ fn list(changes: &[Change]) -> String {
         .join(", ")
 }
 
-/// Decides for one workload and patches it; on a conflict reads it again,
-/// decides again and patches once more. When it was rolled out: its UID and
-/// what changed. With `dry_run` it only logs.
+/// Decides for one workload (with its dynamic-secret `renewal`, if any) and
+/// patches it; on a conflict reads it again, decides again and patches once
+/// more. When it was rolled out: its UID and the decision. With `dry_run` it
+/// only logs.
 fn apply(
     kube: &mut Kube,
     index: &mut Index,
     id: &WorkloadId,
     lookup: &LookupFn,
+    renewal: Option<&dynamic::Renewal>,
     dry_run: bool,
     duties: &mut dyn Duties,
-) -> Result<Option<(String, Vec<Change>)>, Error> {
+) -> Result<Option<(String, Decision)>, Error> {
     let mut fetched_again = false;
     loop {
         let Some(entry) = index.get(id) else {
             return Ok(None);
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = unix_now();
         let decision = decide(
             &entry.refs,
             entry.state.as_ref(),
@@ -642,6 +714,10 @@ fn apply(
             entry.min_reload_interval,
             now,
         );
+        let decision = match renewal {
+            Some(renewal) => dynamic::with_renewal(decision, renewal, now),
+            None => decision,
+        };
         if let Some(until) = decision.deferred_until {
             log::info!(
                 "{id}: waiting {}s (min-reload-interval) to reload for {}",
@@ -659,12 +735,12 @@ fn apply(
             );
             return Ok(None);
         }
-        if decision.changes.is_empty() && !decision.write_state {
+        if !decision.rolls_out() && !decision.write_state {
             return Ok(None);
         }
         if dry_run {
-            if !decision.changes.is_empty() {
-                log::info!("dry run: would reload {id}: {}", list(&decision.changes));
+            if decision.rolls_out() {
+                log::info!("dry run: would reload {id}: {}", decision.reason());
             }
             return Ok(None);
         }
@@ -692,12 +768,12 @@ fn apply(
         };
         let uid = stored.metadata.uid.clone();
         update(index, id, stored);
-        if decision.changes.is_empty() {
+        if !decision.rolls_out() {
             log::debug!("recorded the secret versions of {id}");
             return Ok(None);
         }
-        log::info!("reloaded {id}: {}", list(&decision.changes));
-        return Ok(Some((uid, decision.changes)));
+        log::info!("reloaded {id}: {}", decision.reason());
+        return Ok(Some((uid, decision)));
     }
 }
 
@@ -755,6 +831,7 @@ mod tests {
                 .map(|(path, v)| (secret(path).key(), v.clone()))
                 .collect(),
             last_reload: None,
+            first_seen: None,
         }
     }
 
@@ -1027,6 +1104,26 @@ mod tests {
     }
 
     #[test]
+    fn a_first_sight_is_kept_until_a_rollout_ends_it() {
+        let refs = [secret("s/data/a")];
+        let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
+        stored.first_seen = Some(NOW - 5);
+        let same = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
+        let quiet = decide(&refs, Some(&stored), &|s| same.get(s), None, NOW);
+        assert_eq!(quiet.state, stored);
+        assert!(
+            !quiet.write_state,
+            "an unchanged state is not written every pass"
+        );
+        let changed = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
+        let rolled = decide(&refs, Some(&stored), &|s| changed.get(s), None, NOW);
+        assert_eq!(
+            (rolled.state.last_reload, rolled.state.first_seen),
+            (Some(NOW), None)
+        );
+    }
+
+    #[test]
     fn a_last_reload_in_the_future_counts_as_now() {
         let refs = [secret("s/data/a")];
         let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
@@ -1053,6 +1150,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: vault_addr.map(String::from),
             state: None,
+            dynamic: None,
         }
     }
 
@@ -1130,6 +1228,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: None,
             state: None,
+            dynamic: None,
         };
         let mut decision = Decision {
             changes: vec![Change {
@@ -1141,6 +1240,7 @@ mod tests {
             write_state: true,
             deferred_until: None,
             held_by: Vec::new(),
+            renewal: None,
         };
         let patch = patch_body(&entry, &decision);
         assert_eq!(patch["metadata"]["resourceVersion"], "77");

@@ -32,18 +32,27 @@ pub struct State {
     /// Secret key → observed version.
     pub versions: BTreeMap<String, Option<Version>>,
     /// When the reloader last rolled the workload out (Unix seconds), for
-    /// the minimum reload interval.
+    /// any reason (a secret change or a dynamic-secret renewal): for the
+    /// minimum reload interval and the renewal schedule.
     pub last_reload: Option<u64>,
+    /// When a workload using dynamic secrets was first seen with no known
+    /// last rollout (Unix seconds): its first-sight rollout is due from
+    /// there, so a restart does not move it. Cleared by a rollout.
+    pub first_seen: Option<u64>,
 }
 
 /// The compact JSON form:
-/// `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null},"r":1795851811}`.
+/// `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null},"r":1795851811}`,
+/// or with `"f":1795851811` (first seen) instead of `r`. Annotations written
+/// before `f` existed decode unchanged.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     v: BTreeMap<String, Option<(u64, String)>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     r: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    f: Option<u64>,
 }
 
 /// The annotation could not be read; the text says why, never its content.
@@ -69,6 +78,7 @@ impl State {
                 })
                 .collect(),
             r: self.last_reload,
+            f: self.first_seen,
         };
         serde_json::to_string(&wire).expect("a map of strings and numbers always serializes")
     }
@@ -96,6 +106,7 @@ impl State {
                 })
                 .collect(),
             last_reload: wire.r,
+            first_seen: wire.f,
         })
     }
 }
@@ -129,6 +140,26 @@ mod tests {
         let text = state.encode();
         assert!(text.ends_with(r#"]},"r":1795851811}"#), "{text}");
         assert_eq!(State::decode(&text), Ok(state));
+    }
+
+    #[test]
+    fn first_sight_is_kept_and_old_annotations_still_decode() {
+        let old = r#"{"v":{"vault:secret/data/a":[2,"t"]},"r":1795851811}"#;
+        let state = State::decode(old).unwrap();
+        assert_eq!(state.first_seen, None);
+        assert_eq!(
+            state.encode(),
+            old,
+            "an old annotation is written back unchanged"
+        );
+        let seen = State {
+            first_seen: Some(1_795_851_800),
+            ..State::default()
+        };
+        let text = seen.encode();
+        assert_eq!(text, r#"{"v":{},"f":1795851800}"#);
+        assert_eq!(State::decode(&text), Ok(seen));
+        assert!(State::decode(r#"{"v":{},"f":-1}"#).is_err());
     }
 
     #[test]

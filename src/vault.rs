@@ -1,10 +1,12 @@
 //! The Vault (or OpenBao) client: login and token lifetime, KV mount lookup,
-//! and the current version of a secret from its metadata. It never reads a
-//! secret's data.
+//! the current version of a secret from its metadata, and the lifetime of
+//! dynamic credentials from their mount and role. It never reads a secret's
+//! data and never requests a dynamic path (no lease is ever created).
 
 use crate::config::{Redacted, VaultAuth, VaultSettings};
 use crate::error::Error;
 use crate::http;
+use crate::lifetime::{self, Lifetime, Source, Ttls};
 use crate::pace::Duties;
 use crate::state::Version;
 use serde::Deserialize;
@@ -39,6 +41,43 @@ pub enum Lookup {
     /// Vault could not be asked; try again next pass.
     Failed(Error),
 }
+
+/// Why a path's lifetime is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifetimeError {
+    /// The path is in a KV mount (it has versions, or is KV v1) or another
+    /// engine of stored secrets (cubbyhole): not a dynamic secret.
+    NotDynamic,
+    /// Nothing about the mount or role could be read; the text names the
+    /// permission missing, e.g. "read on database/roles/app or
+    /// sys/mounts/database/tune" (never a token or a value).
+    Unknown(String),
+    /// Vault could not be asked (transport, 5xx, …): try again next pass.
+    Failed(Error),
+}
+
+impl fmt::Display for LifetimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LifetimeError::NotDynamic => f.write_str("not a dynamic secret"),
+            LifetimeError::Unknown(missing) => write!(f, "lifetime unknown: needs {missing}"),
+            LifetimeError::Failed(e) => write!(f, "lifetime not read: {e}"),
+        }
+    }
+}
+
+/// What a role or tune endpoint answered for a lifetime.
+enum Read {
+    /// Its `data` object.
+    Data(serde_json::Value),
+    /// Not there (404), or no such endpoint for the path.
+    Absent,
+    /// Refused (401, 403): the policy does not allow it.
+    Refused,
+}
+
+/// Engines whose paths hold stored secrets, never leased credentials.
+const STORED: &[&str] = &["kv", "generic", "cubbyhole"];
 
 /// Why a KV v2 version that exists cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +196,8 @@ struct Mount {
     path: String,
     kind: String,
     kv_version: String,
+    /// The lease TTLs of its config (unset when guessed).
+    ttls: Ttls,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +237,8 @@ struct MountData {
     kind: String,
     #[serde(default)]
     options: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    config: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -453,6 +496,7 @@ impl Vault {
                         path: format!("{first}/"),
                         kind: "kv".into(),
                         kv_version: "2".into(),
+                        ttls: Ttls::default(),
                     },
                     refused: e.status().unwrap_or_default(),
                 });
@@ -471,6 +515,7 @@ impl Vault {
                 .options
                 .and_then(|o| o.get("version").cloned())
                 .unwrap_or_else(|| "1".into()),
+            ttls: lifetime::mount_ttls(&answer.data.config),
         };
         // Longest first, so a nested mount wins over its parent.
         self.mounts.push(mount.clone());
@@ -537,6 +582,99 @@ impl Vault {
             Some(why) => Lookup::Unreadable(version, why),
             None => Lookup::Found(version),
         })
+    }
+
+    /// The lifetime of credentials read from `path` (e.g.
+    /// `database/creds/app`), never reading the path itself: the mount's
+    /// type and config from `sys/internal/ui/mounts/PATH` (cached with the
+    /// mount), its effective TTLs from `sys/mounts/MOUNT/tune` when readable,
+    /// the role's TTLs from [`lifetime::role_path`] when readable. A refused
+    /// or missing role or tune is skipped; the lifetime is unknown when the
+    /// mount cannot be looked up, or when a role exists to be read but
+    /// neither it nor the tune can be. `duties` are served before each
+    /// request.
+    pub fn lifetime(
+        &mut self,
+        path: &str,
+        duties: &mut dyn Duties,
+    ) -> Result<Lifetime, LifetimeError> {
+        let token = self.token(duties).map_err(LifetimeError::Failed)?;
+        let mount = match self.mount_for(path, &token, duties) {
+            Ok(MountFor::Known(mount)) => mount,
+            Ok(MountFor::Guessed { refused, .. }) => {
+                return Err(LifetimeError::Unknown(format!(
+                    "some access under the mount of {path} (e.g. read on its roles/*), as \
+                     sys/internal/ui/mounts/{path} was refused ({refused})"
+                )))
+            }
+            Err(e) => return Err(LifetimeError::Failed(e)),
+        };
+        if STORED.contains(&mount.kind.as_str()) {
+            return Err(LifetimeError::NotDynamic);
+        }
+        let role_path = lifetime::role_path(&mount.kind, &mount.path, path);
+        let role = match &role_path {
+            Some(role_path) => self.optional("role", role_path, &token, duties)?,
+            None => Read::Absent,
+        };
+        let tune_path = format!("sys/mounts/{}tune", mount.path);
+        let tune = self.optional("tune", &tune_path, &token, duties)?;
+        let role_data = match &role {
+            Read::Data(data) => Some(data),
+            _ => None,
+        };
+        let role_ttls = role_data.and_then(|data| lifetime::role_ttls(&mount.kind, data));
+        let renewable = lifetime::renewable(&mount.kind, role_data);
+        let (mount_ttls, mount_source) = match (&tune, &role) {
+            (Read::Data(data), _) => (lifetime::mount_ttls(data), Source::Tune),
+            // The role may well set its own TTLs: the mount's say nothing then.
+            (_, Read::Refused) => {
+                return Err(LifetimeError::Unknown(format!(
+                    "read on {} or {tune_path}",
+                    role_path.unwrap_or_default()
+                )))
+            }
+            _ => (mount.ttls, Source::MountConfig),
+        };
+        let source = match role_ttls {
+            Some(_) => Source::Role,
+            None => mount_source,
+        };
+        Ok(lifetime::combine(mount_ttls, role_ttls, renewable, source))
+    }
+
+    /// The `data` of the answer at `path`, read for a lifetime; a missing
+    /// (404) or refused (401, 403) one is logged at debug level and skipped.
+    /// Any other failure fails the lifetime.
+    fn optional(
+        &mut self,
+        what: &'static str,
+        path: &str,
+        token: &str,
+        duties: &mut dyn Duties,
+    ) -> Result<Read, LifetimeError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            data: serde_json::Value,
+        }
+        let skipped = |e: &Error| log::debug!("{what} {path} not used for a lifetime: {e}");
+        match self.get(what, path, token, duties) {
+            Ok(response) => {
+                let answer: Answer =
+                    http::read_json(response, ANSWER_LIMIT).map_err(LifetimeError::Failed)?;
+                Ok(Read::Data(answer.data))
+            }
+            Err(e @ (Error::NotFound | Error::Misrouted(_))) => {
+                skipped(&e);
+                Ok(Read::Absent)
+            }
+            Err(e @ Error::Denied(_)) => {
+                skipped(&e);
+                Ok(Read::Refused)
+            }
+            Err(e) => Err(LifetimeError::Failed(e)),
+        }
     }
 }
 
@@ -860,6 +998,141 @@ mod tests {
         assert!(
             matches!(&lookup, Lookup::Failed(Error::Misrouted(cause)) if cause == "namespace not found"),
             "{lookup:?}"
+        );
+    }
+
+    const DATABASE: &str = r#"{"data":{"path":"database/","type":"database","options":null,
+        "config":{"default_lease_ttl":0,"force_no_cache":false,"max_lease_ttl":300}}}"#;
+    const PKI: &str = r#"{"data":{"path":"pki/","type":"pki","options":null,
+        "config":{"default_lease_ttl":0,"max_lease_ttl":0}}}"#;
+    const ROLE: &str = r#"{"data":{"db_name":"none","default_ttl":20,"max_ttl":60}}"#;
+    const TUNE: &str = r#"{"default_lease_ttl":40,"max_lease_ttl":120,"data":{"default_lease_ttl":40,"max_lease_ttl":120}}"#;
+    const DENIED: &str = r#"{"errors":["1 error occurred:\n\t* permission denied\n\n"]}"#;
+
+    /// A status and a body.
+    type Answer = (u16, &'static str);
+    type Outcome = Result<Lifetime, LifetimeError>;
+
+    /// A fake Vault with a `database/` mount (or a `pki/` one for `pki/`
+    /// paths) whose role `app`/`web` answers `role` and whose tune answers
+    /// `tune`; every request for a dynamic path fails the test's check.
+    fn dynamic_vault(role: Answer, tune: Answer) -> FakeServer {
+        fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/pki/") => Reply::json(200, PKI),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/secret/") => Reply::json(200, KV2),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, DATABASE),
+            "/v1/database/roles/app" | "/v1/pki/roles/web" => Reply::json(role.0, role.1),
+            "/v1/sys/mounts/database/tune" | "/v1/sys/mounts/pki/tune" => {
+                Reply::json(tune.0, tune.1)
+            }
+            _ => Reply::json(404, r#"{"errors":[]}"#),
+        })
+    }
+
+    fn lifetime_of(server: &FakeServer, path: &str) -> Result<Lifetime, LifetimeError> {
+        let lifetime = client(server).lifetime(path, &mut Unattended);
+        let dynamic = ["/creds/", "/issue/", "/sign/"];
+        for request in server.requests() {
+            let to_path = request.path.strip_prefix("/v1/").unwrap_or_default();
+            assert!(
+                to_path.starts_with("sys/") || !dynamic.iter().any(|d| to_path.contains(d)),
+                "requested {}",
+                request.path
+            );
+        }
+        lifetime
+    }
+
+    #[test]
+    fn a_lifetime_comes_from_role_tune_or_mount_config_by_what_the_policy_allows() {
+        let secs = Duration::from_secs;
+        let lifetime = |ttl, max, renewable, source| Lifetime {
+            ttl: secs(ttl),
+            max: secs(max),
+            renewable,
+            source,
+        };
+        let unknown = || {
+            LifetimeError::Unknown("read on database/roles/app or sys/mounts/database/tune".into())
+        };
+        let ok = (200, ROLE);
+        let denied = (403, DENIED);
+        let absent = (404, r#"{"errors":[]}"#);
+        let no_ttls = (
+            200,
+            r#"{"data":{"db_name":"none","default_ttl":0,"max_ttl":0}}"#,
+        );
+        use Source::*;
+        #[rustfmt::skip]
+        let cases: &[(&str, &str, Answer, Answer, Outcome)] = &[
+            ("role and tune", "database/creds/app", ok, (200, TUNE), Ok(lifetime(20, 60, true, Role))),
+            ("role only: the mount config's max", "database/creds/app", ok, denied, Ok(lifetime(20, 60, true, Role))),
+            ("tune only", "database/creds/app", denied, (200, TUNE), Ok(lifetime(40, 120, true, Tune))),
+            ("a role without TTLs: the tune's", "database/creds/app", no_ttls, (200, TUNE), Ok(lifetime(40, 120, true, Tune))),
+            ("no such role, no tune: the mount config", "database/creds/app", absent, denied, Ok(lifetime(300, 300, true, MountConfig))),
+            ("not a creds path: tune", "database/static-creds/app", denied, (200, TUNE), Ok(lifetime(40, 120, true, Tune))),
+            ("neither role nor tune", "database/creds/app", denied, denied, Err(unknown())),
+            ("pki: not renewable", "pki/issue/web", (200, r#"{"data":{"ttl":30,"max_ttl":0}}"#), denied, Ok(lifetime(30, 768 * 3600, false, Role))),
+            ("kv v2", "secret/data/x", ok, ok, Err(LifetimeError::NotDynamic)),
+            ("tune fails", "database/creds/app", ok, (500, r#"{"errors":["sealed"]}"#),
+                Err(LifetimeError::Failed(Error::Status { code: 500, message: "sealed".into() }))),
+        ];
+        for (name, path, role, tune, want) in cases {
+            let server = dynamic_vault(*role, *tune);
+            assert_eq!(&lifetime_of(&server, path), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_refused_mount_lookup_leaves_the_lifetime_unknown_and_says_why() {
+        let server = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(403, DENIED),
+            _ => Reply::json(200, ROLE),
+        });
+        match lifetime_of(&server, "database/creds/app") {
+            Err(LifetimeError::Unknown(why)) => assert_eq!(
+                why,
+                "some access under the mount of database/creds/app (e.g. read on its roles/*), \
+                 as sys/internal/ui/mounts/database/creds/app was refused (403)"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // Only the token and the mount were asked: nothing is guessed.
+        assert_eq!(server.requests().len(), 2);
+    }
+
+    #[test]
+    fn a_lifetime_asks_the_mount_once_and_the_role_and_tune_each_time() {
+        let server = dynamic_vault((200, ROLE), (200, TUNE));
+        let mut vault = client(&server);
+        let mut duties = Counting::default();
+        for _ in 0..2 {
+            let lifetime = vault.lifetime("database/creds/app", &mut duties).unwrap();
+            assert_eq!(lifetime.effective(true), Duration::from_secs(60));
+        }
+        assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 1);
+        assert_eq!(server.hits("/v1/database/roles/app"), 2);
+        assert_eq!(server.hits("/v1/sys/mounts/database/tune"), 2);
+        assert_eq!(duties.0, server.requests().len());
+    }
+
+    #[test]
+    fn an_oversized_role_answer_fails_the_lifetime() {
+        let big: &'static str = Box::leak(
+            format!(
+                r#"{{"data":{{"default_ttl":20,"pad":"{}"}}}}"#,
+                "x".repeat(2 << 20)
+            )
+            .into_boxed_str(),
+        );
+        let server = dynamic_vault((200, big), (200, TUNE));
+        assert_eq!(
+            lifetime_of(&server, "database/creds/app"),
+            Err(LifetimeError::Failed(Error::TooLarge {
+                limit: ANSWER_LIMIT
+            }))
         );
     }
 

@@ -3,6 +3,7 @@
 //! what is watched.
 
 use crate::refs::{self, Provider, SecretRef};
+use crate::renewal::{self, FirstSight};
 use crate::state::{self, State};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -82,6 +83,18 @@ pub const PREFIXES: [&str; 2] = [
 const OPT_IN: &str = "/reload-on-secret-change";
 const RELOAD_COUNT: &str = "/secret-reload-count";
 const MIN_INTERVAL: &str = "/min-reload-interval";
+/// `auto` or a duration: the workload's dynamic secrets are renewed by rollouts.
+pub const MAX_AGE: &str = "/dynamic-secret-max-age";
+const RENEWAL_PERCENT: &str = "/dynamic-secret-renewal-percent";
+const FIRST_SIGHT: &str = "/dynamic-secret-first-sight";
+/// The webhook's daemon mode (current and legacy names): it renews leases up
+/// to their max TTL.
+const DAEMON_MODE: [&str; 2] = [
+    "secrets-webhook.security.bank-vaults.io/secret-init-daemon",
+    "vault.security.banzaicloud.io/vault-env-daemon",
+];
+/// The shortest max-age accepted: below it a reloader period cannot keep up.
+const MIN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 const VAULT_ADDR: [&str; 2] = [
     "secrets-webhook.security.bank-vaults.io/vault-addr",
     "vault.security.banzaicloud.io/vault-addr",
@@ -104,10 +117,20 @@ const FROM_PATH: [(&str, Provider); 3] = [
 /// Whether a pod-template annotation can matter; the rest are not kept.
 fn template_annotation_used(key: &str) -> bool {
     PREFIXES.iter().any(|prefix| {
-        key.strip_prefix(prefix)
-            .is_some_and(|rest| [OPT_IN, RELOAD_COUNT, MIN_INTERVAL].contains(&rest))
+        key.strip_prefix(prefix).is_some_and(|rest| {
+            [
+                OPT_IN,
+                RELOAD_COUNT,
+                MIN_INTERVAL,
+                MAX_AGE,
+                RENEWAL_PERCENT,
+                FIRST_SIGHT,
+            ]
+            .contains(&rest)
+        })
     }) || FROM_PATH.iter().any(|(name, _)| *name == key)
         || VAULT_ADDR.contains(&key)
+        || DAEMON_MODE.contains(&key)
 }
 
 /// A workload as listed, holding only what the reloader uses.
@@ -273,6 +296,32 @@ fn only_reference_env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvVar>, D:
         .collect())
 }
 
+/// How the lifetime of a workload's dynamic secrets is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxAge {
+    /// Asked of Vault for each dynamic reference (role, tune, mount config).
+    Auto,
+    /// Stated by the workload (at least 10s).
+    Fixed(std::time::Duration),
+}
+
+/// A workload's dynamic-secret settings: present only when it carries the
+/// `<prefix>/dynamic-secret-max-age` annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dynamic {
+    /// `<prefix>/dynamic-secret-max-age`.
+    pub max_age: MaxAge,
+    /// `<prefix>/dynamic-secret-renewal-percent`: 1–90, default 67.
+    pub percent: u8,
+    /// `<prefix>/dynamic-secret-first-sight`: `rollout` (default) or `baseline`.
+    pub first_sight: FirstSight,
+    /// The webhook's daemon mode is on: renewable leases live up to their max TTL.
+    pub daemon_mode: bool,
+    /// The write-on-inject references (`>>vault:PATH#…`), distinct and sorted:
+    /// always dynamic, never looked up as KV.
+    pub written: Vec<SecretRef>,
+}
+
 /// An opted-in workload as the reloader needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -296,6 +345,8 @@ pub struct Entry {
     /// What it was last rolled out with; `None` on first sight or when the
     /// annotation was unreadable.
     pub state: Option<State>,
+    /// Its dynamic-secret settings, when it opted in to renewals.
+    pub dynamic: Option<Dynamic>,
 }
 
 impl Workload {
@@ -384,6 +435,10 @@ impl Workload {
         }
         refs.sort();
         refs.dedup();
+        let dynamic = dynamic_settings(annotations, prefix, &id, warnings).map(|mut dynamic| {
+            dynamic.written = write_on_inject(pod, &id, warnings);
+            dynamic
+        });
         let state = self.metadata.annotations.as_deref().and_then(|text| {
             State::decode(text)
                 .map_err(|why| warnings.push(format!("{id}: {why}; recording a new baseline")))
@@ -399,8 +454,93 @@ impl Workload {
             min_reload_interval,
             vault_addr,
             state,
+            dynamic,
         })
     }
+}
+
+/// The dynamic-secret settings of a workload opted in under `prefix`, when
+/// it has the max-age annotation (without `written`). A bad value gives one
+/// warning naming the workload and the annotation, never the value: a bad
+/// max-age is taken as absent, other bad values as their default.
+fn dynamic_settings(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    id: &WorkloadId,
+    warnings: &mut Vec<String>,
+) -> Option<Dynamic> {
+    let get = |name: &str| {
+        annotations
+            .get(&format!("{prefix}{name}"))
+            .map(|v| v.trim())
+    };
+    let max_age = match get(MAX_AGE)? {
+        "auto" => MaxAge::Auto,
+        text => match crate::time::parse_duration(text) {
+            Ok(age) if age >= MIN_MAX_AGE => MaxAge::Fixed(age),
+            _ => {
+                warnings.push(format!(
+                    "{id}: annotation {prefix}{MAX_AGE} is not auto or a duration of at least \
+                     10s like 12h; its dynamic secrets are not renewed"
+                ));
+                return None;
+            }
+        },
+    };
+    let percent = match get(RENEWAL_PERCENT).map(str::parse::<u8>) {
+        None => renewal::DEFAULT_PERCENT,
+        Some(Ok(percent @ 1..=renewal::DEADLINE_PERCENT)) => percent,
+        Some(_) => {
+            warnings.push(format!(
+                "{id}: annotation {prefix}{RENEWAL_PERCENT} is not a whole number from 1 to 90; \
+                 using {}",
+                renewal::DEFAULT_PERCENT
+            ));
+            renewal::DEFAULT_PERCENT
+        }
+    };
+    let first_sight = match get(FIRST_SIGHT) {
+        None | Some("rollout") => FirstSight::Rollout,
+        Some("baseline") => FirstSight::Baseline,
+        Some(_) => {
+            warnings.push(format!(
+                "{id}: annotation {prefix}{FIRST_SIGHT} is not baseline or rollout; using rollout"
+            ));
+            FirstSight::Rollout
+        }
+    };
+    let daemon_mode = DAEMON_MODE
+        .iter()
+        .any(|name| annotations.get(*name).map(|v| v.trim()) == Some("true"));
+    Some(Dynamic {
+        max_age,
+        percent,
+        first_sight,
+        daemon_mode,
+        written: Vec::new(),
+    })
+}
+
+/// The write-on-inject references (`>>vault:PATH#…`) in the pod's env
+/// values, distinct and sorted; a bad one gives a warning naming its place.
+fn write_on_inject(pod: &PodSpec, id: &WorkloadId, warnings: &mut Vec<String>) -> Vec<SecretRef> {
+    let mut found = Vec::new();
+    let containers = pod.init_containers.iter().chain(&pod.containers);
+    for container in containers {
+        for var in &container.env {
+            match var.value.as_deref().and_then(refs::scan_write_on_inject) {
+                Some(Ok(secret)) => found.push(secret),
+                Some(Err(why)) => warnings.push(format!(
+                    "{id}: skipping a reference in container {} env {}: {why}",
+                    container.name, var.name
+                )),
+                None => {}
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// `https://vault:8200` in namespace `ns` → `https://vault.ns.svc:8200`, as
@@ -641,5 +781,97 @@ mod tests {
         .unwrap();
         let entry = w.into_entry(Kind::Deployment, &mut Vec::new()).unwrap();
         assert_eq!(entry.state, Some(State::decode(text).unwrap()));
+    }
+
+    #[test]
+    fn dynamic_secret_annotations() {
+        use std::time::Duration;
+        let on = |extra: serde_json::Value| {
+            let mut annotations = json!({
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"
+            });
+            for (key, value) in extra.as_object().unwrap() {
+                annotations[key] = value.clone();
+            }
+            annotations
+        };
+        let env = json!([
+            {"name": "DB", "value": "vault:database/creds/app#username"},
+            {"name": "CERT", "value": ">>vault:pki/issue/web#certificate#{\"common_name\":\"a.example\"}"},
+            {"name": "KEY", "value": ">>vault:pki/issue/web#private_key#{\"common_name\":\"a.example\"}"},
+            {"name": "BAD", "value": ">>bao:pki//x#k"}
+        ]);
+        let pki = vec![vault("pki/issue/web")];
+        let p = "secrets-reloader.security.bank-vaults.io/dynamic-secret-";
+        let auto = |percent, first_sight, daemon_mode, written: &Vec<SecretRef>| Dynamic {
+            max_age: MaxAge::Auto,
+            percent,
+            first_sight,
+            daemon_mode,
+            written: written.clone(),
+        };
+        // name, annotations, dynamic settings, warnings
+        type Case = (&'static str, serde_json::Value, Option<Dynamic>, usize);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("without max-age nothing is renewed, >> is not read", on(json!({})), None, 0),
+            ("auto with defaults", on(json!({format!("{p}max-age"): "auto"})),
+             Some(auto(67, FirstSight::Rollout, false, &pki)), 1),
+            ("all set", on(json!({
+                format!("{p}max-age"): " 1h30m ",
+                format!("{p}renewal-percent"): "50",
+                format!("{p}first-sight"): "baseline",
+                "secrets-webhook.security.bank-vaults.io/secret-init-daemon": "true"})),
+             Some(Dynamic { max_age: MaxAge::Fixed(Duration::from_secs(5400)), percent: 50,
+                 first_sight: FirstSight::Baseline, daemon_mode: true, written: pki.clone() }), 1),
+            ("legacy daemon mode", on(json!({format!("{p}max-age"): "auto",
+                "vault.security.banzaicloud.io/vault-env-daemon": "true"})),
+             Some(auto(67, FirstSight::Rollout, true, &pki)), 1),
+            ("too short a max-age is absent", on(json!({format!("{p}max-age"): "9s"})), None, 1),
+            ("not a duration", on(json!({format!("{p}max-age"): "soon"})), None, 1),
+            ("bad percent and first sight take the defaults", on(json!({
+                format!("{p}max-age"): "auto",
+                format!("{p}renewal-percent"): "91",
+                format!("{p}first-sight"): "never"})),
+             Some(auto(67, FirstSight::Rollout, false, &pki)), 3),
+            ("percent 0 is refused", on(json!({format!("{p}max-age"): "auto",
+                format!("{p}renewal-percent"): "0"})),
+             Some(auto(67, FirstSight::Rollout, false, &pki)), 2),
+        ];
+        for (name, annotations, want, warned) in cases {
+            let mut warnings = Vec::new();
+            let entry = workload(annotations, env.clone())
+                .into_entry(Kind::Deployment, &mut warnings)
+                .unwrap();
+            assert_eq!(entry.dynamic, want, "{name}");
+            assert_eq!(warnings.len(), warned, "{name}: {warnings:?}");
+            assert!(warnings.iter().all(|w| !w.contains("soon")), "{name}");
+            assert!(
+                entry.refs.contains(&vault("database/creds/app")),
+                "{name}: a dynamic env reference stays a reference"
+            );
+        }
+    }
+
+    #[test]
+    fn dynamic_secret_annotations_follow_the_opt_in_prefix() {
+        let w = workload(
+            json!({
+                "alpha.vault.security.banzaicloud.io/reload-on-secret-change": "true",
+                "alpha.vault.security.banzaicloud.io/dynamic-secret-max-age": "30s",
+                "secrets-reloader.security.bank-vaults.io/dynamic-secret-renewal-percent": "10"
+            }),
+            json!([]),
+        );
+        let entry = w.into_entry(Kind::Deployment, &mut Vec::new()).unwrap();
+        let dynamic = entry.dynamic.unwrap();
+        assert_eq!(
+            dynamic.max_age,
+            MaxAge::Fixed(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            dynamic.percent, 67,
+            "another prefix's annotation is not read"
+        );
     }
 }

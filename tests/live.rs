@@ -14,9 +14,10 @@ use vault_secrets_reloader::config::{
 };
 use vault_secrets_reloader::error::Error;
 use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
+use vault_secrets_reloader::lifetime::{Lifetime, Source as From, SYSTEM_DEFAULT};
 use vault_secrets_reloader::pace::Unattended;
 use vault_secrets_reloader::stream::Flow;
-use vault_secrets_reloader::vault::{Lookup, Unreadable, Vault};
+use vault_secrets_reloader::vault::{LifetimeError, Lookup, Unreadable, Vault};
 use vault_secrets_reloader::watch::{Event, Watch};
 use vault_secrets_reloader::workload::Kind;
 
@@ -348,4 +349,160 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
         refused.current_version("live/kv/data/app", &mut Unattended),
         Lookup::Failed(Error::Denied(403))
     ));
+}
+
+/// Enables a fresh secrets engine of `kind` at `mount` (no trailing `/`).
+fn fresh_mount(kind: &str, mount: &str) {
+    let _ = Command::new("bao")
+        .args(["secrets", "disable", mount])
+        .env("BAO_ADDR", var("VAULT_ADDR"))
+        .env("BAO_TOKEN", var("VAULT_TOKEN"))
+        .output();
+    bao(&["secrets", "enable", &format!("-path={mount}"), kind]);
+}
+
+/// A token whose only policy is `hcl`, written as `name`.
+fn token_with_policy(name: &str, hcl: &str) -> String {
+    let file = std::env::temp_dir().join(format!("live-{name}-{}.hcl", std::process::id()));
+    std::fs::write(&file, hcl).unwrap();
+    bao(&["policy", "write", name, file.to_str().unwrap()]);
+    let token = bao(&[
+        "token",
+        "create",
+        &format!("-policy={name}"),
+        "-ttl=10m",
+        "-field=token",
+    ]);
+    token.trim().to_string()
+}
+
+/// The optional dynamic-secrets block of manifests/vault-policy.hcl,
+/// uncommented, for the mount `mount` (no trailing `/`) instead of
+/// `database`.
+fn documented_dynamic_block(mount: &str) -> String {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/vault-policy.hcl");
+    let text = std::fs::read_to_string(file).unwrap();
+    let block: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("#path") || l.starts_with("#  capabilities") || *l == "#}")
+        .map(|l| &l[1..])
+        .collect();
+    assert_eq!(block.len(), 6, "{block:?}");
+    block.join("\n").replace("database/", &format!("{mount}/")) + "\n"
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
+    let audit_from = std::fs::metadata(var("VAULT_AUDIT_LOG")).unwrap().len() as usize;
+    fresh_mount("database", "live-db");
+    // A role definition is stored without contacting any database.
+    bao(&[
+        "write",
+        "live-db/roles/app",
+        "db_name=none",
+        "default_ttl=20s",
+        "max_ttl=60s",
+    ]);
+    bao(&["write", "live-db/roles/plain", "db_name=none"]);
+    bao(&[
+        "secrets",
+        "tune",
+        "-default-lease-ttl=40s",
+        "-max-lease-ttl=2m",
+        "live-db",
+    ]);
+    fresh_mount("pki", "live-pki");
+    bao(&[
+        "write",
+        "-field=serial_number",
+        "live-pki/root/generate/internal",
+        "common_name=live.test",
+    ]);
+    bao(&[
+        "write",
+        "live-pki/roles/web",
+        "allow_any_name=true",
+        "ttl=30s",
+    ]);
+
+    let policy = documented_dynamic_block("live-db") + &documented_dynamic_block("live-pki");
+    let mut vault = vault_with_token(&token_with_policy("live-dynamic", &policy));
+    let secs = Duration::from_secs;
+    let lifetime = |ttl, max, renewable, source| Lifetime {
+        ttl: secs(ttl),
+        max: secs(max),
+        renewable,
+        source,
+    };
+    assert_eq!(
+        vault.lifetime("live-db/creds/app", &mut Unattended),
+        Ok(lifetime(20, 60, true, From::Role))
+    );
+    assert_eq!(
+        vault.lifetime("live-db/creds/plain", &mut Unattended),
+        Ok(lifetime(40, 120, true, From::Tune))
+    );
+    let pki = vault
+        .lifetime("live-pki/issue/web", &mut Unattended)
+        .unwrap();
+    assert_eq!(
+        pki,
+        Lifetime {
+            ttl: secs(30),
+            max: SYSTEM_DEFAULT,
+            renewable: false,
+            source: From::Role
+        }
+    );
+    assert_eq!(pki.effective(true), secs(30));
+    assert!(matches!(
+        vault.lifetime("live-other/creds/app", &mut Unattended),
+        Err(LifetimeError::Unknown(_))
+    ));
+
+    // Roles only: the tune is refused, OpenBao's mount config says what it was tuned to.
+    let roles_only = "path \"live-db/roles/*\" { capabilities = [\"read\"] }\n";
+    let mut vault = vault_with_token(&token_with_policy("live-roles", roles_only));
+    assert_eq!(
+        vault.lifetime("live-db/creds/plain", &mut Unattended),
+        Ok(lifetime(40, 120, true, From::MountConfig))
+    );
+
+    // No access under the mount: nothing is known, nothing guessed.
+    let mut none = vault_with_token(&token_with_policy(
+        "live-none",
+        "path \"nothing/*\" { capabilities = [\"read\"] }\n",
+    ));
+    match none.lifetime("live-db/creds/app", &mut Unattended) {
+        Err(LifetimeError::Unknown(why)) => assert!(
+            why.contains("sys/internal/ui/mounts/live-db/creds/app"),
+            "{why}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut root = vault_with_token(&var("VAULT_TOKEN"));
+    assert_eq!(
+        root.lifetime("secret/data/x", &mut Unattended),
+        Err(LifetimeError::NotDynamic)
+    );
+
+    // The roles were read, the dynamic paths never requested.
+    let audit = std::fs::read(var("VAULT_AUDIT_LOG")).unwrap();
+    let paths: Vec<String> = String::from_utf8_lossy(&audit[audit_from..])
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["request"]["path"].as_str().map(str::to_string))
+        .collect();
+    assert!(paths.iter().any(|p| p == "live-db/roles/app"), "{paths:?}");
+    assert!(
+        paths.iter().any(|p| p == "sys/mounts/live-db/tune"),
+        "{paths:?}"
+    );
+    let dynamic: Vec<&String> = paths
+        .iter()
+        .filter(|p| p.contains("/creds/") || p.contains("/issue/") || p.contains("/sign/"))
+        .filter(|p| !p.starts_with("sys/"))
+        .collect();
+    assert!(dynamic.is_empty(), "{dynamic:?}");
 }
