@@ -70,19 +70,22 @@ impl Decision {
         (!self.changes.is_empty() && !waits) || self.renewal.is_some()
     }
 
-    /// What the rollout's Event and log line say.
-    pub fn reason(&self) -> String {
-        let changes = (!self.changes.is_empty()).then(|| {
-            format!(
-                "Rolled out for new secret versions: {}",
-                list(&self.changes)
-            )
-        });
+    /// What the rollout's log line says: the changes, then the renewal.
+    pub fn summary(&self) -> String {
+        let changes = (!self.changes.is_empty()).then(|| list(&self.changes));
         changes
             .into_iter()
             .chain(self.renewal.clone())
             .collect::<Vec<_>>()
             .join("; ")
+    }
+
+    /// What the rollout's Event says.
+    pub fn reason(&self) -> String {
+        match self.changes.is_empty() {
+            true => self.summary(),
+            false => format!("Rolled out for new secret versions: {}", self.summary()),
+        }
     }
 }
 
@@ -740,7 +743,7 @@ fn apply(
         }
         if dry_run {
             if decision.rolls_out() {
-                log::info!("dry run: would reload {id}: {}", decision.reason());
+                log::info!("dry run: would reload {id}: {}", decision.summary());
             }
             return Ok(None);
         }
@@ -772,7 +775,7 @@ fn apply(
             log::debug!("recorded the secret versions of {id}");
             return Ok(None);
         }
-        log::info!("reloaded {id}: {}", decision.reason());
+        log::info!("reloaded {id}: {}", decision.summary());
         return Ok(Some((uid, decision)));
     }
 }
