@@ -297,7 +297,7 @@ count_is() { [[ $(count "$1") == "$2" ]]; }
 # last_r NAME: the last rollout the state annotation records (0: none).
 last_r() { awk -v n="$1" '$2 == n { r = $4 } END { print r + 0 }' "$ROLLOUTS"; }
 has_r() { [[ $(last_r "$1") != 0 ]]; }
-times() { dyn rollouts "$ROLLOUTS" "$@"; }
+rollout_times() { dyn rollouts "$ROLLOUTS" "$@"; }
 gaps() { dyn intervals "$ROLLOUTS" "$@"; }
 metric() { dyn metric "$HEALTH_PORT" "$@" 2>/dev/null || true; }
 next_due() { metric "$M_NEXT_DUE" "$1"; }
@@ -454,16 +454,16 @@ for name in "${DYNAMIC_NAMES[@]}"; do
 done
 DB_DUE=${DUE_BEFORE[db]}
 check "db is rolled out after the restart" wait_until 20 eval '(($(count db) > COUNT_BEFORE[db]))'
-DB_AT=$(times db "$KILLED" | awk '{print $1}')
+DB_AT=$(rollout_times db "$KILLED" | awk '{print $1}')
 check "at its due time, not earlier (at ${DB_AT:-none}, due ${DB_DUE:-none})" \
   holds "${DB_AT:-None} >= ${DB_DUE:-None} - 1"
 check "nor late (at ${DB_AT:-none}, due ${DB_DUE:-none})" holds "${DB_AT:-None} <= ${DB_DUE:-None} + 3"
 sleep 3
-n=$(times db "$KILLED" | awk -v due="${DB_DUE:-0}" '{ for (i = 1; i <= NF; i++) if ($i <= due + 6) n++ } END { print n + 0 }')
+n=$(rollout_times db "$KILLED" | awk -v due="${DB_DUE:-0}" '{ for (i = 1; i <= NF; i++) if ($i <= due + 6) n++ } END { print n + 0 }')
 check "once, not twice (rollouts from the kill to 6 s after the due time: $n)" test "$n" -eq 1
 early=
 for name in "${DYNAMIC_NAMES[@]}"; do
-  first=$(times "$name" "$KILLED" | awk '{print $1}')
+  first=$(rollout_times "$name" "$KILLED" | awk '{print $1}')
   [[ -z $first ]] || holds "$first >= ${DUE_BEFORE[$name]:-None} - 1" || early+=" $name"
 done
 check "no workload rolled out before its due time after the restart (early:${early:- none})" test -z "$early"
@@ -488,7 +488,7 @@ DUE_OLD=$(next_due kvdyn) KV_COUNT=$(count kvdyn)
 srv kv put secret/dynamic/kv K="v-$RANDOM" >/dev/null
 mark
 timed "the KV change rolls it out (within 4 s)" 4 count_is kvdyn $((KV_COUNT + 1))
-KV_AT=$(times kvdyn | awk '{print $NF}')
+KV_AT=$(rollout_times kvdyn | awk '{print $NF}')
 moved() { local due; due=$(next_due kvdyn); [[ -n $due ]] && holds "$due >= $DUE_OLD + 3"; }
 check "its next renewal moves 3 s later or more (was $DUE_OLD)" wait_until 4 moved
 DUE_NEW=$(next_due kvdyn)
@@ -496,7 +496,7 @@ check "to 67% of 20 s minus its jitter after that rollout (due $DUE_NEW, rolled 
   holds "10.4 <= $DUE_NEW - ${KV_AT:-0} <= 14"
 check "its renewal comes then, not at the old due time ($DUE_OLD)" \
   wait_until 20 count_is kvdyn $((KV_COUNT + 2))
-RENEWED_AT=$(times kvdyn | awk '{print $NF}')
+RENEWED_AT=$(rollout_times kvdyn | awk '{print $NF}')
 check "at $RENEWED_AT, its due time $DUE_NEW" holds "$DUE_NEW - 1 <= $RENEWED_AT <= $DUE_NEW + 3"
 check "its next renewal is 1 s away or more" wait_until 20 due_in kvdyn 1 100
 # The change is written (by one quick request) 0.4 s before the due time: no
