@@ -413,7 +413,7 @@ check "spread over the window: first to last at least 2 s apart ($spread s)" hol
 say "3. an unreadable mount, no fallback; a dynamic reference without the annotation"
 check "Warning Event $UNKNOWN_REASON on hidden" wait_until 15 has_event "$UNKNOWN_REASON" hidden '^Warning '
 check "naming the permission missing ($(events "$UNKNOWN_REASON" hidden | head -n 1 | cut -c1-160))" \
-  has_event "$UNKNOWN_REASON" hidden 'missing read on [^ ]*hidden-db/'
+  has_event "$UNKNOWN_REASON" hidden 'missing hidden-db/creds/app: some access under the mount of hidden-db/creds/app .*sys/internal/ui/mounts/hidden-db/creds/app was refused \(403\)'
 check "metric $M_UNKNOWN is 1" wait_until 5 eval '[[ $(metric "$M_UNKNOWN") == 1 ]]'
 check "the reference of plain (no max-age) is reported with a hint naming $PREFIX/dynamic-secret-max-age" \
   wait_until 10 log_has "database/creds/app cannot be watched.*$PREFIX/dynamic-secret-max-age"
