@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: format and lint checks, unit tests,
 # then the real local control plane, OpenBao and HashiCorp Vault
 # (scripts/testenv.sh), their self-test, the clients' integration tests
-# (tests/live.rs), the end-to-end test on both servers, the fault suite, the watch-stream suite, the dynamic-secret suite, the release binaries
+# (tests/live.rs), the end-to-end test on both servers, the fault suite,
+# the watch-stream suite, the dynamic-secret suite, the release binaries
 # (scripts/release.sh builds them, installing its tools when missing) and a
 # small run of the benchmark. The environment is always taken down.
 set -euo pipefail
