@@ -257,34 +257,7 @@ export PREFIX STATE_KEY
 dyn() { "$PYTHON" "$WORK/dyn.py" "$@" || echo "dyn.py $1: failed" >&2; }
 apply() { dyn deployments "$@" | kubectl -n "$NS" apply -f - >/dev/null; }
 
-now_ms() { local t=${EPOCHREALTIME//[.,]/}; echo $((t / 1000)); }
 now_s() { echo "$EPOCHREALTIME"; }
-mark() { T0=$(now_ms); }
-# timed NAME LIMIT CMD...: a check that CMD holds within LIMIT seconds of
-# the last mark, named NAME and the time it took (as in e2e-streams.sh).
-timed() {
-  local name=$1 rc=0
-  shift
-  within "$@" || rc=$?
-  check "$name (took $TOOK s)" test "$rc" -eq 0
-}
-# within LIMIT CMD...: CMD holds within LIMIT seconds (decimals allowed) of
-# the last mark (polled every 0.2 s); TOOK is how long it took.
-within() {
-  local limit_ms took
-  limit_ms=$(py "int($1 * 1000)")
-  shift
-  while :; do
-    if "$@"; then
-      took=$(($(now_ms) - T0))
-      TOOK=$(printf '%d.%03d' $((took / 1000)) $((took % 1000)))
-      ((took <= limit_ms))
-      return
-    fi
-    (($(now_ms) - T0 <= limit_ms)) || { TOOK="> $((limit_ms / 1000))"; return 1; }
-    sleep 0.2
-  done
-}
 # py EXPR: a Python expression's value (for float arithmetic and checks).
 py() { "$PYTHON" -c "print($1)" 2>/dev/null || echo error; }
 # holds EXPR: the Python expression is true.

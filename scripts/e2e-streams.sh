@@ -20,9 +20,8 @@
 #      a reloader pass takes longer than its period: a workload created
 #      during the pass is in the index within 1 s, not when the pass ends.
 # The limits (4 s, 2 s) are measured to the millisecond from the
-# moment the change was made (its command returned), by `within` below: the
-# harness's wait_until counts bash's whole SECONDS, so `wait_until 2` may
-# give up after little more than 1 s.
+# moment the change was made (its command returned), by the harness's
+# `mark` and `timed`.
 # Runs against the test environment of scripts/testenv.sh (or the current one
 # with E2E_USE_CURRENT_ENV set; scenario 2 needs scripts/testenv.sh's). The
 # daemon binary: RELOADER_BIN, else this repository's release build.
@@ -109,33 +108,6 @@ since() { tail -n "+$(($2 + 1))" "$1"; }
 # between FILE FROM TO: the lines after line FROM up to line TO.
 between() { (($3 > $2)) && sed -n "$(($2 + 1)),$3p" "$1" || true; }
 matches() { grep -c -- "$1" || true; }
-
-now_ms() { local t=${EPOCHREALTIME//[.,]/}; echo $((t / 1000)); }
-mark() { T0=$(now_ms); }
-# timed NAME LIMIT CMD...: a check that CMD holds within LIMIT seconds of
-# the last mark, named NAME and the time it took.
-timed() {
-  local name=$1 rc=0
-  shift
-  within "$@" || rc=$?
-  check "$name (took $TOOK s)" test "$rc" -eq 0
-}
-# within LIMIT CMD...: CMD holds within LIMIT seconds of the last mark
-# (polled every 0.2 s); TOOK is how long it took, in seconds.
-within() {
-  local limit_ms=$(($1 * 1000)) took
-  shift
-  while :; do
-    if "$@"; then
-      took=$(($(now_ms) - T0))
-      TOOK=$(printf '%d.%03d' $((took / 1000)) $((took % 1000)))
-      ((took <= limit_ms))
-      return
-    fi
-    (($(now_ms) - T0 <= limit_ms)) || { TOOK="> $((limit_ms / 1000))"; return 1; }
-    sleep 0.2
-  done
-}
 
 # start DAEMON_ARGS...: a daemon on a fresh health port, 1 s / 2 s periods.
 start() {

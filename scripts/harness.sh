@@ -32,6 +32,35 @@ wait_until() {
     sleep 0.5
   done
 }
+# Timing to the millisecond from a mark: bash's SECONDS counts whole seconds,
+# so `wait_until 2` may give up after little more than 1 s.
+now_ms() { local t=${EPOCHREALTIME//[.,]/}; echo $((t / 1000)); }
+mark() { T0=$(now_ms); }
+# within LIMIT CMD...: CMD holds within LIMIT seconds (decimals allowed) of
+# the last mark (polled every 0.2 s); TOOK is how long it took, in seconds.
+within() {
+  local limit_ms took
+  limit_ms=$(awk -v s="$1" 'BEGIN { printf "%d", s * 1000 }')
+  shift
+  while :; do
+    if "$@"; then
+      took=$(($(now_ms) - T0))
+      TOOK=$(printf '%d.%03d' $((took / 1000)) $((took % 1000)))
+      ((took <= limit_ms))
+      return
+    fi
+    (($(now_ms) - T0 <= limit_ms)) || { TOOK="> $((limit_ms / 1000))"; return 1; }
+    sleep 0.2
+  done
+}
+# timed NAME LIMIT CMD...: a check that CMD holds within LIMIT seconds of
+# the last mark, named NAME and the time it took.
+timed() {
+  local name=$1 rc=0
+  shift
+  within "$@" || rc=$?
+  check "$name (took $TOOK s)" test "$rc" -eq 0
+}
 # stays SECONDS CMD...: CMD holds now and still holds after SECONDS.
 stays() { local s=$1; shift; "$@" && sleep "$s" && "$@"; }
 # stop_process PID: SIGTERM, then wait for it (nothing when it is gone).
