@@ -4,6 +4,7 @@
 //! a timeout; after that its socket is non-blocking and each [`Stream::read`]
 //! takes only what has already arrived. [`crate::framing`] decodes the bytes.
 
+use crate::allow::Addr;
 use crate::error::Error;
 use crate::framing::{Framing, FramingError, Piece};
 use crate::http::ERROR_BODY_LIMIT;
@@ -34,22 +35,18 @@ impl Target {
     /// is used for https and must be given then.
     pub fn new(base: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Target, Error> {
         let bad = |why: &str| Error::Decode(format!("API server URL {base:?}: {why}"));
-        let (https, rest) = match base.split_once("://") {
-            Some(("https", rest)) => (true, rest),
-            Some(("http", rest)) => (false, rest),
-            _ => return Err(bad("not http:// or https://")),
+        // The origin is parsed as a Vault address is; the rest is the prefix.
+        let after_scheme = base.find("://").map_or(0, |i| i + 3);
+        let (origin, prefix) = match base[after_scheme..].find('/') {
+            Some(i) => base.split_at(after_scheme + i),
+            None => (base, ""),
         };
-        let (authority, prefix) = rest.find('/').map_or((rest, ""), |i| rest.split_at(i));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !port.contains(']') => {
-                (host, port.parse().map_err(|_| bad("bad port"))?)
-            }
-            _ => (authority, if https { 443 } else { 80 }),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
+        let addr = Addr::parse(origin).map_err(|why| bad(&why.to_string()))?;
+        let https = addr.scheme == "https";
+        let (host, port) = (
+            addr.host.trim_start_matches('[').trim_end_matches(']'),
+            addr.port,
+        );
         let tls = match (https, tls) {
             (false, _) => None,
             (true, None) => return Err(bad("https without a TLS configuration")),
