@@ -46,6 +46,10 @@ pub struct Config {
     /// `--max-rollouts-per-pass`: at most this many renewal rollouts per
     /// pass; `None`: as many as keep every workload inside its window.
     pub max_rollouts_per_pass: Option<usize>,
+    /// `--list-secret-metadata`: list the directories holding several
+    /// secrets in use (OpenBao's `detailed-metadata`) instead of reading
+    /// each secret's metadata.
+    pub list_metadata: bool,
     /// How to reach the Kubernetes API server.
     pub kube: KubeSettings,
     /// The service-account token the Vault and OpenBao logins send;
@@ -226,6 +230,12 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     pass, earliest deadline first; secret changes are never
                                     held [default: as many as keep each workload inside its
                                     window; env MAX_ROLLOUTS_PER_PASS]
+  --list-secret-metadata            read the versions of the secrets of a directory holding
+                                    3 or more in use with a few list requests (OpenBao's
+                                    detailed-metadata; the policy needs list on
+                                    MOUNT/detailed-metadata/*) instead of one read each; a
+                                    refused or unsupported listing falls back to the reads
+                                    [default: off; env LIST_SECRET_METADATA]
   --kubeconfig PATH                 run outside a cluster with a kubeconfig's context: its
                                     server, CA (or insecure-skip-tls-verify) and user: token,
                                     tokenFile or client certificate; not exec or auth-provider
@@ -286,6 +296,11 @@ pub fn parse(
     let (args, dry_run) = take_bool_flag(args, "--dry-run")?;
     let (args, once) = take_bool_flag(args, "--once")?;
     let (args, per_workload_vault_addr) = take_bool_flag(args, "--per-workload-vault-addr")?;
+    let (args, list_flag) = take_bool_flag(args, "--list-secret-metadata")?;
+    let list_metadata = match env("LIST_SECRET_METADATA") {
+        Some(value) if !list_flag => parse_bool("LIST_SECRET_METADATA", &value)?,
+        _ => list_flag,
+    };
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -371,6 +386,7 @@ pub fn parse(
         per_workload_vault_addrs,
         dynamic_default_max_age,
         max_rollouts_per_pass,
+        list_metadata,
         kube,
         jwt_file,
         vault,
@@ -757,6 +773,30 @@ mod tests {
         assert_eq!(config.lease_namespace, None);
         assert_eq!(config.dynamic_default_max_age, None);
         assert_eq!(config.max_rollouts_per_pass, None);
+        assert!(!config.list_metadata);
+    }
+
+    #[test]
+    fn listing_is_asked_for_by_flag_or_environment() {
+        assert!(
+            run(&["--list-secret-metadata"], IN_CLUSTER)
+                .unwrap()
+                .list_metadata
+        );
+        let with = |value| {
+            let mut env = IN_CLUSTER.to_vec();
+            env.push(("LIST_SECRET_METADATA", value));
+            env
+        };
+        assert!(run(&[], &with("true")).unwrap().list_metadata);
+        assert!(!run(&[], &with("false")).unwrap().list_metadata);
+        assert!(
+            run(&["--list-secret-metadata"], &with("false"))
+                .unwrap()
+                .list_metadata
+        );
+        let error = run(&[], &with("maybe")).unwrap_err().0;
+        assert!(error.contains("LIST_SECRET_METADATA"), "{error}");
     }
 
     #[test]
@@ -1002,6 +1042,8 @@ mod tests {
             "DYNAMIC_SECRET_DEFAULT_MAX_AGE",
             "--max-rollouts-per-pass",
             "MAX_ROLLOUTS_PER_PASS",
+            "--list-secret-metadata",
+            "LIST_SECRET_METADATA",
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",

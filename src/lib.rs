@@ -13,6 +13,7 @@ pub mod kube;
 pub mod kubeconfig;
 pub mod lease;
 pub mod lifetime;
+pub mod listing;
 pub mod logging;
 pub mod metrics;
 pub mod pace;

@@ -133,11 +133,16 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
     // Read only by a login, and config::parse gives a file whenever one is
     // configured.
     let jwt_file = config.jwt_file.clone().unwrap_or_default();
+    let list_metadata = config.list_metadata;
+    let listing = move |client: vault::Vault| match list_metadata {
+        true => client.with_listing(),
+        false => client,
+    };
     let mut vault_client = |settings: &VaultSettings| {
         let ca_pem = vault_ca(settings, kube)?;
         let client = vault::Vault::new(settings, ca_pem, jwt_file.clone())
             .map_err(|e| format!("Vault client for {}: {e}", settings.addr))?;
-        Ok::<_, String>((client, settings.ignore_missing))
+        Ok::<_, String>((listing(client), settings.ignore_missing))
     };
     let vault = vault_client(&config.vault)?;
     let bao = config.bao.as_ref().map(&mut vault_client).transpose()?;
@@ -150,7 +155,7 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
                     addr: addr.to_string(),
                     ..settings.clone()
                 };
-                vault::Vault::new(&settings, ca_pem.clone(), jwt_file.clone())
+                vault::Vault::new(&settings, ca_pem.clone(), jwt_file.clone()).map(listing)
             });
             Some(reloader::PerWorkload::new(make, allowed))
         }

@@ -11,7 +11,7 @@ use crate::state::{self, State, Version};
 use crate::vault::{Lookup, Vault};
 use crate::workload::{self, Entry, WorkloadId};
 use serde_json::json;
-use std::collections::{hash_map, BTreeSet, HashMap, HashSet};
+use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -547,6 +547,7 @@ impl Reloader {
         duties: &mut dyn Duties,
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
+        self.prefetch(&sources, kube, index, duties);
         let mut lookups = HashMap::with_capacity(sources.len());
         let mut unreachable: HashSet<(Server, bool)> = HashSet::new();
         for (server, secret) in sources {
@@ -582,6 +583,41 @@ impl Reloader {
             lookups.insert((server, secret), lookup);
         }
         Some(lookups)
+    }
+
+    /// Lets each client list the directories of its secrets before they are
+    /// looked up one by one (with `--list-secret-metadata`; otherwise
+    /// nothing is sent). The streams are read between two requests.
+    fn prefetch(
+        &mut self,
+        sources: &BTreeSet<(Server, SecretRef)>,
+        kube: &mut Kube,
+        index: &mut Index,
+        duties: &mut dyn Duties,
+    ) {
+        let mut by_client: BTreeMap<(Server, bool), Vec<&str>> = BTreeMap::new();
+        for (server, secret) in sources {
+            let bao_client = secret.provider == Provider::Bao && self.bao.is_some();
+            by_client
+                .entry((server.clone(), bao_client))
+                .or_default()
+                .push(&secret.path);
+        }
+        let mut duties = Refreshing {
+            duties,
+            kube,
+            index,
+        };
+        for ((server, bao_client), paths) in by_client {
+            let provider = if bao_client {
+                Provider::Bao
+            } else {
+                Provider::Vault
+            };
+            if let Ok((client, _)) = self.client(&server, provider) {
+                client.prefetch(&paths, &mut duties);
+            }
+        }
     }
 
     /// Logs what a lookup found: a failing server once per pass (when it
@@ -636,6 +672,24 @@ impl Reloader {
             }
             Lookup::Failed(e) => log::error!("checking {secret}{at} failed: {e}"),
         }
+    }
+}
+
+/// A pass's duties that also read the streams before each request.
+struct Refreshing<'a> {
+    duties: &'a mut dyn Duties,
+    kube: &'a mut Kube,
+    index: &'a mut Index,
+}
+
+impl Duties for Refreshing<'_> {
+    fn serve(&mut self) {
+        self.duties.serve();
+        self.duties.refresh(self.kube, self.index);
+    }
+
+    fn keep_going(&mut self) -> bool {
+        self.duties.keep_going()
     }
 }
 

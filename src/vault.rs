@@ -15,6 +15,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+mod prefetch;
+
 /// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
 pub const ANSWER_LIMIT: u64 = 1024 * 1024;
 /// The first wait before trying again to renew a fixed token after a
@@ -124,6 +126,8 @@ pub struct Vault {
     token: Option<Token>,
     mounts: Vec<Mount>,
     requests: http::Counts,
+    /// With `--list-secret-metadata`: what listings found this pass.
+    listing: Option<prefetch::Listing>,
 }
 
 struct Token {
@@ -264,6 +268,23 @@ struct VersionInfo {
     destroyed: bool,
 }
 
+/// What a secret's metadata says of its current version: none (`Missing`),
+/// readable (`Found`) or not.
+fn lookup_of(metadata: &Metadata) -> Lookup {
+    let number = metadata.current_version;
+    if number == 0 {
+        return Lookup::Missing;
+    }
+    let info = metadata.versions.get(&number.to_string());
+    let created = info.map(|v| v.created_time.clone()).unwrap_or_default();
+    let version = Version { number, created };
+    let why = info.and_then(|v| unreadable(v.destroyed, &v.deletion_time, SystemTime::now()));
+    match why {
+        Some(why) => Lookup::Unreadable(version, why),
+        None => Lookup::Found(version),
+    }
+}
+
 /// The metadata path of the KV v2 data path `path` under `mount`
 /// (`MOUNT/data/REST` → `MOUNT/metadata/REST`), or why it has none.
 fn metadata_path(mount: &Mount, path: &str) -> Result<String, &'static str> {
@@ -302,6 +323,7 @@ impl Vault {
             token: None,
             mounts: Vec::new(),
             requests: http::Counts::new(),
+            listing: None,
         })
     }
 
@@ -524,9 +546,13 @@ impl Vault {
     }
 
     /// The current version of the KV v2 secret at `path` (as the webhook
-    /// reads it, `MOUNT/data/REST`), from `MOUNT/metadata/REST`.
+    /// reads it, `MOUNT/data/REST`), from `MOUNT/metadata/REST`, or from
+    /// this pass's listing of its directory ([`Vault::prefetch`]).
     /// `duties` are served before each request it sends.
     pub fn current_version(&mut self, path: &str, duties: &mut dyn Duties) -> Lookup {
+        if let Some(listed) = self.listed(path) {
+            return listed;
+        }
         match self.try_current_version(path, duties) {
             Ok(lookup) => lookup,
             Err(Error::Denied(_)) if matches!(self.auth, VaultAuth::Login { .. }) => {
@@ -570,18 +596,7 @@ impl Vault {
             Err(Error::NotFound) => return Ok(Lookup::Missing),
             Err(e) => return Err(e),
         };
-        let number = answer.data.current_version;
-        if number == 0 {
-            return Ok(Lookup::Missing);
-        }
-        let info = answer.data.versions.get(&number.to_string());
-        let created = info.map(|v| v.created_time.clone()).unwrap_or_default();
-        let version = Version { number, created };
-        let why = info.and_then(|v| unreadable(v.destroyed, &v.deletion_time, SystemTime::now()));
-        Ok(match why {
-            Some(why) => Lookup::Unreadable(version, why),
-            None => Lookup::Found(version),
-        })
+        Ok(lookup_of(&answer.data))
     }
 
     /// The lifetime of credentials read from `path` (e.g.
@@ -685,11 +700,12 @@ mod tests {
     use crate::pace::Unattended;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;
-    const KV2: &str = r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#;
-    const METADATA: &str = r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}}}"#;
+    pub(super) const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;
+    pub(super) const KV2: &str =
+        r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#;
+    pub(super) const METADATA: &str = r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}}}"#;
 
-    fn client(server: &FakeServer) -> Vault {
+    pub(super) fn client(server: &FakeServer) -> Vault {
         let settings = VaultSettings {
             addr: server.url.clone(),
             auth: VaultAuth::Token(Redacted("s.fixed".into())),
@@ -714,7 +730,7 @@ mod tests {
         })
     }
 
-    fn found(lookup: Lookup) -> u64 {
+    pub(super) fn found(lookup: Lookup) -> u64 {
         match lookup {
             Lookup::Found(version) => version.number,
             other => panic!("expected a version, got {other:?}"),

@@ -506,3 +506,131 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
         .collect();
     assert!(dynamic.is_empty(), "{dynamic:?}");
 }
+
+/// Writes `count` secrets `PREFIX/k000…` (version 1) to the KV v2 mount at
+/// `mount` of the server at `addr` with `token`, through the API: one CLI
+/// call each would take a minute.
+fn write_secrets(addr: &str, token: &str, mount: &str, prefix: &str, count: usize) {
+    let agent = ureq::Agent::new_with_defaults();
+    for i in 0..count {
+        agent
+            .post(format!("{addr}/v1/{mount}/data/{prefix}/k{i:03}"))
+            .header("X-Vault-Token", token)
+            .send(r#"{"data":{"v":"1"}}"#)
+            .unwrap_or_else(|e| panic!("writing {prefix}/k{i:03}: {e}"));
+    }
+}
+
+/// The versions `vault` finds for `paths`, after a prefetch, by outcome.
+fn look_up_all(vault: &mut Vault, paths: &[String]) -> Vec<String> {
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    vault.prefetch(&refs, &mut Unattended);
+    paths
+        .iter()
+        .map(|path| match vault.current_version(path, &mut Unattended) {
+            Lookup::Found(v) => format!("{path} found {}", v.number),
+            Lookup::Unreadable(v, why) => format!("{path} {why} {}", v.number),
+            Lookup::Missing => format!("{path} missing"),
+            other => panic!("{path}: {other:?}"),
+        })
+        .collect()
+}
+
+/// How many list and metadata requests `vault` sent since the last call.
+fn sent(vault: &mut Vault) -> (u64, u64) {
+    let counts = vault.take_requests();
+    let of = |kind: &str| -> u64 {
+        counts
+            .iter()
+            .filter(|((what, _), _)| *what == kind)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    (of("list"), of("metadata"))
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn openbao_lists_a_directory_in_pages_and_finds_what_single_reads_find() {
+    let _ = Command::new("bao")
+        .args(["secrets", "disable", "live-list"])
+        .output();
+    bao(&["secrets", "enable", "-path=live-list", "-version=2", "kv"]);
+    write_secrets(
+        &var("VAULT_ADDR"),
+        &var("VAULT_TOKEN"),
+        "live-list",
+        "dir",
+        450,
+    );
+    bao(&["kv", "put", "live-list/dir/k012", "v=2"]);
+    bao(&["kv", "delete", "live-list/dir/k021"]);
+    bao(&["kv", "destroy", "-versions=1", "live-list/dir/k030"]);
+    let policy = std::env::temp_dir().join(format!("live-list-{}.hcl", std::process::id()));
+    std::fs::write(
+        &policy,
+        "path \"live-list/metadata/*\" { capabilities = [\"read\"] }\n\
+         path \"live-list/detailed-metadata/*\" { capabilities = [\"list\"] }\n",
+    )
+    .unwrap();
+    bao(&["policy", "write", "live-list", policy.to_str().unwrap()]);
+    let token = bao(&["token", "create", "-policy=live-list", "-field=token"]);
+    // Every third key of 450, and one that does not exist: 3 pages of 200.
+    let mut paths: Vec<String> = (0..450)
+        .step_by(3)
+        .map(|i| format!("live-list/data/dir/k{i:03}"))
+        .collect();
+    paths.push("live-list/data/dir/k999".into());
+
+    let mut single = vault_with_token(token.trim());
+    let expected = look_up_all(&mut single, &paths);
+    assert_eq!(sent(&mut single), (0, paths.len() as u64));
+    let mut listing = vault_with_token(token.trim()).with_listing();
+    let got = look_up_all(&mut listing, &paths);
+    assert_eq!(got, expected);
+    assert!(got.contains(&"live-list/data/dir/k999 missing".to_string()));
+    assert!(got.contains(&"live-list/data/dir/k030 destroyed 1".to_string()));
+    assert_eq!(sent(&mut listing), (3, 0));
+
+    assert!(got.contains(&"live-list/data/dir/k012 found 2".to_string()));
+    assert!(got.contains(&"live-list/data/dir/k021 deleted 1".to_string()));
+
+    // Without the list capability: refused, and read one by one.
+    std::fs::write(
+        &policy,
+        "path \"live-list/metadata/*\" { capabilities = [\"read\"] }\n",
+    )
+    .unwrap();
+    bao(&[
+        "policy",
+        "write",
+        "live-list-read",
+        policy.to_str().unwrap(),
+    ]);
+    let reader = bao(&["token", "create", "-policy=live-list-read", "-field=token"]);
+    let mut refused = vault_with_token(reader.trim()).with_listing();
+    assert_eq!(look_up_all(&mut refused, &paths), expected);
+    assert_eq!(sent(&mut refused), (1, paths.len() as u64));
+    let _ = std::fs::remove_file(&policy);
+}
+
+#[test]
+#[ignore = "needs scripts/testenv.sh up"]
+fn hashicorp_vault_has_no_listing_and_its_secrets_are_read_one_by_one() {
+    let (addr, root) = (var("HASHICORP_VAULT_ADDR"), var("HASHICORP_VAULT_TOKEN"));
+    write_secrets(&addr, &root, "secret", "live-list", 4);
+    let paths: Vec<String> = (0..5)
+        .map(|i| format!("secret/data/live-list/k{i:03}"))
+        .collect();
+    let settings = VaultSettings {
+        addr,
+        ..settings_with_token(&root)
+    };
+    let mut vault = Vault::new(&settings, None, PathBuf::from("/nonexistent"))
+        .unwrap()
+        .with_listing();
+    let got = look_up_all(&mut vault, &paths);
+    assert!(got[..4].iter().all(|s| s.contains(" found ")), "{got:?}");
+    assert_eq!(got[4], "secret/data/live-list/k004 missing");
+    assert_eq!(sent(&mut vault), (1, 5));
+}

@@ -1,0 +1,303 @@
+//! Listing before looking up (`--list-secret-metadata`): before a pass, the
+//! directories holding several of its secrets are listed with their
+//! metadata (OpenBao's `detailed-metadata`), and the pass's lookups take
+//! their versions from there. Whatever a listing did not settle is read one
+//! secret at a time, as without listing. [`crate::listing`] decides.
+
+use super::{lookup_of, metadata_path, Lookup, Metadata, MountFor, Vault, ANSWER_LIMIT};
+use crate::error::Error;
+use crate::http;
+use crate::listing::{self, Walk};
+use crate::pace::Duties;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Instant;
+
+/// What this pass's listings found, and which directories are not listed
+/// for a while.
+#[derive(Default)]
+pub(super) struct Listing {
+    /// Lookups the listings settled, by data path; each is taken once.
+    found: HashMap<String, Lookup>,
+    /// List paths read one secret at a time until then.
+    paused: HashMap<String, Instant>,
+    /// Mounts whose failed listing was logged (once each).
+    said: HashSet<String>,
+}
+
+#[derive(Deserialize)]
+struct PageAnswer {
+    data: Page,
+}
+
+/// One page of a listing: its keys in order, and the metadata of each.
+#[derive(Deserialize, Default)]
+struct Page {
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    key_info: BTreeMap<String, Option<Metadata>>,
+}
+
+/// The directories worth listing: by list path, the mount and the wanted
+/// keys with their data paths.
+type Dirs = BTreeMap<String, (String, BTreeMap<String, String>)>;
+
+impl Vault {
+    /// Turns listing on: [`Vault::prefetch`] lists directories, which needs
+    /// `list` on `MOUNT/detailed-metadata/*` (OpenBao only).
+    pub fn with_listing(mut self) -> Vault {
+        self.listing = Some(Listing::default());
+        self
+    }
+
+    /// This pass's listed lookup of `path`, taken out.
+    pub(super) fn listed(&mut self, path: &str) -> Option<Lookup> {
+        self.listing.as_mut()?.found.remove(path)
+    }
+
+    /// Before a pass over the data paths `paths`, with listing on: forgets
+    /// the last pass's findings, then lists each directory holding at least
+    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered,
+    /// unless it is paused, and keeps what the listings settled for
+    /// [`Vault::current_version`]. A directory whose listing is refused, not
+    /// offered (HashiCorp Vault has no `detailed-metadata`), too large or
+    /// not cheaper than single reads is paused for [`listing::PAUSE`]; a
+    /// server failure ends the prefetch (the lookups then report it).
+    /// `duties` are served before each request.
+    pub fn prefetch(&mut self, paths: &[&str], duties: &mut dyn Duties) {
+        let Some(mut listing) = self.listing.take() else {
+            return;
+        };
+        listing.found.clear();
+        self.list_all(&mut listing, paths, duties);
+        self.listing = Some(listing);
+    }
+
+    fn list_all(&mut self, listing: &mut Listing, paths: &[&str], duties: &mut dyn Duties) {
+        let Ok(token) = self.token(duties) else {
+            return;
+        };
+        let Some(dirs) = self.directories(paths, &token, duties) else {
+            return;
+        };
+        let now = Instant::now();
+        listing
+            .paused
+            .retain(|dir, until| dirs.contains_key(dir) && *until > now);
+        for (dir, (mount, wanted)) in dirs {
+            if wanted.len() < listing::MIN_WANTED || listing.paused.contains_key(&dir) {
+                continue;
+            }
+            let keys: BTreeSet<String> = wanted.keys().cloned().collect();
+            let (walk, mut metadata) = match self.list_dir(&dir, keys, &token, duties) {
+                Ok(listed) => listed,
+                Err(e) if e.is_server_failure() => return,
+                Err(e) => {
+                    listing.paused.insert(dir.clone(), now + listing::PAUSE);
+                    if listing.said.insert(mount.clone()) {
+                        log::info!(
+                            "listing {dir} failed: {e}{}; the secrets of {mount} are read one \
+                             at a time, and each directory is listed again after {}s",
+                            hint(&e),
+                            listing::PAUSE.as_secs()
+                        );
+                    }
+                    continue;
+                }
+            };
+            for (key, path) in wanted {
+                let lookup = match metadata.remove(&key) {
+                    Some(Some(metadata)) => lookup_of(&metadata),
+                    Some(None) => continue,
+                    None if walk.settled(&key) => Lookup::Missing,
+                    None => continue,
+                };
+                listing.found.insert(path, lookup);
+            }
+            if !walk.covered() {
+                log::debug!("{dir} holds too many keys to list for its secrets in use");
+                listing.paused.insert(dir, now + listing::PAUSE);
+            }
+        }
+    }
+
+    /// The directories of `paths` that can be listed: KV v2 data paths
+    /// under a mount Vault answered. `None` when a mount lookup failed.
+    fn directories(
+        &mut self,
+        paths: &[&str],
+        token: &str,
+        duties: &mut dyn Duties,
+    ) -> Option<Dirs> {
+        let mut dirs = Dirs::new();
+        for path in paths {
+            let mount = match self.mount_for(path, token, duties) {
+                Ok(MountFor::Known(mount)) => mount,
+                Ok(MountFor::Guessed { .. }) => continue,
+                Err(_) => return None,
+            };
+            if metadata_path(&mount, path).is_err() {
+                continue;
+            }
+            if let Some((dir, key)) = listing::place(&mount.path, path) {
+                let (_, wanted) = dirs
+                    .entry(dir)
+                    .or_insert_with(|| (mount.path.clone(), BTreeMap::new()));
+                wanted.insert(key, path.to_string());
+            }
+        }
+        Some(dirs)
+    }
+
+    /// Lists `dir` for the `wanted` keys, page by page as [`Walk`] says:
+    /// the walk (what it settled) and each wanted key's metadata as listed
+    /// (`None`: listed without any).
+    fn list_dir(
+        &mut self,
+        dir: &str,
+        wanted: BTreeSet<String>,
+        token: &str,
+        duties: &mut dyn Duties,
+    ) -> Result<(Walk, BTreeMap<String, Option<Metadata>>), Error> {
+        let mut walk = Walk::new(wanted);
+        let mut found = BTreeMap::new();
+        loop {
+            let path = format!("{dir}{}", walk.query());
+            let mut page = match self.get("list", &path, token, duties) {
+                Ok(response) => http::read_json::<PageAnswer>(response, ANSWER_LIMIT)?.data,
+                // OpenBao answers 404 past the last key. On the first page
+                // that may as well be a server without `detailed-metadata`
+                // (HashiCorp Vault): then nothing is settled.
+                Err(Error::NotFound) if !walk.at_start() => Page::default(),
+                Err(e) => return Err(e),
+            };
+            for key in &page.keys {
+                if walk.wanted().contains(key) {
+                    found.insert(key.clone(), page.key_info.remove(key).flatten());
+                }
+            }
+            if !walk.take(&page.keys) {
+                return Ok((walk, found));
+            }
+        }
+    }
+}
+
+/// What to do about a failed listing, when it is clear.
+fn hint(error: &Error) -> &'static str {
+    match error {
+        Error::Denied(_) => " (the policy needs list on MOUNT/detailed-metadata/*)",
+        Error::NotFound | Error::Misrouted(_) => {
+            " (detailed-metadata is OpenBao's; without it, or in an empty directory, nothing is listed)"
+        }
+        Error::TooLarge { .. } => " (a page of its metadata passed the answer limit)",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{client, found, KV2, LOOKUP_SELF, METADATA};
+    use super::*;
+    use crate::http::fake_server::{self, FakeServer, Reply};
+    use crate::pace::Unattended;
+    use crate::vault::Unreadable;
+
+    /// A page listing `a` (version 3), `b` (version 2, destroyed), the
+    /// directory `c/` and `d` (listed without metadata).
+    const PAGE: &str = r#"{"data":{"keys":["a","b","c/","d"],"key_info":{
+        "a":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}},
+        "b":{"current_version":2,"versions":{"2":{"created_time":"2024-02-01T00:00:00Z","destroyed":true}}},
+        "c/":{"current_version":0},
+        "d":null}}}"#;
+
+    /// A KV v2 server at `secret/` whose listings of `secret/team/` get
+    /// `list`; metadata reads get version 3.
+    fn server(list: Reply) -> FakeServer {
+        fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            p if p.starts_with("/v1/secret/detailed-metadata/team/?list=true&limit=200") => {
+                list.clone()
+            }
+            p if p.starts_with("/v1/secret/metadata/") => Reply::json(200, METADATA),
+            _ => Reply::json(404, r#"{"errors":[]}"#),
+        })
+    }
+
+    const PATHS: [&str; 5] = [
+        "secret/data/team/a",
+        "secret/data/team/b",
+        "secret/data/team/c",
+        "secret/data/team/d",
+        "secret/data/alone",
+    ];
+
+    #[test]
+    fn one_listing_answers_the_secrets_of_a_directory() {
+        let server = server(Reply::json(200, PAGE));
+        let mut vault = client(&server).with_listing();
+        vault.prefetch(&PATHS, &mut Unattended);
+        assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 0);
+        let mut look_up = |path| vault.current_version(path, &mut Unattended);
+        assert_eq!(found(look_up("secret/data/team/a")), 3);
+        match look_up("secret/data/team/b") {
+            Lookup::Unreadable(version, Unreadable::Destroyed) => assert_eq!(version.number, 2),
+            other => panic!("b is destroyed: {other:?}"),
+        }
+        // Only the directory c/ is listed: the secret c is not there.
+        assert!(matches!(look_up("secret/data/team/c"), Lookup::Missing));
+        assert_eq!(server.hits("/v1/secret/metadata/"), 0);
+        // Listed without metadata, and alone in its directory: read.
+        assert_eq!(found(look_up("secret/data/team/d")), 3);
+        assert_eq!(found(look_up("secret/data/alone")), 3);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 2);
+        // A listing answers one pass: the next lookup reads.
+        assert_eq!(found(look_up("secret/data/team/a")), 3);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 3);
+    }
+
+    #[test]
+    fn without_listing_nothing_is_listed() {
+        let server = server(Reply::json(200, PAGE));
+        let mut vault = client(&server);
+        vault.prefetch(&PATHS, &mut Unattended);
+        assert_eq!(found(vault.current_version(PATHS[0], &mut Unattended)), 3);
+        assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 0);
+    }
+
+    #[test]
+    fn a_refused_or_unknown_listing_reads_each_secret_and_pauses_the_directory() {
+        // 403: no list capability; 404 at the start: HashiCorp Vault's
+        // answer (or an empty directory), never taken for missing secrets.
+        let vault_404 =
+            r#"{"data":null,"warnings":["Invalid path for a versioned K/V secrets engine."]}"#;
+        for answer in [
+            Reply::json(403, r#"{"errors":["permission denied"]}"#),
+            Reply::json(404, vault_404),
+        ] {
+            let server = server(answer);
+            let mut vault = client(&server).with_listing();
+            for _ in 0..2 {
+                vault.prefetch(&PATHS, &mut Unattended);
+                for path in &PATHS[..3] {
+                    assert_eq!(found(vault.current_version(path, &mut Unattended)), 3);
+                }
+            }
+            assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
+            assert_eq!(server.hits("/v1/secret/metadata/"), 6);
+        }
+    }
+
+    #[test]
+    fn a_server_failure_ends_the_prefetch_without_pausing() {
+        let server = server(Reply::json(503, r#"{"errors":["sealed"]}"#));
+        let mut vault = client(&server).with_listing();
+        for _ in 0..2 {
+            vault.prefetch(&PATHS, &mut Unattended);
+        }
+        assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 2);
+    }
+}
