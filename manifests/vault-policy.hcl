@@ -6,6 +6,15 @@ path "secret/metadata/*" {
   capabilities = ["read"]
 }
 
+# Optional, OpenBao only: --list-secret-metadata. The reloader then reads the
+# versions of a directory holding 3 or more secrets in use with a few list
+# requests (200 keys each) instead of one read per secret. This lets it see
+# the names and metadata of every secret in such a directory, still no value.
+# Uncomment and repeat per KV v2 mount.
+#path "secret/detailed-metadata/*" {
+#  capabilities = ["list"]
+#}
+
 # Optional: dynamic secrets (the dynamic-secret-max-age: auto annotation).
 # How long credentials from database/creds/R (or pki/issue/R, aws/creds/R, ...)
 # live is read from the role and the mount's tune, never by reading the
