@@ -362,11 +362,14 @@ def single_reads(command, env, work, tag):
 
 def list_pages(s, used):
     """The list requests a pass needs for the point's directory of `s`
-    secrets s0… when `used` of them are in use: pages of LIST_PAGE keys in
-    byte order, up to the page holding the last
+    secrets s0… when `used` of them are in use, as the daemon lists
+    (src/listing.rs): pages of LIST_PAGE keys in byte order, after the first
+    key in use without its last character, up to the page holding the last
     key in use."""
     keys = sorted(f"s{j}" for j in range(s))
-    return keys.index(max(f"s{j}" for j in used)) // LIST_PAGE + 1
+    names = sorted(f"s{j}" for j in used)
+    start = sum(1 for key in keys if key <= names[0][:-1])
+    return (keys.index(names[-1]) - start) // LIST_PAGE + 1
 
 
 def watched_gauge(port):

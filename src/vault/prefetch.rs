@@ -292,6 +292,25 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_too_large_for_its_secrets_in_use_is_read_one_by_one_for_a_while() {
+        // A full page of keys before the wanted ones: the page budget (one)
+        // runs out before them.
+        let keys: Vec<String> = (0..listing::PAGE).map(|i| format!("\"a{i:03}\"")).collect();
+        let page = format!(
+            r#"{{"data":{{"keys":[{}],"key_info":{{}}}}}}"#,
+            keys.join(",")
+        );
+        let server = server(Reply::json(200, &page));
+        let mut vault = client(&server).with_listing();
+        for _ in 0..2 {
+            vault.prefetch(&PATHS, &mut Unattended);
+            assert_eq!(found(vault.current_version(PATHS[3], &mut Unattended)), 3);
+        }
+        assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
+        assert_eq!(server.hits("/v1/secret/metadata/"), 2);
+    }
+
+    #[test]
     fn a_server_failure_ends_the_prefetch_without_pausing() {
         let server = server(Reply::json(503, r#"{"errors":["sealed"]}"#));
         let mut vault = client(&server).with_listing();
