@@ -35,7 +35,7 @@ NAMESPACES = 20
 KINDS = [("apps/v1", "deployments", "Deployment"), ("apps/v1", "daemonsets", "DaemonSet"),
          ("apps/v1", "statefulsets", "StatefulSet")]
 # Keys per page of the daemon's listings (src/listing.rs, PAGE).
-LIST_PAGE = 200
+LIST_PAGE = 100
 OPT_IN = "secrets-reloader.security.bank-vaults.io/reload-on-secret-change"
 COUNT = "secrets-reloader.security.bank-vaults.io/secret-reload-count"
 # How often /healthz is asked, on average (seconds).
@@ -345,8 +345,9 @@ def measure_rest(pid, log_path, memory, rest_passes):
 
 def single_reads(command, env, work, tag):
     """The reloader pass without --list-secret-metadata, from one `--once
-    --dry-run` run (first sight: nothing is patched) beside the daemon at
-    rest: its time and Vault requests (one metadata read per secret)."""
+    --dry-run` run (nothing is patched) once the daemon has stopped, so
+    that neither disturbs the other's numbers: its time and Vault requests
+    (one metadata read per secret)."""
     log_path = os.path.join(work, f"single-{tag}.log")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -513,9 +514,6 @@ def run_point(args, kube, bao, point):
         progress(point, "baseline")
         rest = measure_rest(daemon.pid, log_path, memory, args.rest_passes)
         progress(point, "at rest")
-        if listing:
-            rest.update(single_reads(command, env, args.work, point.tag))
-            progress(point, "single reads")
         created = measure_create(kube, point, health_port, args.probes)
         latency, latency_secret = measure_change(kube, bao, log_path, memory, prefix, uses)
         progress(point, "created and changed")
@@ -526,6 +524,9 @@ def run_point(args, kube, bao, point):
         health_stats = health.stop()
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
+    if listing:
+        rest.update(single_reads(command, env, args.work, point.tag))
+        progress(point, "single reads")
     lists_after = storage_lists(kube)
     lists = {k: lists_after.get(k, 0) - lists_before.get(k, 0) for k in lists_after}
 
@@ -690,8 +691,8 @@ def vault_requests_text(listing):
   `secret/detailed-metadata/*`): each point's secrets share one directory, so a pass lists it
   in pages of {LIST_PAGE} keys up to the last key in use instead of reading each secret's
   metadata; "Vault req/pass" counts those pages. "One read per secret" is the same pass without
-  the flag (as with HashiCorp Vault, or a policy without list): one `--once --dry-run` run beside
-  the daemon at rest, one metadata read per secret."""
+  the flag (as with HashiCorp Vault, or a policy without list): one `--once --dry-run` run after
+  the daemon has stopped, one metadata read per secret."""
 
 
 def write_markdown(args, results, took_s):

@@ -131,7 +131,10 @@ for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout
   srv kv metadata delete "secret/$path" >/dev/null
 done
 srv secrets enable -path=team/kv -version=2 kv >/dev/null
-reloader_identity "$WORK" 'path "team/kv/metadata/*" { capabilities = ["read"] }'
+# The policy's optional list block too: the main daemon runs with
+# --list-secret-metadata, which OpenBao answers and HashiCorp Vault does not.
+reloader_identity "$WORK" 'path "team/kv/metadata/*" { capabilities = ["read"] }
+path "secret/detailed-metadata/*" { capabilities = ["list"] }'
 kubectl delete namespace "$NS" "$NS-scoped" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$NS" >/dev/null
 AS_SA=(--as="system:serviceaccount:$SA_NS:$SA")
@@ -311,7 +314,8 @@ HEALTH_PORT=$(free_port)
 start_daemon() {
   start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" \
     --collector-sync-period 1s --reloader-run-period 2s --log-level debug \
-    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid" "$@"
+    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid" \
+    --list-secret-metadata "$@"
   DAEMON_PID=$RELOADER_PID
 }
 
@@ -725,7 +729,20 @@ for line in sys.stdin:
 '
 }
 audit_paths | sort | uniq -c | sort -rn >"$WORK/paths"
-check "the daemon's requests appear in the audit log" grep -q 'secret/metadata/mysql' "$WORK/paths"
+check "the daemon's requests appear in the audit log" grep -qE 'secret/(detailed-)?metadata/' "$WORK/paths"
+if [[ $SERVER_KIND == openbao ]]; then
+  check "the secrets at secret/ are read by listing the directory (--list-secret-metadata)" \
+    grep -qE ' secret/detailed-metadata/$' "$WORK/paths"
+else
+  said_once() { # the listing's failure: at least once, at most once per daemon started
+    local said starts
+    said=$(grep -c 'listing secret/detailed-metadata/ failed: not found (404)' "$WORK/reloader.out")
+    starts=$(grep -c 'vault-secrets-reloader .* starting' "$WORK/reloader.out")
+    ((said >= 1 && said <= starts))
+  }
+  check "HashiCorp Vault has no detailed-metadata: said once per daemon, and each secret is read" \
+    bash -c "$(declare -f said_once); WORK='$WORK'; said_once && grep -q ' secret/metadata/mysql$' '$WORK/paths'"
+fi
 check "the daemon never requested a secret's data" bash -c "! grep -E '(^| )[^ ]*/data/' '$WORK/paths' | grep -v 'sys/internal/ui/mounts/'"
 check "no token or secret value in the logs" bash -c "! grep -qE 'totallydifferentsecret|changedwhiledown|s3cr3t2|changed-on-the-second-server|lifecycle-secret-|$SA_VAULT_TOKEN|$(cut -c1-40 "$WORK/token")' '$WORK/reloader.out' '$WORK/reloader.err'"
 finish

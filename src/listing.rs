@@ -8,22 +8,22 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Keys asked for per page. A page of ordinary metadata is about 80 KiB,
-/// well inside the answer limit; one past it fails the listing, and the
-/// directory's secrets are read one by one.
-pub const PAGE: usize = 200;
+/// Keys asked for per page. A page of ordinary metadata is about 40 KiB,
+/// well inside the answer limit (one past it fails the listing, and the
+/// directory's secrets are read one by one), and takes OpenBao some tens of
+/// milliseconds: the loop's thread is not held much longer than by a read.
+pub const PAGE: usize = 100;
 /// The fewest secrets in use in one directory for a listing to be tried:
 /// below that, reading each costs no more.
 pub const MIN_WANTED: usize = 3;
-/// Single reads a page is worth: a page of 200 keys costs the server about
-/// what 20 metadata reads do (OpenBao 2.7 on the benchmark machine: a
-/// listing of 2,000 keys took 0.3 s, 2,000 reads 3 s), so a listing takes at
-/// most one page per 20 secrets in use (at least one): keys named in
-/// workloads never make it cost much more than reading them would.
-pub const PAGE_WORTH: usize = 20;
-/// How long a directory whose listing failed (refused, not offered, or not
-/// cheaper than reading its secrets) is read one secret at a time before a
-/// listing is tried again.
+/// Listed keys that cost the server about what one metadata read does:
+/// OpenBao 2.7 on the benchmark machine listed 2,000 keys with their
+/// metadata in 0.3 s and answered 2,000 single reads in 3 s. A listing is
+/// counted as one read per page plus one per this many keys listed.
+pub const KEYS_PER_READ: usize = 10;
+/// How long a directory whose listing failed (refused, not offered, or
+/// costlier than reading its secrets in use) is read one secret at a time
+/// before a listing is tried again.
 pub const PAUSE: Duration = Duration::from_secs(10 * 60);
 
 /// Where the KV v2 data path `path` under the mount at `mount_path` is
@@ -45,14 +45,17 @@ pub fn place(mount_path: &str, path: &str) -> Option<(String, String)> {
 
 /// The keys of one directory in use, and how far a listing of it has got.
 /// A listing starts just before the first wanted key and stops at the page
-/// that passes the last one, at the end of the directory, or after one
-/// page per [`PAGE_WORTH`] wanted keys.
+/// that passes the last one, at the end of the directory, or once it has
+/// cost as many reads as there are wanted keys ([`KEYS_PER_READ`]): keys a
+/// workload names, real or made up, cannot make it cost much more than
+/// reading them would.
 #[derive(Debug)]
 pub struct Walk {
     wanted: BTreeSet<String>,
-    pages_left: usize,
     /// Pages read so far.
     pages: usize,
+    /// Keys listed so far.
+    listed: usize,
     /// Where the next page starts: after this key (`None`: at the first).
     after: Option<String>,
     /// Every key up to this one has been listed.
@@ -66,7 +69,6 @@ impl Walk {
     /// wanted key without its last character, which sorts before it and
     /// before few other keys (the server takes any string as `after`).
     pub fn new(wanted: BTreeSet<String>) -> Walk {
-        let pages_left = (wanted.len() / PAGE_WORTH).max(1);
         let after = wanted.first().and_then(|first| {
             let mut before = first.clone();
             before.pop();
@@ -74,8 +76,8 @@ impl Walk {
         });
         Walk {
             wanted,
-            pages_left,
             pages: 0,
+            listed: 0,
             after,
             settled_up_to: None,
             complete: false,
@@ -101,6 +103,7 @@ impl Walk {
     /// page, which the server answers with 404); whether to read another.
     pub fn take(&mut self, keys: &[String]) -> bool {
         self.pages += 1;
+        self.listed += keys.len();
         let last = match keys.last() {
             Some(last) if keys.len() >= PAGE => last,
             _ => {
@@ -109,10 +112,20 @@ impl Walk {
             }
         };
         self.settled_up_to = Some(last.clone());
-        self.pages_left = self.pages_left.saturating_sub(1);
         let past_wanted = self.wanted.last().is_none_or(|max| max <= last);
         self.after = Some(last.clone());
-        !past_wanted && self.pages_left > 0
+        !past_wanted && self.cost() < self.wanted.len()
+    }
+
+    /// What the listing has cost so far, in single reads.
+    pub fn cost(&self) -> usize {
+        self.pages + self.listed / KEYS_PER_READ
+    }
+
+    /// Whether the listing settled every wanted key for no more than
+    /// reading them would have cost; one that did not is paused.
+    pub fn worth_it(&self) -> bool {
+        self.covered() && self.cost() <= self.wanted.len()
     }
 
     /// Whether the listing has answered for `key`: it was listed, or its
@@ -210,7 +223,7 @@ mod tests {
             format!("?list=true&limit={PAGE}&after=team-")
         );
         assert!(first.at_start());
-        // 40 wanted keys: two pages at most.
+        // 40 wanted keys: a second page is worth reading.
         let mut listing = many("k", 39, &["zzz"]);
         let mut page = full_page("k");
         *page.last_mut().unwrap() = "k 1&after=/é".into();
@@ -240,24 +253,47 @@ mod tests {
 
     #[test]
     fn listing_stops_at_the_page_that_passes_the_last_wanted_key() {
-        let mut listing = walk(&["k001", "k050", "k100", "k150"]);
-        assert!(!listing.take(&full_page("k")), "k199 passes k150");
+        let mut listing = walk(&["k001", "k030", "k060", "k090"]);
+        assert!(
+            !listing.take(&full_page("k")),
+            "the page's last key passes k090"
+        );
         assert!(listing.covered());
         assert!(!listing.settled("k2"), "after the page: not settled");
     }
 
     #[test]
-    fn listing_takes_one_page_per_page_worth_of_wanted_keys() {
-        // 40 wanted keys: 2 pages, and what they did not reach is read one by one.
-        let mut listing = many("z", 37, &["a000", "b000", "c000"]);
+    fn a_listing_stops_once_it_has_cost_what_reading_would() {
+        let full = 1 + PAGE / KEYS_PER_READ;
+        // As many wanted keys as two full pages cost: two pages.
+        let mut listing = many("z", 2 * full - 3, &["a000", "b000", "c000"]);
         assert!(listing.take(&full_page("a")));
         assert!(!listing.take(&full_page("b")));
+        assert_eq!(listing.cost(), 2 * full);
         assert!(listing.settled("b000") && !listing.settled("c000"));
-        assert!(!listing.covered());
-        // 39: one page.
-        let mut listing = many("z", 36, &["a000", "b000", "c000"]);
+        assert!(!listing.covered() && !listing.worth_it());
+        // As many as one costs: one page.
+        let mut listing = many("z", full - 3, &["a000", "b000", "c000"]);
         assert!(!listing.take(&full_page("a")));
-        assert!(!listing.covered());
+    }
+
+    #[test]
+    fn a_listing_is_worth_it_when_it_cost_no_more_than_its_wanted_keys() {
+        let page = |n: usize| (0..n).map(|i| format!("k{i:03}")).collect::<Vec<_>>();
+        let cases = [
+            // (wanted, keys listed in one page, worth it)
+            (&["k000", "k001", "k002"][..], 5, true),
+            (&["k000", "k001", "k002"][..], 20, true),
+            // Three names in a directory of 90: all settled, at 10 reads.
+            (&["k000", "k001", "k002"][..], 90, false),
+            (&["k000", "k001", "k002", "k003"][..], 30, true),
+        ];
+        for (wanted, listed, worth) in cases {
+            let mut listing = walk(wanted);
+            assert!(!listing.take(&page(listed)));
+            assert!(listing.covered());
+            assert_eq!(listing.worth_it(), worth, "{wanted:?} among {listed}");
+        }
     }
 
     #[test]

@@ -547,9 +547,8 @@ impl Reloader {
         duties: &mut dyn Duties,
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
-        self.prefetch(&sources, kube, index, duties);
+        let mut unreachable = self.prefetch(&sources, kube, index, duties);
         let mut lookups = HashMap::with_capacity(sources.len());
-        let mut unreachable: HashSet<(Server, bool)> = HashSet::new();
         for (server, secret) in sources {
             if !duties.keep_going() {
                 return None;
@@ -587,14 +586,15 @@ impl Reloader {
 
     /// Lets each client list the directories of its secrets before they are
     /// looked up one by one (with `--list-secret-metadata`; otherwise
-    /// nothing is sent). The streams are read between two requests.
+    /// nothing is sent). The streams are read between two requests. The
+    /// clients whose server failed, not asked again this pass.
     fn prefetch(
         &mut self,
         sources: &BTreeSet<(Server, SecretRef)>,
         kube: &mut Kube,
         index: &mut Index,
         duties: &mut dyn Duties,
-    ) {
+    ) -> HashSet<(Server, bool)> {
         let mut by_client: BTreeMap<(Server, bool), Vec<&str>> = BTreeMap::new();
         for (server, secret) in sources {
             let bao_client = secret.provider == Provider::Bao && self.bao.is_some();
@@ -608,16 +608,28 @@ impl Reloader {
             kube,
             index,
         };
+        let mut failed = HashSet::new();
         for ((server, bao_client), paths) in by_client {
             let provider = if bao_client {
                 Provider::Bao
             } else {
                 Provider::Vault
             };
-            if let Ok((client, _)) = self.client(&server, provider) {
-                client.prefetch(&paths, &mut duties);
+            let Ok((client, _)) = self.client(&server, provider) else {
+                continue;
+            };
+            if let Err(e) = client.prefetch(&paths, &mut duties) {
+                let at = server
+                    .as_ref()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default();
+                log::error!(
+                    "listing secrets{at} failed, not asking that server again this pass: {e}"
+                );
+                failed.insert((server, bao_client));
             }
         }
+        failed
     }
 
     /// Logs what a lookup found: a failing server once per pass (when it

@@ -62,25 +62,31 @@ impl Vault {
     /// unless it is paused, and keeps what the listings settled for
     /// [`Vault::current_version`]. A directory whose listing is refused, not
     /// offered (HashiCorp Vault has no `detailed-metadata`), too large or
-    /// not cheaper than single reads is paused for [`listing::PAUSE`]; a
-    /// server failure ends the prefetch (the lookups then report it).
-    /// `duties` are served before each request.
-    pub fn prefetch(&mut self, paths: &[&str], duties: &mut dyn Duties) {
+    /// costlier than single reads is paused for [`listing::PAUSE`]; a
+    /// server failure (transport, 5xx) ends the prefetch and is returned,
+    /// so that the server is not asked again this pass; any other failure
+    /// is left to the lookups. `duties` are served before each request.
+    pub fn prefetch(&mut self, paths: &[&str], duties: &mut dyn Duties) -> Result<(), Error> {
         let Some(mut listing) = self.listing.take() else {
-            return;
+            return Ok(());
         };
         listing.found.clear();
-        self.list_all(&mut listing, paths, duties);
+        let listed = self.list_all(&mut listing, paths, duties);
         self.listing = Some(listing);
+        match listed {
+            Err(e) if e.is_server_failure() => Err(e),
+            _ => Ok(()),
+        }
     }
 
-    fn list_all(&mut self, listing: &mut Listing, paths: &[&str], duties: &mut dyn Duties) {
-        let Ok(token) = self.token(duties) else {
-            return;
-        };
-        let Some(dirs) = self.directories(paths, &token, duties) else {
-            return;
-        };
+    fn list_all(
+        &mut self,
+        listing: &mut Listing,
+        paths: &[&str],
+        duties: &mut dyn Duties,
+    ) -> Result<(), Error> {
+        let token = self.token(duties)?;
+        let dirs = self.directories(paths, &token, duties)?;
         let now = Instant::now();
         listing
             .paused
@@ -92,7 +98,7 @@ impl Vault {
             let keys: BTreeSet<String> = wanted.keys().cloned().collect();
             let (walk, mut metadata) = match self.list_dir(&dir, keys, &token, duties) {
                 Ok(listed) => listed,
-                Err(e) if e.is_server_failure() => return,
+                Err(e) if e.is_server_failure() => return Err(e),
                 Err(e) => {
                     listing.paused.insert(dir.clone(), now + listing::PAUSE);
                     if listing.said.insert(mount.clone()) {
@@ -115,27 +121,27 @@ impl Vault {
                 };
                 listing.found.insert(path, lookup);
             }
-            if !walk.covered() {
-                log::debug!("{dir} holds too many keys to list for its secrets in use");
+            if !walk.worth_it() {
+                log::debug!("listing {dir} costs more than reading its secrets in use");
                 listing.paused.insert(dir, now + listing::PAUSE);
             }
         }
+        Ok(())
     }
 
     /// The directories of `paths` that can be listed: KV v2 data paths
-    /// under a mount Vault answered. `None` when a mount lookup failed.
+    /// under a mount Vault answered. A failed mount lookup fails them all.
     fn directories(
         &mut self,
         paths: &[&str],
         token: &str,
         duties: &mut dyn Duties,
-    ) -> Option<Dirs> {
+    ) -> Result<Dirs, Error> {
         let mut dirs = Dirs::new();
         for path in paths {
-            let mount = match self.mount_for(path, token, duties) {
-                Ok(MountFor::Known(mount)) => mount,
-                Ok(MountFor::Guessed { .. }) => continue,
-                Err(_) => return None,
+            let mount = match self.mount_for(path, token, duties)? {
+                MountFor::Known(mount) => mount,
+                MountFor::Guessed { .. } => continue,
             };
             if metadata_path(&mount, path).is_err() {
                 continue;
@@ -147,7 +153,7 @@ impl Vault {
                 wanted.insert(key, path.to_string());
             }
         }
-        Some(dirs)
+        Ok(dirs)
     }
 
     /// Lists `dir` for the `wanted` keys, page by page as [`Walk`] says:
@@ -218,7 +224,11 @@ mod tests {
         fake_server::start(move |r| match r.path.as_str() {
             "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
             p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
-            p if p.starts_with("/v1/secret/detailed-metadata/team/?list=true&limit=200") => {
+            p if p.starts_with(&format!(
+                "/v1/secret/detailed-metadata/team/?list=true&limit={}",
+                listing::PAGE
+            )) =>
+            {
                 list.clone()
             }
             p if p.starts_with("/v1/secret/metadata/") => Reply::json(200, METADATA),
@@ -238,7 +248,7 @@ mod tests {
     fn one_listing_answers_the_secrets_of_a_directory() {
         let server = server(Reply::json(200, PAGE));
         let mut vault = client(&server).with_listing();
-        vault.prefetch(&PATHS, &mut Unattended);
+        vault.prefetch(&PATHS, &mut Unattended).unwrap();
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1);
         assert_eq!(server.hits("/v1/secret/metadata/"), 0);
         let mut look_up = |path| vault.current_version(path, &mut Unattended);
@@ -263,7 +273,7 @@ mod tests {
     fn without_listing_nothing_is_listed() {
         let server = server(Reply::json(200, PAGE));
         let mut vault = client(&server);
-        vault.prefetch(&PATHS, &mut Unattended);
+        vault.prefetch(&PATHS, &mut Unattended).unwrap();
         assert_eq!(found(vault.current_version(PATHS[0], &mut Unattended)), 3);
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 0);
     }
@@ -281,7 +291,7 @@ mod tests {
             let server = server(answer);
             let mut vault = client(&server).with_listing();
             for _ in 0..2 {
-                vault.prefetch(&PATHS, &mut Unattended);
+                vault.prefetch(&PATHS, &mut Unattended).unwrap();
                 for path in &PATHS[..3] {
                     assert_eq!(found(vault.current_version(path, &mut Unattended)), 3);
                 }
@@ -303,7 +313,7 @@ mod tests {
         let server = server(Reply::json(200, &page));
         let mut vault = client(&server).with_listing();
         for _ in 0..2 {
-            vault.prefetch(&PATHS, &mut Unattended);
+            vault.prefetch(&PATHS, &mut Unattended).unwrap();
             assert_eq!(found(vault.current_version(PATHS[3], &mut Unattended)), 3);
         }
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
@@ -315,7 +325,10 @@ mod tests {
         let server = server(Reply::json(503, r#"{"errors":["sealed"]}"#));
         let mut vault = client(&server).with_listing();
         for _ in 0..2 {
-            vault.prefetch(&PATHS, &mut Unattended);
+            match vault.prefetch(&PATHS, &mut Unattended) {
+                Err(e @ Error::Status { code: 503, .. }) => assert!(e.is_server_failure()),
+                other => panic!("the failure is returned: {other:?}"),
+            }
         }
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 2);
     }
