@@ -489,6 +489,11 @@ impl Vault {
         }
     }
 
+    /// The mount holding `path`, if it was looked up before.
+    fn cached_mount(&self, path: &str) -> Option<&Mount> {
+        self.mounts.iter().find(|m| path.starts_with(&m.path))
+    }
+
     /// The mount holding `path`: from the cache, else asked with
     /// `sys/internal/ui/mounts/PATH` (which Vault answers for any token with
     /// some access under the mount) and cached. If that is refused, the first
@@ -500,7 +505,7 @@ impl Vault {
         token: &str,
         duties: &mut dyn Duties,
     ) -> Result<MountFor, Error> {
-        if let Some(mount) = self.mounts.iter().find(|m| path.starts_with(&m.path)) {
+        if let Some(mount) = self.cached_mount(path) {
             return Ok(MountFor::Known(mount.clone()));
         }
         let answer: MountAnswer = match self.get(

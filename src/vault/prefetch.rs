@@ -4,7 +4,7 @@
 //! their versions from there. Whatever a listing did not settle is read one
 //! secret at a time, as without listing. [`crate::listing`] decides.
 
-use super::{lookup_of, metadata_path, Lookup, Metadata, MountFor, Vault, ANSWER_LIMIT};
+use super::{lookup_of, metadata_path, Lookup, Metadata, Vault, ANSWER_LIMIT};
 use crate::error::Error;
 use crate::http;
 use crate::listing::{self, Walk};
@@ -58,8 +58,8 @@ impl Vault {
 
     /// Before a pass over the data paths `paths`, with listing on: forgets
     /// the last pass's findings, then lists each directory holding at least
-    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered,
-    /// unless it is paused, and keeps what the listings settled for
+    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered
+    /// to an earlier lookup, unless it is paused, and keeps what the listings settled for
     /// [`Vault::current_version`]. A directory whose listing is refused, not
     /// offered (HashiCorp Vault has no `detailed-metadata`), too large or
     /// costlier than single reads is paused for [`listing::PAUSE`]; a
@@ -85,8 +85,11 @@ impl Vault {
         paths: &[&str],
         duties: &mut dyn Duties,
     ) -> Result<(), Error> {
+        let dirs = self.directories(paths);
+        if dirs.is_empty() {
+            return Ok(());
+        }
         let token = self.token(duties)?;
-        let dirs = self.directories(paths, &token, duties)?;
         let now = Instant::now();
         listing
             .paused
@@ -130,20 +133,15 @@ impl Vault {
     }
 
     /// The directories of `paths` that can be listed: KV v2 data paths
-    /// under a mount Vault answered. A failed mount lookup fails them all.
-    fn directories(
-        &mut self,
-        paths: &[&str],
-        token: &str,
-        duties: &mut dyn Duties,
-    ) -> Result<Dirs, Error> {
+    /// under a mount already looked up (a lookup asks for the mounts it
+    /// does not know; this asks for nothing).
+    fn directories(&self, paths: &[&str]) -> Dirs {
         let mut dirs = Dirs::new();
         for path in paths {
-            let mount = match self.mount_for(path, token, duties)? {
-                MountFor::Known(mount) => mount,
-                MountFor::Guessed { .. } => continue,
+            let Some(mount) = self.cached_mount(path) else {
+                continue;
             };
-            if metadata_path(&mount, path).is_err() {
+            if metadata_path(mount, path).is_err() {
                 continue;
             }
             if let Some((dir, key)) = listing::place(&mount.path, path) {
@@ -153,7 +151,7 @@ impl Vault {
                 wanted.insert(key, path.to_string());
             }
         }
-        Ok(dirs)
+        dirs
     }
 
     /// Lists `dir` for the `wanted` keys, page by page as [`Walk`] says:
@@ -236,6 +234,13 @@ mod tests {
         })
     }
 
+    /// `vault` once it has looked up the mount `secret/` (with a read of
+    /// `secret/data/alone`).
+    fn warmed(mut vault: Vault) -> Vault {
+        assert_eq!(found(vault.current_version(PATHS[4], &mut Unattended)), 3);
+        vault
+    }
+
     const PATHS: [&str; 5] = [
         "secret/data/team/a",
         "secret/data/team/b",
@@ -247,10 +252,10 @@ mod tests {
     #[test]
     fn one_listing_answers_the_secrets_of_a_directory() {
         let server = server(Reply::json(200, PAGE));
-        let mut vault = client(&server).with_listing();
+        let mut vault = warmed(client(&server).with_listing());
         vault.prefetch(&PATHS, &mut Unattended).unwrap();
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1);
-        assert_eq!(server.hits("/v1/secret/metadata/"), 0);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 1, "the warming read");
         let mut look_up = |path| vault.current_version(path, &mut Unattended);
         assert_eq!(found(look_up("secret/data/team/a")), 3);
         match look_up("secret/data/team/b") {
@@ -259,20 +264,28 @@ mod tests {
         }
         // Only the directory c/ is listed: the secret c is not there.
         assert!(matches!(look_up("secret/data/team/c"), Lookup::Missing));
-        assert_eq!(server.hits("/v1/secret/metadata/"), 0);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 1);
         // Listed without metadata, and alone in its directory: read.
         assert_eq!(found(look_up("secret/data/team/d")), 3);
         assert_eq!(found(look_up("secret/data/alone")), 3);
-        assert_eq!(server.hits("/v1/secret/metadata/"), 2);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 3);
         // A listing answers one pass: the next lookup reads.
         assert_eq!(found(look_up("secret/data/team/a")), 3);
-        assert_eq!(server.hits("/v1/secret/metadata/"), 3);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 4);
+    }
+
+    #[test]
+    fn a_mount_not_looked_up_yet_is_not_listed_and_nothing_is_asked() {
+        let server = server(Reply::json(200, PAGE));
+        let mut vault = client(&server).with_listing();
+        vault.prefetch(&PATHS, &mut Unattended).unwrap();
+        assert_eq!(server.requests().len(), 0);
     }
 
     #[test]
     fn without_listing_nothing_is_listed() {
         let server = server(Reply::json(200, PAGE));
-        let mut vault = client(&server);
+        let mut vault = warmed(client(&server));
         vault.prefetch(&PATHS, &mut Unattended).unwrap();
         assert_eq!(found(vault.current_version(PATHS[0], &mut Unattended)), 3);
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 0);
@@ -289,7 +302,7 @@ mod tests {
             Reply::json(404, vault_404),
         ] {
             let server = server(answer);
-            let mut vault = client(&server).with_listing();
+            let mut vault = warmed(client(&server).with_listing());
             for _ in 0..2 {
                 vault.prefetch(&PATHS, &mut Unattended).unwrap();
                 for path in &PATHS[..3] {
@@ -297,7 +310,7 @@ mod tests {
                 }
             }
             assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
-            assert_eq!(server.hits("/v1/secret/metadata/"), 6);
+            assert_eq!(server.hits("/v1/secret/metadata/"), 1 + 6);
         }
     }
 
@@ -311,19 +324,19 @@ mod tests {
             keys.join(",")
         );
         let server = server(Reply::json(200, &page));
-        let mut vault = client(&server).with_listing();
+        let mut vault = warmed(client(&server).with_listing());
         for _ in 0..2 {
             vault.prefetch(&PATHS, &mut Unattended).unwrap();
             assert_eq!(found(vault.current_version(PATHS[3], &mut Unattended)), 3);
         }
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
-        assert_eq!(server.hits("/v1/secret/metadata/"), 2);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 1 + 2);
     }
 
     #[test]
     fn a_server_failure_ends_the_prefetch_without_pausing() {
         let server = server(Reply::json(503, r#"{"errors":["sealed"]}"#));
-        let mut vault = client(&server).with_listing();
+        let mut vault = warmed(client(&server).with_listing());
         for _ in 0..2 {
             match vault.prefetch(&PATHS, &mut Unattended) {
                 Err(e @ Error::Status { code: 503, .. }) => assert!(e.is_server_failure()),
