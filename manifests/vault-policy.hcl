@@ -8,7 +8,7 @@ path "secret/metadata/*" {
 
 # Optional, OpenBao only: --list-secret-metadata. The reloader then reads the
 # versions of a directory holding 3 or more secrets in use with a few list
-# requests (20 keys each) instead of one read per secret. This lets it see
+# requests (50 keys each) instead of one read per secret. This lets it see
 # the names and metadata of every secret in such a directory, still no value.
 # Uncomment and repeat per KV v2 mount.
 #path "secret/detailed-metadata/*" {

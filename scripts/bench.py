@@ -36,7 +36,7 @@ NAMESPACES = 20
 KINDS = [("apps/v1", "deployments", "Deployment"), ("apps/v1", "daemonsets", "DaemonSet"),
          ("apps/v1", "statefulsets", "StatefulSet")]
 # Keys per page of the daemon's listings (src/listing.rs, PAGE).
-LIST_PAGE = 20
+LIST_PAGE = 50
 OPT_IN = "secrets-reloader.security.bank-vaults.io/reload-on-secret-change"
 COUNT = "secrets-reloader.security.bank-vaults.io/secret-reload-count"
 # How often /healthz is asked, on average (seconds).

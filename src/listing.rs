@@ -8,13 +8,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Keys asked for per page. A page of ordinary metadata is about 8 KiB,
+/// Keys asked for per page. A page of ordinary metadata is about 20 KiB,
 /// well inside the answer limit (one past it fails the listing, and the
 /// directory's secrets are read one by one). The loop's thread waits for
-/// each page, and a health check with it: at 5000/2000 on the benchmark
-/// machine a page of 50 took about 30 ms and put /healthz's median at rest
-/// past 5 ms, so a page is kept to what a few reads take.
-pub const PAGE: usize = 20;
+/// each page, and a health check with it; each page also costs a request's
+/// overhead. At 5000/2000 on the benchmark machine /healthz's median at
+/// rest was best with 50: pages of 100 held the loop about 45 ms each, and
+/// pages of 20 made the pass fill its whole period (BENCHMARKS.md).
+pub const PAGE: usize = 50;
 /// The fewest secrets in use in one directory for a listing to be tried:
 /// below that, reading each costs no more.
 pub const MIN_WANTED: usize = 3;
