@@ -385,6 +385,7 @@ fn documented_dynamic_block(mount: &str) -> String {
     let text = std::fs::read_to_string(file).unwrap();
     let block: Vec<&str> = text
         .lines()
+        .skip_while(|l| !l.starts_with("# Optional: dynamic secrets"))
         .filter(|l| l.starts_with("#path") || l.starts_with("#  capabilities") || *l == "#}")
         .map(|l| &l[1..])
         .collect();
