@@ -546,7 +546,13 @@ check "SIGHUP reloads at once" wait_until 10 count_is deployment/init-only 2
 
 say "metrics, shutdown, bad configuration"
 check "/metrics counts the reload" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/metrics | grep -q 'vault_secrets_reloader_reloads_total{kind=\"Deployment\",namespace=\"$NS\",name=\"init-only\"} 1'"
-metric_line() { curl -sf "http://127.0.0.1:$HEALTH_PORT/metrics" | grep -q "^vault_secrets_reloader_$1 [1-9]"; }
+# The body is read whole first: under pipefail, grep -q leaving at its match
+# can fail curl's write (SIGPIPE) and with it the check.
+metric_line() {
+  local body
+  body=$(curl -sf "http://127.0.0.1:$HEALTH_PORT/metrics") &&
+    grep -q "^vault_secrets_reloader_$1 [1-9]" <<<"$body"
+}
 check "/metrics counts patches by verb and status" metric_line 'kubernetes_requests_total{verb="patch",code="2xx"}'
 check "/metrics counts Vault metadata reads" metric_line 'vault_requests_total{request="metadata",code="2xx"}'
 check "/metrics shows the watched workloads" metric_line 'watched_workloads'

@@ -179,6 +179,21 @@ fn parse_ca(pem: &[u8]) -> Result<Vec<Certificate<'static>>, Error> {
     Ok(certs)
 }
 
+/// `value` made safe for a query string: RFC 3986's unreserved characters
+/// kept, every other byte as `%XX` (a value may hold any character).
+pub fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// Requests sent, by what was asked (a verb or a kind of request) and the
 /// status answered (`error` when there was no answer).
 pub type Counts = std::collections::BTreeMap<(&'static str, String), u64>;

@@ -34,21 +34,6 @@ fn authorize<B>(request: ureq::RequestBuilder<B>, value: Option<&str>) -> ureq::
     }
 }
 
-/// `value` made safe for a query string (unreserved characters kept, the
-/// rest percent-encoded).
-fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
-
 /// The writing HTTP methods.
 #[derive(Clone, Copy)]
 enum Write {
@@ -378,7 +363,7 @@ impl Kube {
             "{}?watch=1&allowWatchBookmarks=true&timeoutSeconds={timeout_seconds}\
              &resourceVersion={}",
             Self::collection(kind, namespace),
-            encode_query(resource_version)
+            http::encode_query(resource_version)
         );
         let authorization = self.authorization()?;
         let mut headers = vec![("Accept", "application/json")];

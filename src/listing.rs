@@ -5,6 +5,7 @@
 //! page queries, and which wanted keys a listing has settled — so that every
 //! case is tested in-process; `vault` does the requests.
 
+use crate::http::encode_query;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -92,7 +93,7 @@ impl Walk {
         let mut query = format!("?list=true&limit={PAGE}");
         if let Some(after) = &self.after {
             query.push_str("&after=");
-            query.push_str(&percent_encode(after));
+            query.push_str(&encode_query(after));
         }
         query
     }
@@ -150,21 +151,6 @@ impl Walk {
     pub fn wanted(&self) -> &BTreeSet<String> {
         &self.wanted
     }
-}
-
-/// `text` with every byte outside RFC 3986's unreserved set as `%XX`, for a
-/// query value (a key may hold any character).
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
