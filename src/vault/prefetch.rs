@@ -58,14 +58,15 @@ impl Vault {
 
     /// Before a pass over the data paths `paths`, with listing on: forgets
     /// the last pass's findings, then lists each directory holding at least
-    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered
-    /// to an earlier lookup, unless it is paused, and keeps what the listings settled for
-    /// [`Vault::current_version`]. A directory whose listing is refused, not
-    /// offered (HashiCorp Vault has no `detailed-metadata`), too large or
-    /// costlier than single reads is paused for [`listing::PAUSE`]; a
-    /// server failure (transport, 5xx) ends the prefetch and is returned,
-    /// so that the server is not asked again this pass; any other failure
-    /// is left to the lookups. `duties` are served before each request.
+    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered to
+    /// an earlier lookup, unless it is paused, and keeps what the listings
+    /// settled for [`Vault::current_version`]. A directory whose listing is
+    /// refused, not offered (HashiCorp Vault has no `detailed-metadata`),
+    /// too large or costlier than single reads is paused for
+    /// [`listing::PAUSE`]; a server failure (transport, 5xx) ends the
+    /// prefetch and is returned, so that the server is not asked again this
+    /// pass; any other failure is left to the lookups. `duties` are served
+    /// before each request.
     pub fn prefetch(&mut self, paths: &[&str], duties: &mut dyn Duties) -> Result<(), Error> {
         let Some(mut listing) = self.listing.take() else {
             return Ok(());
@@ -86,14 +87,14 @@ impl Vault {
         duties: &mut dyn Duties,
     ) -> Result<(), Error> {
         let dirs = self.directories(paths);
-        if dirs.is_empty() {
-            return Ok(());
-        }
-        let token = self.token(duties)?;
         let now = Instant::now();
         listing
             .paused
             .retain(|dir, until| dirs.contains_key(dir) && *until > now);
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let token = self.token(duties)?;
         for (dir, (mount, wanted)) in dirs {
             if wanted.len() < listing::MIN_WANTED || listing.paused.contains_key(&dir) {
                 continue;
