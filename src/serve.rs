@@ -5,8 +5,9 @@
 //! spends at most [`POLL_BUDGET`] on all clients together. A client is held
 //! at most [`CLIENT_DEADLINE`] from its accept, and at most
 //! [`MAX_CLIENTS`] are held at once: a new client past the cap evicts the
-//! oldest one still sending its request. So idle or dribbling connections
-//! cannot keep a fresh probe from being answered, nor hold the loop.
+//! oldest one still sending its request, read once more first. So idle or
+//! dribbling connections cannot keep a fresh probe from being answered, nor
+//! hold the loop.
 
 use crate::wait::Interest;
 use std::io::{self, Read, Write};
@@ -23,6 +24,11 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How many clients are held open at once.
 pub const MAX_CLIENTS: usize = 64;
+
+/// How many connections one poll accepts. No more than [`MAX_CLIENTS`], so
+/// a client accepted before its request arrived is read again at the next
+/// poll before a flood of new connections can evict it.
+const ACCEPTS_PER_POLL: usize = MAX_CLIENTS;
 
 /// The longest request head read; a longer one is answered 431.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -134,11 +140,15 @@ impl Server {
         }
     }
 
-    /// Accepts waiting connections until none wait or the budget is spent.
-    /// Each is serviced at once, since most clients send their request with
-    /// the connection; one still pending is held, evicting past the cap.
+    /// Accepts waiting connections until none wait, the budget is spent or
+    /// [`ACCEPTS_PER_POLL`] were accepted. Each is serviced at once, since
+    /// most clients send their request with the connection; one still
+    /// pending is held, making room past the cap.
     fn accept_new(&mut self, started: Instant, answer: &dyn Fn(&str) -> Answer) {
-        while started.elapsed() < POLL_BUDGET {
+        for _ in 0..ACCEPTS_PER_POLL {
+            if started.elapsed() >= POLL_BUDGET {
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -154,11 +164,21 @@ impl Server {
                 continue;
             }
             if self.clients.len() >= MAX_CLIENTS {
-                let reading: Vec<bool> = self.clients.iter().map(Client::reading).collect();
-                self.clients.remove(evictee(&reading));
+                self.make_room(answer);
             }
             self.clients.push(client);
         }
+    }
+
+    /// Drops the [`evictee`] for a new client, servicing it once more first:
+    /// a request that arrived since its last read is answered, not lost.
+    fn make_room(&mut self, answer: &dyn Fn(&str) -> Answer) {
+        let reading: Vec<bool> = self.clients.iter().map(Client::reading).collect();
+        let index = evictee(&reading);
+        if !settled(self.clients[index].advance(answer)) {
+            log::debug!("health client dropped for a newer one ({MAX_CLIENTS} held)");
+        }
+        self.clients.remove(index);
     }
 }
 
@@ -459,6 +479,59 @@ mod tests {
         let reply = poll_until_answered(&mut server, &mut fresh, 20);
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
         assert_eq!(server.clients.len(), MAX_CLIENTS);
+    }
+
+    /// A client connected to `address` that has sent nothing, once `server`
+    /// holds it.
+    fn held_idle(server: &mut Server, address: SocketAddr) -> TcpStream {
+        let client = TcpStream::connect(address).unwrap();
+        let held = server.clients.len();
+        for _ in 0..100 {
+            timed_poll(server);
+            if server.clients.len() > held || held == MAX_CLIENTS {
+                return client;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("the connection was never accepted");
+    }
+
+    #[test]
+    fn a_client_accepted_before_its_request_survives_a_flood_of_new_connections() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        let _idle: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| held_idle(&mut server, address))
+            .collect();
+        // The probe is held before its request, and a flood queues behind it.
+        let mut probe = TcpStream::connect(address).unwrap();
+        let _flood: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        timed_poll(&mut server);
+        probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        probe.set_nonblocking(true).unwrap();
+        let reply = poll_until_answered(&mut server, &mut probe, 20);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+    }
+
+    #[test]
+    fn an_evicted_client_whose_request_arrived_is_answered_not_dropped() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        let mut probe = held_idle(&mut server, address);
+        let _idle: Vec<_> = (1..MAX_CLIENTS)
+            .map(|_| held_idle(&mut server, address))
+            .collect();
+        // The probe is the oldest held: the next client evicts it.
+        probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        let _newer = TcpStream::connect(address).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        server.accept_new(Instant::now(), &healthz);
+        probe.set_nonblocking(true).unwrap();
+        let reply = received(&mut probe).expect("the probe got an answer or a close");
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
     }
 
     #[test]
