@@ -7,7 +7,8 @@
 # and the suite checks that
 #   - each workload using them is reloaded exactly once after the fault ends,
 #   - the daemon keeps running,
-#   - /healthz answers within a request timeout (plus slack) throughout,
+#   - /healthz answers within 1 s throughout, even while a request hangs
+#     (a request's wait serves the health listener),
 #   - a failing server costs about one error line per pass, not one per
 #     secret or workload (five of each here).
 # Runs against the test environment of scripts/testenv.sh (or the current one
@@ -28,11 +29,11 @@ use_test_env
 NS=reloader-faults
 PREFIX=$RELOADER_PREFIX
 SECRETS=(1 2 3 4 5)
-# The daemon's time limits: Vault requests (VAULT_CLIENT_TIMEOUT, set below)
-# and API requests (fixed in the daemon); /healthz may wait for one of them.
+# The daemon's time limit on Vault requests (VAULT_CLIENT_TIMEOUT, set
+# below); API requests have 10 s, fixed in the daemon. /healthz waits for
+# neither: HEALTH_BOUND is far below both.
 VAULT_TIMEOUT=3
-KUBE_TIMEOUT=10
-SLACK=1.5
+HEALTH_BOUND=1
 WORK=$(mktemp -d)
 DAEMON_PID=
 PROXY_PIDS=()
@@ -161,14 +162,12 @@ fault() {
   check "and only once (count still $((before + 1)) after 4 s)" stays 4 counts_are $((before + 1))
 }
 
-VAULT_BOUND=$(python3 -c "print($VAULT_TIMEOUT + $SLACK)")
-KUBE_BOUND=$(python3 -c "print($KUBE_TIMEOUT + $SLACK)")
 RELOADER_PASS='reloader pass:'
 ANY_PASS='(reloader|collector) pass:'
-fault "OpenBao hangs" vault hang 10 "$VAULT_BOUND" "$RELOADER_PASS"
-fault "OpenBao answers 500" vault http500 6 "$VAULT_BOUND" "$RELOADER_PASS"
-fault "OpenBao resets connections" vault reset 6 "$VAULT_BOUND" "$RELOADER_PASS"
+fault "OpenBao hangs" vault hang 10 "$HEALTH_BOUND" "$RELOADER_PASS"
+fault "OpenBao answers 500" vault http500 6 "$HEALTH_BOUND" "$RELOADER_PASS"
+fault "OpenBao resets connections" vault reset 6 "$HEALTH_BOUND" "$RELOADER_PASS"
 # Longer than one API request's time limit, so a hung request ends inside it.
-fault "the API server hangs" kube hang 16 "$KUBE_BOUND" "$ANY_PASS"
-fault "the API server resets connections" kube reset 6 "$KUBE_BOUND" "$ANY_PASS"
+fault "the API server hangs" kube hang 16 "$HEALTH_BOUND" "$ANY_PASS"
+fault "the API server resets connections" kube reset 6 "$HEALTH_BOUND" "$ANY_PASS"
 finish

@@ -8,7 +8,9 @@ use crate::metrics::Metrics;
 use crate::pace::Duties;
 use crate::reloader::Reloader;
 use crate::serve::{Answer, Server};
-use crate::wait::Interest;
+use crate::wait::{Interest, Meanwhile};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,14 +88,52 @@ impl Readiness {
     }
 }
 
-/// What the loop keeps doing between requests, and what it reports: the
-/// listener, the Lease, the stop flag, the metrics and the readiness.
-struct Duty {
+/// What the loop reports, and the listener it answers on. Shared between
+/// the loop and the waits inside its requests (as [`Meanwhile`] work), which
+/// answer health checks while a request is in flight; neither holds it
+/// across a request.
+struct Front {
     server: Option<Server>,
-    elector: Option<Elector>,
-    stop: Arc<AtomicBool>,
     metrics: Metrics,
     readiness: Readiness,
+}
+
+impl Front {
+    /// Answers the health checks waiting now.
+    fn serve(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            let (metrics, readiness) = (&self.metrics, &self.readiness);
+            server.poll(&|path| answer(path, metrics, readiness));
+        }
+    }
+}
+
+/// The front as a request's wait serves it: only when the loop does not
+/// hold it (it never does during a request).
+struct Shared(Rc<RefCell<Front>>);
+
+impl Meanwhile for Shared {
+    fn interests(&self, out: &mut Vec<Interest>) {
+        if let Ok(front) = self.0.try_borrow() {
+            if let Some(server) = &front.server {
+                server.interests(out);
+            }
+        }
+    }
+
+    fn serve(&mut self) {
+        if let Ok(mut front) = self.0.try_borrow_mut() {
+            front.serve();
+        }
+    }
+}
+
+/// What the loop keeps doing between requests, and what it reports: the
+/// listener, metrics and readiness (the front), the Lease, the stop flag.
+struct Duty {
+    front: Rc<RefCell<Front>>,
+    elector: Option<Elector>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Duty {
@@ -101,8 +141,9 @@ impl Duty {
     /// the metrics and, for a standby, in its readiness.
     fn lead(&mut self) -> bool {
         let leading = self.elector.as_mut().is_none_or(Elector::tick);
-        self.metrics.leader = leading;
-        self.readiness.standby = match &self.elector {
+        let mut front = self.front.borrow_mut();
+        front.metrics.leader = leading;
+        front.readiness.standby = match &self.elector {
             Some(elector) if !leading => Some(elector.reaches_api()),
             _ => None,
         };
@@ -128,7 +169,7 @@ impl Duty {
             if now >= deadline || self.stopping() || run_now.load(Ordering::Relaxed) {
                 return;
             }
-            if let Some(server) = &self.server {
+            if let Some(server) = &self.front.borrow().server {
                 server.interests(&mut interests);
             }
             crate::wait::until_ready(&interests, IDLE_POLL.min(deadline - now));
@@ -145,13 +186,14 @@ impl Duty {
         took: Duration,
     ) -> u8 {
         let ok = report.failures == 0 && !report.interrupted;
-        let metrics = &mut self.metrics;
+        let front = &mut *self.front.borrow_mut();
+        let metrics = &mut front.metrics;
         let requests = total(Metrics::add(
             &mut metrics.kube_requests,
             kube.take_requests(),
         ));
         if !report.interrupted {
-            self.readiness.collected = ok;
+            front.readiness.collected = ok;
             metrics.collector.record(ok, took);
             metrics.watched_workloads = index.len();
             metrics.watch_streams = report.watches;
@@ -180,7 +222,8 @@ impl Duty {
         index: &Index,
         started: Instant,
     ) -> u8 {
-        let metrics = &mut self.metrics;
+        let front = &mut *self.front.borrow_mut();
+        let metrics = &mut front.metrics;
         let vault_requests = total(Metrics::add(
             &mut metrics.vault_requests,
             reloader.take_requests(),
@@ -198,7 +241,8 @@ impl Duty {
         metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
         let ok = report.vault_failures == 0 && report.patch_failures == 0;
         if !report.interrupted {
-            self.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
+            front.readiness.reloaded =
+                report.vault_failures < report.secrets || report.secrets == 0;
             metrics.reloader.record(ok, started.elapsed());
             metrics.secrets = report.secrets;
             metrics.vault_lookups_failed += report.vault_failures as u64;
@@ -224,8 +268,9 @@ impl Duty {
     fn read_streams(&mut self, collector: &mut Collector, kube: &mut Kube, index: &mut Index) {
         crate::logging::set_worker("collector");
         collector.turn(kube, index, self);
-        self.metrics.watched_workloads = index.len();
-        self.metrics.watch_streams = collector.watches();
+        let metrics = &mut self.front.borrow_mut().metrics;
+        metrics.watched_workloads = index.len();
+        metrics.watch_streams = collector.watches();
     }
 }
 
@@ -258,10 +303,7 @@ impl Duties for WithStreams<'_> {
 
 impl Duties for Duty {
     fn serve(&mut self) {
-        if let Some(server) = self.server.as_mut() {
-            let (metrics, readiness) = (&self.metrics, &self.readiness);
-            server.poll(&|path| answer(path, metrics, readiness));
-        }
+        self.front.borrow_mut().serve();
     }
 
     fn keep_going(&mut self) -> bool {
@@ -322,12 +364,16 @@ impl Daemon {
             elector,
             once,
         } = self;
-        let mut duty = Duty {
+        let front = Rc::new(RefCell::new(Front {
             server,
-            elector,
-            stop: Arc::clone(&signals.stop),
             metrics: Metrics::default(),
             readiness: Readiness::default(),
+        }));
+        let meanwhile = crate::wait::set_meanwhile(Some(Box::new(Shared(Rc::clone(&front)))));
+        let mut duty = Duty {
+            front,
+            elector,
+            stop: Arc::clone(&signals.stop),
         };
         let collect_every = ticks(collector_period);
         let reload_every = ticks(reloader_period);
@@ -376,7 +422,8 @@ impl Daemon {
             }
             crate::logging::set_worker("main");
             if let Some(elector) = duty.elector.as_mut() {
-                Metrics::add(&mut duty.metrics.kube_requests, elector.take_requests());
+                let metrics = &mut duty.front.borrow_mut().metrics;
+                Metrics::add(&mut metrics.kube_requests, elector.take_requests());
             }
             let deadline = start + TICK * (tick + 1) as u32;
             duty.idle_until(deadline, &signals.run_now, |duty, interests| {
@@ -390,6 +437,7 @@ impl Daemon {
         if let Some(elector) = duty.elector.as_mut() {
             elector.release();
         }
+        crate::wait::set_meanwhile(meanwhile);
         log::info!("stopping");
         if once {
             code

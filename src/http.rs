@@ -50,7 +50,8 @@ pub fn client_cert(chain_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, &'sta
 /// never follows a redirect: ureq would send our token headers along, so a
 /// 3xx comes back as a response and [`check`] turns it into
 /// [`Error::Redirect`]. Host names are looked up at most every
-/// [`crate::resolve::KEEP`], IP addresses never.
+/// [`crate::resolve::KEEP`], IP addresses never. While a request waits, the
+/// loop's health listener is served (see [`crate::transport`]).
 pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
     let mut tls_config = TlsConfig::builder()
         .disable_verification(tls.skip_verify)
@@ -69,7 +70,13 @@ pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
             env!("CARGO_PKG_VERSION")
         ))
         .build();
-    let connector = ureq::unversioned::transport::DefaultConnector::default();
+    // ureq's default chain, with our TCP connections (which serve the loop
+    // while they wait) in place of its own, and no SOCKS.
+    use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
+    let connector =
+        ().chain(ConnectProxyConnector::default())
+            .chain(crate::transport::Connect)
+            .chain(RustlsConnector::default());
     Ok(ureq::Agent::with_parts(
         config,
         connector,

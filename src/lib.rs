@@ -25,6 +25,7 @@ pub mod serve;
 pub mod state;
 pub mod stream;
 pub mod time;
+pub mod transport;
 pub mod vault;
 pub mod wait;
 pub mod watch;
