@@ -279,10 +279,9 @@ ENVIRONMENT:
   RUST_LOG                     per-module log directives after --log-level, e.g.
                                vault_secrets_reloader::kube=debug [default: none]
 
-HEALTH: /healthz, /readyz and /metrics are answered by the loop between two requests, so
-an answer waits at most one request: 10s for the API server, VAULT_CLIENT_TIMEOUT (and
-BAO_CLIENT_TIMEOUT) for Vault. The liveness probe in manifests/ allows 15s; raise its
-timeoutSeconds if you raise those timeouts past it.
+HEALTH: /healthz, /readyz and /metrics are answered by the loop as soon as they arrive,
+also while it waits for a request to Vault or the API server; a server that hangs delays
+no answer. The probes in manifests/ allow 15s.
 ";
 
 /// Parses the command line (without the program name) and the environment.

@@ -2,14 +2,9 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 use vault_secrets_reloader::config::{self, Command, Config, VaultSettings, SERVICE_ACCOUNT_DIR};
 use vault_secrets_reloader::workload::Kind;
 use vault_secrets_reloader::{collector, daemon, kube, lease, logging, reloader, serve, vault};
-
-/// The liveness probe's `timeoutSeconds` in manifests/04-deployment.yaml: a
-/// health answer waits at most one request, which must stay below it.
-const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -103,14 +98,6 @@ fn warn_about(config: &Config) {
              where a watch fails or is forbidden, the reloader will see an old list of workloads",
             config.collector_period,
             config.reloader_period
-        );
-    }
-    let slowest_vault = config.bao.iter().map(|b| b.timeout).max();
-    let slowest_vault = slowest_vault.map_or(config.vault.timeout, |t| t.max(config.vault.timeout));
-    if slowest_vault >= LIVENESS_PROBE_TIMEOUT {
-        log::warn!(
-            "VAULT_CLIENT_TIMEOUT ({slowest_vault:?}) is not below the {LIVENESS_PROBE_TIMEOUT:?} \
-             the manifests' liveness probe waits: raise the probe's timeoutSeconds above it"
         );
     }
     if config.kube.skip_verify {

@@ -1,8 +1,9 @@
 //! One long-lived HTTP/1.1 GET whose answer is read as it arrives and never
 //! waited for: the collector's watch streams. Opening one (connect, TLS
 //! handshake, sending the request) is a request like any other, bounded by
-//! a timeout; after that its socket is non-blocking and each [`Stream::read`]
-//! takes only what has already arrived. [`crate::framing`] decodes the bytes.
+//! a timeout, and its waits serve the loop ([`crate::wait::for_socket`]);
+//! after that its socket is non-blocking and each [`Stream::read`] takes
+//! only what has already arrived. [`crate::framing`] decodes the bytes.
 
 use crate::allow::Addr;
 use crate::error::Error;
@@ -155,13 +156,16 @@ impl Stream {
         timeout: Duration,
         line_limit: u64,
     ) -> Result<Stream, Error> {
-        let socket = connect(&target.host, target.port, timeout)?;
+        let deadline = Instant::now() + timeout;
+        let socket = connect(&target.host, target.port, deadline, timeout)?;
         let mut conn = match &target.tls {
             None => Conn::Plain(socket),
             Some((config, name)) => {
                 let client = rustls::ClientConnection::new(Arc::clone(config), name.clone())
                     .map_err(|e| Error::Transport(format!("TLS: {e}")))?;
-                Conn::Tls(Box::new(rustls::StreamOwned::new(client, socket)))
+                let mut tls = rustls::StreamOwned::new(client, socket);
+                handshake(&mut tls, deadline)?;
+                Conn::Tls(Box::new(tls))
             }
         };
         let host = match target.host.contains(':') {
@@ -286,15 +290,20 @@ impl Stream {
     }
 }
 
-/// A connected socket with `timeout` for connecting and for each read and
+/// A socket connected by `deadline`, with `timeout` for each read and
 /// write (until it is made non-blocking).
-fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error> {
+fn connect(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<TcpStream, Error> {
     let addrs = (host, port)
         .to_socket_addrs()
         .map_err(|e| transport("resolving the API server", e))?;
     let mut last = Error::Transport(format!("{host} has no address"));
     for addr in addrs {
-        match TcpStream::connect_timeout(&addr, timeout) {
+        match crate::transport::connect(addr, Some(deadline)) {
             Ok(socket) => {
                 let setup = socket
                     .set_read_timeout(Some(timeout))
@@ -307,6 +316,39 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Error>
         }
     }
     Err(last)
+}
+
+/// Completes the TLS handshake by `deadline`. The socket is non-blocking
+/// meanwhile, so that each wait for the server serves the loop.
+fn handshake(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    deadline: Instant,
+) -> Result<(), Error> {
+    use crate::wait::Interest;
+    use std::os::fd::AsRawFd;
+    let blocking = |tls: &mut rustls::StreamOwned<_, TcpStream>, on: bool| {
+        tls.sock
+            .set_nonblocking(!on)
+            .map_err(|e| transport("socket", e))
+    };
+    blocking(tls, false)?;
+    while tls.conn.is_handshaking() {
+        match tls.conn.complete_io(&mut tls.sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let fd = tls.sock.as_raw_fd();
+                let ready = match tls.conn.wants_write() {
+                    true => Interest::Write(fd),
+                    false => Interest::Read(fd),
+                };
+                if !crate::wait::for_socket(ready, Some(deadline)) {
+                    return Err(transport("TLS handshake", ErrorKind::TimedOut.into()));
+                }
+            }
+            Err(e) => return Err(transport("TLS handshake", e)),
+        }
+    }
+    blocking(tls, true)
 }
 
 #[cfg(test)]
@@ -468,5 +510,35 @@ mod tests {
         let (_, result) = drain(&mut stream);
         let want = Error::Transport("no answer to the watch request in time".into());
         assert_eq!(result, Err(want));
+    }
+
+    /// Counts the waits that served the loop.
+    struct Counting(std::rc::Rc<std::cell::Cell<u32>>);
+
+    impl crate::wait::Meanwhile for Counting {
+        fn interests(&self, _out: &mut Vec<crate::wait::Interest>) {}
+
+        fn serve(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    #[test]
+    fn a_tls_handshake_without_an_answer_serves_the_loop_until_its_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("https://{}", listener.local_addr().unwrap());
+        let tls = crate::http::rustls_config(&crate::http::Tls::default()).unwrap();
+        let target = Target::new(&base, Some(tls)).unwrap();
+        let served = std::rc::Rc::new(std::cell::Cell::new(0));
+        crate::wait::set_meanwhile(Some(Box::new(Counting(served.clone()))));
+        let result = Stream::open(&target, "/", &[], Duration::from_millis(300), 1024);
+        crate::wait::set_meanwhile(None);
+        let error = result.err().expect("no handshake, no stream");
+        assert_eq!(
+            error,
+            Error::Transport("TLS handshake: timed out".into()),
+            "{error:?}"
+        );
+        assert!(served.get() >= 1, "the wait never served the loop");
     }
 }

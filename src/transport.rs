@@ -42,7 +42,7 @@ impl<In: Transport> Connector<In> for Connect {
         let deadline = deadline(details.timeout);
         let mut failure = None;
         for (left, addr) in (0..details.addrs.len()).rev().zip(details.addrs.iter()) {
-            match connect_one(*addr, share(deadline, left)) {
+            match connect(*addr, share(deadline, left)) {
                 Ok(stream) => {
                     let config = details.config;
                     stream.set_nodelay(config.no_delay())?;
@@ -55,7 +55,10 @@ impl<In: Transport> Connector<In> for Connect {
                     (details.register_shutdown)(socket.shutdown_handle())?;
                     return Ok(Some(Either::B(socket)));
                 }
-                Err(e) => failure = Some(e),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    failure = Some(ureq::Error::Timeout(Timeout::Connect))
+                }
+                Err(e) => failure = Some(e.into()),
             }
         }
         Err(failure.unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused).into()))
@@ -80,9 +83,10 @@ fn share(deadline: Option<Instant>, more: usize) -> Option<Instant> {
     Some(now + deadline.saturating_duration_since(now) / 2)
 }
 
-/// A blocking TCP connection to `addr`, connected without blocking so that
-/// the wait serves the loop.
-fn connect_one(addr: SocketAddr, deadline: Option<Instant>) -> Result<TcpStream, ureq::Error> {
+/// A blocking TCP connection to `addr` by `deadline` (`None`: no limit;
+/// past it, `TimedOut`), connected without blocking so that the wait
+/// serves the loop.
+pub fn connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Type};
     let socket =
         socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -91,13 +95,13 @@ fn connect_one(addr: SocketAddr, deadline: Option<Instant>) -> Result<TcpStream,
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
             if !wait::for_socket(Interest::Write(socket.as_raw_fd()), deadline) {
-                return Err(ureq::Error::Timeout(Timeout::Connect));
+                return Err(io::ErrorKind::TimedOut.into());
             }
             if let Some(e) = socket.take_error()? {
-                return Err(e.into());
+                return Err(e);
             }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     }
     socket.set_nonblocking(false)?;
     Ok(socket.into())
