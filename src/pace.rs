@@ -5,8 +5,8 @@ use crate::kube::Kube;
 
 /// The loop's own work that must go on while a pass makes requests:
 /// answering health checks, renewing the lease, noticing signals. A pass
-/// calls one of these before every request it sends, so a health answer
-/// never waits longer than one request's timeout.
+/// calls one of these before every request it sends; while a request
+/// waits, its own wait answers health checks (see [`crate::transport`]).
 pub trait Duties {
     /// Answers the health checks waiting now.
     fn serve(&mut self);

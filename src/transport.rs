@@ -41,8 +41,9 @@ impl<In: Transport> Connector<In> for Connect {
         }
         let deadline = deadline(details.timeout);
         let mut failure = None;
-        for (left, addr) in (0..details.addrs.len()).rev().zip(details.addrs.iter()) {
-            match connect(*addr, share(deadline, left)) {
+        let following = (0..details.addrs.len()).rev();
+        for (more, addr) in following.zip(details.addrs.iter()) {
+            match connect(*addr, share(deadline, more)) {
                 Ok(stream) => {
                     let config = details.config;
                     stream.set_nodelay(config.no_delay())?;
