@@ -298,24 +298,21 @@ fn connect(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<TcpStream, Error> {
-    let addrs = (host, port)
+    let addrs: Vec<_> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| transport("resolving the API server", e))?;
-    let mut last = Error::Transport(format!("{host} has no address"));
-    for addr in addrs {
-        match crate::transport::connect(addr, Some(deadline)) {
-            Ok(socket) => {
-                let setup = socket
-                    .set_read_timeout(Some(timeout))
-                    .and_then(|()| socket.set_write_timeout(Some(timeout)))
-                    .and_then(|()| socket.set_nodelay(true));
-                setup.map_err(|e| transport("socket", e))?;
-                return Ok(socket);
-            }
-            Err(e) => last = transport("connecting", e),
-        }
+        .map_err(|e| transport("resolving the API server", e))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(Error::Transport(format!("{host} has no address")));
     }
-    Err(last)
+    let socket = crate::transport::connect_any(&addrs, Some(deadline))
+        .map_err(|e| transport("connecting", e))?;
+    let setup = socket
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| socket.set_write_timeout(Some(timeout)))
+        .and_then(|()| socket.set_nodelay(true));
+    setup.map_err(|e| transport("socket", e))?;
+    Ok(socket)
 }
 
 /// Completes the TLS handshake by `deadline`. The socket is non-blocking
@@ -326,12 +323,8 @@ fn handshake(
 ) -> Result<(), Error> {
     use crate::wait::Interest;
     use std::os::fd::AsRawFd;
-    let blocking = |tls: &mut rustls::StreamOwned<_, TcpStream>, on: bool| {
-        tls.sock
-            .set_nonblocking(!on)
-            .map_err(|e| transport("socket", e))
-    };
-    blocking(tls, false)?;
+    let socket = |e| transport("socket", e);
+    tls.sock.set_nonblocking(true).map_err(socket)?;
     while tls.conn.is_handshaking() {
         match tls.conn.complete_io(&mut tls.sock) {
             Ok(_) => {}
@@ -348,7 +341,7 @@ fn handshake(
             Err(e) => return Err(transport("TLS handshake", e)),
         }
     }
-    blocking(tls, true)
+    tls.sock.set_nonblocking(false).map_err(socket)
 }
 
 #[cfg(test)]

@@ -39,30 +39,20 @@ impl<In: Transport> Connector<In> for Connect {
         if let Some(transport) = chained {
             return Ok(Some(Either::A(transport)));
         }
-        let deadline = deadline(details.timeout);
-        let mut failure = None;
-        let following = (0..details.addrs.len()).rev();
-        for (more, addr) in following.zip(details.addrs.iter()) {
-            match connect(*addr, share(deadline, more)) {
-                Ok(stream) => {
-                    let config = details.config;
-                    stream.set_nodelay(config.no_delay())?;
-                    let buffers =
-                        LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size());
-                    let socket = Socket {
-                        stream: Arc::new(stream),
-                        buffers,
-                    };
-                    (details.register_shutdown)(socket.shutdown_handle())?;
-                    return Ok(Some(Either::B(socket)));
-                }
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    failure = Some(ureq::Error::Timeout(Timeout::Connect))
-                }
-                Err(e) => failure = Some(e.into()),
-            }
-        }
-        Err(failure.unwrap_or_else(|| io::Error::from(io::ErrorKind::ConnectionRefused).into()))
+        let stream =
+            connect_any(&details.addrs, deadline(details.timeout)).map_err(|e| match e.kind() {
+                io::ErrorKind::TimedOut => ureq::Error::Timeout(Timeout::Connect),
+                _ => e.into(),
+            })?;
+        let config = details.config;
+        stream.set_nodelay(config.no_delay())?;
+        let buffers = LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size());
+        let socket = Socket {
+            stream: Arc::new(stream),
+            buffers,
+        };
+        (details.register_shutdown)(socket.shutdown_handle())?;
+        Ok(Some(Either::B(socket)))
     }
 }
 
@@ -84,10 +74,24 @@ fn share(deadline: Option<Instant>, more: usize) -> Option<Instant> {
     Some(now + deadline.saturating_duration_since(now) / 2)
 }
 
+/// A connection to the first of `addrs` that takes one by `deadline`
+/// (`None`: no limit), each given its [`share`] of the time; the last
+/// failure when none does.
+pub fn connect_any(addrs: &[SocketAddr], deadline: Option<Instant>) -> io::Result<TcpStream> {
+    let mut failure = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
+    for (index, addr) in addrs.iter().enumerate() {
+        match connect(*addr, share(deadline, addrs.len() - 1 - index)) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failure = e,
+        }
+    }
+    Err(failure)
+}
+
 /// A blocking TCP connection to `addr` by `deadline` (`None`: no limit;
 /// past it, `TimedOut`), connected without blocking so that the wait
 /// serves the loop.
-pub fn connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
+fn connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream> {
     use socket2::{Domain, Protocol, Type};
     let socket =
         socket2::Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
