@@ -437,6 +437,7 @@ impl Daemon {
         if let Some(elector) = duty.elector.as_mut() {
             elector.release();
         }
+        reloader.revoke_tokens();
         crate::wait::set_meanwhile(meanwhile);
         log::info!("stopping");
         if once {

@@ -42,6 +42,9 @@ pub enum Error {
     Decode(String),
     /// A local file (token, CA) could not be read or used.
     File { path: String, reason: String },
+    /// No Vault token could be had (a login refused, a fixed token found
+    /// dead): every request to that server would fail alike.
+    Token(Box<Error>),
 }
 
 impl Error {
@@ -55,12 +58,12 @@ impl Error {
         )
     }
 
-    /// Whether the server itself is failing (no answer, or a 5xx), rather
-    /// than refusing one request: asking it about other paths in the same
-    /// pass would fail alike.
+    /// Whether the server itself is failing (no answer, a 5xx, or no token
+    /// from it), rather than refusing one request: asking it about other
+    /// paths in the same pass would fail alike.
     pub fn is_server_failure(&self) -> bool {
         match self {
-            Error::Transport(_) => true,
+            Error::Transport(_) | Error::Token(_) => true,
             Error::Status { code, .. } => *code >= 500,
             _ => false,
         }
@@ -76,6 +79,7 @@ impl Error {
             Error::Denied(code) | Error::Status { code, .. } | Error::Redirect { code, .. } => {
                 Some(*code)
             }
+            Error::Token(cause) => cause.status(),
             Error::Transport(_)
             | Error::TooLarge { .. }
             | Error::MountUnknown { .. }
@@ -174,6 +178,7 @@ impl fmt::Display for Error {
             ),
             Error::Decode(why) => write!(f, "unreadable answer: {why}"),
             Error::File { path, reason } => write!(f, "{path}: {reason}"),
+            Error::Token(cause) => write!(f, "no usable Vault token: {cause}"),
         }
     }
 }

@@ -255,6 +255,19 @@ pub fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_reader(std::io::BufReader::new(body)).map_err(|e| json_error(e, limit))
 }
 
+/// Reads an answer whose body is not used to its end, at most `limit`
+/// bytes, so its kept-alive connection can carry the next request.
+pub fn discard(response: Response<Body>, limit: u64) -> Result<(), Error> {
+    let mut body = response
+        .into_body()
+        .into_with_config()
+        .limit(limit)
+        .reader();
+    std::io::copy(&mut body, &mut std::io::sink())
+        .map(drop)
+        .map_err(|e| json_error(serde_json::Error::io(e), limit))
+}
+
 /// A decoding failure as an [`Error`]: [`Error::TooLarge`] when the body
 /// reader failed with ureq's `BodyExceedsLimit` (past `limit`),
 /// [`Error::Transport`] when reading the body failed otherwise (the

@@ -134,9 +134,11 @@ pub fn decide(
             }
             (Some(Lookup::Missing), None) => Some(None),
             (Some(Lookup::Unwatchable(_)), _) => None,
-            (Some(Lookup::Unreadable(..) | Lookup::Missing | Lookup::Failed(_)) | None, before) => {
-                before.cloned()
-            }
+            (
+                Some(Lookup::Unreadable(..) | Lookup::Missing | Lookup::Denied | Lookup::Failed(_))
+                | None,
+                before,
+            ) => before.cloned(),
         };
         if let Some(version) = after {
             state.versions.insert(key, version);
@@ -258,8 +260,9 @@ pub struct Reloader {
     said_unwatchable: HashSet<(Server, SecretRef)>,
     /// Secrets under a mount the token cannot see, already reported.
     said_unknown: HashSet<(Server, SecretRef)>,
-    /// Missing secrets already reported with a Warning Event, per workload.
-    said_missing: HashSet<(WorkloadId, SecretRef)>,
+    /// Missing or refused secrets already reported with a Warning Event,
+    /// per workload: what was said.
+    said_unavailable: HashMap<(WorkloadId, SecretRef), Unavailable>,
     /// Unreadable current versions already reported with a Warning Event,
     /// per workload and secret: the version number.
     said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
@@ -291,7 +294,7 @@ impl Reloader {
             bao_ignore_missing,
             said_unwatchable: HashSet::new(),
             said_unknown: HashSet::new(),
-            said_missing: HashSet::new(),
+            said_unavailable: HashMap::new(),
             said_unreadable: HashMap::new(),
             said_refused: HashMap::new(),
             renewals: dynamic::Memory::default(),
@@ -299,20 +302,31 @@ impl Reloader {
         }
     }
 
+    /// Every Vault client: the configured servers' and the workloads' own.
+    fn clients(&mut self) -> impl Iterator<Item = &mut Vault> {
+        std::iter::once(&mut self.vault)
+            .chain(self.bao.iter_mut())
+            .chain(
+                self.per_workload
+                    .iter_mut()
+                    .flat_map(|pw| pw.clients.values_mut()),
+            )
+    }
+
     /// The Vault requests sent since the last call, by kind and status.
     pub fn take_requests(&mut self) -> crate::http::Counts {
-        let mut all = self.vault.take_requests();
-        let others = self.bao.iter_mut().chain(
-            self.per_workload
-                .iter_mut()
-                .flat_map(|pw| pw.clients.values_mut()),
-        );
-        for client in others {
+        let mut all = crate::http::Counts::new();
+        for client in self.clients() {
             for (key, n) in client.take_requests() {
                 *all.entry(key).or_default() += n;
             }
         }
         all
+    }
+
+    /// Revokes the Vault tokens the clients logged in for: at shutdown.
+    pub fn revoke_tokens(&mut self) {
+        self.clients().for_each(Vault::revoke);
     }
 
     /// Where `entry`'s `vault:` secrets are read.
@@ -336,6 +350,7 @@ impl Reloader {
     /// so each workload is decided as it is then.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         let mut report = Report::default();
+        self.clients().for_each(Vault::begin_pass);
         let sources: BTreeSet<(Server, SecretRef)> = index
             .values()
             .flat_map(|e| {
@@ -377,7 +392,7 @@ impl Reloader {
                 let server = Self::server(route, secret)?;
                 lookups.get(&(server, secret.clone()))
             };
-            self.report_missing(kube, entry, &lookup, duties);
+            self.report_unavailable(kube, entry, &lookup, duties);
             self.report_unreadable(kube, entry, &lookup, duties);
             let renewal = renewals.get(&id);
             match apply(kube, index, &id, &lookup, renewal, self.dry_run, duties) {
@@ -410,8 +425,8 @@ impl Reloader {
             .filter(|entry| self.route(entry).is_err())
             .map(|entry| &entry.id)
             .collect();
-        self.said_missing
-            .retain(|(id, secret)| index.get(id).is_some_and(|e| e.refs.contains(secret)));
+        self.said_unavailable
+            .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unreadable
             .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unwatchable
@@ -449,8 +464,10 @@ impl Reloader {
     }
 
     /// A Warning Event on a workload for each secret it uses that does not
-    /// exist, once until the secret is back.
-    fn report_missing(
+    /// exist or that the policy refuses (with a warning line too: unlike a
+    /// missing one, it is logged nowhere else), once until that changes; a
+    /// secret found again clears it.
+    fn report_unavailable(
         &mut self,
         kube: &mut Kube,
         entry: &Entry,
@@ -460,18 +477,29 @@ impl Reloader {
         let id = &entry.id;
         for secret in &entry.refs {
             let key = (id.clone(), secret.clone());
-            match lookup(secret) {
-                Some(Lookup::Missing) if !self.dry_run && !self.said_missing.contains(&key) => {
-                    let message = format!("Vault secret path {} not found", secret.path);
-                    let event = (true, "SecretNotFound", message.as_str());
-                    if record_event(kube, id, &entry.uid, event, duties) {
-                        self.said_missing.insert(key);
-                    }
-                }
+            let now = match lookup(secret) {
+                Some(Lookup::Missing) => Unavailable::Missing,
+                Some(Lookup::Denied) => Unavailable::Denied,
                 Some(Lookup::Found(_)) => {
-                    self.said_missing.remove(&key);
+                    self.said_unavailable.remove(&key);
+                    continue;
                 }
-                _ => {}
+                _ => continue,
+            };
+            if self.said_unavailable.get(&key) == Some(&now) {
+                continue;
+            }
+            let (reason, message) = now.notice(secret);
+            if now == Unavailable::Denied {
+                log::warn!("{id}: {message}");
+            }
+            if self.dry_run {
+                self.said_unavailable.insert(key, now);
+                continue;
+            }
+            let event = (true, reason, message.as_str());
+            if record_event(kube, id, &entry.uid, event, duties) {
+                self.said_unavailable.insert(key, now);
             }
         }
     }
@@ -657,6 +685,8 @@ impl Reloader {
                 log::warn!("Vault secret path {} not found{at}", secret.path)
             }
             Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
+            // Said once per workload that uses it (`report_unavailable`).
+            Lookup::Denied => log::debug!("{secret}{at}: permission denied"),
             Lookup::Unwatchable(why) => {
                 if !self.renewals.unannotated.contains(&source) {
                     log::debug!("{secret}{at} has no versions: {why}");
@@ -683,6 +713,35 @@ impl Reloader {
                 }
             }
             Lookup::Failed(e) => log::error!("checking {secret}{at} failed: {e}"),
+        }
+    }
+}
+
+/// Why a secret a workload uses cannot be checked, as its Event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unavailable {
+    /// It does not exist.
+    Missing,
+    /// The reloader's Vault policy refuses it.
+    Denied,
+}
+
+impl Unavailable {
+    /// The Event's reason and message for `secret` (its path, never a value).
+    fn notice(self, secret: &SecretRef) -> (&'static str, String) {
+        let path = &secret.path;
+        match self {
+            Unavailable::Missing => (
+                "SecretNotFound",
+                format!("Vault secret path {path} not found"),
+            ),
+            Unavailable::Denied => (
+                "SecretAccessDenied",
+                format!(
+                    "Vault secret path {path}: the reloader's Vault policy refuses it (403), so \
+                     its changes are not seen; its recorded version is kept"
+                ),
+            ),
         }
     }
 }
@@ -1253,8 +1312,8 @@ mod tests {
         );
         for e in [&stays, &goes] {
             reloader
-                .said_missing
-                .insert((e.id.clone(), e.refs[0].clone()));
+                .said_unavailable
+                .insert((e.id.clone(), e.refs[0].clone()), Unavailable::Missing);
             reloader.said_refused.insert(e.id.clone(), "refused".into());
         }
         reloader
@@ -1269,10 +1328,12 @@ mod tests {
         let index: Index = [(stays.id.clone(), stays.clone())].into();
         let sources = [(None, secret("s/data/a"))].into();
         reloader.forget_what_is_gone(&index, &sources);
-        let ids = |set: &HashSet<(WorkloadId, SecretRef)>| -> Vec<String> {
-            set.iter().map(|(id, _)| id.name.clone()).collect()
-        };
-        assert_eq!(ids(&reloader.said_missing), ["stays"]);
+        let ids: Vec<&str> = reloader
+            .said_unavailable
+            .keys()
+            .map(|(id, _)| id.name.as_str())
+            .collect();
+        assert_eq!(ids, ["stays"]);
         assert_eq!(
             reloader.said_refused.keys().collect::<Vec<_>>(),
             [&stays.id]

@@ -19,11 +19,14 @@ mod prefetch;
 
 /// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
 pub const ANSWER_LIMIT: u64 = 1024 * 1024;
-/// The first wait before trying again to renew a fixed token after a
-/// failure; it doubles with each failure in a row.
-const RENEW_RETRY_MIN: Duration = Duration::from_secs(5);
-/// The longest wait between two renewal attempts.
-const RENEW_RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+/// The first wait before trying again to renew a fixed token, or to get a
+/// token at all, after a failure; it doubles with each failure in a row.
+const RETRY_MIN: Duration = Duration::from_secs(5);
+/// The longest wait between two renewal or login attempts.
+const RETRY_MAX: Duration = Duration::from_secs(5 * 60);
+/// How long revoking the token may take at shutdown, whatever
+/// `VAULT_CLIENT_TIMEOUT` says: the daemon exits within a few seconds.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest token lifetime believed (a server-sent TTL): one year.
 const MAX_TTL: u64 = 365 * 24 * 60 * 60;
 
@@ -38,6 +41,9 @@ pub enum Lookup {
     Unreadable(Version, Unreadable),
     /// The path does not exist (404, or metadata without versions).
     Missing,
+    /// The policy refuses the token this path (403) while the token itself
+    /// works: the path's own answer, never a reason to log in again.
+    Denied,
     /// The path can never have versions; the text says why.
     Unwatchable(&'static str),
     /// Vault could not be asked; try again next pass.
@@ -128,6 +134,65 @@ pub struct Vault {
     requests: http::Counts,
     /// With `--list-secret-metadata`: what listings found this pass.
     listing: Option<prefetch::Listing>,
+    /// What this pass learned of the token after a 403 ([`Vault::begin_pass`]
+    /// forgets it).
+    checked: Checked,
+    /// When a token may be asked for again after failing to get one.
+    backoff: Backoff,
+}
+
+/// Whether the token works, as `auth/token/lookup-self` said after a 403.
+#[derive(Debug, Clone, Default)]
+enum Checked {
+    /// Not asked this pass.
+    #[default]
+    Not,
+    /// It works (or was just replaced): a 403 is the path's answer.
+    Alive,
+    /// It was refused and none could replace it: every lookup fails so.
+    Dead(Error),
+}
+
+/// When to try again to get a token (log in, or look up a fixed one) after
+/// failures: once per pass at most, and not before a wait that starts at
+/// [`RETRY_MIN`] and doubles up to [`RETRY_MAX`]. A pure value: `now` is
+/// always given.
+#[derive(Debug, Clone, Default)]
+struct Backoff {
+    /// The last failure, given again to lookups until a try succeeds.
+    failure: Option<Error>,
+    /// Not before then.
+    not_before: Option<Instant>,
+    /// The wait set by the last failure.
+    wait: Option<Duration>,
+    /// A try failed in this pass.
+    failed_this_pass: bool,
+}
+
+impl Backoff {
+    /// Whether a try is allowed at `now`.
+    fn allows(&self, now: Instant) -> bool {
+        !self.failed_this_pass && self.not_before.is_none_or(|at| now >= at)
+    }
+
+    /// After a try failed at `now` with `error`.
+    fn failed(self, error: Error, now: Instant) -> Backoff {
+        let wait = self.wait.map_or(RETRY_MIN, |w| (w * 2).min(RETRY_MAX));
+        Backoff {
+            failure: Some(error),
+            not_before: now.checked_add(wait),
+            wait: Some(wait),
+            failed_this_pass: true,
+        }
+    }
+
+    /// The error lookups get while no try is allowed.
+    fn error(&self) -> Error {
+        let cause = self.failure.clone();
+        Error::Token(Box::new(
+            cause.unwrap_or(Error::Transport("no token yet".into())),
+        ))
+    }
 }
 
 struct Token {
@@ -167,12 +232,12 @@ impl Schedule {
     }
 
     /// After a renewal failed at `now`: try again after a wait that starts at
-    /// [`RENEW_RETRY_MIN`] and doubles up to [`RENEW_RETRY_MAX`], never past
+    /// [`RETRY_MIN`] and doubles up to [`RETRY_MAX`], never past
     /// the known expiry; once expired, never again.
     fn failed(self, now: Instant) -> Schedule {
         let retry = self
             .retry
-            .map_or(RENEW_RETRY_MIN, |wait| (wait * 2).min(RENEW_RETRY_MAX));
+            .map_or(RETRY_MIN, |wait| (wait * 2).min(RETRY_MAX));
         let next = now.checked_add(retry);
         let refresh_at = match self.expires_at {
             Some(end) if now >= end => None,
@@ -324,7 +389,16 @@ impl Vault {
             mounts: Vec::new(),
             requests: http::Counts::new(),
             listing: None,
+            checked: Checked::Not,
+            backoff: Backoff::default(),
         })
+    }
+
+    /// Starts a pass: what a 403 taught about the token, and a failed try
+    /// to get one, count for one pass only.
+    pub fn begin_pass(&mut self) {
+        self.checked = Checked::Not;
+        self.backoff.failed_this_pass = false;
     }
 
     fn url(&self, path: &str) -> String {
@@ -334,6 +408,22 @@ impl Vault {
     /// The requests sent since the last call, by kind and status.
     pub fn take_requests(&mut self) -> http::Counts {
         std::mem::take(&mut self.requests)
+    }
+
+    /// `request` with the headers every Vault request carries.
+    fn headers<B>(
+        &self,
+        request: ureq::RequestBuilder<B>,
+        token: Option<&str>,
+    ) -> ureq::RequestBuilder<B> {
+        let mut request = request.header("X-Vault-Request", "true");
+        if let Some(token) = token {
+            request = request.header("X-Vault-Token", token);
+        }
+        if let Some(ns) = &self.namespace {
+            request = request.header("X-Vault-Namespace", ns);
+        }
+        request
     }
 
     /// Sends a GET, answering the loop's health checks first: a lookup may
@@ -346,14 +436,7 @@ impl Vault {
         duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         duties.serve();
-        let mut request = self
-            .agent
-            .get(&self.url(path))
-            .header("X-Vault-Token", token)
-            .header("X-Vault-Request", "true");
-        if let Some(ns) = &self.namespace {
-            request = request.header("X-Vault-Namespace", ns);
-        }
+        let request = self.headers(self.agent.get(&self.url(path)), Some(token));
         let result = http::check(request.call());
         http::count(&mut self.requests, what, &result);
         result
@@ -367,38 +450,111 @@ impl Vault {
         body: &serde_json::Value,
         duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
+        let request = self.agent.post(&self.url(path));
+        self.send(what, request, token, body, duties)
+    }
+
+    /// Sends `request` with a JSON `body`, answering health checks first.
+    fn send(
+        &mut self,
+        what: &'static str,
+        request: ureq::RequestBuilder<ureq::typestate::WithBody>,
+        token: Option<&str>,
+        body: &serde_json::Value,
+        duties: &mut dyn Duties,
+    ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         duties.serve();
-        let mut request = self
-            .agent
-            .post(&self.url(path))
-            .header("X-Vault-Request", "true")
+        let request = self
+            .headers(request, token)
             .header("Content-Type", "application/json");
-        if let Some(token) = token {
-            request = request.header("X-Vault-Token", token);
-        }
-        if let Some(ns) = &self.namespace {
-            request = request.header("X-Vault-Namespace", ns);
-        }
         let result = http::check(request.send(body.to_string().as_bytes()));
         http::count(&mut self.requests, what, &result);
         result
     }
 
     /// A token that is valid now: logs in, renews or logs in again as its
-    /// lifetime requires.
+    /// lifetime requires. A failure to get one keeps the current token
+    /// while it has not expired (a fixed token is always kept: only the
+    /// server can say it is dead); it is tried again as [`Backoff`]
+    /// allows, once per pass at most. A login token replaced by a new one
+    /// is revoked.
     fn token(&mut self, duties: &mut dyn Duties) -> Result<String, Error> {
-        let due = match &self.token {
-            None => true,
-            Some(token) => token.schedule.due(Instant::now()),
-        };
-        if due {
-            self.token = Some(self.fresh_token(duties)?);
+        let now = Instant::now();
+        let due = self.token.as_ref().is_none_or(|t| t.schedule.due(now));
+        if due && self.backoff.allows(now) {
+            match self.fresh_token(duties) {
+                Ok(fresh) => {
+                    self.backoff = Backoff::default();
+                    if let Some(old) = self.token.replace(fresh) {
+                        self.revoke_replaced(&old, duties);
+                    }
+                }
+                Err(e) => {
+                    let backoff = std::mem::take(&mut self.backoff).failed(e.clone(), now);
+                    let wait = backoff.wait.unwrap_or_default().as_secs();
+                    log::warn!("getting a Vault token from {} failed: {e}; trying again in {wait}s at the earliest", self.addr);
+                    self.backoff = backoff;
+                }
+            }
         }
-        Ok(self
-            .token
+        let fixed = matches!(self.auth, VaultAuth::Token(_));
+        match &self.token {
+            Some(t) if fixed || t.schedule.expires_at.is_none_or(|end| now < end) => {
+                Ok(t.value.clone())
+            }
+            _ => Err(self.backoff.error()),
+        }
+    }
+
+    /// Revokes `old`, a login token just replaced by a new one, so tokens
+    /// do not pile up in Vault until their TTL ends. A fixed token is the
+    /// operator's: never revoked. A failure is only logged.
+    fn revoke_replaced(&mut self, old: &Token, duties: &mut dyn Duties) {
+        if matches!(self.auth, VaultAuth::Login { .. }) && old.value != self.current() {
+            self.revoke_token(&old.value, duties);
+        }
+    }
+
+    /// The token in use, or an empty string.
+    fn current(&self) -> String {
+        self.token
             .as_ref()
             .map(|t| t.value.clone())
-            .unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// `auth/token/revoke-self` with `token`, within [`REVOKE_TIMEOUT`].
+    fn revoke_token(&mut self, token: &str, duties: &mut dyn Duties) {
+        let request = self
+            .agent
+            .post(&self.url("auth/token/revoke-self"))
+            .config()
+            .timeout_global(Some(REVOKE_TIMEOUT))
+            .build();
+        let result = self.send(
+            "revoke",
+            request,
+            Some(token),
+            &serde_json::json!({}),
+            duties,
+        );
+        match result.and_then(|response| http::discard(response, ANSWER_LIMIT)) {
+            Ok(_) => log::debug!("revoked a Vault token no longer used"),
+            Err(e) => log::warn!(
+                "revoking a Vault token no longer used failed: {e}; it ends with its TTL"
+            ),
+        }
+    }
+
+    /// Revokes the token this client logged in for, at shutdown (a fixed
+    /// token is the operator's and is kept).
+    pub fn revoke(&mut self) {
+        if !matches!(self.auth, VaultAuth::Login { .. }) {
+            return;
+        }
+        if let Some(token) = self.token.take() {
+            self.revoke_token(&token.value, &mut crate::pace::Unattended);
+        }
     }
 
     fn fresh_token(&mut self, duties: &mut dyn Duties) -> Result<Token, Error> {
@@ -558,15 +714,64 @@ impl Vault {
         if let Some(listed) = self.listed(path) {
             return listed;
         }
-        match self.try_current_version(path, duties) {
-            Ok(lookup) => lookup,
-            Err(Error::Denied(_)) if matches!(self.auth, VaultAuth::Login { .. }) => {
-                // The token may have been revoked or expired early: log in again once.
-                self.token = None;
-                self.try_current_version(path, duties)
-                    .unwrap_or_else(Lookup::Failed)
-            }
+        if let Checked::Dead(e) = &self.checked {
+            return Lookup::Failed(e.clone());
+        }
+        let denied = match self.try_current_version(path, duties) {
+            Err(Error::Denied(_)) => self.after_denial(duties),
+            other => return other.unwrap_or_else(Lookup::Failed),
+        };
+        match denied {
+            Ok(Checked::Alive) => Lookup::Denied,
+            // A new token replaced a dead one: ask again, once.
+            Ok(_) => match self.try_current_version(path, duties) {
+                Err(Error::Denied(_)) => Lookup::Denied,
+                other => other.unwrap_or_else(Lookup::Failed),
+            },
             Err(e) => Lookup::Failed(e),
+        }
+    }
+
+    /// After a 403 on a path: whether the token still works, from
+    /// `auth/token/lookup-self`, asked once per pass. `Alive`: the 403 was
+    /// the path's answer. `Not`: the token was dead and a login replaced it
+    /// (ask the path again). An error: the token is dead and could not be
+    /// replaced, or Vault could not be asked.
+    fn after_denial(&mut self, duties: &mut dyn Duties) -> Result<Checked, Error> {
+        match &self.checked {
+            Checked::Alive => return Ok(Checked::Alive),
+            Checked::Dead(e) => return Err(e.clone()),
+            Checked::Not => {}
+        }
+        let token = self.current();
+        let refused = match self.get("lookup-self", "auth/token/lookup-self", &token, duties) {
+            Ok(response) => {
+                http::discard(response, ANSWER_LIMIT)?;
+                self.checked = Checked::Alive;
+                return Ok(Checked::Alive);
+            }
+            Err(Error::Denied(code)) => code,
+            Err(e) => return Err(e),
+        };
+        log::warn!(
+            "Vault refused its own token ({refused} on auth/token/lookup-self): it was revoked \
+             or expired early"
+        );
+        if let VaultAuth::Token(_) = self.auth {
+            let dead = Error::Token(Box::new(Error::Denied(refused)));
+            self.checked = Checked::Dead(dead.clone());
+            return Err(dead);
+        }
+        self.token = None;
+        match self.token(duties) {
+            Ok(_) => {
+                self.checked = Checked::Alive;
+                Ok(Checked::Not)
+            }
+            Err(e) => {
+                self.checked = Checked::Dead(e.clone());
+                Err(e)
+            }
         }
     }
 
@@ -936,7 +1141,7 @@ mod tests {
         assert_eq!(renewals.load(Ordering::SeqCst), 1);
         let schedule = vault.token.as_ref().unwrap().schedule;
         let retry_at = schedule.refresh_at.expect("a retry is planned");
-        assert!(retry_at >= failed_at + RENEW_RETRY_MIN);
+        assert!(retry_at >= failed_at + RETRY_MIN);
         assert!(retry_at <= schedule.expires_at.unwrap());
         // Not yet due: no request.
         assert_eq!(
@@ -1193,5 +1398,273 @@ mod tests {
         assert!(fresh(0, 1).due(now));
         assert!(!fresh(1, 1).due(now));
         assert!(!never.due(now));
+    }
+
+    /// A fake Vault for a client that logs in: each login gives a new token
+    /// `t1`, `t2`, … (`refuse_logins` refuses them); a token is alive until
+    /// revoked (revoke-self, or `revoked` set to it). `secret/metadata/denied-*`
+    /// is refused to every token, other metadata is found for a live token.
+    struct LoginVault {
+        server: FakeServer,
+        state: std::sync::Arc<std::sync::Mutex<Logins>>,
+    }
+
+    #[derive(Default)]
+    struct Logins {
+        issued: usize,
+        revoked: Vec<String>,
+        refuse_logins: bool,
+    }
+
+    impl LoginVault {
+        fn start() -> LoginVault {
+            let state = std::sync::Arc::new(std::sync::Mutex::new(Logins::default()));
+            let shared = std::sync::Arc::clone(&state);
+            let server = fake_server::start(move |r| {
+                let mut logins = shared.lock().unwrap();
+                let token = r.header("x-vault-token").unwrap_or_default().to_string();
+                let alive = !token.is_empty() && !logins.revoked.contains(&token);
+                let denied = || Reply::json(403, r#"{"errors":["permission denied"]}"#);
+                match r.path.as_str() {
+                    "/v1/auth/kubernetes/login" if logins.refuse_logins => denied(),
+                    "/v1/auth/kubernetes/login" => {
+                        logins.issued += 1;
+                        let body = format!(
+                            r#"{{"auth":{{"client_token":"t{}","lease_duration":3600}}}}"#,
+                            logins.issued
+                        );
+                        Reply::json(200, &body)
+                    }
+                    _ if !alive => denied(),
+                    "/v1/auth/token/lookup-self" => Reply::json(200, LOOKUP_SELF),
+                    "/v1/auth/token/revoke-self" => {
+                        logins.revoked.push(token);
+                        Reply::json(204, "")
+                    }
+                    p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+                    p if p.starts_with("/v1/secret/metadata/denied-") => denied(),
+                    _ => Reply::json(200, METADATA),
+                }
+            });
+            LoginVault { server, state }
+        }
+
+        fn client(&self) -> Vault {
+            let jwt = std::env::temp_dir().join(format!("vsr-jwt-{}", std::process::id()));
+            std::fs::write(&jwt, "a.service-account.jwt\n").unwrap();
+            let settings = VaultSettings {
+                addr: self.server.url.clone(),
+                auth: VaultAuth::Login {
+                    method: "kubernetes",
+                    role: "reloader".into(),
+                    mount: "kubernetes".into(),
+                },
+                namespace: None,
+                ca_file: None,
+                ca_secret: None,
+                skip_verify: false,
+                timeout: Duration::from_secs(5),
+                ignore_missing: false,
+            };
+            Vault::new(&settings, None, jwt).unwrap()
+        }
+
+        fn logins(&self) -> usize {
+            self.server.hits("/v1/auth/kubernetes/login")
+        }
+
+        fn revoked(&self) -> Vec<String> {
+            self.state.lock().unwrap().revoked.clone()
+        }
+    }
+
+    #[test]
+    fn a_denied_path_is_its_own_answer_and_costs_no_login() {
+        let vault_server = LoginVault::start();
+        let mut vault = vault_server.client();
+        for pass in 1..=2 {
+            vault.begin_pass();
+            for i in 0..10 {
+                let lookup =
+                    vault.current_version(&format!("secret/data/denied-{i}"), &mut Unattended);
+                assert!(matches!(lookup, Lookup::Denied), "pass {pass}: {lookup:?}");
+            }
+            assert_eq!(
+                found(vault.current_version("secret/data/ok", &mut Unattended)),
+                3
+            );
+            // Whether the token works is asked once per pass, after the first 403.
+            assert_eq!(vault_server.server.hits("/v1/auth/token/lookup-self"), pass);
+        }
+        assert_eq!(
+            vault_server.logins(),
+            1,
+            "one login for two passes of 10 denied paths"
+        );
+        assert!(vault_server.revoked().is_empty());
+    }
+
+    #[test]
+    fn a_token_revoked_early_is_replaced_once_per_pass() {
+        let vault_server = LoginVault::start();
+        let mut vault = vault_server.client();
+        vault.begin_pass();
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        vault_server.state.lock().unwrap().revoked.push("t1".into());
+        // Its next lookup is refused, lookup-self too: one login, asked again.
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        assert_eq!(vault_server.logins(), 2);
+        for i in 0..5 {
+            let lookup = vault.current_version(&format!("secret/data/denied-{i}"), &mut Unattended);
+            assert!(matches!(lookup, Lookup::Denied), "{lookup:?}");
+        }
+        assert_eq!(vault_server.logins(), 2, "no second login in the same pass");
+        assert_eq!(vault_server.server.hits("/v1/auth/token/lookup-self"), 1);
+        // The new token is revoked too: within this pass its 403s count as
+        // the paths' answers (their versions are kept); the next pass finds
+        // it dead and logs in once more.
+        vault_server.state.lock().unwrap().revoked.push("t2".into());
+        for path in ["secret/data/a", "secret/data/b"] {
+            let lookup = vault.current_version(path, &mut Unattended);
+            assert!(matches!(lookup, Lookup::Denied), "{lookup:?}");
+        }
+        assert_eq!(vault_server.logins(), 2);
+        vault.begin_pass();
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        assert_eq!(vault_server.logins(), 3);
+    }
+
+    #[test]
+    fn a_refused_login_is_tried_once_per_pass_and_then_after_a_wait() {
+        let vault_server = LoginVault::start();
+        vault_server.state.lock().unwrap().refuse_logins = true;
+        let mut vault = vault_server.client();
+        vault.begin_pass();
+        for i in 0..5 {
+            let lookup = vault.current_version(&format!("secret/data/s{i}"), &mut Unattended);
+            match lookup {
+                Lookup::Failed(e @ Error::Token(_)) => {
+                    assert!(e.is_server_failure());
+                    assert_eq!(
+                        e.to_string(),
+                        "no usable Vault token: permission denied (403)"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(vault_server.logins(), 1);
+        // The next pass comes before the wait is over: no login.
+        vault.begin_pass();
+        assert!(matches!(
+            vault.current_version("secret/data/s0", &mut Unattended),
+            Lookup::Failed(Error::Token(_))
+        ));
+        assert_eq!(vault_server.logins(), 1);
+        // Once it is over, one more try, which now works.
+        vault_server.state.lock().unwrap().refuse_logins = false;
+        vault.backoff.not_before = Some(Instant::now());
+        vault.begin_pass();
+        assert_eq!(
+            found(vault.current_version("secret/data/s0", &mut Unattended)),
+            3
+        );
+        assert_eq!(vault_server.logins(), 2);
+        assert!(vault.backoff.failure.is_none() && vault.backoff.wait.is_none());
+    }
+
+    #[test]
+    fn a_replaced_token_is_revoked_and_the_last_one_at_shutdown() {
+        let vault_server = LoginVault::start();
+        let mut vault = vault_server.client();
+        vault.begin_pass();
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        make_due(&mut vault);
+        assert_eq!(
+            found(vault.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        assert_eq!(vault_server.logins(), 2);
+        assert_eq!(vault_server.revoked(), ["t1"]);
+        vault.revoke();
+        assert_eq!(vault_server.revoked(), ["t1", "t2"]);
+        let revokes = vault_server.server.requests();
+        assert!(revokes
+            .iter()
+            .filter(|r| r.path == "/v1/auth/token/revoke-self")
+            .all(|r| r.method == "POST"));
+        // A fixed token is the operator's: never revoked.
+        let fixed_server = fake_vault(|_| Reply::json(200, KV2));
+        let mut fixed = client(&fixed_server);
+        assert_eq!(
+            found(fixed.current_version("secret/data/a", &mut Unattended)),
+            3
+        );
+        fixed.revoke();
+        assert_eq!(fixed_server.hits("/v1/auth/token/revoke-self"), 0);
+    }
+
+    #[test]
+    fn a_fixed_token_found_dead_fails_the_pass_without_more_requests() {
+        let asked = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&asked);
+        let denied = || Reply::json(403, r#"{"errors":["permission denied"]}"#);
+        // Its first lookup-self works; then the token is dead.
+        let server = fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" if seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                Reply::json(200, LOOKUP_SELF)
+            }
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
+            _ => denied(),
+        });
+        let mut vault = client(&server);
+        vault.begin_pass();
+        for path in ["secret/data/a", "secret/data/b", "secret/data/c"] {
+            let lookup = vault.current_version(path, &mut Unattended);
+            assert!(
+                matches!(&lookup, Lookup::Failed(Error::Token(cause)) if **cause == Error::Denied(403)),
+                "{lookup:?}"
+            );
+        }
+        // lookup-self at start, then once after the first 403; b and c are
+        // not asked.
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+        assert_eq!(server.hits("/v1/secret/metadata/"), 1);
+    }
+
+    #[test]
+    fn login_backoff() {
+        let now = Instant::now();
+        let denied = Error::Denied(403);
+        let first = Backoff::default().failed(denied.clone(), now);
+        assert_eq!(first.wait, Some(RETRY_MIN));
+        assert!(!first.allows(now + RETRY_MIN), "not twice in one pass");
+        let next_pass = Backoff {
+            failed_this_pass: false,
+            ..first.clone()
+        };
+        assert!(!next_pass.allows(now + RETRY_MIN - Duration::from_millis(1)));
+        assert!(next_pass.allows(now + RETRY_MIN));
+        let second = next_pass.failed(denied.clone(), now);
+        assert_eq!(second.wait, Some(RETRY_MIN * 2));
+        let mut last = second;
+        for _ in 0..20 {
+            last = last.failed(denied.clone(), now);
+        }
+        assert_eq!(last.wait, Some(RETRY_MAX));
+        assert_eq!(last.error(), Error::Token(Box::new(denied)));
+        assert!(Backoff::default().allows(now));
     }
 }
