@@ -126,7 +126,7 @@ check "the Rollout API is served" wait_until 30 rollouts_served
 
 say "cluster: RBAC from manifests/, a token of its ServiceAccount"
 # A clean slate even when the environment is reused.
-for mount in team/kv kv1; do srv secrets disable "$mount" >/dev/null; done
+for mount in team/kv kv1 private; do srv secrets disable "$mount" >/dev/null; done
 for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge lifecycle; do
   srv kv metadata delete "secret/$path" >/dev/null
 done
@@ -184,6 +184,8 @@ EOF
 
 say "$SERVER_KIND: secrets, a second KV v2 mount with a slash, a KV v1 mount, metadata-only policy"
 srv secrets enable -path=kv1 -version=1 kv >/dev/null
+# A KV v2 mount the reloader's policy does not name: its paths get 403.
+srv secrets enable -path=private -version=2 kv >/dev/null
 srv kv put secret/mysql MYSQL_PASSWORD=3xtr3ms3cr3t >/dev/null
 srv kv put secret/accounts/aws AWS_SECRET_ACCESS_KEY=s3cr3t >/dev/null
 srv kv put secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword >/dev/null
@@ -198,6 +200,7 @@ srv kv put secret/abuse A=1 >/dev/null
 srv kv put secret/lifecycle L=lifecycle-secret-1 >/dev/null
 srv kv put team/kv/app KEY=k >/dev/null
 srv kv put kv1/legacy K=v >/dev/null
+srv kv put private/app K=v >/dev/null
 SA_VAULT_TOKEN=$(srv write -field=token "auth/kubernetes/login" role="$SA" jwt="$(cat "$WORK/token")")
 vault_status() { curl -s -o /dev/null -w '%{http_code}' -H "X-Vault-Token: $SA_VAULT_TOKEN" "$VAULT_ADDR/v1/$1"; }
 check "the reloader's Vault token reads metadata" test "$(vault_status secret/metadata/mysql)" = 200
@@ -290,6 +293,7 @@ OTHER='{"name":"OTHER","value":"vault:secret/data/other#X"}'
     "[$(container app '[{"name":"M","value":"vault:secret/data/mysql#P"},{"name":"H","value":"bao:secret/data/hostile#H"}]')]"
   workload Deployment sneaky-vault '{"'$PREFIX'/reload-on-secret-change":"true","secrets-webhook.security.bank-vaults.io/vault-addr":"'"$SECOND_ADDR"'@127.0.0.1:'"$EVIL_PORT"'"}' \
     "[$(container app '[{"name":"M","value":"vault:secret/data/mysql#P"}]')]"
+  workload Deployment denied "$ON" "[$(container app '[{"name":"P","value":"vault:private/data/app#K"},'"$MYSQL"']')]"
   workload Deployment health-abuse "$ON" "[$(container app '[{"name":"A","value":"vault:secret/data/abuse#A"}]')]"
   workload Deployment lifecycle "$ON" "[$(container app '[{"name":"L","value":"vault:secret/data/lifecycle#L"}]')]"
   workload Deployment throttled '{"'$PREFIX'/reload-on-secret-change":"true","'$PREFIX'/min-reload-interval":"10s"}' \
@@ -306,7 +310,7 @@ kubectl -n "$NS" annotate deployment bad-values "$PREFIX/observed-versions={not 
 WATCHING=(deployment/to-be-reloaded daemonset/daemonset statefulset/statefulset deployment/from-path
   deployment/inline deployment/slash-mount deployment/init-only deployment/drop-secret deployment/bad-values
   deployment/second-vault deployment/hostile-vault deployment/health-abuse deployment/throttled rollout.argoproj.io/rollout
-  deployment/lifecycle)
+  deployment/lifecycle deployment/denied)
 OPTED_IN=("${WATCHING[@]}" deployment/fixed-versions-no-reload deployment/from-path-pinned)
 wait_until 60 replicasets_are to-be-reloaded 1 || true
 
@@ -332,6 +336,16 @@ check "a malformed value is warned about, naming the workload and where" \
   log_has 'level=warn msg="Deployment reloader-e2e/bad-values: skipping a reference in container app env BROKEN'
 check "the warning never shows the value" bash -c "! grep -q s3cr3tvalue '$WORK/reloader.err' '$WORK/reloader.out'"
 check "a KV v1 secret the token cannot see is reported once as not checkable" wait_until 10 bash -c "[[ \$(cat '$WORK/reloader.err' | grep -c 'vault:kv1/legacy cannot be checked') -eq 1 ]]"
+denied_warnings() { grep -c "Deployment $NS/denied: Vault secret path private/data/app: the reloader's Vault policy refuses it (403)" "$WORK/reloader.err"; }
+denied_events() {
+  kubectl -n "$NS" get events --field-selector "involvedObject.name=denied,reason=SecretAccessDenied" -o name | wc -l
+}
+denied_once() { [[ $(denied_warnings) -eq 1 && $(denied_events) -eq 1 ]]; }
+check "a path outside the policy: one warning naming the workload, one SecretAccessDenied Event" \
+  wait_until 10 denied_once
+check "and not one per pass (after 5 s)" stays 5 denied_once
+denied_state() { state_lacks deployment/denied private/ && state_mentions deployment/denied secret/data/mysql; }
+check "the denied path is not recorded, the workload's other secret is" denied_state
 check "/healthz answers" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz | grep -q ok"
 
 say "change one secret: exactly its users roll out, once"
@@ -340,6 +354,7 @@ check "to-be-reloaded is reloaded (count 1)" wait_until 20 count_is deployment/t
 check "the StatefulSet with the older annotation prefix is reloaded under that prefix" \
   wait_until 20 count_is statefulset/statefulset 1 "$LEGACY"
 check "the workload with bad values beside a good one is reloaded" wait_until 20 count_is deployment/bad-values 1
+check "the workload with a denied path beside a good one is reloaded" wait_until 20 count_is deployment/denied 1
 check "the Deployment gets a second ReplicaSet" wait_until 30 replicasets_are to-be-reloaded 2
 check "the workload without the annotation is not reloaded" count_is deployment/no-reload ""
 check "the workload with only pinned versions is not reloaded" count_is deployment/fixed-versions-no-reload ""
@@ -749,6 +764,25 @@ else
   check "HashiCorp Vault has no detailed-metadata: said once per daemon, and each secret is read" \
     bash -c "$(declare -f said_once); WORK='$WORK'; said_once && grep -q ' secret/metadata/mysql$' '$WORK/paths'"
 fi
+# Logins: one per daemon started (a token lives 1 h here); a 403 on a path
+# never makes it log in again. The tokens of daemons stopped by SIGTERM are
+# revoked.
+audit_auth_paths() { # the paths of the requests answered to the reloader's role, from the responses
+  tail -n "+$AUDIT_FROM" "$VAULT_AUDIT_LOG" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    entry = json.loads(line)
+    auth = entry.get("auth") or {}
+    if entry.get("type") == "response" and \
+       "vault-secrets-reloader" in ",".join(auth.get("policies") or []) + (auth.get("display_name") or ""):
+        print(entry["request"]["path"])
+'
+}
+logins=$(audit_auth_paths | grep -c '^auth/kubernetes/login$' || true)
+starts=$(cat "$WORK"/*.out "$WORK"/*/*.out 2>/dev/null | grep -c 'vault-secrets-reloader .* starting' || true)
+check "at most one login per daemon started, whatever the 403s ($logins logins, $starts starts)" \
+  test "$logins" -ge 1 -a "$logins" -le "$starts"
+check "tokens are revoked at shutdown (auth/token/revoke-self)" grep -qE ' auth/token/revoke-self$' "$WORK/paths"
 check "the daemon never requested a secret's data" bash -c "! grep -E '(^| )[^ ]*/data/' '$WORK/paths' | grep -v 'sys/internal/ui/mounts/'"
 check "no token or secret value in the logs" bash -c "! grep -qE 'totallydifferentsecret|changedwhiledown|s3cr3t2|changed-on-the-second-server|lifecycle-secret-|$SA_VAULT_TOKEN|$(cut -c1-40 "$WORK/token")' '$WORK/reloader.out' '$WORK/reloader.err'"
 finish

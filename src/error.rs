@@ -21,6 +21,9 @@ pub enum Error {
     Conflict,
     /// 410: a watch's resourceVersion is too old; a full list is needed.
     Gone,
+    /// 422 naming `metadata.annotations` as too long: the object's
+    /// annotations together are over the API server's 256 KiB.
+    AnnotationsTooLong,
     /// 401 or 403: the credentials were refused.
     Denied(u16),
     /// Any other status that is not a success.
@@ -76,6 +79,7 @@ impl Error {
             Error::NotFound | Error::Misrouted(_) => Some(404),
             Error::Conflict => Some(409),
             Error::Gone => Some(410),
+            Error::AnnotationsTooLong => Some(422),
             Error::Denied(code) | Error::Status { code, .. } | Error::Redirect { code, .. } => {
                 Some(*code)
             }
@@ -109,12 +113,26 @@ impl Error {
             },
             409 => Error::Conflict,
             410 => Error::Gone,
+            422 if annotations_too_long(body) => Error::AnnotationsTooLong,
             _ => Error::Status {
                 code,
                 message: short_message(body),
             },
         }
     }
+}
+
+/// Whether a Kubernetes `Status` body names the object's annotations as
+/// too long (`details.causes[]` with reason `FieldValueTooLong` on field
+/// `metadata.annotations`).
+fn annotations_too_long(body: &str) -> bool {
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    let causes = status["details"]["causes"].as_array();
+    causes.into_iter().flatten().any(|cause| {
+        cause["reason"] == "FieldValueTooLong" && cause["field"] == "metadata.annotations"
+    })
 }
 
 /// The server's own explanation from an error body, cut short: the
@@ -158,6 +176,10 @@ impl fmt::Display for Error {
             ),
             Error::Conflict => write!(f, "conflict (409)"),
             Error::Gone => write!(f, "resource version too old (410)"),
+            Error::AnnotationsTooLong => write!(
+                f,
+                "the object's annotations are over the API server's 256 KiB limit (422)"
+            ),
             Error::Denied(code) => write!(f, "permission denied ({code})"),
             Error::Status { code, message } if message.is_empty() => {
                 write!(f, "unexpected status {code}")

@@ -327,6 +327,8 @@ TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
         pub path: String,
         /// Header names in lower case.
         pub headers: Vec<(String, String)>,
+        /// The body as sent.
+        pub body: Vec<u8>,
     }
 
     impl Request {
@@ -459,6 +461,7 @@ TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
             method,
             path,
             headers,
+            body,
         })
     }
 }

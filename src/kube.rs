@@ -533,12 +533,12 @@ impl Kube {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::http::fake_server::{self, FakeServer, Reply};
 
     /// A token file removed when dropped.
-    struct TokenFile(PathBuf);
+    pub(crate) struct TokenFile(PathBuf);
 
     impl Drop for TokenFile {
         fn drop(&mut self) {
@@ -547,7 +547,7 @@ mod tests {
     }
 
     /// A client of `server` and the token file it reads.
-    fn client(server: &FakeServer) -> (Kube, TokenFile) {
+    pub(crate) fn client(server: &FakeServer) -> (Kube, TokenFile) {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let path =

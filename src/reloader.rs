@@ -60,6 +60,9 @@ pub struct Decision {
     /// Why the workload is rolled out for its dynamic secrets, when it is
     /// (set by [`dynamic::with_renewal`]).
     pub renewal: Option<String>,
+    /// How many secrets' versions `state` leaves out to fit its budget:
+    /// their changes are not seen.
+    pub left_out: usize,
 }
 
 impl Decision {
@@ -104,13 +107,15 @@ pub type LookupFn<'a> = dyn Fn(&SecretRef) -> Option<&'a Lookup> + 'a;
 /// when the pods do not have it; secrets no longer used are dropped.
 /// Changes wait while any secret used cannot be read ([`Decision::held_by`]),
 /// and wait (and so gather) while within `min_interval` of the last
-/// rollout; `now` is Unix seconds.
+/// rollout; `now` is Unix seconds. The state is cut to `budget` bytes
+/// ([`State::within`]), so a rollout never depends on it fitting.
 pub fn decide(
     refs: &[SecretRef],
     stored: Option<&State>,
     lookup: &LookupFn,
     min_interval: Option<Duration>,
     now: u64,
+    budget: usize,
 ) -> Decision {
     let empty = State::default();
     let stored_state = stored.unwrap_or(&empty);
@@ -163,6 +168,7 @@ pub fn decide(
         true => (last_reload, stored.and_then(|s| s.first_seen)),
         false => (Some(now), None),
     };
+    let (state, left_out) = state.within(budget);
     let write_state = match stored {
         Some(stored) => *stored != state,
         None => !state.versions.is_empty(),
@@ -175,6 +181,7 @@ pub fn decide(
         deferred_until,
         held_by: if held { held_by } else { Vec::new() },
         renewal: None,
+        left_out,
     }
 }
 
@@ -268,6 +275,8 @@ pub struct Reloader {
     said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
     /// Refused `vault-addr` annotations already reported, per workload.
     said_refused: HashMap<WorkloadId, String>,
+    /// Workloads whose state leaves secrets out, already reported: how many.
+    said_left_out: HashMap<WorkloadId, usize>,
     /// Dynamic-secret settings and what was said about renewals.
     renewals: dynamic::Memory,
     dry_run: bool,
@@ -297,6 +306,7 @@ impl Reloader {
             said_unavailable: HashMap::new(),
             said_unreadable: HashMap::new(),
             said_refused: HashMap::new(),
+            said_left_out: HashMap::new(),
             renewals: dynamic::Memory::default(),
             dry_run,
         }
@@ -396,14 +406,18 @@ impl Reloader {
             self.report_unreadable(kube, entry, &lookup, duties);
             let renewal = renewals.get(&id);
             match apply(kube, index, &id, &lookup, renewal, self.dry_run, duties) {
-                Ok(Some((uid, decision))) => {
-                    let message = decision.reason();
-                    let event = (false, "SecretsReloaded", message.as_str());
-                    record_event(kube, &id, &uid, event, duties);
-                    dynamic::rolled_out(&mut report, &id, &decision, renewal);
-                    report.reloaded.push(id);
+                Ok(applied) => {
+                    if let Some(entry) = index.get(&id) {
+                        self.report_left_out(kube, entry, applied.left_out, duties);
+                    }
+                    if let Some((uid, decision)) = applied.rolled {
+                        let message = decision.reason();
+                        let event = (false, "SecretsReloaded", message.as_str());
+                        record_event(kube, &id, &uid, event, duties);
+                        dynamic::rolled_out(&mut report, &id, &decision, renewal);
+                        report.reloaded.push(id);
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     report.patch_failures += 1;
                     log::error!("updating {id} failed: {e}");
@@ -433,6 +447,7 @@ impl Reloader {
             .retain(|source| sources.contains(source));
         self.said_unknown.retain(|source| sources.contains(source));
         self.said_refused.retain(|id, _| refused.contains(id));
+        self.said_left_out.retain(|id, _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
             let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
             per_workload.clients.retain(|addr, _| used.contains(addr));
@@ -501,6 +516,38 @@ impl Reloader {
             if record_event(kube, id, &entry.uid, event, duties) {
                 self.said_unavailable.insert(key, now);
             }
+        }
+    }
+
+    /// A warning and a Warning Event on a workload whose state leaves out
+    /// `left_out` secrets' versions to fit the API server's limit on its
+    /// annotations, once per number left out.
+    fn report_left_out(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        left_out: usize,
+        duties: &mut dyn Duties,
+    ) {
+        let id = &entry.id;
+        if left_out == 0 {
+            self.said_left_out.remove(id);
+            return;
+        }
+        if self.said_left_out.insert(id.clone(), left_out) == Some(left_out) {
+            return;
+        }
+        let message = format!(
+            "the versions of {left_out} of its {} secrets do not fit in its {} annotation \
+             (the API server allows 256 KiB for all of an object's annotations): changes to \
+             those secrets are not rolled out; use fewer secrets or smaller annotations",
+            entry.refs.len(),
+            state::ANNOTATION
+        );
+        log::warn!("{id}: {message}");
+        if !self.dry_run {
+            let event = (true, "ObservedVersionsTruncated", message.as_str());
+            record_event(kube, id, &entry.uid, event, duties);
         }
     }
 
@@ -816,10 +863,20 @@ fn list(changes: &[Change]) -> String {
         .join(", ")
 }
 
+/// What [`apply`] did with a workload.
+#[derive(Debug, Default)]
+struct Applied {
+    /// Its UID and the decision, when it was rolled out.
+    rolled: Option<(String, Decision)>,
+    /// The secrets whose versions its state leaves out ([`Decision::left_out`]).
+    left_out: usize,
+}
+
 /// Decides for one workload (with its dynamic-secret `renewal`, if any) and
 /// patches it; on a conflict reads it again, decides again and patches once
-/// more. When it was rolled out: its UID and the decision. With `dry_run` it
-/// only logs.
+/// more. When the API server refuses the annotations as too long anyway,
+/// the patch goes again with a state of no versions: the rollout never
+/// waits for the state to fit. With `dry_run` it only logs.
 fn apply(
     kube: &mut Kube,
     index: &mut Index,
@@ -828,49 +885,21 @@ fn apply(
     renewal: Option<&dynamic::Renewal>,
     dry_run: bool,
     duties: &mut dyn Duties,
-) -> Result<Option<(String, Decision)>, Error> {
+) -> Result<Applied, Error> {
     let mut fetched_again = false;
+    let mut too_long = false;
     loop {
         let Some(entry) = index.get(id) else {
-            return Ok(None);
+            return Ok(Applied::default());
         };
-        let now = unix_now();
-        let decision = decide(
-            &entry.refs,
-            entry.state.as_ref(),
-            lookup,
-            entry.min_reload_interval,
-            now,
-        );
-        let decision = match renewal {
-            Some(renewal) => dynamic::with_renewal(decision, renewal, now),
-            None => decision,
-        };
-        if let Some(until) = decision.deferred_until {
-            log::info!(
-                "{id}: waiting {}s (min-reload-interval) to reload for {}",
-                until.saturating_sub(now),
-                list(&decision.changes)
-            );
-            return Ok(None);
-        }
-        if !decision.held_by.is_empty() {
-            let held: Vec<String> = decision.held_by.iter().map(|s| s.to_string()).collect();
-            log::info!(
-                "{id}: not reloading for {} while the current version of {} cannot be read",
-                list(&decision.changes),
-                held.join(", ")
-            );
-            return Ok(None);
-        }
-        if !decision.rolls_out() && !decision.write_state {
-            return Ok(None);
-        }
-        if dry_run {
-            if decision.rolls_out() {
-                log::info!("dry run: would reload {id}: {}", decision.summary());
-            }
-            return Ok(None);
+        let budget = if too_long { 0 } else { entry.state_budget };
+        let decision = plan(entry, lookup, renewal, budget);
+        let left_out = decision.left_out;
+        if !to_write(id, &decision, dry_run) {
+            return Ok(Applied {
+                rolled: None,
+                left_out,
+            });
         }
         duties.serve();
         let result = kube.merge_patch(
@@ -888,9 +917,14 @@ fn apply(
                 refresh(kube, index, id)?;
                 continue;
             }
+            Err(Error::AnnotationsTooLong) if !too_long => {
+                too_long = true;
+                log::warn!("{id}: the API server refused its annotations as too long; writing its state without versions");
+                continue;
+            }
             Err(Error::NotFound) => {
                 index.remove(id);
-                return Ok(None);
+                return Ok(Applied::default());
             }
             Err(e) => return Err(e),
         };
@@ -898,11 +932,65 @@ fn apply(
         update(index, id, stored);
         if !decision.rolls_out() {
             log::debug!("recorded the secret versions of {id}");
-            return Ok(None);
+            return Ok(Applied {
+                rolled: None,
+                left_out,
+            });
         }
         log::info!("reloaded {id}: {}", decision.summary());
-        return Ok(Some((uid, decision)));
+        let rolled = Some((uid, decision));
+        return Ok(Applied { rolled, left_out });
     }
+}
+
+/// The decision for `entry` now, its state cut to `budget` bytes, with its
+/// dynamic-secret `renewal` if any.
+fn plan(
+    entry: &Entry,
+    lookup: &LookupFn,
+    renewal: Option<&dynamic::Renewal>,
+    budget: usize,
+) -> Decision {
+    let now = unix_now();
+    let decision = decide(
+        &entry.refs,
+        entry.state.as_ref(),
+        lookup,
+        entry.min_reload_interval,
+        now,
+        budget,
+    );
+    match renewal {
+        Some(renewal) => dynamic::with_renewal(decision, renewal, now),
+        None => decision,
+    }
+}
+
+/// Whether `decision` for workload `id` is to be written now; when it is
+/// not, the log says why it waits (its minimum interval, a secret that
+/// cannot be read, a dry run).
+fn to_write(id: &WorkloadId, decision: &Decision, dry_run: bool) -> bool {
+    if let Some(until) = decision.deferred_until {
+        log::info!(
+            "{id}: waiting {}s (min-reload-interval) to reload for {}",
+            until.saturating_sub(unix_now()),
+            list(&decision.changes)
+        );
+        return false;
+    }
+    if !decision.held_by.is_empty() {
+        let held: Vec<String> = decision.held_by.iter().map(|s| s.to_string()).collect();
+        log::info!(
+            "{id}: not reloading for {} while the current version of {} cannot be read",
+            list(&decision.changes),
+            held.join(", ")
+        );
+        return false;
+    }
+    if dry_run && decision.rolls_out() {
+        log::info!("dry run: would reload {id}: {}", decision.summary());
+    }
+    !dry_run && (decision.rolls_out() || decision.write_state)
 }
 
 /// Replaces the entry with the workload as stored now (it may have opted out).
@@ -974,7 +1062,7 @@ mod tests {
             ("s/data/a", Lookup::Found(version(1, "t1"))),
             ("s/data/b", Lookup::Missing),
         ]);
-        let decision = decide(&refs, None, &|s| found.get(s), None, NOW);
+        let decision = decide(&refs, None, &|s| found.get(s), None, NOW, state::MAX_BYTES);
         assert!(decision.changes.is_empty());
         assert!(decision.write_state);
         assert_eq!(
@@ -988,7 +1076,14 @@ mod tests {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", Some(version(2, "t2")))]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert!(decision.changes.is_empty() && !decision.write_state);
     }
 
@@ -1005,7 +1100,14 @@ mod tests {
             ("s/data/b", Lookup::Found(version(5, "t5"))),
             ("s/data/c", Lookup::Found(version(1, "t1"))),
         ]);
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(decision.changes.len(), 2);
         assert!(decision.write_state);
         assert_eq!(decision.state.last_reload, Some(NOW));
@@ -1018,11 +1120,25 @@ mod tests {
         let stored = state(&[("s/data/a", Some(version(1, "t1")))]);
         // Deleted: the pods keep what they have, nothing is written.
         let gone = lookups(vec![("s/data/a", Lookup::Missing)]);
-        let decision = decide(&refs, Some(&stored), &|s| gone.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| gone.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert!(decision.changes.is_empty() && !decision.write_state);
         // Re-created: version 1 again, but created later.
         let back = lookups(vec![("s/data/a", Lookup::Found(version(1, "t9")))]);
-        let decision = decide(&refs, Some(&stored), &|s| back.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| back.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(decision.changes.len(), 1);
         assert_eq!(
             decision.changes[0].to_string(),
@@ -1035,7 +1151,14 @@ mod tests {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", None)]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(decision.changes[0].old, None);
     }
 
@@ -1051,7 +1174,14 @@ mod tests {
             ("s/data/a", Lookup::Failed(Error::Transport("down".into()))),
             ("s/data/kv1", Lookup::Unwatchable("kv1")),
         ]);
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert!(decision.changes.is_empty() && !decision.write_state);
         assert_eq!(decision.state, stored);
     }
@@ -1064,7 +1194,14 @@ mod tests {
             ("s/data/a", Lookup::Found(version(4, "t4"))),
             ("s/data/b", Lookup::Found(version(7, "t7"))),
         ]);
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), None, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert!(
             decision.changes.is_empty(),
             "a no longer used secret changed"
@@ -1089,7 +1226,14 @@ mod tests {
             ("s/data/a", Lookup::Found(version(2, "t2"))),
             ("s/data/b", Lookup::Found(version(1, "t1"))),
         ]);
-        let waiting = decide(&refs, Some(&stored), &|s| first.get(s), ten_minutes, NOW);
+        let waiting = decide(
+            &refs,
+            Some(&stored),
+            &|s| first.get(s),
+            ten_minutes,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(waiting.deferred_until, Some(NOW + 540));
         assert!(!waiting.write_state, "nothing may be written while waiting");
         // A second change in the window joins the first; once the window has
@@ -1104,6 +1248,7 @@ mod tests {
             &|s| both.get(s),
             ten_minutes,
             NOW + 300,
+            state::MAX_BYTES,
         );
         assert_eq!(still.deferred_until, Some(NOW + 540));
         let later = decide(
@@ -1112,6 +1257,7 @@ mod tests {
             &|s| both.get(s),
             ten_minutes,
             NOW + 540,
+            state::MAX_BYTES,
         );
         assert_eq!(later.deferred_until, None);
         assert_eq!(later.changes.len(), 2);
@@ -1121,7 +1267,14 @@ mod tests {
             ("s/data/a", Lookup::Found(version(1, "t1"))),
             ("s/data/b", Lookup::Found(version(1, "t1"))),
         ]);
-        let quiet = decide(&refs, Some(&stored), &|s| same.get(s), ten_minutes, NOW);
+        let quiet = decide(
+            &refs,
+            Some(&stored),
+            &|s| same.get(s),
+            ten_minutes,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(quiet.deferred_until, None);
         assert!(!quiet.write_state);
     }
@@ -1165,7 +1318,14 @@ mod tests {
         for (name, found, known, changes, written, held_by) in cases {
             let found = lookups(found);
             let before = known.then_some(&stored);
-            let decision = decide(&refs, before, &|s| found.get(s), None, NOW);
+            let decision = decide(
+                &refs,
+                before,
+                &|s| found.get(s),
+                None,
+                NOW,
+                state::MAX_BYTES,
+            );
             assert_eq!(decision.changes.len(), changes, "{name}: changes");
             assert_eq!(decision.write_state, written, "{name}: written");
             assert_eq!(decision.held_by, held_by, "{name}: held by");
@@ -1178,6 +1338,108 @@ mod tests {
                 other => panic!("{other:?}"),
             };
             assert_eq!(recorded, Some(want), "{name}: recorded");
+        }
+    }
+
+    #[test]
+    fn a_state_over_its_budget_keeps_its_first_secrets_and_still_rolls_out() {
+        let (a, b, c) = ("s/data/a", "s/data/b", "s/data/c");
+        let refs = [secret(a), secret(b), secret(c)];
+        let v1 = |p| (p, Lookup::Found(version(1, "2026-11-28T07:43:31.1Z")));
+        let first = lookups(vec![v1(a), v1(b), v1(c)]);
+        let full = decide(&refs, None, &|s| first.get(s), None, NOW, state::MAX_BYTES);
+        assert_eq!(full.left_out, 0);
+        // Room for two of the three.
+        let mut two = full.state.clone();
+        two.versions.remove(&secret(c).key());
+        let budget = two.encode().len();
+        let baseline = decide(&refs, None, &|s| first.get(s), None, NOW, budget);
+        assert_eq!((baseline.left_out, &baseline.state), (1, &two));
+        assert!(baseline.write_state);
+        // Stored cut, nothing changed: nothing to write, the same secret left out.
+        let quiet = decide(&refs, Some(&two), &|s| first.get(s), None, NOW, budget);
+        assert!(!quiet.write_state && quiet.changes.is_empty());
+        assert_eq!(quiet.left_out, 1);
+        // A kept secret changes: a rollout, within the budget still.
+        let changed = lookups(vec![
+            (a, Lookup::Found(version(2, "2026-11-28T07:43:32.1Z"))),
+            v1(b),
+            v1(c),
+        ]);
+        let rolled = decide(&refs, Some(&two), &|s| changed.get(s), None, NOW, budget);
+        assert!(rolled.rolls_out() && rolled.write_state);
+        assert_eq!(rolled.changes.len(), 1);
+        // The rollout time takes some room too: the state may lose one more.
+        assert!(rolled.state.encode().len() <= budget);
+        assert!(rolled.state.versions.contains_key(&secret(a).key()));
+    }
+
+    #[test]
+    fn annotations_refused_as_too_long_are_written_without_versions_and_it_rolls_out() {
+        use crate::http::fake_server::{self, Reply};
+        let too_long = r#"{"kind":"Status","code":422,"reason":"Invalid","details":{"causes":[
+            {"reason":"FieldValueTooLong","message":"Too long","field":"metadata.annotations"}]}}"#;
+        let stored = serde_json::json!({
+            "metadata": {"name": "app", "namespace": "ns", "resourceVersion": "2", "uid": "u"},
+            "spec": {"template": {"metadata": {"annotations": {
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}}}}
+        })
+        .to_string();
+        let patches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&patches);
+        let server = fake_server::start(move |r| {
+            match seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => Reply::json(422, too_long),
+                _ if r.method == "PATCH" => Reply::json(200, &stored),
+                _ => Reply::json(500, "{}"),
+            }
+        });
+        let (mut kube, _token) = crate::kube::tests::client(&server);
+        let mut app = entry("app", &["s/data/a", "s/data/b"], None);
+        app.state = Some(state(&[
+            ("s/data/a", Some(version(1, "t1"))),
+            ("s/data/b", Some(version(1, "t1"))),
+        ]));
+        let id = app.id.clone();
+        let mut index: Index = [(id.clone(), app)].into();
+        let found = lookups(vec![
+            ("s/data/a", Lookup::Found(version(2, "t2"))),
+            ("s/data/b", Lookup::Found(version(1, "t1"))),
+        ]);
+        let lookup = |s: &SecretRef| found.get(s);
+        let applied = apply(
+            &mut kube,
+            &mut index,
+            &id,
+            &lookup,
+            None,
+            false,
+            &mut crate::pace::Unattended,
+        )
+        .expect("rolled out on the second try");
+        let (_, decision) = applied.rolled.expect("a rollout");
+        assert_eq!(decision.changes.len(), 1);
+        assert_eq!(applied.left_out, 2);
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        let bodies: Vec<serde_json::Value> = requests
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        let state_of = |body: &serde_json::Value| {
+            State::decode(
+                body["metadata"]["annotations"][state::ANNOTATION]
+                    .as_str()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(state_of(&bodies[0]).versions.len(), 2);
+        assert!(state_of(&bodies[1]).versions.is_empty());
+        for body in &bodies {
+            let count = &body["spec"]["template"]["metadata"]["annotations"]
+                ["secrets-reloader.security.bank-vaults.io/secret-reload-count"];
+            assert_eq!(count, "1", "both carry the rollout");
         }
     }
 
@@ -1237,14 +1499,28 @@ mod tests {
         let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
         stored.first_seen = Some(NOW - 5);
         let same = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
-        let quiet = decide(&refs, Some(&stored), &|s| same.get(s), None, NOW);
+        let quiet = decide(
+            &refs,
+            Some(&stored),
+            &|s| same.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(quiet.state, stored);
         assert!(
             !quiet.write_state,
             "an unchanged state is not written every pass"
         );
         let changed = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
-        let rolled = decide(&refs, Some(&stored), &|s| changed.get(s), None, NOW);
+        let rolled = decide(
+            &refs,
+            Some(&stored),
+            &|s| changed.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(
             (rolled.state.last_reload, rolled.state.first_seen),
             (Some(NOW), None)
@@ -1258,7 +1534,14 @@ mod tests {
         stored.last_reload = Some(u64::MAX);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
         let interval = Some(Duration::from_secs(600));
-        let decision = decide(&refs, Some(&stored), &|s| found.get(s), interval, NOW);
+        let decision = decide(
+            &refs,
+            Some(&stored),
+            &|s| found.get(s),
+            interval,
+            NOW,
+            state::MAX_BYTES,
+        );
         assert_eq!(decision.deferred_until, Some(NOW + 600));
     }
 
@@ -1278,6 +1561,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: vault_addr.map(String::from),
             state: None,
+            state_budget: state::MAX_BYTES,
             dynamic: None,
         }
     }
@@ -1358,6 +1642,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: None,
             state: None,
+            state_budget: state::MAX_BYTES,
             dynamic: None,
         };
         let mut decision = Decision {
@@ -1371,6 +1656,7 @@ mod tests {
             deferred_until: None,
             held_by: Vec::new(),
             renewal: None,
+            left_out: 0,
         };
         let patch = patch_body(&entry, &decision);
         assert_eq!(patch["metadata"]["resourceVersion"], "77");

@@ -9,6 +9,27 @@ use std::fmt;
 /// Metadata annotation (not on the pod template, so writing it rolls nothing).
 pub const ANNOTATION: &str = "secrets-reloader.security.bank-vaults.io/observed-versions";
 
+/// The API server's limit on all of an object's annotations together, keys
+/// and values: 256 KiB.
+pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+
+/// The most the state takes on any workload: 64 KiB, about 600 secrets.
+pub const MAX_BYTES: usize = 64 * 1024;
+
+/// Room kept for the rollout times a renewal may add after the state was
+/// cut to its budget.
+const TIMES: usize = r#","r":18446744073709551615,"f":18446744073709551615"#.len();
+
+/// The bytes the state may take on a workload whose other annotations take
+/// `others` bytes: what the API server's limit leaves them, at most
+/// [`MAX_BYTES`].
+pub fn budget(others: usize) -> usize {
+    ANNOTATIONS_LIMIT
+        .saturating_sub(others)
+        .saturating_sub(ANNOTATION.len() + TIMES)
+        .min(MAX_BYTES)
+}
+
 /// One version of a secret. The creation time tells apart a secret deleted
 /// and re-created whose number came back the same.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +102,32 @@ impl State {
             f: self.first_seen,
         };
         serde_json::to_string(&wire).expect("a map of strings and numbers always serializes")
+    }
+
+    /// This state cut so that [`State::encode`] takes at most `budget`
+    /// bytes: the versions in key order while they fit, the others left
+    /// out (how many is the second value). The same state and budget always
+    /// keep the same versions, so a cut state is not written again every
+    /// pass.
+    pub fn within(mut self, budget: usize) -> (State, usize) {
+        let all = std::mem::take(&mut self.versions);
+        let mut size = self.encode().len();
+        let mut left_out = 0;
+        for (key, version) in all {
+            let comma = usize::from(!self.versions.is_empty());
+            let entry = serde_json::to_string(&key).map_or(usize::MAX, |k| k.len())
+                + 1
+                + serde_json::to_string(&version.as_ref().map(|v| (v.number, &v.created)))
+                    .map_or(usize::MAX, |v| v.len());
+            match size.saturating_add(comma).saturating_add(entry) {
+                grown if grown <= budget && left_out == 0 => {
+                    size = grown;
+                    self.versions.insert(key, version);
+                }
+                _ => left_out += 1,
+            }
+        }
+        (self, left_out)
     }
 
     /// Reads an annotation value written by [`State::encode`].
@@ -160,6 +207,60 @@ mod tests {
         assert_eq!(text, r#"{"v":{},"f":1795851800}"#);
         assert_eq!(State::decode(&text), Ok(seen));
         assert!(State::decode(r#"{"v":{},"f":-1}"#).is_err());
+    }
+
+    #[test]
+    fn a_state_is_cut_to_its_budget_in_key_order() {
+        let mut state = State {
+            last_reload: Some(1_795_851_811),
+            ..State::default()
+        };
+        for i in 0..50 {
+            let key = format!("vault:secret/data/app/s{i:03}");
+            let version = (i % 3 != 0).then(|| Version {
+                number: i,
+                created: format!("2026-11-28T07:43:{:02}.123456789Z", i % 60),
+            });
+            state.versions.insert(key, version);
+        }
+        let full = state.encode().len();
+        assert_eq!(state.clone().within(full), (state.clone(), 0));
+        for budget in [0, 10, 30, 100, 1000, full / 2, full - 1] {
+            let (cut, left_out) = state.clone().within(budget);
+            let text = cut.encode();
+            assert!(
+                text.len() <= budget.max(r#"{"v":{},"r":1795851811}"#.len()),
+                "{budget}"
+            );
+            assert_eq!(cut.versions.len() + left_out, 50, "{budget}");
+            assert!(left_out > 0, "{budget}");
+            // The first keys are kept, and one more would not fit.
+            let kept: Vec<&String> = cut.versions.keys().collect();
+            let first: Vec<&String> = state.versions.keys().take(kept.len()).collect();
+            assert_eq!(kept, first, "{budget}");
+            let mut one_more = cut.clone();
+            let (key, version) = state.versions.iter().nth(kept.len()).unwrap();
+            one_more.versions.insert(key.clone(), version.clone());
+            assert!(one_more.encode().len() > budget, "{budget}");
+            assert_eq!(State::decode(&text), Ok(cut.clone()));
+            assert_eq!(
+                cut.clone().within(budget),
+                (cut, 0),
+                "cut once, kept as it is"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_leaves_room_for_the_other_annotations() {
+        assert_eq!(budget(0), MAX_BYTES);
+        assert_eq!(budget(100 * 1024), MAX_BYTES);
+        assert_eq!(
+            budget(250 * 1024),
+            ANNOTATIONS_LIMIT - 250 * 1024 - ANNOTATION.len() - TIMES
+        );
+        assert_eq!(budget(ANNOTATIONS_LIMIT), 0);
+        assert_eq!(budget(usize::MAX), 0);
     }
 
     #[test]

@@ -161,9 +161,20 @@ pub struct Metadata {
     /// Object UID, for Events.
     #[serde(deserialize_with = "null_as_default")]
     pub uid: String,
-    /// The observed-versions annotation, if set (other annotations are dropped).
-    #[serde(deserialize_with = "only_state_annotation")]
-    pub annotations: Option<String>,
+    /// The observed-versions annotation, and the size of the others (they
+    /// are dropped).
+    #[serde(deserialize_with = "state_and_size_of_others")]
+    pub annotations: MetaAnnotations,
+}
+
+/// What is kept of a workload's metadata annotations.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct MetaAnnotations {
+    /// The observed-versions annotation, if set.
+    pub state: Option<String>,
+    /// The bytes of all the others, keys and values, as the API server
+    /// counts them against its limit on an object's annotations.
+    pub others: usize,
 }
 
 /// The spec fields used.
@@ -242,9 +253,30 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-fn only_state_annotation<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    let mut kept = filtered_map(d, |key| key == state::ANNOTATION)?;
-    Ok(kept.remove(state::ANNOTATION))
+fn state_and_size_of_others<'de, D: Deserializer<'de>>(d: D) -> Result<MetaAnnotations, D::Error> {
+    struct Measure;
+    impl<'de> Visitor<'de> for Measure {
+        type Value = MetaAnnotations;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(MetaAnnotations::default())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut kept = MetaAnnotations::default();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                let value = map.next_value::<std::borrow::Cow<'de, str>>()?;
+                if key == state::ANNOTATION {
+                    kept.state = Some(value.into_owned());
+                } else {
+                    kept.others = kept.others.saturating_add(key.len() + value.len());
+                }
+            }
+            Ok(kept)
+        }
+    }
+    d.deserialize_any(Measure)
 }
 
 fn only_used_annotations<'de, D: Deserializer<'de>>(
@@ -345,6 +377,8 @@ pub struct Entry {
     /// What it was last rolled out with; `None` on first sight or when the
     /// annotation was unreadable.
     pub state: Option<State>,
+    /// The bytes its state annotation may take ([`state::budget`]).
+    pub state_budget: usize,
     /// Its dynamic-secret settings, when it opted in to renewals.
     pub dynamic: Option<Dynamic>,
 }
@@ -439,7 +473,8 @@ impl Workload {
             dynamic.written = write_on_inject(pod, &id, warnings);
             dynamic
         });
-        let state = self.metadata.annotations.as_deref().and_then(|text| {
+        let state_budget = state::budget(self.metadata.annotations.others);
+        let state = self.metadata.annotations.state.as_deref().and_then(|text| {
             State::decode(text)
                 .map_err(|why| warnings.push(format!("{id}: {why}; recording a new baseline")))
                 .ok()
@@ -454,6 +489,7 @@ impl Workload {
             min_reload_interval,
             vault_addr,
             state,
+            state_budget,
             dynamic,
         })
     }
@@ -616,7 +652,10 @@ mod tests {
                    {"name": "PW", "value": "vault:secret/data/mysql#pw"}]),
         );
         assert_eq!(w.metadata.resource_version, "42");
-        assert_eq!(w.metadata.annotations, None);
+        assert_eq!(w.metadata.annotations.state, None);
+        let others = "kubectl.kubernetes.io/last-applied-configuration{\"big\":true}\
+                      deployment.kubernetes.io/revision3";
+        assert_eq!(w.metadata.annotations.others, others.len());
         assert_eq!(w.spec.template.metadata.annotations.len(), 1);
         assert_eq!(w.spec.template.spec.containers[0].env.len(), 1);
     }
@@ -699,7 +738,7 @@ mod tests {
         );
         let mut warnings = Vec::new();
         let mut raw = w;
-        raw.metadata.annotations = Some("{not json".into());
+        raw.metadata.annotations.state = Some("{not json".into());
         let entry = raw.into_entry(Kind::DaemonSet, &mut warnings).unwrap();
         assert_eq!(entry.reload_count, 0);
         assert_eq!(

@@ -558,6 +558,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: None,
             state,
+            state_budget: crate::state::MAX_BYTES,
             dynamic: Some(dynamic(MaxAge::Auto, false)),
         }
     }
@@ -686,6 +687,7 @@ mod tests {
             deferred_until: deferred.then_some(NOW + 60),
             held_by: Vec::new(),
             renewal: None,
+            left_out: 0,
         }
     }
 
@@ -816,7 +818,14 @@ mod tests {
         }
         let mut rolled = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            let secrets = super::super::decide(&[], e.state.as_ref(), &|_| None, None, now);
+            let secrets = super::super::decide(
+                &[],
+                e.state.as_ref(),
+                &|_| None,
+                None,
+                now,
+                crate::state::MAX_BYTES,
+            );
             let after = with_renewal(secrets, &renewals[i].0, now);
             if after.rolls_out() {
                 rolled.push(i);
@@ -857,7 +866,7 @@ mod tests {
         assert_eq!(renewal.record, Some(Record::LastRollout(NOW)));
         assert_eq!(schedule.due, NOW + 13 - s.jitter);
         let after = with_renewal(
-            super::super::decide(&[], None, &|_| None, None, NOW),
+            super::super::decide(&[], None, &|_| None, None, NOW, crate::state::MAX_BYTES),
             &renewal,
             NOW,
         );
