@@ -508,6 +508,40 @@ check "the re-created secret reloads the from-path workload" wait_until 20 count
 check "the pinned from-path workload is not reloaded" count_is deployment/from-path-pinned ""
 check "a Warning Event names the missing path" event_says from-path SecretNotFound "Warning Vault secret path secret/data/frompath not found"
 
+say "a workload whose other annotations fill most of the API server's 256 KiB"
+# 20 secrets of ~200 bytes each in the state, and room for about 10: the
+# state keeps the first ones, a Warning Event says the rest are left out,
+# and a change to a kept one still rolls it out (before, every patch failed
+# with 422 and it never was).
+CROWDED=()
+for i in $(seq -w 0 19); do
+  CROWDED+=("secret/crowded/$i-$(printf 'x%.0s' $(seq 140))")
+  srv kv put "${CROWDED[-1]}" K=v1 >/dev/null
+done
+python3 - "$NS" "$PREFIX" "${CROWDED[@]}" <<'PY' | kubectl create -f - >/dev/null
+import json, sys
+ns, prefix, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
+key = "example.com/blob"
+# What the state may take: 256 KiB less the blob, the state key, room for
+# the rollout times and the 4 KiB left for other annotations: about 2.4 KB.
+blob = "b" * (262144 - 4096 - 2500 - len(key))
+env = [{"name": f"S{i}", "value": "vault:" + p.replace("secret/", "secret/data/", 1) + "#K"} for i, p in enumerate(paths)]
+print(json.dumps({"apiVersion": "apps/v1", "kind": "Deployment",
+  "metadata": {"name": "crowded", "namespace": ns, "annotations": {key: blob}},
+  "spec": {"selector": {"matchLabels": {"app": "crowded"}},
+    "template": {"metadata": {"labels": {"app": "crowded"},
+      "annotations": {prefix + "/reload-on-secret-change": "true"}},
+      "spec": {"containers": [{"name": "app", "image": "registry.invalid/pause:3", "env": env}]}}}}))
+PY
+recorded() { observed deployment/crowded | python3 -c 'import json, sys; print(len(json.load(sys.stdin)["v"]))'; }
+check "it gets a baseline that fits" wait_until 20 has_state deployment/crowded
+some_recorded() { local n; n=$(recorded); ((n >= 5 && n < 20)); }
+check "of its first secrets only ($(recorded) of 20)" some_recorded
+check "a Warning Event says how many are left out" wait_until 10 event_says crowded ObservedVersionsTruncated "of its 20 secrets do not fit"
+srv kv put "${CROWDED[0]}" K=v2 >/dev/null
+check "a change to a recorded secret rolls it out" wait_until 20 count_is deployment/crowded 1
+check "and only once" stays 4 count_is deployment/crowded 1
+
 say "a change while the daemon is down (kill -9) is acted on once after restart"
 kill -KILL "$DAEMON_PID"; wait "$DAEMON_PID" 2>/dev/null || true; DAEMON_PID=
 srv kv patch secret/mysql MYSQL_PASSWORD=changedwhiledown >/dev/null
@@ -542,11 +576,20 @@ else
   check "VAULT_NAMESPACE, which Vault Community Edition ignores: --once exits 0 (was $code)" test "$code" -eq 0
 fi
 srv kv patch secret/scoped S=3 >/dev/null
-start_daemon --exclude-namespaces "$NS-scoped"
+# The crowded workload names 20 secrets: past the cap of 15 now.
+start_daemon --exclude-namespaces "$NS-scoped" --max-secrets-per-workload 15
 check "after restart it is reloaded (count 3)" wait_until 20 count_is deployment/to-be-reloaded 3
 check "and only once" stays 6 count_is deployment/to-be-reloaded 3
 check "the other change made while down is acted on too" count_is deployment/inline 2
 check "--exclude-namespaces leaves that namespace alone" stays 3 scoped_count_is 1
+check "--max-secrets-per-workload 15: one warning naming the workload" \
+  log_has "Deployment $NS/crowded: it names 20 secrets, more than --max-secrets-per-workload (15); only the first 15 are watched"
+too_many_events() {
+  kubectl -n "$NS" get events --field-selector "involvedObject.name=crowded,reason=TooManySecrets" -o name | wc -l
+}
+check "and one TooManySecrets Warning Event" event_says crowded TooManySecrets \
+  "Warning it names 20 secrets, more than --max-secrets-per-workload (15): only the first 15 are watched"
+check "only one, after more passes" test "$(too_many_events)" -eq 1
 
 say "SIGHUP runs both passes now"
 stop_daemon

@@ -115,6 +115,8 @@ pub struct Collector {
     watching: bool,
     /// Events applied since the last pass.
     events: u64,
+    /// `--max-secrets-per-workload`.
+    max_secrets: usize,
 }
 
 impl Collector {
@@ -148,7 +150,14 @@ impl Collector {
             page_bytes: crate::kube::ANSWER_LIMIT,
             watching: true,
             events: 0,
+            max_secrets: crate::workload::MAX_SECRETS_DEFAULT,
         }
+    }
+
+    /// The same collector watching at most `max` secrets per workload.
+    pub fn with_max_secrets(mut self, max: usize) -> Collector {
+        self.max_secrets = max;
+        self
     }
 
     /// The same collector listing only, never watching (`--once`).
@@ -464,7 +473,7 @@ impl Collector {
         }
         let id = workload.id(kind);
         let mut warnings = Vec::new();
-        let entry = workload.into_entry(kind, &mut warnings);
+        let entry = workload.into_entry(kind, self.max_secrets, &mut warnings);
         if warnings.is_empty() {
             self.warned.remove(&id);
         } else {

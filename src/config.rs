@@ -46,6 +46,9 @@ pub struct Config {
     /// `--max-rollouts-per-pass`: at most this many renewal rollouts per
     /// pass; `None`: as many as keep every workload inside its window.
     pub max_rollouts_per_pass: Option<usize>,
+    /// `--max-secrets-per-workload`: only the first this many secrets a
+    /// workload names are watched.
+    pub max_secrets_per_workload: usize,
     /// `--list-secret-metadata`: list the directories holding several
     /// secrets in use (OpenBao's `detailed-metadata`) instead of reading
     /// each secret's metadata.
@@ -230,6 +233,9 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     pass, earliest deadline first; secret changes are never
                                     held [default: as many as keep each workload inside its
                                     window; env MAX_ROLLOUTS_PER_PASS]
+  --max-secrets-per-workload N      watch only the first N secrets a workload names (sorted);
+                                    past N it gets a Warning Event [default: 100; env
+                                    MAX_SECRETS_PER_WORKLOAD]
   --list-secret-metadata            read the versions of the secrets of a directory holding
                                     3 or more in use with a few list requests (OpenBao's
                                     detailed-metadata; the policy needs list on
@@ -337,9 +343,16 @@ pub fn parse(
         text_flag(&mut args, "--dynamic-secret-default-max-age")?
             .or_else(|| env("DYNAMIC_SECRET_DEFAULT_MAX_AGE")),
     )?;
-    let max_rollouts_per_pass = max_rollouts(
+    let max_rollouts_per_pass = at_least_one(
+        "--max-rollouts-per-pass",
         text_flag(&mut args, "--max-rollouts-per-pass")?.or_else(|| env("MAX_ROLLOUTS_PER_PASS")),
     )?;
+    let max_secrets_per_workload = at_least_one(
+        "--max-secrets-per-workload",
+        text_flag(&mut args, "--max-secrets-per-workload")?
+            .or_else(|| env("MAX_SECRETS_PER_WORKLOAD")),
+    )?
+    .unwrap_or(crate::workload::MAX_SECRETS_DEFAULT);
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -385,6 +398,7 @@ pub fn parse(
         per_workload_vault_addrs,
         dynamic_default_max_age,
         max_rollouts_per_pass,
+        max_secrets_per_workload,
         list_metadata,
         kube,
         jwt_file,
@@ -510,16 +524,16 @@ fn default_max_age(text: Option<String>) -> Result<Option<Duration>, ConfigError
     Ok(Some(value))
 }
 
-/// `--max-rollouts-per-pass`: a whole number of at least 1 (0 would never
-/// renew).
-fn max_rollouts(text: Option<String>) -> Result<Option<usize>, ConfigError> {
+/// A limit given to flag `name`: a whole number of at least 1 (0 would
+/// never renew, or watch nothing).
+fn at_least_one(name: &str, text: Option<String>) -> Result<Option<usize>, ConfigError> {
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
     };
     match text.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(Some(n)),
         _ => Err(bad(format!(
-            "--max-rollouts-per-pass: '{text}' is not a whole number of at least 1"
+            "{name}: '{text}' is not a whole number of at least 1"
         ))),
     }
 }
@@ -772,7 +786,26 @@ mod tests {
         assert_eq!(config.lease_namespace, None);
         assert_eq!(config.dynamic_default_max_age, None);
         assert_eq!(config.max_rollouts_per_pass, None);
+        assert_eq!(config.max_secrets_per_workload, 100);
         assert!(!config.list_metadata);
+    }
+
+    #[test]
+    fn secrets_per_workload_by_flag_or_environment() {
+        let flag = run(&["--max-secrets-per-workload=40"], IN_CLUSTER).unwrap();
+        assert_eq!(flag.max_secrets_per_workload, 40);
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("MAX_SECRETS_PER_WORKLOAD", "7"));
+        assert_eq!(run(&[], &env).unwrap().max_secrets_per_workload, 7);
+        for bad in ["0", "lots", "-1"] {
+            let error = run(&["--max-secrets-per-workload", bad], IN_CLUSTER)
+                .unwrap_err()
+                .0;
+            assert_eq!(
+                error,
+                format!("--max-secrets-per-workload: '{bad}' is not a whole number of at least 1")
+            );
+        }
     }
 
     #[test]

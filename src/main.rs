@@ -71,7 +71,8 @@ fn run(config: Config) -> Result<u8, String> {
     }
     let kinds = kinds(&mut kube);
     let mut collector =
-        collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces);
+        collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces)
+            .with_max_secrets(config.max_secrets_per_workload);
     if config.once {
         collector = collector.without_watches();
     }
@@ -153,7 +154,11 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
         max_rollouts: config.max_rollouts_per_pass,
         period: config.reloader_period,
     };
-    Ok(reloader::Reloader::new(vault, bao, per_workload, config.dry_run).with_dynamic(dynamic))
+    Ok(
+        reloader::Reloader::new(vault, bao, per_workload, config.dry_run)
+            .with_dynamic(dynamic)
+            .with_max_secrets(config.max_secrets_per_workload),
+    )
 }
 
 /// The Lease candidate with `--leader-elect`, on its own API client.

@@ -275,11 +275,22 @@ pub struct Reloader {
     said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
     /// Refused `vault-addr` annotations already reported, per workload.
     said_refused: HashMap<WorkloadId, String>,
-    /// Workloads whose state leaves secrets out, already reported: how many.
-    said_left_out: HashMap<WorkloadId, usize>,
+    /// Secrets not watched or left out of the state, already reported per
+    /// workload: how many.
+    said_counted: HashMap<(WorkloadId, Counted), usize>,
     /// Dynamic-secret settings and what was said about renewals.
     renewals: dynamic::Memory,
     dry_run: bool,
+    /// `--max-secrets-per-workload`, for the workloads read back.
+    max_secrets: usize,
+}
+
+/// How [`apply`] writes: not at all in a dry run, and the cap on secrets
+/// for the workload it reads back.
+#[derive(Clone, Copy, Debug)]
+struct Patching {
+    dry_run: bool,
+    max_secrets: usize,
 }
 
 impl Reloader {
@@ -306,10 +317,18 @@ impl Reloader {
             said_unavailable: HashMap::new(),
             said_unreadable: HashMap::new(),
             said_refused: HashMap::new(),
-            said_left_out: HashMap::new(),
+            said_counted: HashMap::new(),
             renewals: dynamic::Memory::default(),
             dry_run,
+            max_secrets: workload::MAX_SECRETS_DEFAULT,
         }
+    }
+
+    /// The same reloader watching at most `max` secrets per workload
+    /// (`--max-secrets-per-workload`, as the collector does).
+    pub fn with_max_secrets(mut self, max: usize) -> Reloader {
+        self.max_secrets = max;
+        self
     }
 
     /// Every Vault client: the configured servers' and the workloads' own.
@@ -404,11 +423,18 @@ impl Reloader {
             };
             self.report_unavailable(kube, entry, &lookup, duties);
             self.report_unreadable(kube, entry, &lookup, duties);
+            let unwatched = (Counted::Unwatched, entry.unwatched);
+            self.report_counted(kube, entry, unwatched, duties);
             let renewal = renewals.get(&id);
-            match apply(kube, index, &id, &lookup, renewal, self.dry_run, duties) {
+            let patching = Patching {
+                dry_run: self.dry_run,
+                max_secrets: self.max_secrets,
+            };
+            match apply(kube, index, &id, &lookup, renewal, patching, duties) {
                 Ok(applied) => {
                     if let Some(entry) = index.get(&id) {
-                        self.report_left_out(kube, entry, applied.left_out, duties);
+                        let left_out = (Counted::LeftOut, applied.left_out);
+                        self.report_counted(kube, entry, left_out, duties);
                     }
                     if let Some((uid, decision)) = applied.rolled {
                         let message = decision.reason();
@@ -447,7 +473,8 @@ impl Reloader {
             .retain(|source| sources.contains(source));
         self.said_unknown.retain(|source| sources.contains(source));
         self.said_refused.retain(|id, _| refused.contains(id));
-        self.said_left_out.retain(|id, _| index.contains_key(id));
+        self.said_counted
+            .retain(|(id, _), _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
             let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
             per_workload.clients.retain(|addr, _| used.contains(addr));
@@ -519,35 +546,32 @@ impl Reloader {
         }
     }
 
-    /// A warning and a Warning Event on a workload whose state leaves out
-    /// `left_out` secrets' versions to fit the API server's limit on its
-    /// annotations, once per number left out.
-    fn report_left_out(
+    /// A Warning Event on a workload for `n` of its secrets that are not
+    /// watched (past `--max-secrets-per-workload`, whose warning line the
+    /// collector gave) or left out of its state (with a warning line),
+    /// once per count.
+    fn report_counted(
         &mut self,
         kube: &mut Kube,
         entry: &Entry,
-        left_out: usize,
+        (what, n): (Counted, usize),
         duties: &mut dyn Duties,
     ) {
-        let id = &entry.id;
-        if left_out == 0 {
-            self.said_left_out.remove(id);
+        let key = (entry.id.clone(), what);
+        if n == 0 {
+            self.said_counted.remove(&key);
             return;
         }
-        if self.said_left_out.insert(id.clone(), left_out) == Some(left_out) {
+        if self.said_counted.insert(key, n) == Some(n) {
             return;
         }
-        let message = format!(
-            "the versions of {left_out} of its {} secrets do not fit in its {} annotation \
-             (the API server allows 256 KiB for all of an object's annotations): changes to \
-             those secrets are not rolled out; use fewer secrets or smaller annotations",
-            entry.refs.len(),
-            state::ANNOTATION
-        );
-        log::warn!("{id}: {message}");
+        let (reason, message) = what.notice(n, entry, self.max_secrets);
+        if what == Counted::LeftOut {
+            log::warn!("{}: {message}", entry.id);
+        }
         if !self.dry_run {
-            let event = (true, "ObservedVersionsTruncated", message.as_str());
-            record_event(kube, id, &entry.uid, event, duties);
+            let event = (true, reason, message.as_str());
+            record_event(kube, &entry.id, &entry.uid, event, duties);
         }
     }
 
@@ -793,6 +817,44 @@ impl Unavailable {
     }
 }
 
+/// Secrets of a workload that are not followed, as its Event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Counted {
+    /// Past `--max-secrets-per-workload`.
+    Unwatched,
+    /// Left out of its state, which would not fit its annotations.
+    LeftOut,
+}
+
+impl Counted {
+    /// The Event's reason and message for `n` secrets of `entry`, with the
+    /// cap `max_secrets`.
+    fn notice(self, n: usize, entry: &Entry, max_secrets: usize) -> (&'static str, String) {
+        match self {
+            Counted::Unwatched => (
+                "TooManySecrets",
+                format!(
+                    "it names {} secrets, more than --max-secrets-per-workload ({max_secrets}): \
+                     only the first {max_secrets} are watched, changes to the other {n} are \
+                     not rolled out",
+                    n + max_secrets
+                ),
+            ),
+            Counted::LeftOut => (
+                "ObservedVersionsTruncated",
+                format!(
+                    "the versions of {n} of its {} secrets do not fit in its {} annotation \
+                     (the API server allows 256 KiB for all of an object's annotations): \
+                     changes to those secrets are not rolled out; use fewer secrets or \
+                     smaller annotations",
+                    entry.refs.len(),
+                    state::ANNOTATION
+                ),
+            ),
+        }
+    }
+}
+
 /// A pass's duties that also read the streams before each request.
 struct Refreshing<'a> {
     duties: &'a mut dyn Duties,
@@ -876,14 +938,14 @@ struct Applied {
 /// patches it; on a conflict reads it again, decides again and patches once
 /// more. When the API server refuses the annotations as too long anyway,
 /// the patch goes again with a state of no versions: the rollout never
-/// waits for the state to fit. With `dry_run` it only logs.
+/// waits for the state to fit. In a dry run it only logs.
 fn apply(
     kube: &mut Kube,
     index: &mut Index,
     id: &WorkloadId,
     lookup: &LookupFn,
     renewal: Option<&dynamic::Renewal>,
-    dry_run: bool,
+    patching: Patching,
     duties: &mut dyn Duties,
 ) -> Result<Applied, Error> {
     let mut fetched_again = false;
@@ -895,7 +957,7 @@ fn apply(
         let budget = if too_long { 0 } else { entry.state_budget };
         let decision = plan(entry, lookup, renewal, budget);
         let left_out = decision.left_out;
-        if !to_write(id, &decision, dry_run) {
+        if !to_write(id, &decision, patching.dry_run) {
             return Ok(Applied {
                 rolled: None,
                 left_out,
@@ -914,7 +976,7 @@ fn apply(
                 fetched_again = true;
                 log::debug!("{id} changed since it was collected; reading it again");
                 duties.serve();
-                refresh(kube, index, id)?;
+                refresh(kube, index, id, patching.max_secrets)?;
                 continue;
             }
             Err(Error::AnnotationsTooLong) if !too_long => {
@@ -929,7 +991,7 @@ fn apply(
             Err(e) => return Err(e),
         };
         let uid = stored.metadata.uid.clone();
-        update(index, id, stored);
+        update(index, id, stored, patching.max_secrets);
         if !decision.rolls_out() {
             log::debug!("recorded the secret versions of {id}");
             return Ok(Applied {
@@ -994,10 +1056,15 @@ fn to_write(id: &WorkloadId, decision: &Decision, dry_run: bool) -> bool {
 }
 
 /// Replaces the entry with the workload as stored now (it may have opted out).
-fn refresh(kube: &mut Kube, index: &mut Index, id: &WorkloadId) -> Result<(), Error> {
+fn refresh(
+    kube: &mut Kube,
+    index: &mut Index,
+    id: &WorkloadId,
+    max_secrets: usize,
+) -> Result<(), Error> {
     match kube.get(id.kind, &id.namespace, &id.name) {
         Ok(current) => {
-            update(index, id, current);
+            update(index, id, current, max_secrets);
             Ok(())
         }
         Err(Error::NotFound) => {
@@ -1008,9 +1075,9 @@ fn refresh(kube: &mut Kube, index: &mut Index, id: &WorkloadId) -> Result<(), Er
     }
 }
 
-fn update(index: &mut Index, id: &WorkloadId, current: workload::Workload) {
+fn update(index: &mut Index, id: &WorkloadId, current: workload::Workload, max_secrets: usize) {
     // Warnings about its values were already logged by the collector.
-    match current.into_entry(id.kind, &mut Vec::new()) {
+    match current.into_entry(id.kind, max_secrets, &mut Vec::new()) {
         Some(entry) => {
             index.insert(id.clone(), entry);
         }
@@ -1413,7 +1480,10 @@ mod tests {
             &id,
             &lookup,
             None,
-            false,
+            Patching {
+                dry_run: false,
+                max_secrets: 100,
+            },
             &mut crate::pace::Unattended,
         )
         .expect("rolled out on the second try");
@@ -1562,6 +1632,7 @@ mod tests {
             vault_addr: vault_addr.map(String::from),
             state: None,
             state_budget: state::MAX_BYTES,
+            unwatched: 0,
             dynamic: None,
         }
     }
@@ -1643,6 +1714,7 @@ mod tests {
             vault_addr: None,
             state: None,
             state_budget: state::MAX_BYTES,
+            unwatched: 0,
             dynamic: None,
         };
         let mut decision = Decision {

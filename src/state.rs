@@ -20,13 +20,17 @@ pub const MAX_BYTES: usize = 64 * 1024;
 /// cut to its budget.
 const TIMES: usize = r#","r":18446744073709551615,"f":18446744073709551615"#.len();
 
+/// Room left for the other annotations to grow (a Deployment's revision,
+/// a change cause), so the state never makes another writer's update fail.
+pub const SLACK: usize = 4 * 1024;
+
 /// The bytes the state may take on a workload whose other annotations take
-/// `others` bytes: what the API server's limit leaves them, at most
-/// [`MAX_BYTES`].
+/// `others` bytes: what the API server's limit leaves them, less
+/// [`SLACK`], at most [`MAX_BYTES`].
 pub fn budget(others: usize) -> usize {
     ANNOTATIONS_LIMIT
         .saturating_sub(others)
-        .saturating_sub(ANNOTATION.len() + TIMES)
+        .saturating_sub(ANNOTATION.len() + TIMES + SLACK)
         .min(MAX_BYTES)
 }
 
@@ -257,7 +261,7 @@ mod tests {
         assert_eq!(budget(100 * 1024), MAX_BYTES);
         assert_eq!(
             budget(250 * 1024),
-            ANNOTATIONS_LIMIT - 250 * 1024 - ANNOTATION.len() - TIMES
+            ANNOTATIONS_LIMIT - 250 * 1024 - ANNOTATION.len() - TIMES - SLACK
         );
         assert_eq!(budget(ANNOTATIONS_LIMIT), 0);
         assert_eq!(budget(usize::MAX), 0);

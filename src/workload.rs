@@ -94,6 +94,9 @@ const DAEMON_MODE: [&str; 2] = [
     "vault.security.banzaicloud.io/vault-env-daemon",
 ];
 /// The shortest max-age accepted: below it a reloader period cannot keep up.
+/// `--max-secrets-per-workload` by default: the largest real workloads use
+/// a few dozen.
+pub const MAX_SECRETS_DEFAULT: usize = 100;
 const MIN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 const VAULT_ADDR: [&str; 2] = [
     "secrets-webhook.security.bank-vaults.io/vault-addr",
@@ -379,6 +382,9 @@ pub struct Entry {
     pub state: Option<State>,
     /// The bytes its state annotation may take ([`state::budget`]).
     pub state_budget: usize,
+    /// How many of the secrets it names are past the cap on secrets per
+    /// workload, so not watched.
+    pub unwatched: usize,
     /// Its dynamic-secret settings, when it opted in to renewals.
     pub dynamic: Option<Dynamic>,
 }
@@ -395,8 +401,15 @@ impl Workload {
 
     /// The entry to watch, or `None` when the workload has not opted in.
     /// Bad values are skipped: each gives one warning naming the workload
-    /// and where the value is, never the value.
-    pub fn into_entry(self, kind: Kind, warnings: &mut Vec<String>) -> Option<Entry> {
+    /// and where the value is, never the value. Of the secrets it names,
+    /// only the first `max_secrets` are watched (in sorted order, the
+    /// write-on-inject ones after the others), with one warning.
+    pub fn into_entry(
+        self,
+        kind: Kind,
+        max_secrets: usize,
+        warnings: &mut Vec<String>,
+    ) -> Option<Entry> {
         let id = self.id(kind);
         let annotations = &self.spec.template.metadata.annotations;
         let prefix = PREFIXES.into_iter().find(|prefix| {
@@ -469,10 +482,19 @@ impl Workload {
         }
         refs.sort();
         refs.dedup();
-        let dynamic = dynamic_settings(annotations, prefix, &id, warnings).map(|mut dynamic| {
-            dynamic.written = write_on_inject(pod, &id, warnings);
-            dynamic
-        });
+        let mut dynamic =
+            dynamic_settings(annotations, prefix, &id, warnings).map(|mut dynamic| {
+                dynamic.written = write_on_inject(pod, &id, warnings);
+                dynamic
+            });
+        let unwatched = cap_secrets(&mut refs, dynamic.as_mut(), max_secrets);
+        if unwatched > 0 {
+            warnings.push(format!(
+                "{id}: it names {} secrets, more than --max-secrets-per-workload ({max_secrets}); \
+                 only the first {max_secrets} are watched",
+                unwatched + max_secrets
+            ));
+        }
         let state_budget = state::budget(self.metadata.annotations.others);
         let state = self.metadata.annotations.state.as_deref().and_then(|text| {
             State::decode(text)
@@ -490,6 +512,7 @@ impl Workload {
             vault_addr,
             state,
             state_budget,
+            unwatched,
             dynamic,
         })
     }
@@ -559,6 +582,18 @@ fn dynamic_settings(
 
 /// The write-on-inject references (`>>vault:PATH#…`) in the pod's env
 /// values, distinct and sorted; a bad one gives a warning naming its place.
+/// Keeps the first `max` of `refs` and then of `dynamic`'s write-on-inject
+/// references; how many were dropped.
+fn cap_secrets(refs: &mut Vec<SecretRef>, dynamic: Option<&mut Dynamic>, max: usize) -> usize {
+    let written = dynamic.map(|d| &mut d.written);
+    let total = refs.len() + written.as_ref().map_or(0, |w| w.len());
+    refs.truncate(max);
+    if let Some(written) = written {
+        written.truncate(max - refs.len());
+    }
+    total.saturating_sub(max)
+}
+
 fn write_on_inject(pod: &PodSpec, id: &WorkloadId, warnings: &mut Vec<String>) -> Vec<SecretRef> {
     let mut found = Vec::new();
     let containers = pod.init_containers.iter().chain(&pod.containers);
@@ -643,6 +678,40 @@ mod tests {
     }
 
     #[test]
+    fn only_the_first_secrets_of_a_workload_are_watched() {
+        let env: Vec<serde_json::Value> = (0..250)
+            .map(|i| json!({"name": format!("S{i}"), "value": format!("vault:secret/data/s{i:03}#k")}))
+            .chain([json!({"name": "DB", "value": ">>vault:database/creds/app#username"})])
+            .collect();
+        let opted_in = json!({
+            "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
+            "secrets-reloader.security.bank-vaults.io/dynamic-secret-max-age": "auto"
+        });
+        let mut warnings = Vec::new();
+        let entry = workload(opted_in.clone(), json!(env))
+            .into_entry(Kind::Deployment, 100, &mut warnings)
+            .unwrap();
+        // 250 env values and the initContainer's: the first 100, sorted.
+        assert_eq!(entry.refs.len(), 100);
+        assert_eq!(entry.refs[0], vault("secret/data/init"));
+        assert_eq!(entry.refs[99], vault("secret/data/s098"));
+        assert!(entry.dynamic.unwrap().written.is_empty());
+        assert_eq!(entry.unwatched, 152);
+        assert_eq!(
+            warnings,
+            [
+                "Deployment ns/app: it names 252 secrets, more than --max-secrets-per-workload \
+              (100); only the first 100 are watched"
+            ]
+        );
+        let entry = workload(opted_in, json!(env))
+            .into_entry(Kind::Deployment, 300, &mut Vec::new())
+            .unwrap();
+        assert_eq!((entry.refs.len(), entry.unwatched), (251, 0));
+        assert_eq!(entry.dynamic.unwrap().written.len(), 1);
+    }
+
+    #[test]
     fn keeps_only_the_fields_used() {
         let w = workload(
             json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
@@ -678,7 +747,9 @@ mod tests {
             ]),
         );
         let mut warnings = Vec::new();
-        let entry = w.into_entry(Kind::Deployment, &mut warnings).unwrap();
+        let entry = w
+            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+            .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(entry.prefix, PREFIXES[0]);
         assert_eq!(entry.reload_count, 4);
@@ -712,13 +783,17 @@ mod tests {
             json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "yes"}),
         ] {
             let w = workload(annotations, json!([]));
-            assert!(w.into_entry(Kind::Deployment, &mut warnings).is_none());
+            assert!(w
+                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+                .is_none());
         }
         let legacy = workload(
             json!({"alpha.vault.security.banzaicloud.io/reload-on-secret-change": "true"}),
             json!(null),
         );
-        let entry = legacy.into_entry(Kind::StatefulSet, &mut warnings).unwrap();
+        let entry = legacy
+            .into_entry(Kind::StatefulSet, MAX_SECRETS_DEFAULT, &mut warnings)
+            .unwrap();
         assert_eq!(entry.prefix, "alpha.vault.security.banzaicloud.io");
         assert_eq!(entry.id.to_string(), "StatefulSet ns/app");
         assert!(warnings.is_empty());
@@ -739,7 +814,9 @@ mod tests {
         let mut warnings = Vec::new();
         let mut raw = w;
         raw.metadata.annotations.state = Some("{not json".into());
-        let entry = raw.into_entry(Kind::DaemonSet, &mut warnings).unwrap();
+        let entry = raw
+            .into_entry(Kind::DaemonSet, MAX_SECRETS_DEFAULT, &mut warnings)
+            .unwrap();
         assert_eq!(entry.reload_count, 0);
         assert_eq!(
             entry.refs,
@@ -779,7 +856,7 @@ mod tests {
             }
             let mut warnings = Vec::new();
             let entry = workload(annotations, json!([]))
-                .into_entry(Kind::Deployment, &mut warnings)
+                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
                 .unwrap();
             assert_eq!(entry.reload_count, want, "{count:?}");
             assert_eq!(
@@ -818,7 +895,9 @@ mod tests {
                 "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}}}}
         }))
         .unwrap();
-        let entry = w.into_entry(Kind::Deployment, &mut Vec::new()).unwrap();
+        let entry = w
+            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut Vec::new())
+            .unwrap();
         assert_eq!(entry.state, Some(State::decode(text).unwrap()));
     }
 
@@ -880,7 +959,7 @@ mod tests {
         for (name, annotations, want, warned) in cases {
             let mut warnings = Vec::new();
             let entry = workload(annotations, env.clone())
-                .into_entry(Kind::Deployment, &mut warnings)
+                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
                 .unwrap();
             assert_eq!(entry.dynamic, want, "{name}");
             assert_eq!(warnings.len(), warned, "{name}: {warnings:?}");
@@ -902,7 +981,9 @@ mod tests {
             }),
             json!([]),
         );
-        let entry = w.into_entry(Kind::Deployment, &mut Vec::new()).unwrap();
+        let entry = w
+            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut Vec::new())
+            .unwrap();
         let dynamic = entry.dynamic.unwrap();
         assert_eq!(
             dynamic.max_age,

@@ -559,6 +559,7 @@ mod tests {
             vault_addr: None,
             state,
             state_budget: crate::state::MAX_BYTES,
+            unwatched: 0,
             dynamic: Some(dynamic(MaxAge::Auto, false)),
         }
     }
