@@ -502,6 +502,9 @@ check "the daemon is still running" kill -0 "$DAEMON_PID"
 say "a deleted secret, then re-created (its version starts again at 1)"
 srv kv metadata delete secret/frompath >/dev/null
 check "the error line names the missing path" wait_until 15 log_has 'level=error msg="Vault secret path secret/data/frompath not found" app=vault-secrets-reloader worker=reloader'
+missing_lines() { grep -c 'msg="Vault secret path secret/data/frompath not found"' "$WORK/reloader.err"; }
+missing_once() { [[ $(missing_lines) -eq 1 ]]; }
+check "once, not every pass (after 3 more passes)" stays 6 missing_once
 check "a deleted secret reloads nothing" count_is deployment/from-path ""
 srv kv put secret/frompath USER=u2 >/dev/null
 check "the re-created secret reloads the from-path workload" wait_until 20 count_is deployment/from-path 1

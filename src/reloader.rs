@@ -265,6 +265,8 @@ pub struct Reloader {
     ignore_missing: bool,
     bao_ignore_missing: bool,
     said_unwatchable: HashSet<(Server, SecretRef)>,
+    /// Missing secrets already logged, until found again.
+    said_missing: HashSet<(Server, SecretRef)>,
     /// Secrets under a mount the token cannot see, already reported.
     said_unknown: HashSet<(Server, SecretRef)>,
     /// Missing or refused secrets already reported with a Warning Event,
@@ -313,6 +315,7 @@ impl Reloader {
             per_workload,
             bao_ignore_missing,
             said_unwatchable: HashSet::new(),
+            said_missing: HashSet::new(),
             said_unknown: HashSet::new(),
             said_unavailable: HashMap::new(),
             said_unreadable: HashMap::new(),
@@ -471,6 +474,7 @@ impl Reloader {
             .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
         self.said_unwatchable
             .retain(|source| sources.contains(source));
+        self.said_missing.retain(|source| sources.contains(source));
         self.said_unknown.retain(|source| sources.contains(source));
         self.said_refused.retain(|id, _| refused.contains(id));
         self.said_counted
@@ -732,8 +736,8 @@ impl Reloader {
     }
 
     /// Logs what a lookup found: a failing server once per pass (when it
-    /// failed `first`), what cannot be watched or checked once, missing
-    /// secrets every pass.
+    /// failed `first`), what cannot be watched or checked once, a missing
+    /// secret once until it is found again.
     fn log_lookup(
         &mut self,
         server: &Server,
@@ -747,15 +751,22 @@ impl Reloader {
             .map(|a| format!(" at {a}"))
             .unwrap_or_default();
         let source = (server.clone(), secret.clone());
+        if matches!(lookup, Lookup::Found(_) | Lookup::Unreadable(..)) {
+            self.said_missing.remove(&source);
+        }
         match lookup {
             Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
             Lookup::Unreadable(version, why) => {
                 log::debug!("{secret}{at} is at {version}, which is {why}")
             }
-            Lookup::Missing if ignore_missing => {
-                log::warn!("Vault secret path {} not found{at}", secret.path)
+            Lookup::Missing => {
+                let level = match (self.said_missing.insert(source), ignore_missing) {
+                    (false, _) => log::Level::Debug,
+                    (true, true) => log::Level::Warn,
+                    (true, false) => log::Level::Error,
+                };
+                log::log!(level, "Vault secret path {} not found{at}", secret.path)
             }
-            Lookup::Missing => log::error!("Vault secret path {} not found{at}", secret.path),
             // Said once per workload that uses it (`report_unavailable`).
             Lookup::Denied => log::debug!("{secret}{at}: permission denied"),
             Lookup::Unwatchable(why) => {
@@ -1637,8 +1648,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn what_is_kept_about_workloads_forgets_those_that_are_gone() {
+    /// A dry-run reloader whose clients send nothing (port 9), allowing
+    /// workloads' own servers under `own.vault.svc`.
+    fn reloader_with_own_servers() -> Reloader {
         let settings = crate::config::VaultSettings {
             addr: "http://127.0.0.1:9".into(),
             auth: crate::config::VaultAuth::Token(crate::config::Redacted("t".into())),
@@ -1659,7 +1671,26 @@ mod tests {
         let vault = make(&Addr::parse("http://127.0.0.1:9").unwrap()).unwrap();
         let allowed = AllowList::parse("https://own.vault.svc").unwrap();
         let per_workload = PerWorkload::new(make, allowed);
-        let mut reloader = Reloader::new((vault, false), None, Some(per_workload), true);
+        Reloader::new((vault, false), None, Some(per_workload), true)
+    }
+
+    #[test]
+    fn a_missing_secret_is_logged_once_until_it_is_found() {
+        let mut reloader = reloader_with_own_servers();
+        let source = (None, secret("s/data/a"));
+        let mut log = |lookup: Lookup| {
+            reloader.log_lookup(&None, &source.1, &lookup, false, false);
+            reloader.said_missing.contains(&source)
+        };
+        assert!(log(Lookup::Missing), "said");
+        assert!(log(Lookup::Missing), "not said again");
+        assert!(!log(Lookup::Found(version(1, "t1"))), "found again");
+        assert!(log(Lookup::Missing), "gone again: said again");
+    }
+
+    #[test]
+    fn what_is_kept_about_workloads_forgets_those_that_are_gone() {
+        let mut reloader = reloader_with_own_servers();
         let own = Addr::parse("https://own.vault.svc:8200").unwrap();
         let (stays, goes) = (
             entry("stays", &["s/data/a"], Some("https://evil.example")),
@@ -1673,6 +1704,9 @@ mod tests {
         }
         reloader
             .said_unwatchable
+            .insert((Some(own.clone()), secret("s/data/b")));
+        reloader
+            .said_missing
             .insert((Some(own.clone()), secret("s/data/b")));
         reloader
             .said_unknown
@@ -1694,6 +1728,7 @@ mod tests {
             [&stays.id]
         );
         assert!(reloader.said_unwatchable.is_empty() && reloader.said_unknown.is_empty());
+        assert!(reloader.said_missing.is_empty());
         assert!(reloader.per_workload.as_ref().unwrap().clients.is_empty());
     }
 
