@@ -2,9 +2,9 @@
 # Fault suite: the daemon survives faults of its servers. Between the daemon
 # and OpenBao, and between the daemon and the API server, runs a fault proxy
 # (scripts/faultproxy.py) that this suite switches between relaying and a
-# fault: OpenBao hangs, answers 500, resets connections; the API server
-# hangs, resets connections. For each fault, secrets change while it lasts,
-# and the suite checks that
+# fault: OpenBao hangs, answers 500 or 200 with an HTML page, resets
+# connections; the API server hangs, resets connections. For each fault,
+# secrets change while it lasts, and the suite checks that
 #   - each workload using them is reloaded exactly once after the fault ends,
 #   - the daemon keeps running,
 #   - /healthz answers within 1 s throughout, even while a request hangs
@@ -166,6 +166,7 @@ RELOADER_PASS='reloader pass:'
 ANY_PASS='(reloader|collector) pass:'
 fault "OpenBao hangs" vault hang 10 "$HEALTH_BOUND" "$RELOADER_PASS"
 fault "OpenBao answers 500" vault http500 6 "$HEALTH_BOUND" "$RELOADER_PASS"
+fault "OpenBao answers 200 with an HTML page" vault html200 6 "$HEALTH_BOUND" "$RELOADER_PASS"
 fault "OpenBao resets connections" vault reset 6 "$HEALTH_BOUND" "$RELOADER_PASS"
 # Longer than one API request's time limit, so a hung request ends inside it.
 fault "the API server hangs" kube hang 16 "$HEALTH_BOUND" "$ANY_PASS"

@@ -17,6 +17,8 @@ It relays bytes both ways, in one mode at a time, read from FILE about every
            new ones are reset at once.
   http500  each new connection gets `HTTP/1.1 500 Internal Server Error`
            with a small JSON body, then is closed; existing ones are closed.
+  html200  likewise, but `HTTP/1.1 200 OK` with an HTML page, as a captive
+           portal or a misrouted load balancer answers.
   gone     a Kubernetes watch (a request whose first line has `watch=1`)
            gets `200 OK` with one chunked line, an ERROR event whose Status
            has code 410 ("too old resource version"), then the final chunk,
@@ -50,7 +52,7 @@ import sys
 import threading
 import time
 
-MODES = ("pass", "hang", "reset", "http500", "gone", "slow")
+MODES = ("pass", "hang", "reset", "http500", "html200", "gone", "slow")
 SLOW = 0.2  # how long `slow` holds what a client sends
 POLL = 0.1  # how often the mode is read and relays look at it
 BODY = b'{"errors":["injected fault"]}\n'
@@ -59,6 +61,13 @@ RESPONSE_500 = (
     b"Content-Type: application/json\r\n"
     b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
     b"Connection: close\r\n\r\n" + BODY
+)
+HTML = b"<html><body><h1>Welcome</h1></body></html>\n"
+RESPONSE_HTML = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: text/html\r\n"
+    b"Content-Length: " + str(len(HTML)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + HTML
 )
 
 GONE_EVENT = (
@@ -248,7 +257,7 @@ def relay(state, client, target, tls, head):
                 reset(client)
                 reset(upstream)
                 return
-            if mode == "http500" or (mode == "gone" and watch):
+            if mode in ("http500", "html200") or (mode == "gone" and watch):
                 break
             if head:
                 if mode == "slow":
@@ -283,6 +292,9 @@ def handle(state, client, target, tls):
             return
     if state.mode == "http500":
         answer(client, RESPONSE_500)
+        return
+    if state.mode == "html200":
+        answer(client, RESPONSE_HTML)
         return
     head = first_line(client)
     if state.mode == "gone" and is_watch(head):

@@ -61,12 +61,14 @@ impl Error {
         )
     }
 
-    /// Whether the server itself is failing (no answer, a 5xx, or no token
-    /// from it), rather than refusing one request: asking it about other
-    /// paths in the same pass would fail alike.
+    /// Whether the server itself is failing (no answer, a 5xx, a 200 that
+    /// is not its JSON, or no token from it), rather than refusing one
+    /// request: asking it about other paths in the same pass would fail
+    /// alike. An answer over its size cap is not: a tenant can grow one
+    /// secret's metadata (its versions), never another's.
     pub fn is_server_failure(&self) -> bool {
         match self {
-            Error::Transport(_) | Error::Token(_) => true,
+            Error::Transport(_) | Error::Token(_) | Error::Decode(_) => true,
             Error::Status { code, .. } => *code >= 500,
             _ => false,
         }
@@ -219,6 +221,8 @@ mod tests {
         assert!(!Error::from_status(403, "").is_server_failure());
         assert!(!Error::from_status(404, "").is_server_failure());
         assert!(!Error::from_status(400, "").is_server_failure());
+        assert!(Error::Decode("expected value at line 1 column 1".into()).is_server_failure());
+        assert!(!Error::TooLarge { limit: 1 }.is_server_failure());
     }
 
     #[test]
