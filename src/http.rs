@@ -410,26 +410,30 @@ TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
         FakeServer { url, log }
     }
 
-    fn serve(stream: TcpStream, log: &Mutex<Log>, handler: &dyn Fn(&Request) -> Reply) {
-        let Some(request) = read_request(&stream) else {
-            return;
-        };
-        log.lock().unwrap().requests.push(request.clone());
-        let reply = handler(&request);
-        let mut head = format!(
-            "HTTP/1.1 {} Fake\r\nContent-Length: {}\r\nConnection: close\r\n",
-            reply.status,
-            reply.body.len()
-        );
-        for (name, value) in &reply.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
+    /// Answers the requests of one connection, one after the other, until
+    /// the client closes it (kept alive, as real servers do).
+    fn serve(mut stream: TcpStream, log: &Mutex<Log>, handler: &dyn Fn(&Request) -> Reply) {
+        while let Some(request) = read_request(&stream) {
+            log.lock().unwrap().requests.push(request.clone());
+            let reply = handler(&request);
+            let mut head = format!(
+                "HTTP/1.1 {} Fake\r\nContent-Length: {}\r\n",
+                reply.status,
+                reply.body.len()
+            );
+            for (name, value) in &reply.headers {
+                head.push_str(&format!("{name}: {value}\r\n"));
+            }
+            head.push_str("\r\n");
+            // One write: a second small one would wait for the client's
+            // delayed ACK (Nagle).
+            let mut answer = head.into_bytes();
+            answer.extend_from_slice(&reply.body);
+            // The client may stop reading (a capped body): then it closes.
+            if stream.write_all(&answer).is_err() {
+                return;
+            }
         }
-        head.push_str("\r\n");
-        let mut stream = stream;
-        // The client may stop reading (a capped body): write errors are fine.
-        let _ = stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(&reply.body));
     }
 
     fn read_request(stream: &TcpStream) -> Option<Request> {

@@ -463,13 +463,14 @@ impl Kube {
         });
         let path = format!("/api/v1/namespaces/{}/events", workload.namespace);
         let body = event.to_string();
-        self.send(
+        let response = self.send(
             "create",
             &path,
             &[],
             Some((Write::Post, "application/json", body.as_bytes())),
         )?;
-        Ok(())
+        // Read to its end, so the kept-alive connection carries the next request.
+        http::discard(response, ANSWER_LIMIT)
     }
 
     /// The Lease `namespace/name`, or `None` when it does not exist.
@@ -574,6 +575,28 @@ pub(crate) mod tests {
 
     fn inline(text: &str) -> Source {
         Source::Inline(crate::config::Redacted(text.into()))
+    }
+
+    #[test]
+    fn events_are_created_on_one_kept_alive_connection() {
+        let created = r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"app.1"}}"#;
+        let server = fake_server::start(move |_| Reply::json(201, created));
+        let (mut kube, _token) = client(&server);
+        let app = crate::workload::WorkloadId {
+            kind: Kind::Deployment,
+            namespace: "ns".into(),
+            name: "app".into(),
+        };
+        for _ in 0..3 {
+            kube.create_event(&app, "u", true, "SecretNotFound", "not found")
+                .unwrap();
+        }
+        assert_eq!(server.hits("/api/v1/namespaces/ns/events"), 3);
+        assert_eq!(
+            server.connections(),
+            1,
+            "the answer is read, the connection reused"
+        );
     }
 
     #[test]
