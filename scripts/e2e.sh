@@ -318,7 +318,7 @@ HEALTH_PORT=$(free_port)
 start_daemon() {
   start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" \
     --collector-sync-period 1s --reloader-run-period 2s --log-level debug \
-    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid" \
+    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid,http://*.plain.invalid" \
     --list-secret-metadata "$@"
   DAEMON_PID=$RELOADER_PID
 }
@@ -346,6 +346,9 @@ check "a path outside the policy: one warning naming the workload, one SecretAcc
 check "and not one per pass (after 5 s)" stays 5 denied_once
 denied_state() { state_lacks deployment/denied private/ && state_mentions deployment/denied secret/data/mysql; }
 check "the denied path is not recorded, the workload's other secret is" denied_state
+check "an allowed http:// address off this host: one warning at start" \
+  log_has "--allowed-vault-addrs lets workloads name http://*.plain.invalid, plain http:// to a host that is not loopback"
+check "none for VAULT_ADDR on loopback" not log_has "to a host that is not loopback: the Vault token"
 check "/healthz answers" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz | grep -q ok"
 
 say "change one secret: exactly its users roll out, once"

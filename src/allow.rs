@@ -117,6 +117,28 @@ impl Addr {
     }
 }
 
+/// Whether `host` (as [`Addr::host`] holds it) is this machine: `localhost`,
+/// `127.0.0.0/8` or `[::1]`.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether a credential sent to `url` crosses a network in cleartext: it
+/// is `http://` and its host is not clearly loopback (one that does not
+/// parse is taken as not).
+pub fn cleartext_off_host(url: &str) -> bool {
+    let url = url.trim().to_ascii_lowercase();
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    split_host_port(authority).map_or(true, |(host, _)| !is_loopback(host))
+}
+
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
@@ -199,6 +221,26 @@ impl AllowList {
         self.entries.is_empty()
     }
 
+    /// The entries that let credentials go to a host that is not loopback
+    /// over plain `http://`, as written (`http://host[:port]`).
+    pub fn cleartext_entries(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter(|e| e.scheme == "http" && (e.pattern || !is_loopback(&e.host)))
+            .map(|e| {
+                let host = if e.pattern {
+                    format!("*{}", e.host)
+                } else {
+                    e.host.clone()
+                };
+                match e.port {
+                    Some(port) => format!("http://{host}:{port}"),
+                    None => format!("http://{host}"),
+                }
+            })
+            .collect()
+    }
+
     /// Whether a workload may send the daemon's credentials to `addr`.
     pub fn allows(&self, addr: &Addr) -> bool {
         self.entries.iter().any(|entry| entry.allows(addr))
@@ -208,6 +250,36 @@ impl AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cleartext_is_http_to_a_host_that_is_not_loopback() {
+        #[rustfmt::skip]
+        let cases = [
+            ("http://vault.corp:8200", true),
+            ("http://10.0.0.7", true),
+            ("http://[2001:db8::1]:8200/", true),
+            ("http://kube.example/k8s/clusters/c-1", true),
+            ("https://vault.corp:8200", false),
+            ("http://127.0.0.1:8200", false),
+            ("http://127.9.9.9", false),
+            ("http://localhost:8080/", false),
+            ("http://[::1]:8200", false),
+            ("HTTP://Vault.corp", true),
+            ("http://user@127.0.0.1", true),
+            ("HTTP://LOCALHOST", false),
+        ];
+        for (url, want) in cases {
+            assert_eq!(cleartext_off_host(url), want, "{url}");
+        }
+        let list = AllowList::parse(
+            "http://vault.team.svc:8200,https://a.svc,http://127.0.0.1,http://*.vault.svc",
+        )
+        .unwrap();
+        assert_eq!(
+            list.cleartext_entries(),
+            ["http://vault.team.svc:8200", "http://*.vault.svc"]
+        );
+    }
 
     #[test]
     fn addresses_parse_strictly() {

@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use vault_secrets_reloader::config::{self, Command, Config, VaultSettings, SERVICE_ACCOUNT_DIR};
 use vault_secrets_reloader::workload::Kind;
-use vault_secrets_reloader::{collector, daemon, kube, lease, logging, reloader, serve, vault};
+use vault_secrets_reloader::{
+    allow, collector, daemon, kube, lease, logging, reloader, serve, vault,
+};
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
@@ -112,6 +114,30 @@ fn warn_about(config: &Config) {
         if settings.skip_verify {
             log::warn!("TLS verification of {} is off (SKIP_VERIFY)", settings.addr);
         }
+        if allow::cleartext_off_host(&settings.addr) {
+            log::warn!(
+                "{} is plain http:// to a host that is not loopback: the Vault token and the \
+                 service-account token cross the network in cleartext",
+                settings.addr
+            );
+        }
+    }
+    if allow::cleartext_off_host(&config.kube.api_url) {
+        log::warn!(
+            "the API server {} is plain http:// to a host that is not loopback: its token \
+             crosses the network in cleartext",
+            config.kube.api_url
+        );
+    }
+    let allowed = config.per_workload_vault_addrs.as_ref();
+    for entry in allowed
+        .map(allow::AllowList::cleartext_entries)
+        .unwrap_or_default()
+    {
+        log::warn!(
+            "--allowed-vault-addrs lets workloads name {entry}, plain http:// to a host that is \
+             not loopback: the reloader's Vault credentials would cross the network in cleartext"
+        );
     }
 }
 
