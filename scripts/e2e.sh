@@ -582,8 +582,11 @@ else
   check "VAULT_NAMESPACE, which Vault Community Edition ignores: --once exits 0 (was $code)" test "$code" -eq 0
 fi
 srv kv patch secret/scoped S=3 >/dev/null
-# The crowded workload names 20 secrets: past the cap of 15 now.
-start_daemon --exclude-namespaces "$NS-scoped" --max-secrets-per-workload 15
+# The crowded workload names 20 secrets: past the cap of 15 now. The
+# slash-mount workload's team/kv/data/app is outside the allowed paths now.
+OUT_FROM=$(($(wc -l <"$WORK/reloader.out") + 1))
+start_daemon --exclude-namespaces "$NS-scoped" --max-secrets-per-workload 15 \
+  --allowed-secret-paths 'secret/data/**,private/data/*,kv1/*,team/kv/data/{namespace}/**'
 check "after restart it is reloaded (count 3)" wait_until 20 count_is deployment/to-be-reloaded 3
 check "and only once" stays 6 count_is deployment/to-be-reloaded 3
 check "the other change made while down is acted on too" count_is deployment/inline 2
@@ -596,6 +599,10 @@ too_many_events() {
 check "and one TooManySecrets Warning Event" event_says crowded TooManySecrets \
   "Warning it names 20 secrets, more than --max-secrets-per-workload (15): only the first 15 are watched"
 check "only one, after more passes" test "$(too_many_events)" -eq 1
+check "--allowed-secret-paths: a reference outside gets a Warning Event naming where it is" \
+  event_says slash-mount SecretPathRefused "Warning 1 of its references name secret paths outside --allowed-secret-paths and are never checked: a reference in container app env KEY"
+check "and that path is never asked about, nor logged" \
+  bash -c "! tail -n '+$OUT_FROM' '$WORK/reloader.out' | grep -q 'team/kv/data/app'"
 
 say "SIGHUP runs both passes now"
 stop_daemon

@@ -115,8 +115,8 @@ pub struct Collector {
     watching: bool,
     /// Events applied since the last pass.
     events: u64,
-    /// `--max-secrets-per-workload`.
-    max_secrets: usize,
+    /// What one workload may name.
+    limits: crate::workload::Limits,
 }
 
 impl Collector {
@@ -150,13 +150,13 @@ impl Collector {
             page_bytes: crate::kube::ANSWER_LIMIT,
             watching: true,
             events: 0,
-            max_secrets: crate::workload::MAX_SECRETS_DEFAULT,
+            limits: crate::workload::Limits::default(),
         }
     }
 
-    /// The same collector watching at most `max` secrets per workload.
-    pub fn with_max_secrets(mut self, max: usize) -> Collector {
-        self.max_secrets = max;
+    /// The same collector holding workloads to `limits`.
+    pub fn with_limits(mut self, limits: crate::workload::Limits) -> Collector {
+        self.limits = limits;
         self
     }
 
@@ -473,7 +473,7 @@ impl Collector {
         }
         let id = workload.id(kind);
         let mut warnings = Vec::new();
-        let entry = workload.into_entry(kind, self.max_secrets, &mut warnings);
+        let entry = workload.into_entry(kind, &self.limits, &mut warnings);
         if warnings.is_empty() {
             self.warned.remove(&id);
         } else {

@@ -2,6 +2,7 @@
 
 use crate::allow::{Addr, AllowList};
 use crate::kubeconfig::{self, Base, Explicit, Kubeconfig};
+use crate::paths::AllowedPaths;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,9 +47,9 @@ pub struct Config {
     /// `--max-rollouts-per-pass`: at most this many renewal rollouts per
     /// pass; `None`: as many as keep every workload inside its window.
     pub max_rollouts_per_pass: Option<usize>,
-    /// `--max-secrets-per-workload`: only the first this many secrets a
-    /// workload names are watched.
-    pub max_secrets_per_workload: usize,
+    /// `--max-secrets-per-workload` and `--allowed-secret-paths`: what one
+    /// workload may name.
+    pub limits: crate::workload::Limits,
     /// `--list-secret-metadata`: list the directories holding several
     /// secrets in use (OpenBao's `detailed-metadata`) instead of reading
     /// each secret's metadata.
@@ -236,6 +237,12 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
   --max-secrets-per-workload N      watch only the first N secrets a workload names (sorted);
                                     past N it gets a Warning Event [default: 100; env
                                     MAX_SECRETS_PER_WORKLOAD]
+  --allowed-secret-paths LIST       the only secret paths workloads may name: patterns with
+                                    {namespace} (the workload's), * for one segment and a
+                                    final ** for the rest, comma separated, e.g.
+                                    secret/data/{namespace}/**; a reference outside them is
+                                    never checked and gets a Warning Event [default: any
+                                    path; env ALLOWED_SECRET_PATHS]
   --list-secret-metadata            read the versions of the secrets of a directory holding
                                     3 or more in use with a few list requests (OpenBao's
                                     detailed-metadata; the policy needs list on
@@ -347,12 +354,21 @@ pub fn parse(
         "--max-rollouts-per-pass",
         text_flag(&mut args, "--max-rollouts-per-pass")?.or_else(|| env("MAX_ROLLOUTS_PER_PASS")),
     )?;
-    let max_secrets_per_workload = at_least_one(
+    let max_secrets = at_least_one(
         "--max-secrets-per-workload",
         text_flag(&mut args, "--max-secrets-per-workload")?
             .or_else(|| env("MAX_SECRETS_PER_WORKLOAD")),
     )?
     .unwrap_or(crate::workload::MAX_SECRETS_DEFAULT);
+    let allowed_paths = text_flag(&mut args, "--allowed-secret-paths")?
+        .or_else(|| env("ALLOWED_SECRET_PATHS"))
+        .map(|text| AllowedPaths::parse(&text))
+        .transpose()
+        .map_err(|why| bad(format!("--allowed-secret-paths: {why}")))?;
+    let limits = crate::workload::Limits {
+        max_secrets,
+        allowed_paths,
+    };
     let rest = args.finish();
     if let Some(first) = rest.first() {
         return Err(bad(format!(
@@ -398,7 +414,7 @@ pub fn parse(
         per_workload_vault_addrs,
         dynamic_default_max_age,
         max_rollouts_per_pass,
-        max_secrets_per_workload,
+        limits,
         list_metadata,
         kube,
         jwt_file,
@@ -786,17 +802,42 @@ mod tests {
         assert_eq!(config.lease_namespace, None);
         assert_eq!(config.dynamic_default_max_age, None);
         assert_eq!(config.max_rollouts_per_pass, None);
-        assert_eq!(config.max_secrets_per_workload, 100);
+        assert_eq!(config.limits.max_secrets, 100);
         assert!(!config.list_metadata);
+    }
+
+    #[test]
+    fn allowed_secret_paths_by_flag_or_environment() {
+        assert_eq!(run(&[], IN_CLUSTER).unwrap().limits.allowed_paths, None);
+        let flag = run(
+            &["--allowed-secret-paths", "secret/data/{namespace}/**"],
+            IN_CLUSTER,
+        )
+        .unwrap()
+        .limits
+        .allowed_paths
+        .unwrap();
+        assert!(flag.allows("a", "secret/data/a/x") && !flag.allows("b", "secret/data/a/x"));
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("ALLOWED_SECRET_PATHS", "shared/data/*"));
+        let from_env = run(&[], &env).unwrap().limits.allowed_paths.unwrap();
+        assert!(from_env.allows("a", "shared/data/ca"));
+        let error = run(&["--allowed-secret-paths", "secret/**/x"], IN_CLUSTER)
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            error,
+            "--allowed-secret-paths: 'secret/**/x': ** may only be its last segment"
+        );
     }
 
     #[test]
     fn secrets_per_workload_by_flag_or_environment() {
         let flag = run(&["--max-secrets-per-workload=40"], IN_CLUSTER).unwrap();
-        assert_eq!(flag.max_secrets_per_workload, 40);
+        assert_eq!(flag.limits.max_secrets, 40);
         let mut env = IN_CLUSTER.to_vec();
         env.push(("MAX_SECRETS_PER_WORKLOAD", "7"));
-        assert_eq!(run(&[], &env).unwrap().max_secrets_per_workload, 7);
+        assert_eq!(run(&[], &env).unwrap().limits.max_secrets, 7);
         for bad in ["0", "lots", "-1"] {
             let error = run(&["--max-secrets-per-workload", bad], IN_CLUSTER)
                 .unwrap_err()

@@ -17,6 +17,7 @@ pub mod listing;
 pub mod logging;
 pub mod metrics;
 pub mod pace;
+pub mod paths;
 pub mod refs;
 pub mod reloader;
 pub mod renewal;

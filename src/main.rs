@@ -74,7 +74,7 @@ fn run(config: Config) -> Result<u8, String> {
     let kinds = kinds(&mut kube);
     let mut collector =
         collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces)
-            .with_max_secrets(config.max_secrets_per_workload);
+            .with_limits(config.limits.clone());
     if config.once {
         collector = collector.without_watches();
     }
@@ -183,7 +183,7 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
     Ok(
         reloader::Reloader::new(vault, bao, per_workload, config.dry_run)
             .with_dynamic(dynamic)
-            .with_max_secrets(config.max_secrets_per_workload),
+            .with_limits(config.limits.clone()),
     )
 }
 

@@ -283,16 +283,16 @@ pub struct Reloader {
     /// Dynamic-secret settings and what was said about renewals.
     renewals: dynamic::Memory,
     dry_run: bool,
-    /// `--max-secrets-per-workload`, for the workloads read back.
-    max_secrets: usize,
+    /// What one workload may name, for the workloads read back.
+    limits: workload::Limits,
 }
 
-/// How [`apply`] writes: not at all in a dry run, and the cap on secrets
-/// for the workload it reads back.
+/// How [`apply`] writes: not at all in a dry run, and the limits of the
+/// workload it reads back.
 #[derive(Clone, Copy, Debug)]
-struct Patching {
+struct Patching<'a> {
     dry_run: bool,
-    max_secrets: usize,
+    limits: &'a workload::Limits,
 }
 
 impl Reloader {
@@ -323,14 +323,14 @@ impl Reloader {
             said_counted: HashMap::new(),
             renewals: dynamic::Memory::default(),
             dry_run,
-            max_secrets: workload::MAX_SECRETS_DEFAULT,
+            limits: workload::Limits::default(),
         }
     }
 
-    /// The same reloader watching at most `max` secrets per workload
-    /// (`--max-secrets-per-workload`, as the collector does).
-    pub fn with_max_secrets(mut self, max: usize) -> Reloader {
-        self.max_secrets = max;
+    /// The same reloader holding the workloads it reads back to `limits`,
+    /// as the collector does.
+    pub fn with_limits(mut self, limits: workload::Limits) -> Reloader {
+        self.limits = limits;
         self
     }
 
@@ -428,10 +428,12 @@ impl Reloader {
             self.report_unreadable(kube, entry, &lookup, duties);
             let unwatched = (Counted::Unwatched, entry.unwatched);
             self.report_counted(kube, entry, unwatched, duties);
+            let refused = (Counted::Refused, entry.refused.len());
+            self.report_counted(kube, entry, refused, duties);
             let renewal = renewals.get(&id);
             let patching = Patching {
                 dry_run: self.dry_run,
-                max_secrets: self.max_secrets,
+                limits: &self.limits,
             };
             match apply(kube, index, &id, &lookup, renewal, patching, duties) {
                 Ok(applied) => {
@@ -569,7 +571,7 @@ impl Reloader {
         if self.said_counted.insert(key, n) == Some(n) {
             return;
         }
-        let (reason, message) = what.notice(n, entry, self.max_secrets);
+        let (reason, message) = what.notice(n, entry, self.limits.max_secrets);
         if what == Counted::LeftOut {
             log::warn!("{}: {message}", entry.id);
         }
@@ -833,6 +835,8 @@ impl Unavailable {
 enum Counted {
     /// Past `--max-secrets-per-workload`.
     Unwatched,
+    /// Outside `--allowed-secret-paths`.
+    Refused,
     /// Left out of its state, which would not fit its annotations.
     LeftOut,
 }
@@ -851,6 +855,14 @@ impl Counted {
                     n + max_secrets
                 ),
             ),
+            Counted::Refused => (
+                "SecretPathRefused",
+                format!(
+                    "{n} of its references name secret paths outside --allowed-secret-paths and \
+                     are never checked: {}",
+                    places(&entry.refused)
+                ),
+            ),
             Counted::LeftOut => (
                 "ObservedVersionsTruncated",
                 format!(
@@ -864,6 +876,16 @@ impl Counted {
             ),
         }
     }
+}
+
+/// The first few of `places`, and how many more: an Event stays short.
+fn places(places: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = places[..places.len().min(SHOWN)].join(", ");
+    if places.len() > SHOWN {
+        text.push_str(&format!(" and {} more", places.len() - SHOWN));
+    }
+    text
 }
 
 /// A pass's duties that also read the streams before each request.
@@ -987,7 +1009,7 @@ fn apply(
                 fetched_again = true;
                 log::debug!("{id} changed since it was collected; reading it again");
                 duties.serve();
-                refresh(kube, index, id, patching.max_secrets)?;
+                refresh(kube, index, id, patching.limits)?;
                 continue;
             }
             Err(Error::AnnotationsTooLong) if !too_long => {
@@ -1002,7 +1024,7 @@ fn apply(
             Err(e) => return Err(e),
         };
         let uid = stored.metadata.uid.clone();
-        update(index, id, stored, patching.max_secrets);
+        update(index, id, stored, patching.limits);
         if !decision.rolls_out() {
             log::debug!("recorded the secret versions of {id}");
             return Ok(Applied {
@@ -1071,11 +1093,11 @@ fn refresh(
     kube: &mut Kube,
     index: &mut Index,
     id: &WorkloadId,
-    max_secrets: usize,
+    limits: &workload::Limits,
 ) -> Result<(), Error> {
     match kube.get(id.kind, &id.namespace, &id.name) {
         Ok(current) => {
-            update(index, id, current, max_secrets);
+            update(index, id, current, limits);
             Ok(())
         }
         Err(Error::NotFound) => {
@@ -1086,9 +1108,14 @@ fn refresh(
     }
 }
 
-fn update(index: &mut Index, id: &WorkloadId, current: workload::Workload, max_secrets: usize) {
+fn update(
+    index: &mut Index,
+    id: &WorkloadId,
+    current: workload::Workload,
+    limits: &workload::Limits,
+) {
     // Warnings about its values were already logged by the collector.
-    match current.into_entry(id.kind, max_secrets, &mut Vec::new()) {
+    match current.into_entry(id.kind, limits, &mut Vec::new()) {
         Some(entry) => {
             index.insert(id.clone(), entry);
         }
@@ -1493,7 +1520,7 @@ mod tests {
             None,
             Patching {
                 dry_run: false,
-                max_secrets: 100,
+                limits: &workload::Limits::default(),
             },
             &mut crate::pace::Unattended,
         )
@@ -1644,6 +1671,7 @@ mod tests {
             state: None,
             state_budget: state::MAX_BYTES,
             unwatched: 0,
+            refused: Vec::new(),
             dynamic: None,
         }
     }
@@ -1750,6 +1778,7 @@ mod tests {
             state: None,
             state_budget: state::MAX_BYTES,
             unwatched: 0,
+            refused: Vec::new(),
             dynamic: None,
         };
         let mut decision = Decision {

@@ -2,6 +2,7 @@
 //! from the API server's JSON, and the pure step from such a workload to
 //! what is watched.
 
+use crate::paths::AllowedPaths;
 use crate::refs::{self, Provider, SecretRef};
 use crate::renewal::{self, FirstSight};
 use crate::state::{self, State};
@@ -97,6 +98,24 @@ const DAEMON_MODE: [&str; 2] = [
 /// `--max-secrets-per-workload` by default: the largest real workloads use
 /// a few dozen.
 pub const MAX_SECRETS_DEFAULT: usize = 100;
+
+/// What the operator lets one workload name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `--max-secrets-per-workload`.
+    pub max_secrets: usize,
+    /// `--allowed-secret-paths`; `None`: every path.
+    pub allowed_paths: Option<AllowedPaths>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_secrets: MAX_SECRETS_DEFAULT,
+            allowed_paths: None,
+        }
+    }
+}
 const MIN_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 const VAULT_ADDR: [&str; 2] = [
     "secrets-webhook.security.bank-vaults.io/vault-addr",
@@ -385,6 +404,9 @@ pub struct Entry {
     /// How many of the secrets it names are past the cap on secrets per
     /// workload, so not watched.
     pub unwatched: usize,
+    /// Where it names secret paths outside `--allowed-secret-paths` (e.g.
+    /// `a reference in container app env DB`): never asked about.
+    pub refused: Vec<String>,
     /// Its dynamic-secret settings, when it opted in to renewals.
     pub dynamic: Option<Dynamic>,
 }
@@ -401,13 +423,14 @@ impl Workload {
 
     /// The entry to watch, or `None` when the workload has not opted in.
     /// Bad values are skipped: each gives one warning naming the workload
-    /// and where the value is, never the value. Of the secrets it names,
+    /// and where the value is, never the value. Within `limits`: paths
+    /// outside its allowed ones are left out, and of the secrets it names
     /// only the first `max_secrets` are watched (in sorted order, the
-    /// write-on-inject ones after the others), with one warning.
+    /// write-on-inject ones after the others), each with one warning.
     pub fn into_entry(
         self,
         kind: Kind,
-        max_secrets: usize,
+        limits: &Limits,
         warnings: &mut Vec<String>,
     ) -> Option<Entry> {
         let id = self.id(kind);
@@ -448,45 +471,14 @@ impl Workload {
             .iter()
             .find_map(|name| annotations.get(*name))
             .map(|addr| qualify_addr(addr.trim(), &id.namespace));
-        let mut refs = Vec::new();
-        let mut collect = |found: Vec<Result<SecretRef, refs::Malformed>>,
-                           place: &dyn Fn() -> String| {
-            for result in found {
-                match result {
-                    Ok(secret) => refs.push(secret),
-                    Err(why) => warnings.push(format!("{id}: skipping {}: {why}", place())),
-                }
-            }
-        };
-        for (name, provider) in FROM_PATH {
-            if let Some(value) = annotations.get(name) {
-                collect(refs::scan_from_path(value, provider), &|| {
-                    format!("an entry of annotation {name}")
-                });
-            }
-        }
-        let pod = &self.spec.template.spec;
-        let containers = pod
-            .init_containers
-            .iter()
-            .map(|c| ("initContainer", c))
-            .chain(pod.containers.iter().map(|c| ("container", c)));
-        for (role, container) in containers {
-            for var in &container.env {
-                if let Some(value) = &var.value {
-                    collect(refs::scan_value(value), &|| {
-                        format!("a reference in {role} {} env {}", container.name, var.name)
-                    });
-                }
-            }
-        }
-        refs.sort();
-        refs.dedup();
-        let mut dynamic =
-            dynamic_settings(annotations, prefix, &id, warnings).map(|mut dynamic| {
-                dynamic.written = write_on_inject(pod, &id, warnings);
-                dynamic
-            });
+        let mut dynamic = dynamic_settings(annotations, prefix, &id, warnings);
+        let (mut refs, refused) = self.references(
+            &id,
+            dynamic.as_mut(),
+            limits.allowed_paths.as_ref(),
+            warnings,
+        );
+        let max_secrets = limits.max_secrets;
         let unwatched = cap_secrets(&mut refs, dynamic.as_mut(), max_secrets);
         if unwatched > 0 {
             warnings.push(format!(
@@ -513,8 +505,76 @@ impl Workload {
             state,
             state_budget,
             unwatched,
+            refused,
             dynamic,
         })
+    }
+
+    /// The distinct secrets the workload names, sorted (the write-on-inject
+    /// ones, into `dynamic` when it opted in to renewals), and where it
+    /// names paths that `allowed` refuses, which are left out. Each
+    /// malformed or refused reference gives a warning naming where it is,
+    /// never its value.
+    fn references(
+        &self,
+        id: &WorkloadId,
+        dynamic: Option<&mut Dynamic>,
+        allowed: Option<&AllowedPaths>,
+        warnings: &mut Vec<String>,
+    ) -> (Vec<SecretRef>, Vec<String>) {
+        let (mut refs, mut written, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+        let mut keep = |into: &mut Vec<SecretRef>,
+                        found: Vec<Result<SecretRef, refs::Malformed>>,
+                        place: &dyn Fn() -> String| {
+            for result in found {
+                match result {
+                    Ok(secret) if allowed.is_none_or(|a| a.allows(&id.namespace, &secret.path)) => {
+                        into.push(secret)
+                    }
+                    Ok(_) => refused.push(place()),
+                    Err(why) => warnings.push(format!("{id}: skipping {}: {why}", place())),
+                }
+            }
+        };
+        let annotations = &self.spec.template.metadata.annotations;
+        for (name, provider) in FROM_PATH {
+            if let Some(value) = annotations.get(name) {
+                keep(&mut refs, refs::scan_from_path(value, provider), &|| {
+                    format!("an entry of annotation {name}")
+                });
+            }
+        }
+        let pod = &self.spec.template.spec;
+        let containers = pod
+            .init_containers
+            .iter()
+            .map(|c| ("initContainer", c))
+            .chain(pod.containers.iter().map(|c| ("container", c)));
+        for (role, container) in containers {
+            for var in &container.env {
+                let Some(value) = &var.value else { continue };
+                let place = || format!("a reference in {role} {} env {}", container.name, var.name);
+                keep(&mut refs, refs::scan_value(value), &place);
+                if dynamic.is_some() {
+                    let found = refs::scan_write_on_inject(value).into_iter().collect();
+                    keep(&mut written, found, &place);
+                }
+            }
+        }
+        for list in [&mut refs, &mut written] {
+            list.sort();
+            list.dedup();
+        }
+        if let Some(dynamic) = dynamic {
+            dynamic.written = written;
+        }
+        refused.dedup();
+        for place in &refused {
+            warnings.push(format!(
+                "{id}: {place} names a secret path outside --allowed-secret-paths; it is not checked"
+            ));
+        }
+        (refs, refused)
     }
 }
 
@@ -594,26 +654,6 @@ fn cap_secrets(refs: &mut Vec<SecretRef>, dynamic: Option<&mut Dynamic>, max: us
     total.saturating_sub(max)
 }
 
-fn write_on_inject(pod: &PodSpec, id: &WorkloadId, warnings: &mut Vec<String>) -> Vec<SecretRef> {
-    let mut found = Vec::new();
-    let containers = pod.init_containers.iter().chain(&pod.containers);
-    for container in containers {
-        for var in &container.env {
-            match var.value.as_deref().and_then(refs::scan_write_on_inject) {
-                Some(Ok(secret)) => found.push(secret),
-                Some(Err(why)) => warnings.push(format!(
-                    "{id}: skipping a reference in container {} env {}: {why}",
-                    container.name, var.name
-                )),
-                None => {}
-            }
-        }
-    }
-    found.sort();
-    found.dedup();
-    found
-}
-
 /// `https://vault:8200` in namespace `ns` → `https://vault.ns.svc:8200`, as
 /// the webhook's pods resolve it: a host without a dot, that is not
 /// `localhost` or an address, is a Service in the workload's namespace.
@@ -677,6 +717,13 @@ mod tests {
         }
     }
 
+    fn limit(max_secrets: usize) -> Limits {
+        Limits {
+            max_secrets,
+            allowed_paths: None,
+        }
+    }
+
     #[test]
     fn only_the_first_secrets_of_a_workload_are_watched() {
         let env: Vec<serde_json::Value> = (0..250)
@@ -689,7 +736,7 @@ mod tests {
         });
         let mut warnings = Vec::new();
         let entry = workload(opted_in.clone(), json!(env))
-            .into_entry(Kind::Deployment, 100, &mut warnings)
+            .into_entry(Kind::Deployment, &limit(100), &mut warnings)
             .unwrap();
         // 250 env values and the initContainer's: the first 100, sorted.
         assert_eq!(entry.refs.len(), 100);
@@ -705,10 +752,52 @@ mod tests {
             ]
         );
         let entry = workload(opted_in, json!(env))
-            .into_entry(Kind::Deployment, 300, &mut Vec::new())
+            .into_entry(Kind::Deployment, &limit(300), &mut Vec::new())
             .unwrap();
         assert_eq!((entry.refs.len(), entry.unwatched), (251, 0));
         assert_eq!(entry.dynamic.unwrap().written.len(), 1);
+    }
+
+    #[test]
+    fn paths_outside_the_allowed_ones_are_left_out_with_where_they_are() {
+        let opted_in = json!({
+            "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
+            "secrets-reloader.security.bank-vaults.io/dynamic-secret-max-age": "auto",
+            "secrets-webhook.security.bank-vaults.io/vault-from-path":
+                "secret/data/ns/a,secret/data/other-team/b"
+        });
+        let env = json!([
+            {"name": "OWN", "value": "vault:secret/data/ns/db#pw"},
+            {"name": "THEIRS", "value": "vault:secret/data/other-team/db#pw"},
+            {"name": "DB", "value": ">>vault:database/creds/other#username"}
+        ]);
+        let limits = Limits {
+            max_secrets: 100,
+            allowed_paths: Some(AllowedPaths::parse("secret/data/{namespace}/**").unwrap()),
+        };
+        let mut warnings = Vec::new();
+        let entry = workload(opted_in, env)
+            .into_entry(Kind::Deployment, &limits, &mut warnings)
+            .unwrap();
+        assert_eq!(
+            entry.refs,
+            [vault("secret/data/ns/a"), vault("secret/data/ns/db")]
+        );
+        assert!(entry.dynamic.unwrap().written.is_empty());
+        let places = [
+            "an entry of annotation secrets-webhook.security.bank-vaults.io/vault-from-path",
+            "a reference in initContainer init env TOKEN",
+            "a reference in container main env THEIRS",
+            "a reference in container main env DB",
+        ];
+        assert_eq!(entry.refused, places);
+        for (warning, place) in warnings.iter().zip(places) {
+            assert_eq!(
+                warning,
+                &format!("Deployment ns/app: {place} names a secret path outside --allowed-secret-paths; it is not checked")
+            );
+            assert!(!warning.contains("other-team"), "{warning}");
+        }
     }
 
     #[test]
@@ -748,7 +837,7 @@ mod tests {
         );
         let mut warnings = Vec::new();
         let entry = w
-            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+            .into_entry(Kind::Deployment, &Limits::default(), &mut warnings)
             .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(entry.prefix, PREFIXES[0]);
@@ -784,7 +873,7 @@ mod tests {
         ] {
             let w = workload(annotations, json!([]));
             assert!(w
-                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+                .into_entry(Kind::Deployment, &Limits::default(), &mut warnings)
                 .is_none());
         }
         let legacy = workload(
@@ -792,7 +881,7 @@ mod tests {
             json!(null),
         );
         let entry = legacy
-            .into_entry(Kind::StatefulSet, MAX_SECRETS_DEFAULT, &mut warnings)
+            .into_entry(Kind::StatefulSet, &Limits::default(), &mut warnings)
             .unwrap();
         assert_eq!(entry.prefix, "alpha.vault.security.banzaicloud.io");
         assert_eq!(entry.id.to_string(), "StatefulSet ns/app");
@@ -815,7 +904,7 @@ mod tests {
         let mut raw = w;
         raw.metadata.annotations.state = Some("{not json".into());
         let entry = raw
-            .into_entry(Kind::DaemonSet, MAX_SECRETS_DEFAULT, &mut warnings)
+            .into_entry(Kind::DaemonSet, &Limits::default(), &mut warnings)
             .unwrap();
         assert_eq!(entry.reload_count, 0);
         assert_eq!(
@@ -856,7 +945,7 @@ mod tests {
             }
             let mut warnings = Vec::new();
             let entry = workload(annotations, json!([]))
-                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+                .into_entry(Kind::Deployment, &Limits::default(), &mut warnings)
                 .unwrap();
             assert_eq!(entry.reload_count, want, "{count:?}");
             assert_eq!(
@@ -896,7 +985,7 @@ mod tests {
         }))
         .unwrap();
         let entry = w
-            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut Vec::new())
+            .into_entry(Kind::Deployment, &Limits::default(), &mut Vec::new())
             .unwrap();
         assert_eq!(entry.state, Some(State::decode(text).unwrap()));
     }
@@ -959,7 +1048,7 @@ mod tests {
         for (name, annotations, want, warned) in cases {
             let mut warnings = Vec::new();
             let entry = workload(annotations, env.clone())
-                .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut warnings)
+                .into_entry(Kind::Deployment, &Limits::default(), &mut warnings)
                 .unwrap();
             assert_eq!(entry.dynamic, want, "{name}");
             assert_eq!(warnings.len(), warned, "{name}: {warnings:?}");
@@ -982,7 +1071,7 @@ mod tests {
             json!([]),
         );
         let entry = w
-            .into_entry(Kind::Deployment, MAX_SECRETS_DEFAULT, &mut Vec::new())
+            .into_entry(Kind::Deployment, &Limits::default(), &mut Vec::new())
             .unwrap();
         let dynamic = entry.dynamic.unwrap();
         assert_eq!(

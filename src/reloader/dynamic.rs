@@ -560,6 +560,7 @@ mod tests {
             state,
             state_budget: crate::state::MAX_BYTES,
             unwatched: 0,
+            refused: Vec::new(),
             dynamic: Some(dynamic(MaxAge::Auto, false)),
         }
     }
