@@ -13,6 +13,7 @@ use crate::wait::Interest;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// The time one `poll` may spend on all clients together; the rest waits
@@ -39,6 +40,19 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// the hundreds of idle connections a client may throw at the port.
 const BACKLOG: i32 = 1024;
 
+/// An answer this large or larger (a /metrics of thousands of workloads)
+/// is rendered at most once per [`SHARE_FOR`] and shared by every client
+/// writing it, so clients that never read hold one copy, not one each.
+const SHARED_FROM: usize = 64 * 1024;
+
+/// How long a large answer is given again instead of rendered anew.
+const SHARE_FOR: Duration = Duration::from_secs(1);
+
+/// How long the listener is left alone after `accept` failed for want of
+/// resources (no file descriptors): it stays readable, and the loop would
+/// spin on it.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+
 /// An answer: status code, content type, body.
 pub type Answer = (u16, &'static str, String);
 
@@ -49,6 +63,39 @@ pub struct Server {
     clients: Vec<Client>,
     /// Where servicing starts next poll, so a spent budget favours no one.
     turn: usize,
+    /// Large answers rendered lately.
+    shared: Shared,
+    /// No `accept` before then: the last one failed for want of resources.
+    accept_paused_until: Option<Instant>,
+}
+
+/// Large answers rendered lately, by path ([`SHARED_FROM`]).
+#[derive(Default)]
+struct Shared {
+    recent: Vec<(String, Instant, Rc<[u8]>)>,
+}
+
+impl Shared {
+    /// The bytes answering a GET (`with_body`) or HEAD of `path` at `now`.
+    fn reply(
+        &mut self,
+        path: &str,
+        with_body: bool,
+        answer: &dyn Fn(&str) -> Answer,
+        now: Instant,
+    ) -> Rc<[u8]> {
+        self.recent
+            .retain(|(_, at, _)| now.duration_since(*at) < SHARE_FOR);
+        let recent = self.recent.iter().find(|(p, ..)| with_body && p == path);
+        if let Some((.., bytes)) = recent {
+            return Rc::clone(bytes);
+        }
+        let bytes: Rc<[u8]> = render(&answer(path), with_body).into();
+        if with_body && bytes.len() >= SHARED_FROM {
+            self.recent.push((path.to_string(), now, Rc::clone(&bytes)));
+        }
+        bytes
+    }
 }
 
 /// One accepted connection and where it is in its exchange.
@@ -62,7 +109,7 @@ enum Phase {
     /// The request head read so far.
     Reading(Vec<u8>),
     /// The whole answer and how much of it the socket took.
-    Writing { bytes: Vec<u8>, sent: usize },
+    Writing { bytes: Rc<[u8]>, sent: usize },
 }
 
 /// Where a client stands after being serviced.
@@ -87,13 +134,20 @@ impl Server {
             listener,
             clients: Vec::new(),
             turn: 0,
+            shared: Shared::default(),
+            accept_paused_until: None,
         })
     }
 
-    /// What the listener waits for: new connections, and each held client's
-    /// next read or write.
+    /// What the listener waits for: new connections (unless accepting is
+    /// paused), and each held client's next read or write.
     pub fn interests(&self, out: &mut Vec<Interest>) {
-        out.push(Interest::Read(self.listener.as_raw_fd()));
+        if self
+            .accept_paused_until
+            .is_none_or(|until| Instant::now() >= until)
+        {
+            out.push(Interest::Read(self.listener.as_raw_fd()));
+        }
         for client in &self.clients {
             let fd = client.stream.as_raw_fd();
             out.push(match client.phase {
@@ -130,7 +184,7 @@ impl Server {
             if started.elapsed() >= POLL_BUDGET {
                 break;
             }
-            if settled(self.clients[index].advance(answer)) {
+            if settled(self.clients[index].advance(answer, &mut self.shared)) {
                 finished.push(index);
             }
         }
@@ -145,6 +199,13 @@ impl Server {
     /// most clients send their request with the connection; one still
     /// pending is held, making room past the cap.
     fn accept_new(&mut self, started: Instant, answer: &dyn Fn(&str) -> Answer) {
+        if self
+            .accept_paused_until
+            .is_some_and(|until| started < until)
+        {
+            return;
+        }
+        self.accept_paused_until = None;
         for _ in 0..ACCEPTS_PER_POLL {
             if started.elapsed() >= POLL_BUDGET {
                 return;
@@ -152,15 +213,19 @@ impl Server {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::debug!("health listener: accept failed: {e}");
+                    // EMFILE, ENFILE, ENOBUFS: the connection waits in the
+                    // queue, the listener stays readable; come back later.
+                    log::debug!("health listener: accept failed: {e}; pausing accepts");
+                    self.accept_paused_until = Some(started + ACCEPT_PAUSE);
                     return;
                 }
             };
             let Some(mut client) = Client::new(stream) else {
                 continue;
             };
-            if settled(client.advance(answer)) {
+            if settled(client.advance(answer, &mut self.shared)) {
                 continue;
             }
             if self.clients.len() >= MAX_CLIENTS {
@@ -175,7 +240,7 @@ impl Server {
     fn make_room(&mut self, answer: &dyn Fn(&str) -> Answer) {
         let reading: Vec<bool> = self.clients.iter().map(Client::reading).collect();
         let index = evictee(&reading);
-        if !settled(self.clients[index].advance(answer)) {
+        if !settled(self.clients[index].advance(answer, &mut self.shared)) {
             log::debug!("health client dropped for a newer one ({MAX_CLIENTS} held)");
         }
         self.clients.remove(index);
@@ -244,7 +309,7 @@ impl Client {
 
     /// Reads what has arrived and, once the head is whole (or too long),
     /// writes what the socket takes of the answer.
-    fn advance(&mut self, answer: &dyn Fn(&str) -> Answer) -> Step {
+    fn advance(&mut self, answer: &dyn Fn(&str) -> Answer, shared: &mut Shared) -> Step {
         if let Phase::Reading(head) = &mut self.phase {
             match read_available(&mut self.stream, head) {
                 Ok(false) => return Step::Closed,
@@ -252,7 +317,7 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Step::Failed(e),
             }
-            let Some(reply) = reply_to(head, answer) else {
+            let Some(reply) = reply_to(head, answer, shared) else {
                 return Step::Pending;
             };
             self.phase = Phase::Writing {
@@ -332,20 +397,22 @@ fn parse_request(head: &[u8]) -> Request<'_> {
     }
 }
 
-/// The bytes answering `head` once it is whole or too long, else `None`.
-fn reply_to(head: &[u8], answer: &dyn Fn(&str) -> Answer) -> Option<Vec<u8>> {
+/// The bytes answering `head` once it is whole or too long, else `None`;
+/// a large one `shared` with the other clients asking the same.
+fn reply_to(head: &[u8], answer: &dyn Fn(&str) -> Answer, shared: &mut Shared) -> Option<Rc<[u8]>> {
     let Some(end) = head_end(head).filter(|&end| end <= MAX_HEAD) else {
         return (head.len() > MAX_HEAD).then(|| {
             let too_long = (431, "text/plain", "request head too long\n".into());
-            render(&too_long, true)
+            render(&too_long, true).into()
         });
     };
+    let now = Instant::now();
     Some(match parse_request(&head[..end]) {
-        Request::Get(path) => render(&answer(path), true),
-        Request::Head(path) => render(&answer(path), false),
+        Request::Get(path) => shared.reply(path, true, answer, now),
+        Request::Head(path) => shared.reply(path, false, answer, now),
         Request::Unsupported => {
             let refused = (405, "text/plain", "method not allowed\n".into());
-            render(&refused, true)
+            render(&refused, true).into()
         }
     })
 }
@@ -628,6 +695,82 @@ mod tests {
     }
 
     #[test]
+    fn clients_that_never_read_share_one_large_answer() {
+        let renders = std::cell::Cell::new(0);
+        let big = |_: &str| -> Answer {
+            renders.set(renders.get() + 1);
+            (200, "text/plain", "m".repeat(4 << 20))
+        };
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            let mut client = TcpStream::connect(address).unwrap();
+            client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+            clients.push(client);
+            server.poll(&big);
+        }
+        for _ in 0..10 {
+            server.poll(&big);
+        }
+        // 32 clients that read nothing hold their answers, and share one.
+        assert_eq!(renders.get(), 1);
+        let held: Vec<&Rc<[u8]>> = server
+            .clients
+            .iter()
+            .filter_map(|c| match &c.phase {
+                Phase::Writing { bytes, .. } => Some(bytes),
+                Phase::Reading(_) => None,
+            })
+            .collect();
+        assert_eq!(held.len(), 32);
+        assert!(held.iter().all(|bytes| Rc::ptr_eq(bytes, held[0])));
+        // Small answers are rendered for each request; a second later a
+        // large one is rendered again.
+        let mut shared = Shared::default();
+        let now = Instant::now();
+        let first = shared.reply("/metrics", true, &big, now);
+        assert!(Rc::ptr_eq(
+            &first,
+            &shared.reply("/metrics", true, &big, now + SHARE_FOR / 2)
+        ));
+        assert!(!Rc::ptr_eq(
+            &first,
+            &shared.reply("/metrics", true, &big, now + SHARE_FOR)
+        ));
+        let small = shared.reply("/healthz", true, &healthz, now);
+        assert!(!Rc::ptr_eq(
+            &small,
+            &shared.reply("/healthz", true, &healthz, now)
+        ));
+        drop(clients);
+    }
+
+    #[test]
+    fn a_failing_accept_pauses_the_listener_instead_of_spinning() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let mut interests = Vec::new();
+        server.interests(&mut interests);
+        assert_eq!(interests.len(), 1, "the listener");
+        server.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+        interests.clear();
+        server.interests(&mut interests);
+        assert!(interests.is_empty(), "not polled while paused");
+        // A connection waiting meanwhile is accepted once the pause is over.
+        let mut client = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        client.set_nonblocking(true).unwrap();
+        server.poll(&healthz);
+        assert_eq!(received(&mut client), None, "paused");
+        std::thread::sleep(ACCEPT_PAUSE);
+        let reply = poll_until_answered(&mut server, &mut client, 50);
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        interests.clear();
+        server.interests(&mut interests);
+        assert_eq!(interests.len(), 1);
+    }
+
+    #[test]
     fn reply_to_waits_answers_or_refuses() {
         let cases: [(&[u8], Option<&str>); 5] = [
             (b"GET /healthz HTTP/1.1\r\n", None),
@@ -646,7 +789,8 @@ mod tests {
             (&[b'a'; MAX_HEAD + 1], Some("HTTP/1.1 431 Request")),
         ];
         for (head, expected) in cases {
-            let reply = reply_to(head, &healthz).map(|r| String::from_utf8(r).unwrap());
+            let reply = reply_to(head, &healthz, &mut Shared::default())
+                .map(|r| String::from_utf8(r.to_vec()).unwrap());
             let matches = match (&reply, expected) {
                 (Some(reply), Some(start)) => reply.starts_with(start),
                 (reply, expected) => reply.is_none() && expected.is_none(),
