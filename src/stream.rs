@@ -261,11 +261,7 @@ impl Stream {
                 }
                 Piece::Line(line) => match &mut self.status {
                     Status::Ok => lines.push(line),
-                    Status::Failed(_, body) => {
-                        let room = (ERROR_BODY_LIMIT as usize).saturating_sub(body.len());
-                        body.extend(line.iter().take(room));
-                        body.push(b'\n');
-                    }
+                    Status::Failed(_, body) => keep_capped(body, &line, true),
                     Status::Awaited(_) => {}
                 },
                 Piece::End => flow = Flow::Ended,
@@ -279,7 +275,7 @@ impl Stream {
         match &mut self.status {
             Status::Ok => Ok(Flow::Ended),
             Status::Failed(code, body) => {
-                body.extend(self.framing.take_partial_line());
+                keep_capped(body, &self.framing.take_partial_line(), false);
                 Err(Error::from_status(*code, &String::from_utf8_lossy(body)))
             }
             Status::Awaited(_) => Err(Error::Transport(match complete {
@@ -287,6 +283,17 @@ impl Stream {
                 false => "the connection closed before an answer".into(),
             })),
         }
+    }
+}
+
+/// Appends `bytes` (and a newline after a whole line) to an error body
+/// while it is under [`ERROR_BODY_LIMIT`]: a body of empty lines is capped
+/// too.
+fn keep_capped(body: &mut Vec<u8>, bytes: &[u8], line: bool) {
+    let limit = ERROR_BODY_LIMIT as usize;
+    body.extend(bytes.iter().take(limit.saturating_sub(body.len())));
+    if line && body.len() < limit {
+        body.push(b'\n');
     }
 }
 
@@ -454,6 +461,25 @@ mod tests {
             "{request}"
         );
         assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+    }
+
+    #[test]
+    fn an_error_body_of_empty_lines_is_held_to_its_cap() {
+        let mut answer = b"HTTP/1.1 500 Internal Server Error\r\n\r\n".to_vec();
+        answer.extend(std::iter::repeat_n(b'\n', 1 << 20));
+        answer.extend(b"no newline at the end");
+        let (target, _server) = serve(vec![answer]);
+        let mut stream =
+            Stream::open(&target, "/x?watch=1", &[], Duration::from_secs(5), 1024).unwrap();
+        let (_, result) = drain(&mut stream);
+        assert!(
+            matches!(result, Err(Error::Status { code: 500, .. })),
+            "{result:?}"
+        );
+        match &stream.status {
+            Status::Failed(_, body) => assert_eq!(body.len(), ERROR_BODY_LIMIT as usize),
+            _ => panic!("not failed"),
+        }
     }
 
     #[test]
