@@ -40,6 +40,12 @@ const RESUME_AFTER: Duration = Duration::from_secs(1);
 /// its RBAC caches are filled, which must not turn a scope to lists for good.
 const FORBIDDEN_TRIES: u8 = 3;
 
+/// Watches failed in a row (a 5xx, a cut connection: anything but 403 and
+/// 410) after which a scope is listed again at the next pass, in case a
+/// proxy cuts every watch before it delivers: resuming alone would never
+/// learn what changed meanwhile.
+const FAILED_TRIES: u8 = 3;
+
 /// The next, smaller page size after a page passed its byte cap (large
 /// objects: big annotations, many managed fields); `None` when a single
 /// object did.
@@ -81,6 +87,11 @@ struct Scope {
     list_only: bool,
     /// Watches forbidden in a row, until one delivers something.
     forbidden: u8,
+    /// Watches failed otherwise in a row, until one delivers something.
+    failed: u8,
+    /// Whether the relist after [`FAILED_TRIES`] failures was said, until
+    /// a watch delivers something.
+    said_failing: bool,
 }
 
 impl Scope {
@@ -140,6 +151,8 @@ impl Collector {
                     resume: false,
                     list_only: false,
                     forbidden: 0,
+                    failed: 0,
+                    said_failing: false,
                 })
             })
             .collect();
@@ -361,7 +374,8 @@ impl Collector {
             let result = watch.events(&mut events);
             let age = watch.age();
             if !events.is_empty() || result == Ok(Flow::Ended) {
-                self.scopes[i].forbidden = 0;
+                let scope = &mut self.scopes[i];
+                (scope.forbidden, scope.failed, scope.said_failing) = (0, 0, false);
             }
             for event in events.drain(..) {
                 self.apply(i, event, index);
@@ -429,11 +443,28 @@ impl Collector {
                 self.end_watch(i, false);
             }
             e => {
-                log::warn!(
-                    "the watch of {} failed: {e}; resuming from the last version",
+                let scope = &mut self.scopes[i];
+                scope.failed = scope.failed.saturating_add(1);
+                if scope.failed < FAILED_TRIES {
+                    log::warn!(
+                        "the watch of {} failed: {e}; resuming from the last version",
+                        self.describe(i)
+                    );
+                    self.end_watch(i, after_end(age));
+                    return;
+                }
+                (scope.failed, scope.resource_version) = (0, None);
+                let said = std::mem::replace(&mut scope.said_failing, true);
+                let text = format!(
+                    "the watch of {} failed {FAILED_TRIES} times in a row ({e}); listing it \
+                     again at the next pass",
                     self.describe(i)
                 );
-                self.end_watch(i, after_end(age));
+                match said {
+                    false => log::warn!("{text}"),
+                    true => log::debug!("{text}"),
+                }
+                self.end_watch(i, false);
             }
         }
     }
@@ -649,6 +680,28 @@ mod tests {
         }
         let tried = ["list", "watch@5"].repeat(3);
         assert_eq!(asked(&server), [&tried[..], &["list", "list"]].concat());
+        assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_watch_failing_again_and_again_is_listed_again_after_three_tries() {
+        let (server, mut kube) = cluster(Reply::json(500, r#"{"code":500}"#));
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]);
+        let mut index = Index::new();
+        for tries in 1..=5 {
+            collector.pass(&mut kube, &mut index, &mut Unattended);
+            turn_until(
+                &mut collector,
+                &mut kube,
+                &mut index,
+                &server,
+                tries + 1 + tries / 4,
+            );
+        }
+        assert_eq!(
+            asked(&server),
+            ["list", "watch@5", "watch@5", "watch@5", "list", "watch@5", "watch@5"]
+        );
         assert_eq!(index.len(), 1);
     }
 
