@@ -11,7 +11,7 @@ use crate::pace::Duties;
 use crate::stream::Flow;
 use crate::wait::Interest;
 use crate::watch::{Event, Watch};
-use crate::workload::{Entry, Kind, Workload, WorkloadId};
+use crate::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -343,8 +343,12 @@ impl Collector {
                 }
                 Err(e) => return Err(e),
             };
-            for workload in page.items {
-                if let Some(entry) = self.entry(kind, workload) {
+            for item in page.items {
+                let entry = match item.0 {
+                    Ok(workload) => self.entry(kind, workload),
+                    Err(unreadable) => self.unreadable(kind, unreadable),
+                };
+                if let Some(entry) = entry {
                     seen.insert(entry.id.clone(), entry);
                 }
             }
@@ -489,11 +493,40 @@ impl Collector {
                 workload.metadata.resource_version
             }
             Event::Bookmark(rv) => rv,
+            Event::Unreadable(unreadable) => {
+                let rv = unreadable.resource_version.clone();
+                let id = WorkloadId {
+                    kind,
+                    namespace: unreadable.namespace.clone(),
+                    name: unreadable.name.clone(),
+                };
+                index.remove(&id);
+                self.unreadable(kind, unreadable);
+                rv
+            }
         };
         self.events += 1;
         if !resource_version.is_empty() {
             self.scopes[i].resource_version = Some(resource_version);
         }
+    }
+
+    /// Nothing for an object that does not decode as a workload, after one
+    /// warning naming it (until its problem goes away).
+    fn unreadable(&mut self, kind: Kind, unreadable: Unreadable) -> Option<Entry> {
+        if self.exclude.contains(&unreadable.namespace) {
+            return None;
+        }
+        let id = WorkloadId {
+            kind,
+            namespace: unreadable.namespace,
+            name: unreadable.name,
+        };
+        let warning = format!(
+            "{id} does not read as a workload (a field has an unexpected type); it is skipped"
+        );
+        self.warn_once(id, vec![warning]);
+        None
     }
 
     /// The entry for a listed workload, logging its problems once; `None`
@@ -505,19 +538,25 @@ impl Collector {
         let id = workload.id(kind);
         let mut warnings = Vec::new();
         let entry = workload.into_entry(kind, &self.limits, &mut warnings);
+        self.warn_once(id, warnings);
+        entry
+    }
+
+    /// Logs `warnings` about workload `id` unless they are the ones logged
+    /// last for it.
+    fn warn_once(&mut self, id: WorkloadId, warnings: Vec<String>) {
         if warnings.is_empty() {
             self.warned.remove(&id);
-        } else {
-            let mut hasher = DefaultHasher::new();
-            warnings.hash(&mut hasher);
-            let digest = hasher.finish();
-            if self.warned.insert(id, digest) != Some(digest) {
-                for warning in &warnings {
-                    log::warn!("{warning}");
-                }
+            return;
+        }
+        let mut hasher = DefaultHasher::new();
+        warnings.hash(&mut hasher);
+        let digest = hasher.finish();
+        if self.warned.insert(id, digest) != Some(digest) {
+            for warning in &warnings {
+                log::warn!("{warning}");
             }
         }
-        entry
     }
 }
 

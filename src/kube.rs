@@ -157,8 +157,9 @@ pub struct LeaseSpec {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Page {
-    /// The items, reduced to the fields used.
-    pub items: Vec<Workload>,
+    /// The items, reduced to the fields used; one that does not decode as
+    /// a workload is named, not a failure of the page.
+    pub items: Vec<crate::workload::Listed>,
     /// List metadata.
     pub metadata: ListMeta,
 }

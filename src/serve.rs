@@ -705,7 +705,12 @@ mod tests {
         let address = server.local_addr().unwrap();
         let mut clients = Vec::new();
         for _ in 0..32 {
-            let mut client = TcpStream::connect(address).unwrap();
+            // A small receive window, so no socket takes the whole answer.
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.connect(&address.into()).unwrap();
+            let mut client: TcpStream = socket.into();
             client.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
             clients.push(client);
             server.poll(&big);

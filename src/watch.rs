@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::stream::{Flow, Stream};
-use crate::workload::{Metadata, Spec, Workload};
+use crate::workload::{Metadata, Spec, Unreadable, Workload};
 use serde::Deserialize;
 
 /// How many bytes one read of a watch takes at most, so that a burst of
@@ -19,6 +19,9 @@ pub enum Event {
     Deleted(Workload),
     /// Nothing changed up to this resourceVersion.
     Bookmark(String),
+    /// A workload was created, changed or deleted, but does not decode as
+    /// one (a custom resource with a loose schema): what names it.
+    Unreadable(Unreadable),
 }
 
 #[derive(Deserialize)]
@@ -39,10 +42,41 @@ struct RawObject {
     code: Option<u16>,
 }
 
+/// A watch event only as far as it names its object.
+#[derive(Deserialize)]
+struct Named {
+    #[serde(rename = "type")]
+    kind: String,
+    object: NamedObject,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct NamedObject {
+    metadata: Unreadable,
+}
+
 /// The event one line of a watch stands for; an ERROR event is an error
-/// ([`Error::Gone`] for 410).
+/// ([`Error::Gone`] for 410). A workload event whose object does not decode
+/// is [`Event::Unreadable`]; only a line that is no event at all is an error
+/// (where it failed, never what it held).
 pub fn decode(line: &[u8]) -> Result<Event, Error> {
-    let raw: RawEvent = serde_json::from_slice(line).map_err(|e| Error::Decode(e.to_string()))?;
+    let raw: RawEvent = match serde_json::from_slice(line) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let at = format!(
+                "an event that does not decode (line {}, column {})",
+                e.line(),
+                e.column()
+            );
+            return match serde_json::from_slice::<Named>(line) {
+                Ok(named) if matches!(named.kind.as_str(), "ADDED" | "MODIFIED" | "DELETED") => {
+                    Ok(Event::Unreadable(named.object.metadata))
+                }
+                _ => Err(Error::Decode(at)),
+            };
+        }
+    };
     let RawObject {
         metadata,
         spec,
@@ -162,6 +196,47 @@ mod tests {
             matches!(&event, Ok(Event::Bookmark(v)) if v == "12746"),
             "{event:?}"
         );
+    }
+
+    #[test]
+    fn an_object_that_is_no_workload_is_named_not_an_error() {
+        let rollout = r#"{"type":"MODIFIED","object":{"kind":"Rollout",
+            "metadata":{"name":"loose","namespace":"shop","resourceVersion":"43"},
+            "spec":{"template":{"spec":{"containers":[{"name":"c","env":[{"name":"N","value":12345}]}]}}}}}"#;
+        match decode_str(&rollout.replace('\n', "")) {
+            Ok(Event::Unreadable(named)) => assert_eq!(
+                named,
+                Unreadable {
+                    name: "loose".into(),
+                    namespace: "shop".into(),
+                    resource_version: "43".into()
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        let page = r#"{"metadata":{"resourceVersion":"9"},"items":[
+            {"metadata":{"name":"a","namespace":"shop"},"spec":{"template":{"metadata":{"annotations":
+                {"secrets-reloader.security.bank-vaults.io/reload-on-secret-change":true}}}}},
+            {"metadata":{"name":"b","namespace":"shop"}}]}"#;
+        let page: crate::kube::Page = serde_json::from_str(page).unwrap();
+        let names: Vec<_> = page
+            .items
+            .iter()
+            .map(|item| match &item.0 {
+                Ok(w) => format!("ok {}", w.metadata.name),
+                Err(u) => format!("unreadable {}", u.name),
+            })
+            .collect();
+        assert_eq!(names, ["unreadable a", "ok b"]);
+        let error = decode_str(
+            r#"{"type":"ADDED","object":{"spec":{"template":5},"metadata":{"name":"x"}}}"#,
+        );
+        assert!(matches!(error, Ok(Event::Unreadable(_))), "{error:?}");
+        // Nothing of the value in the error of a line that is no event.
+        let Err(Error::Decode(why)) = decode_str(r#"{"type":"ADDED","object":"hunter2"}"#) else {
+            panic!("a line that is no event")
+        };
+        assert!(!why.contains("hunter2"), "{why}");
     }
 
     #[test]

@@ -167,6 +167,36 @@ pub struct Workload {
     pub spec: Spec,
 }
 
+/// An object that does not decode as a workload (a custom resource with a
+/// loose schema, an env value that is a number): what names it, so that it
+/// is skipped with a warning while the others are read.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Unreadable {
+    /// Object name.
+    pub name: String,
+    /// Object namespace.
+    pub namespace: String,
+    /// Its resourceVersion, for a watch to go on after it.
+    pub resource_version: String,
+}
+
+/// A listed object: a workload, or one that does not decode as one.
+#[derive(Debug)]
+pub struct Listed(pub Result<Workload, Unreadable>);
+
+impl<'de> Deserialize<'de> for Listed {
+    /// One item at a time is held whole, then read as a workload, so one
+    /// bad item costs itself, not its page.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Listed, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Ok(Listed(Workload::deserialize(&value).map_err(|_| {
+            let metadata = value.get("metadata").unwrap_or(&serde_json::Value::Null);
+            Unreadable::deserialize(metadata).unwrap_or_default()
+        })))
+    }
+}
+
 /// The metadata fields used.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]

@@ -128,7 +128,12 @@ fn lists_page_by_page_then_watches_only_changes() {
             )
             .unwrap();
         pages += 1;
-        names.extend(page.items.iter().map(|w| w.metadata.name.clone()));
+        names.extend(
+            page.items
+                .iter()
+                .filter_map(|item| item.0.as_ref().ok())
+                .map(|w| w.metadata.name.clone()),
+        );
         if page.metadata.continue_token.is_empty() {
             break page.metadata.resource_version;
         }
