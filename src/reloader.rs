@@ -983,11 +983,13 @@ fn apply(
 ) -> Result<Applied, Error> {
     let mut fetched_again = false;
     let mut too_long = false;
+    let mut renewed_again = None;
     loop {
         let Some(entry) = index.get(id) else {
             return Ok(Applied::default());
         };
         let budget = if too_long { 0 } else { entry.state_budget };
+        let renewal = renewed_again.as_ref().or(renewal);
         let decision = plan(entry, lookup, renewal, budget);
         let left_out = decision.left_out;
         if !to_write(id, &decision, patching.dry_run) {
@@ -1010,6 +1012,10 @@ fn apply(
                 log::debug!("{id} changed since it was collected; reading it again");
                 duties.serve();
                 refresh(kube, index, id, patching.limits)?;
+                // Decided again on the workload as it is now, the renewal too.
+                if let (Some(renewal), Some(fresh)) = (renewal, index.get(id)) {
+                    renewed_again = Some(renewal.again(fresh, unix_now()));
+                }
                 continue;
             }
             Err(Error::AnnotationsTooLong) if !too_long => {
@@ -1549,6 +1555,65 @@ mod tests {
                 ["secrets-reloader.security.bank-vaults.io/secret-reload-count"];
             assert_eq!(count, "1", "both carry the rollout");
         }
+    }
+
+    #[test]
+    fn a_renewal_another_leader_just_made_is_not_made_again_after_a_conflict() {
+        use crate::http::fake_server::{self, Reply};
+        let now = unix_now();
+        let stored = |last: u64| {
+            let state = State {
+                last_reload: Some(last),
+                ..State::default()
+            };
+            serde_json::json!({
+                "metadata": {"name": "app", "namespace": "ns", "resourceVersion": "2",
+                    "uid": "u", "annotations": {(state::ANNOTATION): state.encode()}},
+                "spec": {"template": {"metadata": {"annotations": {
+                    "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}}}}
+            })
+            .to_string()
+        };
+        let fresh = stored(now - 1);
+        let server = fake_server::start(move |r| match r.method.as_str() {
+            "PATCH" => Reply::json(409, r#"{"kind":"Status","code":409}"#),
+            _ => Reply::json(200, &fresh),
+        });
+        let (mut kube, _token) = crate::kube::tests::client(&server);
+        let mut app = entry("app", &[], None);
+        app.state = Some(State {
+            last_reload: Some(now - 15),
+            ..State::default()
+        });
+        let settings = crate::renewal::Settings {
+            lifetime: Duration::from_secs(20),
+            percent: 67,
+            first_sight: crate::renewal::FirstSight::Rollout,
+            min_interval: None,
+            jitter: 0,
+        };
+        let db = secret("database/creds/app");
+        let (mut renewal, schedule, why) = dynamic::plan(&app, &settings, &db, now);
+        assert!(schedule.due <= now);
+        renewal.roll = Some(why);
+        let id = app.id.clone();
+        let mut index: Index = [(id.clone(), app)].into();
+        let applied = apply(
+            &mut kube,
+            &mut index,
+            &id,
+            &|_| None,
+            Some(&renewal),
+            Patching {
+                dry_run: false,
+                limits: &workload::Limits::default(),
+            },
+            &mut crate::pace::Unattended,
+        )
+        .unwrap();
+        assert!(applied.rolled.is_none(), "rolled twice: {applied:?}");
+        let methods: Vec<String> = server.requests().into_iter().map(|r| r.method).collect();
+        assert_eq!(methods, ["PATCH", "GET"], "nothing more to write");
     }
 
     #[test]

@@ -53,6 +53,24 @@ pub struct Renewal {
     pub roll: Option<String>,
     /// Its next due time should it be rolled out now (Unix seconds).
     pub due_after_rollout: u64,
+    /// What it was planned from, to plan it again ([`Renewal::again`]).
+    pub basis: Option<(Settings, SecretRef)>,
+}
+
+impl Renewal {
+    /// This renewal planned again on `entry` as read again after a conflict
+    /// at `now`: a rollout chosen this pass stays only while it is still
+    /// due, since the conflict may have been another leader rolling it out.
+    pub fn again(&self, entry: &Entry, now: u64) -> Renewal {
+        let Some((settings, secret)) = &self.basis else {
+            return self.clone();
+        };
+        let (mut fresh, schedule, why) = plan(entry, settings, secret, now);
+        if self.roll.is_some() && schedule.due <= now {
+            fresh.roll = Some(why);
+        }
+        fresh
+    }
 }
 
 /// The lifetime of a workload's dynamic secrets, as far as it is known.
@@ -192,6 +210,7 @@ pub fn plan(
         record: schedule.record,
         roll: None,
         due_after_rollout: renewal::schedule(rolled, settings, now).due,
+        basis: Some((*settings, secret.clone())),
     };
     let why = reason(secret, clock, &schedule, settings.lifetime, now);
     (renewal, schedule, why)
@@ -699,6 +718,7 @@ mod tests {
             record: None,
             roll: Some("dynamic secret database/creds/app renewed".into()),
             due_after_rollout: NOW + 13,
+            basis: None,
         };
         let first = Renewal {
             record: Some(Record::FirstSeen(NOW)),
@@ -744,6 +764,27 @@ mod tests {
                 "{name}: r, f"
             );
         }
+    }
+
+    #[test]
+    fn a_renewal_planned_again_after_a_conflict_rolls_only_while_due() {
+        let db = secret("database/creds/app");
+        let s = settings(&entry("u", None), &dynamic(MaxAge::Auto, false), secs(20));
+        let old = entry("u", Some(rolled(Some(NOW - 15), None)));
+        let (mut chosen, schedule, why) = plan(&old, &s, &db, NOW);
+        assert!(schedule.due <= NOW, "due: 15 s of a 20 s lifetime");
+        chosen.roll = Some(why);
+        // Read again: another leader rolled it out a second ago.
+        let renewed = entry("u", Some(rolled(Some(NOW - 1), None)));
+        let again = chosen.again(&renewed, NOW);
+        assert_eq!(again.roll, None);
+        assert_eq!(again.record, None);
+        // Read again, nothing new: still due, still rolled.
+        let same = chosen.again(&old, NOW);
+        assert!(same.roll.is_some(), "{same:?}");
+        // Not chosen this pass (the budget): not rolled, even though due.
+        let (waiting, ..) = plan(&old, &s, &db, NOW);
+        assert_eq!(waiting.again(&old, NOW).roll, None);
     }
 
     #[test]
