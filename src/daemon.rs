@@ -302,7 +302,14 @@ impl Duties for WithStreams<'_> {
 }
 
 impl Duties for Duty {
+    /// Answers health checks and renews the Lease when due (a request every
+    /// 2 s at most): a pass calls this before every request, so a long
+    /// listing or a chain of slow lookups never outlasts the Lease. Losing
+    /// it is acted on at the next [`Duties::keep_going`].
     fn serve(&mut self) {
+        if let Some(elector) = self.elector.as_mut() {
+            elector.tick();
+        }
         self.front.borrow_mut().serve();
     }
 
@@ -451,6 +458,34 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lease_is_renewed_at_a_request_boundary_not_only_between_steps() {
+        use crate::http::fake_server::{self, Reply};
+        let server = fake_server::start(|_| Reply::json(404, r#"{"code":404}"#));
+        let (kube, _token) = crate::kube::tests::client(&server);
+        let elector = Elector::new(kube, "ns".into(), "lease".into(), "me".into());
+        let front = Front {
+            server: None,
+            metrics: Metrics::default(),
+            readiness: Readiness::default(),
+        };
+        let mut duty = Duty {
+            front: Rc::new(RefCell::new(front)),
+            elector: Some(elector),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        duty.serve();
+        let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(
+            asked.first().map(String::as_str),
+            Some("/apis/coordination.k8s.io/v1/namespaces/ns/leases/lease")
+        );
+        // Not again before it is due.
+        let sent = asked.len();
+        duty.serve();
+        assert_eq!(server.requests().len(), sent);
+    }
 
     #[test]
     fn periods_become_whole_ticks() {

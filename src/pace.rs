@@ -8,7 +8,8 @@ use crate::kube::Kube;
 /// calls one of these before every request it sends; while a request
 /// waits, its own wait answers health checks (see [`crate::transport`]).
 pub trait Duties {
-    /// Answers the health checks waiting now.
+    /// Answers the health checks waiting now, and renews the Lease when
+    /// due: called before every request.
     fn serve(&mut self);
 
     /// Does all the loop's duties; `false` means stop the pass now
