@@ -4,7 +4,8 @@
 //! a thread per Vault request, about a third of a millisecond each. This
 //! resolver answers an IP address without any lookup and remembers a host
 //! name's addresses for [`KEEP`], so the thread (and the lookup) happen only
-//! when a name is looked up again.
+//! when a name is looked up again. The watch streams resolve through it too
+//! ([`Cached::addrs`]), so no lookup of theirs waits without a bound.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,34 @@ impl<R: Resolver> Cached<R> {
             inner,
             known: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl<R: Resolver> Cached<R> {
+    /// The addresses of `host` (a name, an IPv4 address or an IPv6 one
+    /// without brackets) on `port`, a lookup ending after `timeout`: for a
+    /// client that is not ureq's (the watch streams).
+    pub fn addrs(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let authority = match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        let uri: Uri = format!("http://{authority}/")
+            .parse()
+            .map_err(|_| ureq::Error::BadUri(authority))?;
+        let timeout = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::Exact(timeout),
+            reason: ureq::Timeout::Resolve,
+            per_read: None,
+            per_write: None,
+        };
+        let addrs = self.resolve(&uri, &Config::default(), timeout)?;
+        Ok(addrs.iter().copied().collect())
     }
 }
 
@@ -168,6 +197,22 @@ mod tests {
         resolve(&resolver, "https://vault.vault.svc/v1/sys/health");
         resolve(&resolver, "https://other.svc:8200/");
         assert_eq!(lookups.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_client_other_than_ureq_asks_by_host_and_port() {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let resolver = Cached::over(Counting(Arc::clone(&lookups)));
+        let second = Duration::from_secs(1);
+        let v6 = resolver.addrs("::1", 6443, second).unwrap();
+        assert_eq!(v6, ["[::1]:6443".parse::<SocketAddr>().unwrap()]);
+        for _ in 0..2 {
+            let named = resolver
+                .addrs("kubernetes.default.svc", 443, second)
+                .unwrap();
+            assert_eq!(named, ["10.1.2.3:443".parse::<SocketAddr>().unwrap()]);
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::framing::{Framing, FramingError, Piece};
 use crate::http::ERROR_BODY_LIMIT;
 use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,9 @@ pub struct Target {
     /// A path the server is mounted under (`/k8s/clusters/c-1`), or empty.
     prefix: String,
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Its host name's addresses, looked up with a bound and remembered
+    /// as the HTTP client's are.
+    resolver: Arc<crate::resolve::Cached>,
 }
 
 impl std::fmt::Debug for Target {
@@ -61,6 +64,7 @@ impl Target {
             port,
             prefix: prefix.trim_end_matches('/').to_string(),
             tls,
+            resolver: Arc::new(crate::resolve::Cached::new()),
         })
     }
 }
@@ -157,7 +161,7 @@ impl Stream {
         line_limit: u64,
     ) -> Result<Stream, Error> {
         let deadline = Instant::now() + timeout;
-        let socket = connect(&target.host, target.port, deadline, timeout)?;
+        let socket = connect(target, deadline, timeout)?;
         let mut conn = match &target.tls {
             None => Conn::Plain(socket),
             Some((config, name)) => {
@@ -299,18 +303,13 @@ fn keep_capped(body: &mut Vec<u8>, bytes: &[u8], line: bool) {
 
 /// A socket connected by `deadline`, with `timeout` for each read and
 /// write (until it is made non-blocking).
-fn connect(
-    host: &str,
-    port: u16,
-    deadline: Instant,
-    timeout: Duration,
-) -> Result<TcpStream, Error> {
-    let addrs: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| transport("resolving the API server", e))?
-        .collect();
+fn connect(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
+    let addrs = target
+        .resolver
+        .addrs(&target.host, target.port, timeout)
+        .map_err(|e| Error::Transport(format!("resolving the API server: {e}")))?;
     if addrs.is_empty() {
-        return Err(Error::Transport(format!("{host} has no address")));
+        return Err(Error::Transport(format!("{} has no address", target.host)));
     }
     let socket = crate::transport::connect_any(&addrs, Some(deadline))
         .map_err(|e| transport("connecting", e))?;
@@ -461,6 +460,26 @@ mod tests {
             "{request}"
         );
         assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+    }
+
+    #[test]
+    fn a_host_name_is_resolved_by_the_bounded_cached_resolver() {
+        let pieces = vec![b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}\n".to_vec()];
+        let (by_address, _server) = serve(pieces);
+        let named = Target::new(&format!("http://localhost:{}", by_address.port), None).unwrap();
+        let mut stream = Stream::open(&named, "/x", &[], Duration::from_secs(5), 1024).unwrap();
+        assert_eq!(
+            drain(&mut stream),
+            (vec!["{\"a\":1}".to_string()], Ok(Flow::Ended))
+        );
+        assert_eq!(
+            named
+                .resolver
+                .addrs("localhost", 1, Duration::from_secs(1))
+                .map(|a| a.is_empty())
+                .ok(),
+            Some(false)
+        );
     }
 
     #[test]
