@@ -80,6 +80,14 @@ impl<R: Resolver> Cached<R> {
     }
 }
 
+#[cfg(test)]
+impl<R> Cached<R> {
+    /// Whether addresses of `host:port` are remembered.
+    pub(crate) fn remembers(&self, host_port: &str) -> bool {
+        self.known.lock().unwrap().contains_key(host_port)
+    }
+}
+
 /// The host and port `uri` names (the scheme's port when it has none), or
 /// `None` when it names neither.
 fn host_port(uri: &Uri) -> Option<(&str, u16)> {
