@@ -195,11 +195,17 @@ pub struct Candidate<T> {
     pub key: T,
     /// Its schedule's deadline (Unix seconds).
     pub deadline: u64,
+    /// Its namespace: a capped budget is shared between namespaces.
+    pub namespace: String,
 }
 
 /// Which of the due renewals roll out in this pass, earliest deadline first.
 ///
-/// With `max` (`--max-rollouts-per-pass`): at most that many. Without: every
+/// With `max` (`--max-rollouts-per-pass`): at most that many, shared
+/// between namespaces: each namespace's earliest deadline first, the
+/// namespaces in turn (the one with the earliest deadline first), so one
+/// namespace with many short lifetimes cannot keep another's renewal past
+/// its deadline. Without: every
 /// one whose deadline comes before the next pass (`now + period`), and of
 /// the `k` others a share `⌈k × period / slack⌉`, where `slack` is the time
 /// left until the earliest of their deadlines: enough that each is rolled
@@ -207,7 +213,7 @@ pub struct Candidate<T> {
 pub fn choose<T>(mut due: Vec<Candidate<T>>, now: u64, period: u64, max: Option<usize>) -> Vec<T> {
     due.sort_by_key(|c| c.deadline);
     let count = match max {
-        Some(max) => max.min(due.len()),
+        Some(max) => return in_turn(due).take(max).map(|c| c.key).collect(),
         None => {
             let next_pass = now.saturating_add(period.max(1));
             let urgent = due.iter().take_while(|c| c.deadline <= next_pass).count();
@@ -223,6 +229,23 @@ pub fn choose<T>(mut due: Vec<Candidate<T>>, now: u64, period: u64, max: Option<
         }
     };
     due.into_iter().take(count).map(|c| c.key).collect()
+}
+
+/// `due`, sorted by deadline, namespace by namespace in turn: the first of
+/// each namespace (in the order of their earliest deadlines), then the
+/// second of each, and so on.
+fn in_turn<T>(due: Vec<Candidate<T>>) -> impl Iterator<Item = Candidate<T>> {
+    let mut rounds: Vec<Vec<Candidate<T>>> = Vec::new();
+    let mut taken: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for candidate in due {
+        let round = taken.entry(candidate.namespace.clone()).or_default();
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(candidate);
+        *round += 1;
+    }
+    rounds.into_iter().flatten()
 }
 
 #[cfg(test)]
@@ -372,7 +395,11 @@ mod tests {
 
     #[test]
     fn choice_is_earliest_deadline_first_and_spread() {
-        let c = |key: &'static str, deadline: u64| Candidate { key, deadline };
+        let c = |key: &'static str, deadline: u64| Candidate {
+            key,
+            deadline,
+            namespace: "ns".into(),
+        };
         // name, candidates, period, max, chosen
         type Case = (
             &'static str,
@@ -399,11 +426,46 @@ mod tests {
     }
 
     #[test]
+    fn a_capped_budget_is_shared_between_namespaces() {
+        // `evil` has 50 renewals due with deadlines before everyone else's.
+        let mut due: Vec<Candidate<String>> = (0..50)
+            .map(|i| Candidate {
+                key: format!("evil-{i}"),
+                deadline: NOW + 9,
+                namespace: "evil".into(),
+            })
+            .collect();
+        for (ns, deadline) in [("good", NOW + 60), ("other", NOW + 30)] {
+            due.push(Candidate {
+                key: format!("{ns}-0"),
+                deadline,
+                namespace: ns.into(),
+            });
+        }
+        due.push(Candidate {
+            key: "other-1".into(),
+            deadline: NOW + 20,
+            namespace: "other".into(),
+        });
+        assert_eq!(
+            choose(due.clone(), NOW, 60, Some(3)),
+            ["evil-0", "other-1", "good-0"]
+        );
+        assert_eq!(
+            choose(due.clone(), NOW, 60, Some(5)),
+            ["evil-0", "other-1", "good-0", "evil-1", "other-0"]
+        );
+        // Without a cap every urgent one goes, whatever its namespace.
+        assert_eq!(choose(due, NOW, 60, None).len(), 53);
+    }
+
+    #[test]
     fn twenty_due_at_once_are_spread_over_their_window() {
         let mut left: Vec<Candidate<usize>> = (0..20)
             .map(|key| Candidate {
                 key,
                 deadline: NOW + 10,
+                namespace: "ns".into(),
             })
             .collect();
         let mut passes = Vec::new();

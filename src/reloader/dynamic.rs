@@ -356,6 +356,7 @@ impl Reloader {
                         due.push(Candidate {
                             key: id.clone(),
                             deadline: schedule.deadline,
+                            namespace: id.namespace.clone(),
                         });
                         reasons.insert(id.clone(), reason);
                     }
@@ -852,6 +853,7 @@ mod tests {
                 due.push(Candidate {
                     key: i,
                     deadline: schedule.deadline,
+                    namespace: e.id.namespace.clone(),
                 });
             }
             renewals.push((renewal, why));
