@@ -11,6 +11,9 @@
 #     (a request's wait serves the health listener),
 #   - a failing server costs about one error line per pass, not one per
 #     secret or workload (five of each here).
+# Then the daemon runs through a CONNECT proxy (scripts/connectproxy.py) with
+# HTTPS_PROXY and HTTP_PROXY, naming both servers by names only the proxy
+# resolves: every request, watch stream and login goes through it.
 # Runs against the test environment of scripts/testenv.sh (or the current one
 # with E2E_USE_CURRENT_ENV set), in its own namespace. RELOADER_BIN names a
 # daemon binary to use instead of building this repository's.
@@ -171,4 +174,34 @@ fault "OpenBao resets connections" vault reset 6 "$HEALTH_BOUND" "$RELOADER_PASS
 # Longer than one API request's time limit, so a hung request ends inside it.
 fault "the API server hangs" kube hang 16 "$HEALTH_BOUND" "$ANY_PASS"
 fault "the API server resets connections" kube reset 6 "$HEALTH_BOUND" "$ANY_PASS"
+
+say "through a CONNECT proxy (HTTPS_PROXY, HTTP_PROXY), with names only the proxy resolves"
+# The API server's certificate names kubernetes.default.svc; the daemon
+# cannot look up either name, so every request, watch stream and login must
+# go through the proxy, which maps them to the servers on loopback.
+stop_process "$DAEMON_PID"
+DAEMON_PID=
+api=${KUBE_API_URL#https://} vault=${VAULT_ADDR#http://}
+CONNECT_PROXY=$(free_port)
+scripts/connectproxy.py --listen "127.0.0.1:$CONNECT_PROXY" --log "$WORK/connect.log" --max-seconds 900 \
+  --map "kubernetes.default.svc=127.0.0.1:${api##*:}" --map "vault.proxied.test=127.0.0.1:${vault##*:}" \
+  >"$WORK/connect-proxy.out" 2>&1 &
+PROXY_PIDS+=($!)
+check "the CONNECT proxy listens" wait_until 10 grep -q . "$WORK/connect-proxy.out"
+before=$(count 1)
+HTTPS_PROXY=http://127.0.0.1:$CONNECT_PROXY HTTP_PROXY=http://127.0.0.1:$CONNECT_PROXY \
+  VAULT_ADDR=http://vault.proxied.test:${vault##*:} KUBE_API_URL=https://kubernetes.default.svc:${api##*:} \
+  start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" --collector-sync-period 1s --reloader-run-period 2s --log-level debug
+DAEMON_PID=$RELOADER_PID
+check "it says the servers are reached through the proxy" \
+  wait_until 10 grep -q "https://kubernetes.default.svc:${api##*:} is reached through the proxy http://127.0.0.1:$CONNECT_PROXY" "$WORK/reloader.out"
+check "it logs in to Vault through the proxy" wait_until 20 grep -q "logged in to http://vault.proxied.test" "$WORK/reloader.out"
+for i in "${SECRETS[@]}"; do bao kv patch "secret/faults/s$i" K="proxied-$RANDOM" >/dev/null; done
+check "a change is rolled out once through it (count $((before + 1)))" wait_until 30 counts_are $((before + 1))
+check "and only once" stays 4 counts_are $((before + 1))
+tunnels() { grep -c "^CONNECT $1:.* -> relayed$" "$WORK/connect.log" || true; }
+check "the API server's requests and watch streams were tunnelled ($(tunnels kubernetes.default.svc) CONNECTs)" \
+  test "$(tunnels kubernetes.default.svc)" -ge 4
+check "Vault's requests were tunnelled ($(tunnels vault.proxied.test) CONNECTs)" test "$(tunnels vault.proxied.test)" -ge 1
+check "nothing was asked of the proxy that it refused" not grep -q refused "$WORK/connect.log"
 finish

@@ -611,6 +611,7 @@ mod tests {
     /// A client of the API server at `url`, without credentials.
     fn client(url: &str) -> Kube {
         let settings = KubeSettings {
+            proxies: Default::default(),
             api_url: url.to_string(),
             ca: None,
             skip_verify: false,

@@ -3,6 +3,7 @@
 use crate::allow::{Addr, AllowList};
 use crate::kubeconfig::{self, Base, Explicit, Kubeconfig};
 use crate::paths::AllowedPaths;
+use crate::proxy::Proxies;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -78,6 +79,8 @@ pub struct KubeSettings {
     pub skip_verify: bool,
     /// Who the daemon is to the API server.
     pub credentials: KubeCredentials,
+    /// The proxies of the environment ([`crate::proxy`]).
+    pub proxies: Proxies,
 }
 
 /// Where a PEM or a token comes from.
@@ -136,6 +139,8 @@ pub struct VaultSettings {
     pub timeout: Duration,
     /// Log a missing secret path as a warning instead of an error.
     pub ignore_missing: bool,
+    /// The proxies of the environment ([`crate::proxy`]).
+    pub proxies: Proxies,
 }
 
 /// How the daemon obtains its Vault token.
@@ -286,6 +291,13 @@ ENVIRONMENT:
                                [default: false]
   BAO_ADDR, BAO_*              when BAO_ADDR is set, bao: references are checked against
                                this OpenBao server; each BAO_X not set takes VAULT_X
+  HTTPS_PROXY, HTTP_PROXY      the http:// proxy for https:// and for http:// servers, API
+                               server and Vault alike, watch streams included (a CONNECT
+                               tunnel; ALL_PROXY and other schemes are not used) [default:
+                               none]
+  NO_PROXY                     what goes direct: *, addresses, CIDRs, domains (a.com: it and
+                               its subdomains; .a.com: subdomains), each with an optional
+                               :port; localhost and loopback always [default: none]
   POD_NAMESPACE                the reloader's own namespace [default: read from the
                                service account]
   POD_NAME                     leader-election identity [default: the host name]
@@ -384,14 +396,22 @@ pub fn parse(
         ca_file: ca_file.or_else(|| env("KUBE_CA_FILE")).map(PathBuf::from),
     };
     let kubeconfig = kubeconfig::path(kubeconfig, env("KUBECONFIG"));
-    let kube = kube_settings(explicit, kubeconfig, context, env)?;
+    let proxies = Proxies::from_env(env).map_err(bad)?;
+    let kube = KubeSettings {
+        proxies: proxies.clone(),
+        ..kube_settings(explicit, kubeconfig, context, env)?
+    };
     let listen_address = listen_address(env("LISTEN_ADDRESS"))?;
-    let vault = vault_settings("VAULT_", env)?;
+    let vault = VaultSettings {
+        proxies: proxies.clone(),
+        ..vault_settings("VAULT_", env)?
+    };
     let bao = match env("BAO_ADDR") {
         Some(addr) if !addr.is_empty() => {
             let with_fallback =
                 |name: &str| env(name).or_else(|| env(&name.replacen("BAO_", "VAULT_", 1)));
-            Some(vault_settings("BAO_", &with_fallback)?)
+            let bao = vault_settings("BAO_", &with_fallback)?;
+            Some(VaultSettings { proxies, ..bao })
         }
         _ => None,
     };
@@ -733,6 +753,7 @@ fn vault_settings(
         None => Duration::from_secs(10),
     };
     Ok(VaultSettings {
+        proxies: Default::default(),
         addr,
         auth,
         namespace: var("NAMESPACE"),
@@ -829,6 +850,22 @@ mod tests {
             error,
             "--allowed-secret-paths: 'secret/**/x': ** may only be its last segment"
         );
+    }
+
+    #[test]
+    fn an_unsupported_proxy_is_refused_at_start() {
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("https_proxy", "socks5://proxy:1080"));
+        let error = run(&[], &env).unwrap_err().0;
+        assert!(
+            error.starts_with("https_proxy: a socks5:// proxy is not supported"),
+            "{error}"
+        );
+        let mut env = IN_CLUSTER.to_vec();
+        env.extend([("HTTPS_PROXY", "http://proxy:3128"), ("NO_PROXY", ".svc")]);
+        let config = run(&[], &env).unwrap();
+        assert!(config.kube.proxies.for_url("https://api.example").is_some());
+        assert_eq!(config.vault.proxies, config.kube.proxies);
     }
 
     #[test]

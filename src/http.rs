@@ -51,15 +51,26 @@ pub fn client_cert(chain_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, &'sta
 /// 3xx comes back as a response and [`check`] turns it into
 /// [`Error::Redirect`]. Host names are looked up at most every
 /// [`crate::resolve::KEEP`], IP addresses never. While a request waits, the
-/// loop's health listener is served (see [`crate::transport`]).
-pub fn agent(timeout: Duration, tls: &Tls) -> Result<ureq::Agent, Error> {
+/// loop's health listener is served (see [`crate::transport`]). Requests go
+/// through `proxy` when given, else direct.
+pub fn agent(
+    timeout: Duration,
+    tls: &Tls,
+    proxy: Option<&crate::proxy::Proxy>,
+) -> Result<ureq::Agent, Error> {
     let mut tls_config = TlsConfig::builder()
         .disable_verification(tls.skip_verify)
         .client_cert(tls.client_cert.clone());
     if let Some(pem) = &tls.ca_pem {
         tls_config = tls_config.root_certs(RootCerts::from(parse_ca(pem)?));
     }
+    // Our rule (crate::proxy), never ureq's own reading of the environment.
+    let proxy = proxy
+        .map(|p| ureq::Proxy::new(&p.url(true)))
+        .transpose()
+        .map_err(|e| Error::Decode(format!("proxy: {e}")))?;
     let config = ureq::Agent::config_builder()
+        .proxy(proxy)
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         // 0: the 3xx response itself is returned (never TooManyRedirects).
@@ -482,7 +493,7 @@ mod tests {
             ca_pem: Some(b"".to_vec()),
             ..Tls::default()
         };
-        assert!(agent(Duration::from_secs(1), &tls).is_err());
+        assert!(agent(Duration::from_secs(1), &tls, None).is_err());
     }
 
     #[test]
@@ -509,11 +520,11 @@ mod tests {
             client_cert: Some(parsed),
             ..Tls::default()
         };
-        assert!(agent(Duration::from_secs(1), &tls).is_ok());
+        assert!(agent(Duration::from_secs(1), &tls, None).is_ok());
     }
 
     fn test_agent() -> ureq::Agent {
-        agent(Duration::from_secs(5), &Tls::default()).unwrap()
+        agent(Duration::from_secs(5), &Tls::default(), None).unwrap()
     }
 
     #[test]

@@ -214,10 +214,11 @@ impl Kube {
             true => Some(http::rustls_config(&tls)?),
             false => None,
         };
+        let proxy = settings.proxies.for_url(&settings.api_url);
         Ok(Kube {
-            agent: http::agent(timeout, &tls)?,
+            agent: http::agent(timeout, &tls, proxy)?,
             base: settings.api_url.clone(),
-            target: Target::new(&settings.api_url, stream_tls)?,
+            target: Target::through(&settings.api_url, stream_tls, proxy.cloned())?,
             timeout,
             auth,
             requests: http::Counts::new(),
@@ -556,6 +557,7 @@ pub(crate) mod tests {
             std::env::temp_dir().join(format!("vsr-kube-test-token-{}-{n}", std::process::id()));
         std::fs::write(&path, "test-token\n").unwrap();
         let settings = KubeSettings {
+            proxies: Default::default(),
             api_url: server.url.clone(),
             ca: None,
             skip_verify: false,
@@ -567,6 +569,7 @@ pub(crate) mod tests {
     /// A client of `server` with `credentials` and no CA.
     fn client_with(server: &FakeServer, credentials: KubeCredentials) -> Result<Kube, Error> {
         Kube::new(&KubeSettings {
+            proxies: Default::default(),
             api_url: server.url.clone(),
             ca: None,
             skip_verify: false,

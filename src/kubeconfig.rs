@@ -329,6 +329,7 @@ pub fn settings(explicit: Explicit, base: Base) -> Result<KubeSettings, Kubeconf
             // certificate must chain to a public root.
             let ca = explicit_ca.or_else(|| in_cluster.then(|| Source::File(sa_file("ca.crt"))));
             Ok(KubeSettings {
+                proxies: Default::default(),
                 api_url,
                 ca,
                 skip_verify: false,
@@ -367,6 +368,7 @@ pub fn settings(explicit: Explicit, base: Base) -> Result<KubeSettings, Kubeconf
                 (None, None) => KubeCredentials::None,
             };
             Ok(KubeSettings {
+                proxies: Default::default(),
                 api_url,
                 ca,
                 skip_verify,
@@ -551,6 +553,7 @@ users:
         for (context, url, ca, skip_verify, credentials) in cases {
             let got = resolve(Explicit::default(), context).unwrap();
             let expected = KubeSettings {
+                proxies: Default::default(),
                 api_url: url.into(),
                 ca,
                 skip_verify,
@@ -601,6 +604,7 @@ users:
             ca_file: Some("/run/ca.crt".into()),
         };
         let expected = KubeSettings {
+            proxies: Default::default(),
             api_url: "https://flag:443".into(),
             ca: file("/run/ca.crt"),
             skip_verify: false,
@@ -652,6 +656,7 @@ users:
         assert_eq!(
             got,
             KubeSettings {
+                proxies: Default::default(),
                 api_url: "https://10.96.0.1:443".into(),
                 ca: Some(Source::File(sa("ca.crt"))),
                 skip_verify: false,

@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pace;
 pub mod paths;
+pub mod proxy;
 pub mod refs;
 pub mod reloader;
 pub mod renewal;

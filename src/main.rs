@@ -129,6 +129,18 @@ fn warn_about(config: &Config) {
             config.kube.api_url
         );
     }
+    if config.kube.proxies.all_proxy_ignored {
+        log::warn!(
+            "ALL_PROXY is not used: HTTPS_PROXY serves https:// servers and HTTP_PROXY http:// \
+             ones, NO_PROXY lists what goes direct (Go's rule)"
+        );
+    }
+    let urls = [&config.kube.api_url, &config.vault.addr].into_iter();
+    for url in urls.chain(config.bao.as_ref().map(|b| &b.addr)) {
+        if let Some(proxy) = config.kube.proxies.for_url(url) {
+            log::info!("{url} is reached through the proxy {proxy:?}");
+        }
+    }
     let allowed = config.per_workload_vault_addrs.as_ref();
     for entry in allowed
         .map(allow::AllowList::cleartext_entries)

@@ -1745,6 +1745,7 @@ mod tests {
     /// workloads' own servers under `own.vault.svc`.
     fn reloader_with_own_servers() -> Reloader {
         let settings = crate::config::VaultSettings {
+            proxies: Default::default(),
             addr: "http://127.0.0.1:9".into(),
             auth: crate::config::VaultAuth::Token(crate::config::Redacted("t".into())),
             namespace: None,

@@ -9,6 +9,7 @@ use crate::allow::Addr;
 use crate::error::Error;
 use crate::framing::{Framing, FramingError, Piece};
 use crate::http::ERROR_BODY_LIMIT;
+use crate::proxy::Proxy;
 use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -26,6 +27,8 @@ pub struct Target {
     /// Its host name's addresses, looked up with a bound and remembered
     /// as the HTTP client's are.
     resolver: Arc<crate::resolve::Cached>,
+    /// The proxy its connections tunnel through ([`crate::proxy`]).
+    proxy: Option<Proxy>,
 }
 
 impl std::fmt::Debug for Target {
@@ -38,6 +41,16 @@ impl Target {
     /// The target of a base URL `http[s]://host[:port][/prefix]`; `tls`
     /// is used for https and must be given then.
     pub fn new(base: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Target, Error> {
+        Target::through(base, tls, None)
+    }
+
+    /// The same target, its connections tunnelled through `proxy` (a
+    /// CONNECT; TLS goes on end to end inside it).
+    pub fn through(
+        base: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+        proxy: Option<Proxy>,
+    ) -> Result<Target, Error> {
         let bad = |why: &str| Error::Decode(format!("API server URL {base:?}: {why}"));
         // The origin is parsed as a Vault address is; the rest is the prefix.
         let after_scheme = base.find("://").map_or(0, |i| i + 3);
@@ -65,6 +78,7 @@ impl Target {
             prefix: prefix.trim_end_matches('/').to_string(),
             tls,
             resolver: Arc::new(crate::resolve::Cached::new()),
+            proxy,
         })
     }
 }
@@ -303,22 +317,95 @@ fn keep_capped(body: &mut Vec<u8>, bytes: &[u8], line: bool) {
 
 /// A socket connected by `deadline`, with `timeout` for each read and
 /// write (until it is made non-blocking).
+/// Through the target's proxy when it has one.
 fn connect(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpStream, Error> {
+    let (host, port) = match &target.proxy {
+        Some(proxy) => (proxy.host.as_str(), proxy.port),
+        None => (target.host.as_str(), target.port),
+    };
     let addrs = target
         .resolver
-        .addrs(&target.host, target.port, timeout)
-        .map_err(|e| Error::Transport(format!("resolving the API server: {e}")))?;
+        .addrs(host, port, timeout)
+        .map_err(|e| Error::Transport(format!("resolving {host}: {e}")))?;
     if addrs.is_empty() {
-        return Err(Error::Transport(format!("{} has no address", target.host)));
+        return Err(Error::Transport(format!("{host} has no address")));
     }
-    let socket = crate::transport::connect_any(&addrs, Some(deadline))
+    let mut socket = crate::transport::connect_any(&addrs, Some(deadline))
         .map_err(|e| transport("connecting", e))?;
     let setup = socket
         .set_read_timeout(Some(timeout))
         .and_then(|()| socket.set_write_timeout(Some(timeout)))
         .and_then(|()| socket.set_nodelay(true));
     setup.map_err(|e| transport("socket", e))?;
+    if let Some(proxy) = &target.proxy {
+        tunnel(&mut socket, proxy, &target.host, target.port, deadline)?;
+    }
     Ok(socket)
+}
+
+/// Asks `proxy`, connected on `socket`, for a tunnel to `host:port` by
+/// `deadline`: a CONNECT whose answer must be a 2xx. Its waits serve the
+/// loop. The answer is read a byte at a time: what follows its head is
+/// the server's, for TLS.
+fn tunnel(
+    socket: &mut TcpStream,
+    proxy: &Proxy,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<(), Error> {
+    use crate::wait::Interest;
+    use std::os::fd::AsRawFd;
+    let authority = match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
+    };
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(userinfo) = &proxy.userinfo {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(userinfo);
+        request.push_str(&format!("Proxy-Authorization: Basic {basic}\r\n"));
+    }
+    request.push_str("\r\n");
+    let via = |what: &str| format!("the proxy {proxy:?} {what} the tunnel to {authority}");
+    socket
+        .write_all(request.as_bytes())
+        .map_err(|e| transport(&via("took no request for"), e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| transport("socket", e))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() <= crate::framing::HEAD_LIMIT {
+        match socket.read(&mut byte) {
+            Ok(0) => return Err(Error::Transport(via("closed before it answered for"))),
+            Ok(_) => head.push(byte[0]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let ready = Interest::Read(socket.as_raw_fd());
+                if !crate::wait::for_socket(ready, Some(deadline)) {
+                    return Err(Error::Transport(via("did not answer in time for")));
+                }
+            }
+            Err(e) => return Err(transport(&via("failed"), e)),
+        }
+    }
+    socket
+        .set_nonblocking(false)
+        .map_err(|e| transport("socket", e))?;
+    let line = String::from_utf8_lossy(head.split(|&b| b == b'\r').next().unwrap_or_default());
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(200..=299) => Ok(()),
+        _ => Err(Error::Transport(format!(
+            "{} ({})",
+            via("refused"),
+            line.chars().take(100).collect::<String>()
+        ))),
+    }
 }
 
 /// Completes the TLS handshake by `deadline`. The socket is non-blocking
@@ -477,6 +564,85 @@ mod tests {
             named.resolver.remembers(&format!("localhost:{port}")),
             "looked up through it"
         );
+    }
+
+    /// A CONNECT proxy for one connection that answers `status` and, on a
+    /// 200, relays to `upstream` whatever name was asked for; gives back
+    /// the head it was sent.
+    fn connect_proxy(
+        status: &'static str,
+        upstream: u16,
+    ) -> (Proxy, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut client, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                client.read_exact(&mut byte).unwrap();
+                head.push(byte[0]);
+            }
+            client
+                .write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes())
+                .unwrap();
+            if status.starts_with("200") {
+                let mut server = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let mut back = server.try_clone().unwrap();
+                let mut forth = client.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut back, &mut forth);
+                    forth.shutdown(std::net::Shutdown::Both)
+                });
+                let _ = std::io::copy(&mut client, &mut server);
+            }
+            String::from_utf8(head).unwrap()
+        });
+        let proxy = Proxy {
+            host: "127.0.0.1".into(),
+            port,
+            userinfo: Some("reloader:s3cret".into()),
+        };
+        (proxy, handle)
+    }
+
+    #[test]
+    fn a_stream_goes_through_a_connect_proxy_which_resolves_the_name() {
+        let pieces = vec![b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}\n".to_vec()];
+        let (direct, server) = serve(pieces);
+        let (proxy, asked) = connect_proxy("200 Connection established", direct.port);
+        // A name only the proxy knows: the client never looks it up.
+        let target =
+            Target::through("http://kubernetes.default.svc:6443", None, Some(proxy)).unwrap();
+        let mut stream = Stream::open(&target, "/x", &[], Duration::from_secs(5), 1024).unwrap();
+        let lines = drain(&mut stream);
+        assert_eq!(lines, (vec!["{\"a\":1}".to_string()], Ok(Flow::Ended)));
+        let head = asked.join().unwrap();
+        assert!(
+            head.starts_with("CONNECT kubernetes.default.svc:6443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        // base64("reloader:s3cret")
+        assert!(head.contains("\r\nProxy-Authorization: Basic cmVsb2FkZXI6czNjcmV0\r\n"));
+        assert!(server
+            .join()
+            .unwrap()
+            .starts_with("GET /x HTTP/1.1\r\nHost: kubernetes.default.svc:6443\r\n"));
+    }
+
+    #[test]
+    fn a_refused_tunnel_is_an_error_naming_the_proxy_not_its_password() {
+        let (proxy, _asked) = connect_proxy("407 Proxy Authentication Required", 1);
+        let target = Target::through("http://api.example:6443", None, Some(proxy)).unwrap();
+        let error = Stream::open(&target, "/x", &[], Duration::from_secs(5), 1024)
+            .err()
+            .expect("refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("refused the tunnel to api.example:6443 (HTTP/1.1 407 Proxy Authentication Required)"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]

@@ -247,7 +247,7 @@ mod tests {
     }
 
     fn agent(timeout: Duration) -> ureq::Agent {
-        crate::http::agent(timeout, &crate::http::Tls::default()).unwrap()
+        crate::http::agent(timeout, &crate::http::Tls::default(), None).unwrap()
     }
 
     #[test]

@@ -380,7 +380,11 @@ impl Vault {
             client_cert: None,
         };
         Ok(Vault {
-            agent: http::agent(settings.timeout, &tls)?,
+            agent: http::agent(
+                settings.timeout,
+                &tls,
+                settings.proxies.for_url(&settings.addr),
+            )?,
             addr: settings.addr.clone(),
             namespace: settings.namespace.clone(),
             auth: settings.auth.clone(),
@@ -917,6 +921,7 @@ mod tests {
 
     pub(super) fn client(server: &FakeServer) -> Vault {
         let settings = VaultSettings {
+            proxies: Default::default(),
             addr: server.url.clone(),
             auth: VaultAuth::Token(Redacted("s.fixed".into())),
             namespace: None,
@@ -1453,6 +1458,7 @@ mod tests {
             let jwt = std::env::temp_dir().join(format!("vsr-jwt-{}", std::process::id()));
             std::fs::write(&jwt, "a.service-account.jwt\n").unwrap();
             let settings = VaultSettings {
+                proxies: Default::default(),
                 addr: self.server.url.clone(),
                 auth: VaultAuth::Login {
                     method: "kubernetes",

@@ -73,6 +73,7 @@ fn namespace_and_client(name: &str) -> (String, Kube) {
     let token_file = std::env::temp_dir().join(format!("live-{name}-{}.token", std::process::id()));
     std::fs::write(&token_file, token.trim()).unwrap();
     let kube = Kube::new(&KubeSettings {
+        proxies: Default::default(),
         api_url: var("KUBE_API_URL"),
         ca: Some(Source::File(PathBuf::from(var("KUBE_CA_FILE")))),
         skip_verify: false,
@@ -248,6 +249,7 @@ fn a_stale_patch_is_refused_and_a_lease_has_one_holder() {
 
 fn settings_with_token(token: &str) -> VaultSettings {
     VaultSettings {
+        proxies: Default::default(),
         addr: var("VAULT_ADDR"),
         auth: VaultAuth::Token(Redacted(token.into())),
         namespace: None,
