@@ -48,6 +48,9 @@ pub struct Config {
     /// `--max-rollouts-per-pass`: at most this many renewal rollouts per
     /// pass; `None`: as many as keep every workload inside its window.
     pub max_rollouts_per_pass: Option<usize>,
+    /// `--max-renewals-per-namespace-hour`: at most this many renewal
+    /// rollouts of one namespace in any hour.
+    pub max_renewals_per_namespace_hour: usize,
     /// `--max-secrets-per-workload` and `--allowed-secret-paths`: what one
     /// workload may name.
     pub limits: crate::workload::Limits,
@@ -238,7 +241,12 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
   --max-rollouts-per-pass N         at most N dynamic-secret renewal rollouts per reloader
                                     pass, earliest deadline first; secret changes are never
                                     held [default: as many as keep each workload inside its
-                                    window; env MAX_ROLLOUTS_PER_PASS]
+                                    window; env MAX_ROLLOUTS_PER_PASS]; shared between
+                                    namespaces, each one's earliest deadline in turn
+  --max-renewals-per-namespace-hour N
+                                    at most N renewal rollouts of one namespace in any hour;
+                                    past it its renewals wait and it gets a Warning Event
+                                    [default: 3600; env MAX_RENEWALS_PER_NAMESPACE_HOUR]
   --max-secrets-per-workload N      watch only the first N secrets a workload names (sorted);
                                     past N it gets a Warning Event [default: 100; env
                                     MAX_SECRETS_PER_WORKLOAD]
@@ -366,6 +374,12 @@ pub fn parse(
         "--max-rollouts-per-pass",
         text_flag(&mut args, "--max-rollouts-per-pass")?.or_else(|| env("MAX_ROLLOUTS_PER_PASS")),
     )?;
+    let max_renewals_per_namespace_hour = at_least_one(
+        "--max-renewals-per-namespace-hour",
+        text_flag(&mut args, "--max-renewals-per-namespace-hour")?
+            .or_else(|| env("MAX_RENEWALS_PER_NAMESPACE_HOUR")),
+    )?
+    .unwrap_or(crate::renewal::PER_NAMESPACE_HOUR_DEFAULT);
     let max_secrets = at_least_one(
         "--max-secrets-per-workload",
         text_flag(&mut args, "--max-secrets-per-workload")?
@@ -434,6 +448,7 @@ pub fn parse(
         per_workload_vault_addrs,
         dynamic_default_max_age,
         max_rollouts_per_pass,
+        max_renewals_per_namespace_hour,
         limits,
         list_metadata,
         kube,
@@ -925,10 +940,12 @@ mod tests {
             Some(Duration::from_secs(5400))
         );
         assert_eq!(config.max_rollouts_per_pass, Some(5));
+        assert_eq!(config.max_renewals_per_namespace_hour, 3600);
         let mut env = IN_CLUSTER.to_vec();
         env.extend([
             ("DYNAMIC_SECRET_DEFAULT_MAX_AGE", "12h"),
             ("MAX_ROLLOUTS_PER_PASS", "2"),
+            ("MAX_RENEWALS_PER_NAMESPACE_HOUR", "40"),
         ]);
         let config = run(&[], &env).unwrap();
         assert_eq!(
@@ -936,6 +953,7 @@ mod tests {
             Some(Duration::from_secs(43200))
         );
         assert_eq!(config.max_rollouts_per_pass, Some(2));
+        assert_eq!(config.max_renewals_per_namespace_hour, 40);
         for (args, expected) in [
             (
                 ["--dynamic-secret-default-max-age", "9s"],

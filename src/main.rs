@@ -191,6 +191,7 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
         default_max_age: config.dynamic_default_max_age,
         max_rollouts: config.max_rollouts_per_pass,
         period: config.reloader_period,
+        per_namespace_hour: config.max_renewals_per_namespace_hour,
     };
     Ok(
         reloader::Reloader::new(vault, bao, per_workload, config.dry_run)

@@ -445,7 +445,8 @@ impl Reloader {
                         let message = decision.reason();
                         let event = (false, "SecretsReloaded", message.as_str());
                         record_event(kube, &id, &uid, event, duties);
-                        dynamic::rolled_out(&mut report, &id, &decision, renewal);
+                        let memory = &mut self.renewals;
+                        dynamic::rolled_out(memory, &mut report, &id, &decision, renewal);
                         report.reloaded.push(id);
                     }
                 }

@@ -231,6 +231,51 @@ pub fn choose<T>(mut due: Vec<Candidate<T>>, now: u64, period: u64, max: Option<
     due.into_iter().take(count).map(|c| c.key).collect()
 }
 
+/// `--max-renewals-per-namespace-hour` by default: one a second on
+/// average, far above what real lifetimes need (a hundred workloads of 10
+/// minute credentials make 900 an hour).
+pub const PER_NAMESPACE_HOUR_DEFAULT: usize = 3600;
+
+/// Renewal rollouts of each namespace in the last hour, for
+/// `--max-renewals-per-namespace-hour`.
+#[derive(Debug, Default)]
+pub struct Hourly {
+    made: std::collections::HashMap<String, std::collections::VecDeque<u64>>,
+}
+
+impl Hourly {
+    /// Of `due`, those that keep each namespace within `cap` renewal
+    /// rollouts an hour at `now` (each namespace's earliest deadlines
+    /// first), and those held back.
+    pub fn within<T>(
+        &mut self,
+        mut due: Vec<Candidate<T>>,
+        now: u64,
+        cap: usize,
+    ) -> (Vec<Candidate<T>>, Vec<Candidate<T>>) {
+        self.made.retain(|_, times| {
+            times.retain(|at| now.saturating_sub(*at) < 3600);
+            !times.is_empty()
+        });
+        due.sort_by_key(|c| c.deadline);
+        let mut taken: std::collections::HashMap<String, usize> = Default::default();
+        due.into_iter().partition(|c| {
+            let made = self.made.get(&c.namespace).map_or(0, |t| t.len());
+            let count = taken.entry(c.namespace.clone()).or_default();
+            *count += 1;
+            made + *count <= cap
+        })
+    }
+
+    /// Notes a renewal rollout in `namespace` at `now`.
+    pub fn made(&mut self, namespace: &str, now: u64) {
+        self.made
+            .entry(namespace.to_string())
+            .or_default()
+            .push_back(now);
+    }
+}
+
 /// `due`, sorted by deadline, namespace by namespace in turn: the first of
 /// each namespace (in the order of their earliest deadlines), then the
 /// second of each, and so on.
@@ -457,6 +502,34 @@ mod tests {
         );
         // Without a cap every urgent one goes, whatever its namespace.
         assert_eq!(choose(due, NOW, 60, None).len(), 53);
+    }
+
+    #[test]
+    fn each_namespace_has_its_hourly_renewals() {
+        let c = |key: &'static str, ns: &str, deadline: u64| Candidate {
+            key,
+            deadline,
+            namespace: ns.into(),
+        };
+        let mut hourly = Hourly::default();
+        for at in [NOW - 3601, NOW - 100, NOW - 50] {
+            hourly.made("evil", at);
+        }
+        let due = vec![
+            c("e1", "evil", NOW + 30),
+            c("e0", "evil", NOW + 10),
+            c("e2", "evil", NOW + 40),
+            c("g0", "good", NOW + 60),
+        ];
+        let keys =
+            |v: Vec<Candidate<&'static str>>| v.into_iter().map(|c| c.key).collect::<Vec<_>>();
+        // Two made in the last hour (the third is older), a cap of 3: one more.
+        let (go, held) = hourly.within(due.clone(), NOW, 3);
+        assert_eq!((keys(go), keys(held)), (vec!["e0", "g0"], vec!["e1", "e2"]));
+        // An hour later the old ones no longer count.
+        let (go, held) = hourly.within(due, NOW + 3600, 3);
+        assert_eq!((keys(go).len(), keys(held).len()), (4, 0));
+        assert!(hourly.made.is_empty(), "forgotten once out of the hour");
     }
 
     #[test]

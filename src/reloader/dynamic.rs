@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 /// The daemon's dynamic-secret settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DynamicSettings {
     /// `--dynamic-secret-default-max-age`: the lifetime of a dynamic
     /// reference whose lifetime cannot be read; `None`: no guessing.
@@ -29,6 +29,19 @@ pub struct DynamicSettings {
     /// The reloader period: renewals whose deadline comes before the next
     /// pass go now.
     pub period: Duration,
+    /// `--max-renewals-per-namespace-hour`.
+    pub per_namespace_hour: usize,
+}
+
+impl Default for DynamicSettings {
+    fn default() -> DynamicSettings {
+        DynamicSettings {
+            default_max_age: None,
+            max_rollouts: None,
+            period: Duration::ZERO,
+            per_namespace_hour: renewal::PER_NAMESPACE_HOUR_DEFAULT,
+        }
+    }
 }
 
 /// What the reloader keeps about renewals between passes.
@@ -42,6 +55,10 @@ pub struct Memory {
     /// Sources used by workloads without the max-age annotation: only these
     /// are reported as not watchable (with a hint).
     pub(super) unannotated: HashSet<(Server, SecretRef)>,
+    /// Renewal rollouts per namespace in the last hour.
+    hourly: renewal::Hourly,
+    /// Namespaces told their renewals are held, and when (Unix seconds).
+    said_capped: HashMap<String, u64>,
 }
 
 /// A workload's renewal this pass.
@@ -253,6 +270,7 @@ pub fn with_renewal(mut decision: Decision, renewal: &Renewal, now: u64) -> Deci
 /// Records a rollout of workload `id` (decided as `decision`) in the
 /// report: a renewal, and its next due time, which any rollout resets.
 pub(super) fn rolled_out(
+    memory: &mut Memory,
     report: &mut Report,
     id: &WorkloadId,
     decision: &Decision,
@@ -260,6 +278,7 @@ pub(super) fn rolled_out(
 ) {
     if decision.renewal.is_some() {
         report.renewed.push(id.clone());
+        memory.hourly.made(&id.namespace, super::unix_now());
     }
     if let Some(renewal) = renewal {
         report
@@ -371,6 +390,11 @@ impl Reloader {
         }
         self.forget_renewals(index);
         let settings = self.renewals.settings;
+        let (due, held) = self
+            .renewals
+            .hourly
+            .within(due, now, settings.per_namespace_hour);
+        self.report_capped(kube, index, held, now, duties);
         let period = settings.period.as_secs().max(1);
         for id in renewal::choose(due, now, period, settings.max_rollouts) {
             if let Some(renewal) = renewals.get_mut(&id) {
@@ -454,6 +478,42 @@ impl Reloader {
             found.insert((server, secret), result);
         }
         Some(found)
+    }
+
+    /// One warning and one Warning Event an hour for a namespace whose
+    /// renewals are `held` by `--max-renewals-per-namespace-hour`, on the
+    /// first workload held.
+    fn report_capped(
+        &mut self,
+        kube: &mut Kube,
+        index: &Index,
+        held: Vec<Candidate<WorkloadId>>,
+        now: u64,
+        duties: &mut dyn Duties,
+    ) {
+        let cap = self.renewals.settings.per_namespace_hour;
+        let said = &mut self.renewals.said_capped;
+        said.retain(|_, at| now.saturating_sub(*at) < 3600);
+        for candidate in held {
+            if self.renewals.said_capped.contains_key(&candidate.namespace) {
+                continue;
+            }
+            let Some(entry) = index.get(&candidate.key) else {
+                continue;
+            };
+            let message = format!(
+                "its dynamic-secret renewal is held: namespace {} had {cap} renewal rollouts in \
+                 the last hour (--max-renewals-per-namespace-hour); its credentials may expire \
+                 before it is renewed",
+                candidate.namespace
+            );
+            log::warn!("{}: {message}", entry.id);
+            self.renewals.said_capped.insert(candidate.namespace, now);
+            if !self.dry_run {
+                let event = (true, "RenewalsCapped", message.as_str());
+                record_event(kube, &entry.id, &entry.uid, event, duties);
+            }
+        }
     }
 
     /// One warning and one Warning Event for a workload whose dynamic
