@@ -24,7 +24,9 @@
 #   7. the audit log: the daemon's token never requested */creds/*,
 #      */issue/* nor */sign/*;
 #   8. a KV change rolls out and resets the dynamic clock; a KV change just
-#      before a renewal gives one rollout, not two.
+#      before a renewal gives one rollout, not two;
+#   9. --max-renewals-per-namespace-hour: past it, a namespace's renewals
+#      wait, with one Warning Event.
 # Rollout times are those at which a watch of the namespace saw the
 # pod-template annotation secret-reload-count change (to the millisecond).
 # Runs against the test environment of scripts/testenv.sh (or the current one
@@ -550,4 +552,20 @@ check "it never requested */creds/*, */issue/* nor */sign/* (outside sys/ it ask
 check "no token in the logs" not grep -qE "$SA_VAULT_TOKEN|$(cut -c1-40 "$WORK/token")" "$WORK/reloader.out" "$WORK/reloader.err"
 stop_process "$DAEMON_PID"
 DAEMON_PID=
+
+say "9. --max-renewals-per-namespace-hour 2: a namespace renewing every 6.7 s is held after 2"
+CAPPED=$NS-capped
+kubectl delete namespace "$CAPPED" --ignore-not-found --wait=true >/dev/null
+kubectl create namespace "$CAPPED" >/dev/null
+dyn deployments "capped|10s|$DB" | kubectl -n "$CAPPED" apply -f - >/dev/null
+start --namespaces "$CAPPED" --max-renewals-per-namespace-hour 2
+capped_is() { [[ $(annotation "$CAPPED" deployment/capped "$PREFIX/secret-reload-count") == "$1" ]]; }
+check "its first sight and one renewal roll it out (count 2)" wait_until 20 capped_is 2
+check "a Warning Event says its renewals are held" wait_until 15 bash -c \
+  "kubectl -n '$CAPPED' get events --field-selector reason=RenewalsCapped -o name | grep -q ."
+check "and no third rollout (after 8 s more, past its next due time)" stays 8 capped_is 2
+check "the warning is said once" test "$(grep -c 'renewal is held: namespace' "$WORK/reloader.err")" -eq 1
+stop_process "$DAEMON_PID"
+DAEMON_PID=
+kubectl delete namespace "$CAPPED" --wait=false >/dev/null
 finish

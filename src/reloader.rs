@@ -1174,7 +1174,7 @@ mod tests {
             ("s/data/a", Lookup::Found(version(1, "t1"))),
             ("s/data/b", Lookup::Missing),
         ]);
-        let decision = decide(&refs, None, &|s| found.get(s), None, NOW, state::MAX_BYTES);
+        let decision = decided(&refs, None, &found);
         assert!(decision.changes.is_empty());
         assert!(decision.write_state);
         assert_eq!(
@@ -1183,19 +1183,21 @@ mod tests {
         );
     }
 
+    /// [`decide`] with no minimum interval, now, and room for any state.
+    fn decided(
+        refs: &[SecretRef],
+        stored: Option<&State>,
+        found: &HashMap<SecretRef, Lookup>,
+    ) -> Decision {
+        decide(refs, stored, &|s| found.get(s), None, NOW, state::MAX_BYTES)
+    }
+
     #[test]
     fn nothing_to_do_when_nothing_changed() {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", Some(version(2, "t2")))]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| found.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &found);
         assert!(decision.changes.is_empty() && !decision.write_state);
     }
 
@@ -1212,14 +1214,7 @@ mod tests {
             ("s/data/b", Lookup::Found(version(5, "t5"))),
             ("s/data/c", Lookup::Found(version(1, "t1"))),
         ]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| found.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &found);
         assert_eq!(decision.changes.len(), 2);
         assert!(decision.write_state);
         assert_eq!(decision.state.last_reload, Some(NOW));
@@ -1232,25 +1227,11 @@ mod tests {
         let stored = state(&[("s/data/a", Some(version(1, "t1")))]);
         // Deleted: the pods keep what they have, nothing is written.
         let gone = lookups(vec![("s/data/a", Lookup::Missing)]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| gone.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &gone);
         assert!(decision.changes.is_empty() && !decision.write_state);
         // Re-created: version 1 again, but created later.
         let back = lookups(vec![("s/data/a", Lookup::Found(version(1, "t9")))]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| back.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &back);
         assert_eq!(decision.changes.len(), 1);
         assert_eq!(
             decision.changes[0].to_string(),
@@ -1263,14 +1244,7 @@ mod tests {
         let refs = [secret("s/data/a")];
         let stored = state(&[("s/data/a", None)]);
         let found = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| found.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &found);
         assert_eq!(decision.changes[0].old, None);
     }
 
@@ -1286,14 +1260,7 @@ mod tests {
             ("s/data/a", Lookup::Failed(Error::Transport("down".into()))),
             ("s/data/kv1", Lookup::Unwatchable("kv1")),
         ]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| found.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &found);
         assert!(decision.changes.is_empty() && !decision.write_state);
         assert_eq!(decision.state, stored);
     }
@@ -1306,14 +1273,7 @@ mod tests {
             ("s/data/a", Lookup::Found(version(4, "t4"))),
             ("s/data/b", Lookup::Found(version(7, "t7"))),
         ]);
-        let decision = decide(
-            &refs,
-            Some(&stored),
-            &|s| found.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let decision = decided(&refs, Some(&stored), &found);
         assert!(
             decision.changes.is_empty(),
             "a no longer used secret changed"
@@ -1430,14 +1390,7 @@ mod tests {
         for (name, found, known, changes, written, held_by) in cases {
             let found = lookups(found);
             let before = known.then_some(&stored);
-            let decision = decide(
-                &refs,
-                before,
-                &|s| found.get(s),
-                None,
-                NOW,
-                state::MAX_BYTES,
-            );
+            let decision = decided(&refs, before, &found);
             assert_eq!(decision.changes.len(), changes, "{name}: changes");
             assert_eq!(decision.write_state, written, "{name}: written");
             assert_eq!(decision.held_by, held_by, "{name}: held by");
@@ -1459,7 +1412,7 @@ mod tests {
         let refs = [secret(a), secret(b), secret(c)];
         let v1 = |p| (p, Lookup::Found(version(1, "2026-11-28T07:43:31.1Z")));
         let first = lookups(vec![v1(a), v1(b), v1(c)]);
-        let full = decide(&refs, None, &|s| first.get(s), None, NOW, state::MAX_BYTES);
+        let full = decided(&refs, None, &first);
         assert_eq!(full.left_out, 0);
         // Room for two of the three.
         let mut two = full.state.clone();
@@ -1673,28 +1626,14 @@ mod tests {
         let mut stored = state(&[("s/data/a", Some(version(1, "t1")))]);
         stored.first_seen = Some(NOW - 5);
         let same = lookups(vec![("s/data/a", Lookup::Found(version(1, "t1")))]);
-        let quiet = decide(
-            &refs,
-            Some(&stored),
-            &|s| same.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let quiet = decided(&refs, Some(&stored), &same);
         assert_eq!(quiet.state, stored);
         assert!(
             !quiet.write_state,
             "an unchanged state is not written every pass"
         );
         let changed = lookups(vec![("s/data/a", Lookup::Found(version(2, "t2")))]);
-        let rolled = decide(
-            &refs,
-            Some(&stored),
-            &|s| changed.get(s),
-            None,
-            NOW,
-            state::MAX_BYTES,
-        );
+        let rolled = decided(&refs, Some(&stored), &changed);
         assert_eq!(
             (rolled.state.last_reload, rolled.state.first_seen),
             (Some(NOW), None)

@@ -1457,22 +1457,14 @@ mod tests {
         fn client(&self) -> Vault {
             let jwt = std::env::temp_dir().join(format!("vsr-jwt-{}", std::process::id()));
             std::fs::write(&jwt, "a.service-account.jwt\n").unwrap();
-            let settings = VaultSettings {
-                proxies: Default::default(),
-                addr: self.server.url.clone(),
-                auth: VaultAuth::Login {
-                    method: "kubernetes",
-                    role: "reloader".into(),
-                    mount: "kubernetes".into(),
-                },
-                namespace: None,
-                ca_file: None,
-                ca_secret: None,
-                skip_verify: false,
-                timeout: Duration::from_secs(5),
-                ignore_missing: false,
+            let mut vault = client(&self.server);
+            vault.auth = VaultAuth::Login {
+                method: "kubernetes",
+                role: "reloader".into(),
+                mount: "kubernetes".into(),
             };
-            Vault::new(&settings, None, jwt).unwrap()
+            vault.jwt_file = jwt;
+            vault
         }
 
         fn logins(&self) -> usize {
