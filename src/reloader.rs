@@ -16,7 +16,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub mod dynamic;
+mod said;
 pub use dynamic::DynamicSettings;
+use said::Said;
 
 /// A secret whose version differs from the one a workload was rolled out with.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,22 +266,23 @@ pub struct Reloader {
     per_workload: Option<PerWorkload>,
     ignore_missing: bool,
     bao_ignore_missing: bool,
-    said_unwatchable: HashSet<(Server, SecretRef)>,
+    /// Secrets that cannot be watched (no versions), already reported.
+    said_unwatchable: Said<(Server, SecretRef)>,
     /// Missing secrets already logged, until found again.
-    said_missing: HashSet<(Server, SecretRef)>,
+    said_missing: Said<(Server, SecretRef)>,
     /// Secrets under a mount the token cannot see, already reported.
-    said_unknown: HashSet<(Server, SecretRef)>,
-    /// Missing or refused secrets already reported with a Warning Event,
-    /// per workload: what was said.
-    said_unavailable: HashMap<(WorkloadId, SecretRef), Unavailable>,
-    /// Unreadable current versions already reported with a Warning Event,
-    /// per workload and secret: the version number.
-    said_unreadable: HashMap<(WorkloadId, SecretRef), u64>,
-    /// Refused `vault-addr` annotations already reported, per workload.
-    said_refused: HashMap<WorkloadId, String>,
-    /// Secrets not watched or left out of the state, already reported per
+    said_unknown: Said<(Server, SecretRef)>,
+    /// Missing or refused secrets reported with a Warning Event, per
+    /// workload: what was said.
+    said_unavailable: Said<(WorkloadId, SecretRef), Unavailable>,
+    /// Unreadable current versions reported with a Warning Event, per
+    /// workload and secret: the version number.
+    said_unreadable: Said<(WorkloadId, SecretRef), u64>,
+    /// Refused `vault-addr` annotations reported, per workload: why.
+    said_refused: Said<WorkloadId, String>,
+    /// Secrets not watched or left out of the state, reported per
     /// workload: how many.
-    said_counted: HashMap<(WorkloadId, Counted), usize>,
+    said_counted: Said<(WorkloadId, Counted), usize>,
     /// Dynamic-secret settings and what was said about renewals.
     renewals: dynamic::Memory,
     dry_run: bool,
@@ -314,13 +317,13 @@ impl Reloader {
             bao: bao.map(|b| b.0),
             per_workload,
             bao_ignore_missing,
-            said_unwatchable: HashSet::new(),
-            said_missing: HashSet::new(),
-            said_unknown: HashSet::new(),
-            said_unavailable: HashMap::new(),
-            said_unreadable: HashMap::new(),
-            said_refused: HashMap::new(),
-            said_counted: HashMap::new(),
+            said_unwatchable: Said::default(),
+            said_missing: Said::default(),
+            said_unknown: Said::default(),
+            said_unavailable: Said::default(),
+            said_unreadable: Said::default(),
+            said_refused: Said::default(),
+            said_counted: Said::default(),
             renewals: dynamic::Memory::default(),
             dry_run,
             limits: workload::Limits::default(),
@@ -471,17 +474,20 @@ impl Reloader {
             .filter(|entry| self.route(entry).is_err())
             .map(|entry| &entry.id)
             .collect();
-        self.said_unavailable
-            .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
-        self.said_unreadable
-            .retain(|(id, secret), _| index.get(id).is_some_and(|e| e.refs.contains(secret)));
-        self.said_unwatchable
-            .retain(|source| sources.contains(source));
-        self.said_missing.retain(|source| sources.contains(source));
-        self.said_unknown.retain(|source| sources.contains(source));
-        self.said_refused.retain(|id, _| refused.contains(id));
-        self.said_counted
-            .retain(|(id, _), _| index.contains_key(id));
+        let used = |(id, secret): &(WorkloadId, SecretRef)| {
+            index.get(id).is_some_and(|e| e.refs.contains(secret))
+        };
+        self.said_unavailable.retain(used);
+        self.said_unreadable.retain(used);
+        for said in [
+            &mut self.said_unwatchable,
+            &mut self.said_missing,
+            &mut self.said_unknown,
+        ] {
+            said.retain(|source| sources.contains(source));
+        }
+        self.said_refused.retain(|id| refused.contains(id));
+        self.said_counted.retain(|(id, _)| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
             let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
             per_workload.clients.retain(|addr, _| used.contains(addr));
@@ -499,12 +505,11 @@ impl Reloader {
         duties: &mut dyn Duties,
     ) {
         let id = &entry.id;
-        if self.said_refused.get(id).map(String::as_str) == Some(why) {
+        if !self.said_refused.news(id.clone(), why.to_string()) {
             return;
         }
         let message = format!("{why}: its vault: secrets are not checked");
         log::warn!("{id}: {message}");
-        self.said_refused.insert(id.clone(), why.to_string());
         if self.dry_run {
             return;
         }
@@ -530,25 +535,21 @@ impl Reloader {
                 Some(Lookup::Missing) => Unavailable::Missing,
                 Some(Lookup::Denied) => Unavailable::Denied,
                 Some(Lookup::Found(_)) => {
-                    self.said_unavailable.remove(&key);
+                    self.said_unavailable.forget(&key);
                     continue;
                 }
                 _ => continue,
             };
-            if self.said_unavailable.get(&key) == Some(&now) {
+            if !self.said_unavailable.is_news(&key, &now) {
                 continue;
             }
             let (reason, message) = now.notice(secret);
             if now == Unavailable::Denied {
                 log::warn!("{id}: {message}");
             }
-            if self.dry_run {
-                self.said_unavailable.insert(key, now);
-                continue;
-            }
             let event = (true, reason, message.as_str());
-            if record_event(kube, id, &entry.uid, event, duties) {
-                self.said_unavailable.insert(key, now);
+            if self.dry_run || record_event(kube, id, &entry.uid, event, duties) {
+                self.said_unavailable.said(key, now);
             }
         }
     }
@@ -566,10 +567,10 @@ impl Reloader {
     ) {
         let key = (entry.id.clone(), what);
         if n == 0 {
-            self.said_counted.remove(&key);
+            self.said_counted.forget(&key);
             return;
         }
-        if self.said_counted.insert(key, n) == Some(n) {
+        if !self.said_counted.news(key, n) {
             return;
         }
         let (reason, message) = what.notice(n, entry, self.limits.max_secrets);
@@ -598,12 +599,12 @@ impl Reloader {
             let (version, why) = match lookup(secret) {
                 Some(Lookup::Unreadable(version, why)) => (version, why),
                 Some(Lookup::Found(_) | Lookup::Missing) => {
-                    self.said_unreadable.remove(&key);
+                    self.said_unreadable.forget(&key);
                     continue;
                 }
                 _ => continue,
             };
-            if self.dry_run || self.said_unreadable.get(&key) == Some(&version.number) {
+            if self.dry_run || !self.said_unreadable.is_news(&key, &version.number) {
                 continue;
             }
             let message = format!(
@@ -614,7 +615,7 @@ impl Reloader {
             log::warn!("{id}: {message}");
             let event = (true, "SecretVersionUnreadable", message.as_str());
             if record_event(kube, id, &entry.uid, event, duties) {
-                self.said_unreadable.insert(key, version.number);
+                self.said_unreadable.said(key, version.number);
             }
         }
     }
@@ -755,7 +756,7 @@ impl Reloader {
             .unwrap_or_default();
         let source = (server.clone(), secret.clone());
         if matches!(lookup, Lookup::Found(_) | Lookup::Unreadable(..)) {
-            self.said_missing.remove(&source);
+            self.said_missing.forget(&source);
         }
         match lookup {
             Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
@@ -763,7 +764,7 @@ impl Reloader {
                 log::debug!("{secret}{at} is at {version}, which is {why}")
             }
             Lookup::Missing => {
-                let level = match (self.said_missing.insert(source), ignore_missing) {
+                let level = match (self.said_missing.news(source, ()), ignore_missing) {
                     (false, _) => log::Level::Debug,
                     (true, true) => log::Level::Warn,
                     (true, false) => log::Level::Error,
@@ -775,7 +776,7 @@ impl Reloader {
             Lookup::Unwatchable(why) => {
                 if !self.renewals.unannotated.contains(&source) {
                     log::debug!("{secret}{at} has no versions: {why}");
-                } else if self.said_unwatchable.insert(source) {
+                } else if self.said_unwatchable.news(source, ()) {
                     log::warn!(
                         "{secret}{at} cannot be watched: {why}{}",
                         dynamic::hint(why)
@@ -783,7 +784,7 @@ impl Reloader {
                 }
             }
             Lookup::Failed(e @ Error::MountUnknown { .. }) => {
-                if self.said_unknown.insert(source) {
+                if self.said_unknown.news(source, ()) {
                     log::warn!(
                         "{secret}{at} cannot be checked: {e}; its recorded version is kept \
                          and it is asked about again every pass"
@@ -1714,7 +1715,7 @@ mod tests {
         let source = (None, secret("s/data/a"));
         let mut log = |lookup: Lookup| {
             reloader.log_lookup(&None, &source.1, &lookup, false, false);
-            reloader.said_missing.contains(&source)
+            !reloader.said_missing.is_news(&source, &())
         };
         assert!(log(Lookup::Missing), "said");
         assert!(log(Lookup::Missing), "not said again");
@@ -1733,18 +1734,17 @@ mod tests {
         for e in [&stays, &goes] {
             reloader
                 .said_unavailable
-                .insert((e.id.clone(), e.refs[0].clone()), Unavailable::Missing);
-            reloader.said_refused.insert(e.id.clone(), "refused".into());
+                .said((e.id.clone(), e.refs[0].clone()), Unavailable::Missing);
+            reloader.said_refused.said(e.id.clone(), "refused".into());
         }
-        reloader
-            .said_unwatchable
-            .insert((Some(own.clone()), secret("s/data/b")));
-        reloader
-            .said_missing
-            .insert((Some(own.clone()), secret("s/data/b")));
-        reloader
-            .said_unknown
-            .insert((Some(own.clone()), secret("s/data/b")));
+        let gone = (Some(own.clone()), secret("s/data/b"));
+        for said in [
+            &mut reloader.said_unwatchable,
+            &mut reloader.said_missing,
+            &mut reloader.said_unknown,
+        ] {
+            said.said(gone.clone(), ());
+        }
         let client = reloader.client(&Some(own.clone()), Provider::Vault).is_ok();
         assert!(client && reloader.per_workload.as_ref().unwrap().clients.len() == 1);
         // Only `stays` is left, and its own address is refused.
@@ -1761,8 +1761,13 @@ mod tests {
             reloader.said_refused.keys().collect::<Vec<_>>(),
             [&stays.id]
         );
-        assert!(reloader.said_unwatchable.is_empty() && reloader.said_unknown.is_empty());
-        assert!(reloader.said_missing.is_empty());
+        for said in [
+            &reloader.said_unwatchable,
+            &reloader.said_missing,
+            &reloader.said_unknown,
+        ] {
+            assert_eq!(said.keys().count(), 0);
+        }
         assert!(reloader.per_workload.as_ref().unwrap().clients.is_empty());
     }
 

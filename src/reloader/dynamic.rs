@@ -4,6 +4,7 @@
 //! the due renewals roll out now. The decisions are pure functions; the
 //! requests and Events are in `Reloader::plan_renewals`.
 
+use super::said::Said;
 use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
 use crate::collector::Index;
 use crate::error::Error;
@@ -49,16 +50,17 @@ impl Default for DynamicSettings {
 pub struct Memory {
     pub(super) settings: DynamicSettings,
     /// Workloads told their lifetime is unknown, and why.
-    said_unknown: HashMap<WorkloadId, String>,
+    said_unknown: Said<WorkloadId, String>,
     /// Workloads told their min-reload-interval is longer than the renewal time.
-    said_interval: HashSet<WorkloadId>,
+    said_interval: Said<WorkloadId>,
     /// Sources used by workloads without the max-age annotation: only these
     /// are reported as not watchable (with a hint).
     pub(super) unannotated: HashSet<(Server, SecretRef)>,
     /// Renewal rollouts per namespace in the last hour.
     hourly: renewal::Hourly,
-    /// Namespaces told their renewals are held, and when (Unix seconds).
-    said_capped: HashMap<String, u64>,
+    /// Namespaces told their renewals are held, and when (Unix seconds):
+    /// said once an hour.
+    said_capped: Said<String, u64>,
 }
 
 /// A workload's renewal this pass.
@@ -442,7 +444,7 @@ impl Reloader {
             WorkloadLifetime::Unknown(whys) => return Outcome::Unknown(whys),
             WorkloadLifetime::NoDynamic | WorkloadLifetime::Failed => return Outcome::Nothing,
         };
-        self.renewals.said_unknown.remove(&entry.id);
+        self.renewals.said_unknown.forget(&entry.id);
         let settings = settings(entry, dynamic, lifetime);
         self.report_interval(kube, entry, &settings, duties);
         let (renewal, schedule, why) = plan(entry, &settings, &secret, now);
@@ -492,15 +494,18 @@ impl Reloader {
         duties: &mut dyn Duties,
     ) {
         let cap = self.renewals.settings.per_namespace_hour;
-        let said = &mut self.renewals.said_capped;
-        said.retain(|_, at| now.saturating_sub(*at) < 3600);
         for candidate in held {
-            if self.renewals.said_capped.contains_key(&candidate.namespace) {
-                continue;
-            }
             let Some(entry) = index.get(&candidate.key) else {
                 continue;
             };
+            let said = &mut self.renewals.said_capped;
+            if said
+                .last(&candidate.namespace)
+                .is_some_and(|at| now.saturating_sub(*at) < 3600)
+            {
+                continue;
+            }
+            said.said(candidate.namespace.clone(), now);
             let message = format!(
                 "its dynamic-secret renewal is held: namespace {} had {cap} renewal rollouts in \
                  the last hour (--max-renewals-per-namespace-hour); its credentials may expire \
@@ -508,7 +513,6 @@ impl Reloader {
                 candidate.namespace
             );
             log::warn!("{}: {message}", entry.id);
-            self.renewals.said_capped.insert(candidate.namespace, now);
             if !self.dry_run {
                 let event = (true, "RenewalsCapped", message.as_str());
                 record_event(kube, &entry.id, &entry.uid, event, duties);
@@ -526,7 +530,7 @@ impl Reloader {
         duties: &mut dyn Duties,
     ) {
         let why = whys.join("; ");
-        if self.renewals.said_unknown.get(&entry.id) == Some(&why) {
+        if !self.renewals.said_unknown.is_news(&entry.id, &why) {
             return;
         }
         let message = format!(
@@ -538,7 +542,7 @@ impl Reloader {
         log::warn!("{}: {message}", entry.id);
         let event = (true, "DynamicSecretLifetimeUnknown", message.as_str());
         if self.dry_run || record_event(kube, &entry.id, &entry.uid, event, duties) {
-            self.renewals.said_unknown.insert(entry.id.clone(), why);
+            self.renewals.said_unknown.said(entry.id.clone(), why);
         }
     }
 
@@ -552,10 +556,10 @@ impl Reloader {
         duties: &mut dyn Duties,
     ) {
         if !renewal::interval_too_long(settings) {
-            self.renewals.said_interval.remove(&entry.id);
+            self.renewals.said_interval.forget(&entry.id);
             return;
         }
-        if !self.renewals.said_interval.insert(entry.id.clone()) {
+        if !self.renewals.said_interval.news(entry.id.clone(), ()) {
             return;
         }
         let message = format!(
@@ -576,8 +580,12 @@ impl Reloader {
     /// Drops what was said about workloads gone or no longer renewed.
     fn forget_renewals(&mut self, index: &Index) {
         let renewed = |id: &WorkloadId| index.get(id).is_some_and(|e| e.dynamic.is_some());
-        self.renewals.said_unknown.retain(|id, _| renewed(id));
-        self.renewals.said_interval.retain(|id| renewed(id));
+        self.renewals.said_unknown.retain(renewed);
+        self.renewals.said_interval.retain(renewed);
+        let namespaces: HashSet<&str> = index.keys().map(|id| id.namespace.as_str()).collect();
+        self.renewals
+            .said_capped
+            .retain(|ns| namespaces.contains(ns.as_str()));
     }
 }
 
