@@ -318,7 +318,7 @@ HEALTH_PORT=$(free_port)
 start_daemon() {
   start_reloader "$BIN" "$WORK" "127.0.0.1:$HEALTH_PORT" \
     --collector-sync-period 1s --reloader-run-period 2s --log-level debug \
-    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR,*.vault.invalid,http://*.plain.invalid" \
+    --per-workload-vault-addr --allowed-vault-addrs "$SECOND_ADDR@$NS,*.vault.invalid,http://*.plain.invalid" \
     --list-secret-metadata "$@"
   DAEMON_PID=$RELOADER_PID
 }

@@ -3,7 +3,10 @@
 //! A workload's `vault-addr` annotation is tenant input, while the daemon
 //! sends its service-account JWT (login) or its Vault token to the server it
 //! asks. So an address is used only when it parses strictly and an entry of
-//! the allowlist names it; `http` only when an entry names `http://`.
+//! the allowlist names it for the workload's namespace; `http` only when an
+//! entry names `http://`. An entry may be for one namespace only
+//! (`https://vault.team-a.svc:8200@team-a`), or name the workload's own
+//! namespace in its host (`https://vault.{namespace}.svc`).
 
 use std::fmt;
 
@@ -145,21 +148,47 @@ impl fmt::Display for Addr {
     }
 }
 
-/// One allowlist entry: `[scheme://]host[:port]`, where host may be a
-/// `*.suffix` pattern; no scheme means `https`, no port means any port.
+/// One allowlist entry: `[scheme://]host[:port][@namespace]`, where host
+/// may be a `*.suffix` pattern and may hold `{namespace}`; no scheme means
+/// `https`, no port any port, no `@namespace` every namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {
     scheme: String,
-    /// The exact host, or for a pattern the suffix with its leading dot.
+    /// The exact host, or for a pattern the suffix with its leading dot;
+    /// `{namespace}` stands for the workload's namespace.
     host: String,
     pattern: bool,
     port: Option<u16>,
+    /// The only namespace whose workloads may name it.
+    namespace: Option<String>,
+}
+
+/// The placeholder for the workload's namespace in an entry's host.
+const NAMESPACE: &str = "{namespace}";
+
+/// A label that stands for [`NAMESPACE`] while an entry's host is checked.
+const MARKER: &str = "namespace-0placeholder0";
+
+/// Whether `name` is a Kubernetes namespace name (a DNS label).
+fn is_namespace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 impl Entry {
     fn parse(text: &str) -> Result<Entry, Invalid> {
+        let (text, namespace) = match text.rsplit_once('@') {
+            Some((entry, ns)) if is_namespace(ns) => (entry, Some(ns.to_string())),
+            Some(_) => return Err(Invalid::Trailing),
+            None => (text, None),
+        };
         let (scheme, rest) = split_scheme(text, Some("https"))?;
-        let (host, port) = split_host_port(rest)?;
+        // The placeholder is checked as the label standing in for it.
+        let rest = rest.replace(NAMESPACE, MARKER);
+        let (host, port) = split_host_port(&rest)?;
         let (pattern, name) = match host.strip_prefix("*.") {
             Some(suffix) => (true, suffix),
             None => (false, host),
@@ -168,22 +197,26 @@ impl Entry {
         if !bracketed && !is_host_name(name) {
             return Err(Invalid::Host);
         }
-        let name = name.to_ascii_lowercase();
+        let name = name.to_ascii_lowercase().replace(MARKER, NAMESPACE);
         Ok(Entry {
             scheme: scheme.to_string(),
             host: if pattern { format!(".{name}") } else { name },
             pattern,
             port,
+            namespace,
         })
     }
 
-    fn allows(&self, addr: &Addr) -> bool {
+    fn allows(&self, addr: &Addr, namespace: &str) -> bool {
+        let own = self.host.replace(NAMESPACE, namespace);
         let host = match self.pattern {
             // At least one label before the suffix: `*.x` does not match `x`.
-            true => addr.host.len() > self.host.len() && addr.host.ends_with(&self.host),
-            false => addr.host == self.host,
+            true => addr.host.len() > own.len() && addr.host.ends_with(&own),
+            false => addr.host == own,
         };
-        host && self.scheme == addr.scheme && self.port.is_none_or(|p| p == addr.port)
+        host && self.scheme == addr.scheme
+            && self.port.is_none_or(|p| p == addr.port)
+            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
     }
 }
 
@@ -212,6 +245,7 @@ impl AllowList {
             host: addr.host.clone(),
             pattern: false,
             port: Some(addr.port),
+            namespace: None,
         });
         self
     }
@@ -241,9 +275,12 @@ impl AllowList {
             .collect()
     }
 
-    /// Whether a workload may send the daemon's credentials to `addr`.
-    pub fn allows(&self, addr: &Addr) -> bool {
-        self.entries.iter().any(|entry| entry.allows(addr))
+    /// Whether a workload in `namespace` may send the daemon's credentials
+    /// to `addr`.
+    pub fn allows(&self, addr: &Addr, namespace: &str) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| entry.allows(addr, namespace))
     }
 }
 
@@ -343,11 +380,42 @@ mod tests {
         ];
         for (addr, allowed) in cases {
             let addr = Addr::parse(addr).unwrap();
-            assert_eq!(list.allows(&addr), allowed, "{addr}");
+            assert_eq!(list.allows(&addr, "ns"), allowed, "{addr}");
         }
-        assert!(!AllowList::default().allows(&Addr::parse("https://vault:8200").unwrap()));
+        assert!(!AllowList::default().allows(&Addr::parse("https://vault:8200").unwrap(), "ns"));
         let configured = Addr::parse("https://vault.infra.svc:8200").unwrap();
-        assert!(AllowList::default().also(&configured).allows(&configured));
+        assert!(AllowList::default()
+            .also(&configured)
+            .allows(&configured, "ns"));
+    }
+
+    #[test]
+    fn an_entry_may_be_for_one_namespace_or_name_the_workloads_own() {
+        let list = AllowList::parse(
+            "https://vault.team-a.svc:8200@team-a, https://vault.{namespace}.svc, \
+             https://*.{namespace}.corp.example@team-c",
+        )
+        .unwrap();
+        #[rustfmt::skip]
+        let cases = [
+            ("https://vault.team-a.svc:8200", "team-a", true),
+            ("https://vault.team-a.svc:8200", "team-b", false),
+            ("https://vault.team-b.svc", "team-b", true),
+            ("https://vault.team-b.svc:8200", "team-b", true),
+            ("https://vault.team-b.svc", "team-a", false),
+            ("https://vault.team-b.svc", "b", false),
+            ("https://x.team-c.corp.example", "team-c", true),
+            ("https://x.team-d.corp.example", "team-d", false),
+            ("https://x.team-d.corp.example", "team-c", false),
+        ];
+        for (addr, namespace, allowed) in cases {
+            let addr = Addr::parse(addr).unwrap();
+            assert_eq!(
+                list.allows(&addr, namespace),
+                allowed,
+                "{addr} from {namespace}"
+            );
+        }
     }
 
     #[test]
@@ -356,7 +424,9 @@ mod tests {
             AllowList::parse("https://ok.svc, ftp://x").unwrap_err(),
             "'ftp://x': the scheme is not http:// or https://"
         );
-        assert!(AllowList::parse("https://a@b").is_err());
+        assert!(AllowList::parse("https://a@B_x").is_err());
+        assert!(AllowList::parse("https://a@").is_err());
+        assert!(AllowList::parse("https://{name}.svc").is_err());
         assert!(AllowList::parse("*.").is_err());
         assert!(AllowList::parse(" , ").unwrap().is_empty());
     }

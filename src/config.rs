@@ -231,7 +231,9 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     credentials go to them): scheme://host[:port] or a
                                     *.suffix host pattern, comma separated; no scheme means
                                     https, no port any port; http only where an entry says
-                                    http:// [env ALLOWED_VAULT_ADDRS]
+                                    http://; {namespace} in the host is the workload's
+                                    namespace, a final @NAMESPACE keeps the entry to that
+                                    namespace's workloads [env ALLOWED_VAULT_ADDRS]
   --dynamic-secret-default-max-age DURATION
                                     the lifetime of a dynamic secret whose role and mount
                                     cannot be read, for workloads annotated
@@ -1061,12 +1063,12 @@ mod tests {
             .per_workload_vault_addrs
             .unwrap();
         let addr = |text| Addr::parse(text).unwrap();
-        assert!(allowed.allows(&addr("https://eu.vault.example.com:8200")));
+        assert!(allowed.allows(&addr("https://eu.vault.example.com:8200"), "ns"));
         assert!(
-            allowed.allows(&addr("https://vault.infra.svc:8200")),
+            allowed.allows(&addr("https://vault.infra.svc:8200"), "ns"),
             "the configured server"
         );
-        assert!(!allowed.allows(&addr("https://vault.other.svc:8200")));
+        assert!(!allowed.allows(&addr("https://vault.other.svc:8200"), "ns"));
     }
 
     #[test]

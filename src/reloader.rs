@@ -367,7 +367,7 @@ impl Reloader {
     /// Where `entry`'s `vault:` secrets are read.
     fn route(&self, entry: &Entry) -> Route {
         let allowed = self.per_workload.as_ref().map(|pw| &pw.allowed);
-        route(allowed, entry.vault_addr.as_deref())
+        route(allowed, &entry.id.namespace, entry.vault_addr.as_deref())
     }
 
     /// The server `secret` is read from on `route`; `None`: not read.
@@ -928,15 +928,16 @@ fn record_event(
     }
 }
 
-/// Where a workload naming `vault_addr` has its `vault:` secrets read:
-/// the configured server when per-workload addresses are off (`allowed` is
-/// `None`) or it names none; its own address only when `allowed` lets it.
-fn route(allowed: Option<&AllowList>, vault_addr: Option<&str>) -> Route {
+/// Where a workload in `namespace` naming `vault_addr` has its `vault:`
+/// secrets read: the configured server when per-workload addresses are off
+/// (`allowed` is `None`) or it names none; its own address only when
+/// `allowed` lets it for that namespace.
+fn route(allowed: Option<&AllowList>, namespace: &str, vault_addr: Option<&str>) -> Route {
     let (Some(allowed), Some(text)) = (allowed, vault_addr) else {
         return Ok(None);
     };
     match Addr::parse(text) {
-        Ok(addr) if allowed.allows(&addr) => Ok(Some(addr)),
+        Ok(addr) if allowed.allows(&addr, namespace) => Ok(Some(addr)),
         Ok(addr) => Err(format!(
             "Vault address {addr} is not in --allowed-vault-addrs"
         )),
@@ -1610,7 +1611,7 @@ mod tests {
             ),
         ];
         for (allowed, vault_addr, want) in cases {
-            assert_eq!(route(allowed, vault_addr), want, "{vault_addr:?}");
+            assert_eq!(route(allowed, "ns", vault_addr), want, "{vault_addr:?}");
         }
         let refused: Route = Err("x".into());
         assert_eq!(Reloader::server(&refused, &secret("s/data/a")), None);
