@@ -381,16 +381,19 @@ enum Request<'a> {
     Unsupported,
 }
 
-/// Reads the request line of a whole head.
+/// How many header lines a request head may have; past it the request is
+/// not served (health probes send a handful).
+const MAX_HEADERS: usize = 64;
+
+/// Reads the request line of a whole head (with `httparse`).
 fn parse_request(head: &[u8]) -> Request<'_> {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let Ok(line) = std::str::from_utf8(line) else {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(head), Ok(httparse::Status::Complete(_))) {
         return Request::Unsupported;
-    };
-    let mut words = line.split(' ');
-    let (method, target) = (words.next(), words.next().filter(|t| !t.is_empty()));
-    let path = target.map(|t| t.split('?').next().unwrap_or(t));
-    match (method, path) {
+    }
+    let path = request.path.map(|t| t.split('?').next().unwrap_or(t));
+    match (request.method, path) {
         (Some("GET"), Some(path)) => Request::Get(path),
         (Some("HEAD"), Some(path)) => Request::Head(path),
         _ => Request::Unsupported,
@@ -692,6 +695,15 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
+        let probe =
+            b"GET /healthz HTTP/1.1\r\nHost: 10.0.0.7:8080\r\nUser-Agent: kube-probe/1.37\r\n\r\n";
+        assert_eq!(parse_request(probe), Request::Get("/healthz"));
+        let mut crowded = b"GET /healthz HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            crowded.extend(format!("X-{i}: y\r\n").bytes());
+        }
+        crowded.extend(b"\r\n");
+        assert_eq!(parse_request(&crowded), Request::Unsupported);
     }
 
     #[test]
