@@ -197,19 +197,17 @@ fn parse_ca(pem: &[u8]) -> Result<Vec<Certificate<'static>>, Error> {
     Ok(certs)
 }
 
+/// What a query value keeps as it is: RFC 3986's unreserved characters.
+const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `value` made safe for a query string: RFC 3986's unreserved characters
 /// kept, every other byte as `%XX` (a value may hold any character).
 pub fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
 }
 
 /// Requests sent, by what was asked (a verb or a kind of request) and the
@@ -485,6 +483,19 @@ TZevBqXIhhMMDe8KvIOqa3KWNFwGqYBq6PtPdmIbZ6n5RTH1LmNiwElD\n\
 mod tests {
     use super::fake_server::{self, Reply};
     use super::*;
+
+    #[test]
+    fn query_values_keep_only_unreserved_characters() {
+        for (value, want) in [
+            ("12345", "12345"),
+            ("a-b.c_d~e", "a-b.c_d~e"),
+            ("team/kv/app x", "team%2Fkv%2Fapp%20x"),
+            ("eyJ2IjoibWV0YSJ9+/=", "eyJ2IjoibWV0YSJ9%2B%2F%3D"),
+            ("é&?#", "%C3%A9%26%3F%23"),
+        ] {
+            assert_eq!(encode_query(value), want, "{value}");
+        }
+    }
 
     #[test]
     fn rejects_a_ca_bundle_without_certificates() {
