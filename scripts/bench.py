@@ -485,6 +485,40 @@ def measure_batch(kube, bao, log_path, memory, point, prefix, uses, latency_secr
             "wrong": len(wrong), "wrong_examples": list(wrong.items())[:3]}
 
 
+# The memory limit of the Deployment in manifests/ (MiB).
+MANIFEST_MEMORY_LIMIT_MIB = 64
+# /metrics clients that ask and then never read, held for a few seconds.
+STUCK_CLIENTS = 64
+
+
+def measure_stuck_metrics_clients(port, memory, hold_s=3.0):
+    """Peak RSS (KiB) while STUCK_CLIENTS clients each ask /metrics and never
+    read the answer (small receive windows, so the daemon holds the rest),
+    and the size of one /metrics answer (bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    size = len(conn.getresponse().read())
+    conn.close()
+    clients = []
+    peak = memory.sample()
+    try:
+        for _ in range(STUCK_CLIENTS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", port))
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+            clients.append(sock)
+        end = time.monotonic() + hold_s
+        while time.monotonic() < end:
+            rss, hwm = rss_kib(memory.pid)
+            peak = max(peak, rss, hwm)
+            time.sleep(0.1)
+    finally:
+        for sock in clients:
+            sock.close()
+    return {"stuck_rss_kib": peak, "metrics_bytes": size}
+
+
 def progress(point, what):
     print(f"bench: {point.label}: {what} at {time.strftime('%H:%M:%S')}", flush=True)
 
@@ -546,6 +580,8 @@ def run_point(args, kube, bao, point):
         progress(point, "created and changed")
         batch = measure_batch(kube, bao, log_path, memory, point, prefix, uses, latency_secret)
         progress(point, "batch")
+        stuck = measure_stuck_metrics_clients(health_port, memory)
+        progress(point, f"{STUCK_CLIENTS} /metrics clients that never read")
         rest["rss_steady_kib"] = int(max(rest["rss_steady_kib"], memory.sample()))
     finally:
         health_stats = health.stop(rest.pop("rest_window", (0, 0)))
@@ -572,6 +608,7 @@ def run_point(args, kube, bao, point):
         **created,
         "latency_s": latency,
         **batch,
+        **stuck,
         "lists_by_storage": lists,
     }
 
@@ -616,6 +653,10 @@ def budgets(results):
     if (r := by_point.get("5000/2000")):
         line(r["rss_peak_kib"] <= 24 * 1024,
              f"5000/2000 memory ≤ 24 MiB: {r['rss_peak_kib'] / 1024:.1f} MiB peak")
+        line(r["stuck_rss_kib"] <= MANIFEST_MEMORY_LIMIT_MIB * 1024,
+             f"5000/2000 with {STUCK_CLIENTS} /metrics clients that never read (an answer of "
+             f"{r['metrics_bytes'] / 1024:.0f} KiB each): {r['stuck_rss_kib'] / 1024:.1f} MiB peak, "
+             f"under the manifests' {MANIFEST_MEMORY_LIMIT_MIB} MiB limit")
         line(r["list_ms"] <= 3000,
              f"collector pass over 10,000 workloads ≤ 3 s: {r['list_ms']} ms (full list)")
     for r in results:
