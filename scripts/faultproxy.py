@@ -55,20 +55,18 @@ import time
 MODES = ("pass", "hang", "reset", "http500", "html200", "gone", "slow")
 SLOW = 0.2  # how long `slow` holds what a client sends
 POLL = 0.1  # how often the mode is read and relays look at it
-BODY = b'{"errors":["injected fault"]}\n'
-RESPONSE_500 = (
-    b"HTTP/1.1 500 Internal Server Error\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
-    b"Connection: close\r\n\r\n" + BODY
-)
-HTML = b"<html><body><h1>Welcome</h1></body></html>\n"
-RESPONSE_HTML = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Content-Type: text/html\r\n"
-    b"Content-Length: " + str(len(HTML)).encode() + b"\r\n"
-    b"Connection: close\r\n\r\n" + HTML
-)
+
+
+def closing_answer(status, content_type, body):
+    """A whole HTTP/1.1 answer that closes the connection."""
+    return (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+RESPONSE_500 = closing_answer("500 Internal Server Error", "application/json",
+                              b'{"errors":["injected fault"]}\n')
+RESPONSE_HTML = closing_answer("200 OK", "text/html",
+                               b"<html><body><h1>Welcome</h1></body></html>\n")
 
 GONE_EVENT = (
     b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},'
