@@ -6,6 +6,7 @@
 //! (or any doubt) lists that scope again.
 
 use crate::error::Error;
+use crate::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
 use crate::kube::Kube;
 use crate::pace::Duties;
 use crate::stream::Flow;
@@ -31,39 +32,11 @@ const WATCH_SECONDS: u32 = 300;
 /// open then is a connection that died without a word, and is replaced.
 const WATCH_GRACE: Duration = Duration::from_secs(30);
 
-/// A watch that ends younger than this is not reopened at once but at the
-/// next pass, so a server that ends every watch at once is not hammered.
-const RESUME_AFTER: Duration = Duration::from_secs(1);
-
-/// Forbidden watches in a row after which a scope is listed at every pass
-/// instead: an API server that has just started denies everything until
-/// its RBAC caches are filled, which must not turn a scope to lists for good.
-const FORBIDDEN_TRIES: u8 = 3;
-
-/// Watches failed in a row (a 5xx, a cut connection: anything but 403 and
-/// 410) after which a scope is listed again at the next pass, in case a
-/// proxy cuts every watch before it delivers: resuming alone would never
-/// learn what changed meanwhile.
-const FAILED_TRIES: u8 = 3;
-
 /// The next, smaller page size after a page passed its byte cap (large
 /// objects: big annotations, many managed fields); `None` when a single
 /// object did.
 fn smaller_page(size: u32) -> Option<u32> {
     (size > 1).then_some(size / 2)
-}
-
-/// Whether a watch that ended `age` after it opened is reopened in this
-/// turn of the loop (else at the next pass).
-fn after_end(age: Duration) -> bool {
-    age >= RESUME_AFTER
-}
-
-/// Whether a scope whose watch was forbidden `forbidden` times in a row is
-/// listed at every pass from now on (else listed and watched again at the
-/// next pass).
-fn list_instead(forbidden: u8) -> bool {
-    forbidden >= FORBIDDEN_TRIES
 }
 
 /// The `timeoutSeconds` of scope `i`'s watches: spread over
@@ -76,27 +49,25 @@ fn watch_seconds(i: usize) -> u32 {
 struct Scope {
     kind: Kind,
     namespace: Option<String>,
-    /// `None` until a full list succeeded, and again after any doubt.
-    resource_version: Option<String>,
-    /// The open watch, if any.
+    /// Where it stands ([`crate::follow`]).
+    follow: Follow,
+    /// The open watch, while it stands [`Standing::Watching`].
     watch: Option<Watch>,
-    /// Bring it up (list if needed, open a watch) in this turn of the loop
-    /// rather than at the next pass.
-    resume: bool,
-    /// Watching is forbidden here (RBAC): listed at every pass instead.
-    list_only: bool,
-    /// Watches forbidden in a row, until one delivers something.
-    forbidden: u8,
-    /// Watches failed otherwise in a row, until one delivers something.
-    failed: u8,
-    /// Whether the relist after [`FAILED_TRIES`] failures was said, until
-    /// a watch delivers something.
-    said_failing: bool,
 }
 
 impl Scope {
     fn holds(&self, id: &WorkloadId) -> bool {
         id.kind == self.kind && self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+    }
+
+    /// Steps its standing; the watch closes when it no longer watches.
+    fn step(&mut self, happened: Happened) -> Say {
+        let (follow, say) = self.follow.step(happened);
+        self.follow = follow;
+        if !matches!(self.follow.standing, Standing::Watching(_)) {
+            self.watch = None;
+        }
+        say
     }
 }
 
@@ -146,13 +117,8 @@ impl Collector {
                 namespaces.iter().map(move |namespace| Scope {
                     kind,
                     namespace: namespace.clone(),
-                    resource_version: None,
+                    follow: Follow::default(),
                     watch: None,
-                    resume: false,
-                    list_only: false,
-                    forbidden: 0,
-                    failed: 0,
-                    said_failing: false,
                 })
             })
             .collect();
@@ -223,7 +189,7 @@ impl Collector {
     pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) {
         self.drain(kube, index);
         for i in 0..self.scopes.len() {
-            if !std::mem::take(&mut self.scopes[i].resume) {
+            if !std::mem::take(&mut self.scopes[i].follow.resume) {
                 continue;
             }
             match self.bring_up(i, kube, index, duties) {
@@ -232,7 +198,7 @@ impl Collector {
                 Err(e) if e.is_unreachable() => {
                     self.scopes
                         .iter_mut()
-                        .for_each(|scope| scope.resume = false);
+                        .for_each(|scope| scope.follow.resume = false);
                     return;
                 }
                 Err(_) => {}
@@ -250,9 +216,7 @@ impl Collector {
     /// the next pass lists again (leadership lost: the index will be stale).
     pub fn stop_watching(&mut self) {
         for scope in &mut self.scopes {
-            scope.watch = None;
-            scope.resume = false;
-            scope.resource_version = None;
+            scope.step(Happened::Stopped);
         }
     }
 
@@ -273,9 +237,9 @@ impl Collector {
         index: &mut Index,
         duties: &mut dyn Duties,
     ) -> Result<bool, Error> {
-        self.scopes[i].resume = false;
-        let scope = &self.scopes[i];
-        if scope.resource_version.is_none() || scope.list_only || !self.watching {
+        self.scopes[i].follow.resume = false;
+        let polled = self.scopes[i].follow.standing == Standing::Polled;
+        if self.scopes[i].follow.since().is_none() || !self.watching {
             match self.list(i, kube, index, duties) {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
@@ -285,14 +249,14 @@ impl Collector {
                 }
             }
         }
-        if self.scopes[i].list_only || !self.watching {
+        if polled || !self.watching {
             return Ok(true);
         }
         if !duties.keep_going() {
             return Ok(false);
         }
         let scope = &self.scopes[i];
-        let since = scope.resource_version.clone().unwrap_or_default();
+        let since = scope.follow.since().unwrap_or_default().to_string();
         match kube.open_watch(
             scope.kind,
             scope.namespace.as_deref(),
@@ -300,6 +264,7 @@ impl Collector {
             watch_seconds(i),
         ) {
             Ok(watch) => {
+                self.scopes[i].step(Happened::Opened);
                 self.scopes[i].watch = Some(watch);
                 Ok(true)
             }
@@ -363,7 +328,7 @@ impl Collector {
             .retain(|id, _| !scope.holds(id) || seen.contains_key(id));
         log::debug!("listed {}: {} opted in", self.describe(i), seen.len());
         index.append(&mut seen);
-        self.scopes[i].resource_version = Some(resource_version);
+        self.scopes[i].step(Happened::Listed(&resource_version));
         Ok(true)
     }
 
@@ -377,10 +342,6 @@ impl Collector {
             };
             let result = watch.events(&mut events);
             let age = watch.age();
-            if !events.is_empty() || result == Ok(Flow::Ended) {
-                let scope = &mut self.scopes[i];
-                (scope.forbidden, scope.failed, scope.said_failing) = (0, 0, false);
-            }
             for event in events.drain(..) {
                 self.apply(i, event, index);
             }
@@ -392,7 +353,7 @@ impl Collector {
                         "the watch of {} outlived its timeout; opening it again",
                         self.describe(i)
                     );
-                    self.end_watch(i, true);
+                    self.scopes[i].step(Happened::Outlived);
                 }
                 Ok(Flow::Ended) => {
                     log::debug!(
@@ -400,75 +361,49 @@ impl Collector {
                         self.describe(i),
                         age.as_secs()
                     );
-                    self.end_watch(i, after_end(age));
+                    self.scopes[i].step(Happened::Ended(age));
                 }
                 Err(e) => self.watch_failed(i, e, age, kube),
             }
         }
     }
 
-    fn end_watch(&mut self, i: usize, resume: bool) {
-        let scope = &mut self.scopes[i];
-        scope.watch = None;
-        scope.resume = resume;
-    }
-
     /// A watch failed: 410 lists the scope again at once, a forbidden watch
     /// lists it at the next pass (at every pass once forbidden again and
-    /// again), anything else resumes from the last version.
+    /// again), anything else resumes from the last version (and lists
+    /// again after failing again and again).
     fn watch_failed(&mut self, i: usize, error: Error, age: Duration, kube: &mut Kube) {
         kube.watch_failed(&error);
-        match error {
-            Error::Gone => {
-                log::info!(
-                    "{} changed too much since its watch began; listing again",
-                    self.describe(i)
-                );
-                self.scopes[i].resource_version = None;
-                self.end_watch(i, true);
+        let happened = match error {
+            Error::Gone => Happened::Gone,
+            Error::Denied(403) => Happened::Forbidden,
+            _ => Happened::Failed(age),
+        };
+        let what = self.describe(i);
+        match self.scopes[i].step(happened) {
+            Say::Nothing => {}
+            Say::Gone => {
+                log::info!("{what} changed too much since its watch began; listing again")
             }
-            Error::Denied(403) => {
-                let scope = &mut self.scopes[i];
-                scope.forbidden = scope.forbidden.saturating_add(1);
-                if list_instead(scope.forbidden) {
-                    scope.list_only = true;
-                    log::warn!(
-                        "watching {} is forbidden (RBAC allows list but not watch): listing it \
-                         every collector period instead",
-                        self.describe(i)
-                    );
-                } else {
-                    scope.resource_version = None;
-                    log::debug!(
-                        "watching {} was forbidden; listing it and watching again at the next pass",
-                        self.describe(i)
-                    );
-                }
-                self.end_watch(i, false);
+            Say::ForbiddenOnce => log::debug!(
+                "watching {what} was forbidden; listing it and watching again at the next pass"
+            ),
+            Say::Polled => log::warn!(
+                "watching {what} is forbidden (RBAC allows list but not watch): listing it \
+                 every collector period instead"
+            ),
+            Say::Resuming => {
+                log::warn!("the watch of {what} failed: {error}; resuming from the last version")
             }
-            e => {
-                let scope = &mut self.scopes[i];
-                scope.failed = scope.failed.saturating_add(1);
-                if scope.failed < FAILED_TRIES {
-                    log::warn!(
-                        "the watch of {} failed: {e}; resuming from the last version",
-                        self.describe(i)
-                    );
-                    self.end_watch(i, after_end(age));
-                    return;
-                }
-                (scope.failed, scope.resource_version) = (0, None);
-                let said = std::mem::replace(&mut scope.said_failing, true);
+            Say::Relisting { first } => {
                 let text = format!(
-                    "the watch of {} failed {FAILED_TRIES} times in a row ({e}); listing it \
-                     again at the next pass",
-                    self.describe(i)
+                    "the watch of {what} failed {FAILED_TRIES} times in a row ({error}); \
+                     listing it again at the next pass"
                 );
-                match said {
-                    false => log::warn!("{text}"),
-                    true => log::debug!("{text}"),
+                match first {
+                    true => log::warn!("{text}"),
+                    false => log::debug!("{text}"),
                 }
-                self.end_watch(i, false);
             }
         }
     }
@@ -506,9 +441,7 @@ impl Collector {
             }
         };
         self.events += 1;
-        if !resource_version.is_empty() {
-            self.scopes[i].resource_version = Some(resource_version);
-        }
+        self.scopes[i].step(Happened::Delivered(&resource_version));
     }
 
     /// Nothing for an object that does not decode as a workload, after one
@@ -576,25 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scope_is_listed_instead_once_its_watch_was_forbidden_three_times_in_a_row() {
-        let cases = [
-            (0, false),
-            (1, false),
-            (2, false),
-            (3, true),
-            (u8::MAX, true),
-        ];
-        for (forbidden, want) in cases {
-            assert_eq!(list_instead(forbidden), want, "{forbidden}");
-        }
-    }
-
-    #[test]
-    fn watches_ending_young_wait_for_the_pass_and_timeouts_are_spread() {
-        let cases = [(0, false), (999, false), (1000, true), (600_000, true)];
-        for (millis, now) in cases {
-            assert_eq!(after_end(Duration::from_millis(millis)), now, "{millis}");
-        }
+    fn watch_timeouts_are_spread() {
         let seconds: Vec<u32> = (0..300).map(watch_seconds).collect();
         assert!(
             seconds.iter().all(|s| (300..600).contains(s)),
@@ -784,8 +699,8 @@ mod tests {
         let namespaces = ["a", "b", "c"].map(String::from);
         let mut collector = Collector::new(&[Kind::Deployment], &namespaces, &[]);
         for scope in &mut collector.scopes {
-            scope.resource_version = Some("5".into());
-            scope.resume = true;
+            scope.step(Happened::Listed("5"));
+            scope.follow.resume = true;
         }
         let mut index = Index::new();
         for _ in 0..3 {

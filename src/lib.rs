@@ -7,6 +7,7 @@ pub mod collector;
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod follow;
 pub mod framing;
 pub mod http;
 pub mod kube;
