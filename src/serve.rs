@@ -5,9 +5,11 @@
 //! spends at most [`POLL_BUDGET`] on all clients together. A client is held
 //! at most [`CLIENT_DEADLINE`] from its accept, and at most
 //! [`MAX_CLIENTS`] are held at once: a new client past the cap evicts the
-//! oldest one still sending its request, read once more first. So idle or
-//! dribbling connections cannot keep a fresh probe from being answered, nor
-//! hold the loop.
+//! oldest one still sending its request once that one has been held
+//! [`EVICT_AFTER`], read once more first; while all are younger, new
+//! connections wait in the kernel's queue. So idle or dribbling connections
+//! cannot keep a fresh probe from being answered, a flood cannot drop a
+//! probe whose request is a moment late, and nothing holds the loop.
 
 use crate::wait::Interest;
 use std::io::{self, Read, Write};
@@ -25,6 +27,13 @@ pub const CLIENT_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How many clients are held open at once.
 pub const MAX_CLIENTS: usize = 64;
+
+/// How long a client still reading its request is held before a newer one
+/// may take its place: a probe's request follows its connection within
+/// this even on a loaded machine. While every held client is younger,
+/// accepts wait (new connections queue in the kernel, their requests with
+/// them) rather than drop a client that has had no chance.
+pub const EVICT_AFTER: Duration = Duration::from_millis(25);
 
 /// How many connections one poll accepts. No more than [`MAX_CLIENTS`], so
 /// a client accepted before its request arrived is read again at the next
@@ -210,6 +219,10 @@ impl Server {
             if started.elapsed() >= POLL_BUDGET {
                 return;
             }
+            if let Some(until) = self.full_until(Instant::now()) {
+                self.accept_paused_until = Some(until);
+                return;
+            }
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -235,11 +248,29 @@ impl Server {
         }
     }
 
+    /// When the held clients are [`MAX_CLIENTS`] and none may make room
+    /// yet ([`evictee`]): when the oldest still reading may.
+    fn full_until(&self, now: Instant) -> Option<Instant> {
+        if self.clients.len() < MAX_CLIENTS || evictee(&self.standing(now)).is_some() {
+            return None;
+        }
+        let oldest = self.clients.iter().find(|c| c.reading())?;
+        Some(oldest.accepted + EVICT_AFTER)
+    }
+
+    /// Each held client (oldest first): whether it is still reading its
+    /// request, and how long it has been held at `now`.
+    fn standing(&self, now: Instant) -> Vec<(bool, Duration)> {
+        self.clients
+            .iter()
+            .map(|c| (c.reading(), now.saturating_duration_since(c.accepted)))
+            .collect()
+    }
+
     /// Drops the [`evictee`] for a new client, servicing it once more first:
     /// a request that arrived since its last read is answered, not lost.
     fn make_room(&mut self, answer: &dyn Fn(&str) -> Answer) {
-        let reading: Vec<bool> = self.clients.iter().map(Client::reading).collect();
-        let index = evictee(&reading);
+        let index = evictee(&self.standing(Instant::now())).unwrap_or(0);
         if !settled(self.clients[index].advance(answer, &mut self.shared)) {
             log::debug!("health client dropped for a newer one ({MAX_CLIENTS} held)");
         }
@@ -282,10 +313,15 @@ fn settled(step: Step) -> bool {
 }
 
 /// Which held client to drop for a new one, given whether each (oldest
-/// first) is still reading its request: the oldest still reading, since it
-/// had the longest chance; else the oldest, whose answer is stuck.
-fn evictee(reading: &[bool]) -> usize {
-    reading.iter().position(|&r| r).unwrap_or(0)
+/// first) is still reading its request and how long it has been held: the
+/// oldest still reading, once held [`EVICT_AFTER`], since it had the
+/// longest chance; with none reading, the oldest, whose answer is stuck;
+/// `None` while every client still reading is younger.
+fn evictee(clients: &[(bool, Duration)]) -> Option<usize> {
+    match clients.iter().position(|(reading, _)| *reading) {
+        Some(oldest) => (clients[oldest].1 >= EVICT_AFTER).then_some(oldest),
+        None => (!clients.is_empty()).then_some(0),
+    }
 }
 
 impl Client {
@@ -817,16 +853,69 @@ mod tests {
     }
 
     #[test]
-    fn evictee_is_the_oldest_still_reading() {
-        let cases: [(&[bool], usize); 5] = [
-            (&[true], 0),
-            (&[true, true, true], 0),
-            (&[false, true, true], 1),
-            (&[false, false, true], 2),
-            (&[false, false], 0),
+    fn evictee_is_the_oldest_still_reading_once_it_had_its_chance() {
+        type Held<'a> = &'a [(bool, Duration)];
+        let old = EVICT_AFTER;
+        let young = EVICT_AFTER / 2;
+        let cases: [(Held, Option<usize>); 7] = [
+            (&[(true, old)], Some(0)),
+            (&[(true, old), (true, old), (true, young)], Some(0)),
+            (&[(false, old), (true, old), (true, young)], Some(1)),
+            (&[(false, old), (false, old), (true, old)], Some(2)),
+            (&[(false, old), (false, young)], Some(0)),
+            (&[(false, old), (true, young), (true, young)], None),
+            (&[], None),
         ];
-        for (reading, expected) in cases {
-            assert_eq!(evictee(reading), expected, "{reading:?}");
+        for (clients, expected) in cases {
+            assert_eq!(evictee(clients), expected, "{clients:?}");
         }
+    }
+
+    #[test]
+    fn a_probe_whose_request_is_late_outlives_a_flood_that_keeps_coming() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        let _idle: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| held_idle(&mut server, address))
+            .collect();
+        std::thread::sleep(EVICT_AFTER);
+        // Accepted before its request, with a flood behind it that takes
+        // the place of every older client.
+        let mut probe = TcpStream::connect(address).unwrap();
+        let mut flood: Vec<_> = (1..MAX_CLIENTS)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        server.poll(&healthz);
+        // More keep coming before its request does: it must not be the one
+        // dropped for them.
+        flood.extend((0..MAX_CLIENTS).map(|_| TcpStream::connect(address).unwrap()));
+        std::thread::sleep(Duration::from_millis(5));
+        server.poll(&healthz);
+        probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        probe.set_nonblocking(true).unwrap();
+        let reply = poll_until_answered(&mut server, &mut probe, 50);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+    }
+
+    #[test]
+    fn a_full_house_of_young_clients_makes_new_ones_wait_not_drops_them() {
+        let mut server = Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        let idle: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| held_idle(&mut server, address))
+            .collect();
+        // A probe whose request comes a little late: it is not accepted
+        // while every held client is young, so none of them is dropped.
+        let mut probe = TcpStream::connect(address).unwrap();
+        server.poll(&healthz);
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        assert!(server.accept_paused_until.is_some(), "accepts wait");
+        probe.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+        probe.set_nonblocking(true).unwrap();
+        std::thread::sleep(EVICT_AFTER);
+        let reply = poll_until_answered(&mut server, &mut probe, 50);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
+        drop(idle);
     }
 }

@@ -25,6 +25,10 @@ pub enum Interest {
 /// that a caller waiting for long still looks again.
 const POLL_FAILED_PAUSE: Duration = Duration::from_millis(50);
 
+/// The longest one `poll` of [`for_socket`] sleeps before it asks again
+/// what to wait for (the health listener may have paused its accepts).
+const SLICE: Duration = Duration::from_millis(50);
+
 /// What the loop keeps doing while its thread waits inside a request.
 pub trait Meanwhile {
     /// Adds the sockets whose readiness means there is work to do.
@@ -74,7 +78,9 @@ pub fn for_socket(socket: Interest, deadline: Option<Instant>) -> bool {
         if left.is_zero() {
             return false;
         }
-        if until_ready(&interests, left) {
+        // In slices: what the loop waits for (an accept that was paused)
+        // is asked again at least this often.
+        if until_ready(&interests, left.min(SLICE)) {
             return true;
         }
         with_meanwhile(|work| work.serve());
