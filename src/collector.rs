@@ -99,6 +99,10 @@ pub struct Collector {
     events: u64,
     /// What one workload may name.
     limits: crate::workload::Limits,
+    /// The API server could not be reached: turns bring no scope up until
+    /// the next pass tries again, so streams noticed cut one after the
+    /// other cost one failed request, not one each.
+    unreachable: bool,
 }
 
 impl Collector {
@@ -130,6 +134,7 @@ impl Collector {
             watching: true,
             events: 0,
             limits: crate::workload::Limits::default(),
+            unreachable: false,
         }
     }
 
@@ -150,6 +155,7 @@ impl Collector {
     /// that fails keeps its entries and is retried at the next pass.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
         self.drain(kube, index);
+        self.unreachable = false;
         let mut report = Report::default();
         for i in 0..self.scopes.len() {
             if self.scopes[i].watch.is_some() {
@@ -164,6 +170,7 @@ impl Collector {
                 Err(e) => {
                     report.failures += 1;
                     if e.is_unreachable() {
+                        self.unreachable = true;
                         break;
                     }
                 }
@@ -188,6 +195,9 @@ impl Collector {
     /// one each.
     pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) {
         self.drain(kube, index);
+        if self.unreachable {
+            return;
+        }
         for i in 0..self.scopes.len() {
             if !std::mem::take(&mut self.scopes[i].follow.resume) {
                 continue;
@@ -196,9 +206,7 @@ impl Collector {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) if e.is_unreachable() => {
-                    self.scopes
-                        .iter_mut()
-                        .for_each(|scope| scope.follow.resume = false);
+                    self.unreachable = true;
                     return;
                 }
                 Err(_) => {}
@@ -705,11 +713,16 @@ mod tests {
         let mut index = Index::new();
         for _ in 0..3 {
             collector.turn(&mut kube, &mut index, &mut Unattended);
+            // Streams noticed cut later, one by one, wait too.
+            collector.scopes[2].follow.resume = true;
         }
         let requests: u64 = kube.take_requests().values().sum();
         assert_eq!(requests, 1, "the others wait for the next pass");
         let report = collector.pass(&mut kube, &mut index, &mut Unattended);
         assert_eq!((report.failures, report.watches), (1, (0, 3)));
+        collector.turn(&mut kube, &mut index, &mut Unattended);
+        let requests: u64 = kube.take_requests().values().sum();
+        assert_eq!(requests, 1, "the pass's one, and no turn after it");
     }
 
     #[test]
