@@ -431,7 +431,7 @@ impl Reloader {
             self.report_unreadable(kube, entry, &lookup, duties);
             let unwatched = (Counted::Unwatched, entry.unwatched);
             self.report_counted(kube, entry, unwatched, duties);
-            let refused = (Counted::Refused, entry.refused.len());
+            let refused = (Counted::Refused, entry.refused.count);
             self.report_counted(kube, entry, refused, duties);
             let renewal = renewals.get(&id);
             let patching = Patching {
@@ -862,7 +862,7 @@ impl Counted {
                 format!(
                     "{n} of its references name secret paths outside --allowed-secret-paths and \
                      are never checked: {}",
-                    places(&entry.refused)
+                    entry.refused.describe()
                 ),
             ),
             Counted::LeftOut => (
@@ -878,16 +878,6 @@ impl Counted {
             ),
         }
     }
-}
-
-/// The first few of `places`, and how many more: an Event stays short.
-fn places(places: &[String]) -> String {
-    const SHOWN: usize = 5;
-    let mut text = places[..places.len().min(SHOWN)].join(", ");
-    if places.len() > SHOWN {
-        text.push_str(&format!(" and {} more", places.len() - SHOWN));
-    }
-    text
 }
 
 /// A pass's duties that also read the streams before each request.
@@ -1678,7 +1668,7 @@ mod tests {
             state: None,
             state_budget: state::MAX_BYTES,
             unwatched: 0,
-            refused: Vec::new(),
+            refused: Default::default(),
             dynamic: None,
         }
     }
@@ -1790,7 +1780,7 @@ mod tests {
             state: None,
             state_budget: state::MAX_BYTES,
             unwatched: 0,
-            refused: Vec::new(),
+            refused: Default::default(),
             dynamic: None,
         };
         let mut decision = Decision {

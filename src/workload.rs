@@ -406,6 +406,45 @@ pub struct Dynamic {
     pub written: Vec<SecretRef>,
 }
 
+/// Where a workload names secret paths outside `--allowed-secret-paths`:
+/// how many places, and the first [`Refused::SHOWN`] of them by name (e.g.
+/// `a reference in container app env DB`), so what is kept and said stays
+/// small whatever the workload holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// How many places.
+    pub count: usize,
+    /// The first of them.
+    pub first: Vec<String>,
+    /// The last place added, so several references in one place count once.
+    last: Option<String>,
+}
+
+impl Refused {
+    /// How many places are named.
+    pub const SHOWN: usize = 5;
+
+    fn add(&mut self, place: String) {
+        if self.last.as_ref() == Some(&place) {
+            return;
+        }
+        self.count += 1;
+        if self.first.len() < Refused::SHOWN {
+            self.first.push(place.clone());
+        }
+        self.last = Some(place);
+    }
+
+    /// The places named, and how many more: `a, b and 3 more`.
+    pub fn describe(&self) -> String {
+        let mut text = self.first.join(", ");
+        if self.count > self.first.len() {
+            text.push_str(&format!(" and {} more", self.count - self.first.len()));
+        }
+        text
+    }
+}
+
 /// An opted-in workload as the reloader needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
@@ -434,9 +473,9 @@ pub struct Entry {
     /// How many of the secrets it names are past the cap on secrets per
     /// workload, so not watched.
     pub unwatched: usize,
-    /// Where it names secret paths outside `--allowed-secret-paths` (e.g.
-    /// `a reference in container app env DB`): never asked about.
-    pub refused: Vec<String>,
+    /// Where it names secret paths outside `--allowed-secret-paths`:
+    /// never asked about.
+    pub refused: Refused,
     /// Its dynamic-secret settings, when it opted in to renewals.
     pub dynamic: Option<Dynamic>,
 }
@@ -551,8 +590,9 @@ impl Workload {
         dynamic: Option<&mut Dynamic>,
         allowed: Option<&AllowedPaths>,
         warnings: &mut Vec<String>,
-    ) -> (Vec<SecretRef>, Vec<String>) {
-        let (mut refs, mut written, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+    ) -> (Vec<SecretRef>, Refused) {
+        let (mut refs, mut written) = (Vec::new(), Vec::new());
+        let mut refused = Refused::default();
         let mut keep = |into: &mut Vec<SecretRef>,
                         found: Vec<Result<SecretRef, refs::Malformed>>,
                         place: &dyn Fn() -> String| {
@@ -561,7 +601,7 @@ impl Workload {
                     Ok(secret) if allowed.is_none_or(|a| a.allows(&id.namespace, &secret.path)) => {
                         into.push(secret)
                     }
-                    Ok(_) => refused.push(place()),
+                    Ok(_) => refused.add(place()),
                     Err(why) => warnings.push(format!("{id}: skipping {}: {why}", place())),
                 }
             }
@@ -598,10 +638,16 @@ impl Workload {
         if let Some(dynamic) = dynamic {
             dynamic.written = written;
         }
-        refused.dedup();
-        for place in &refused {
+        for place in &refused.first {
             warnings.push(format!(
                 "{id}: {place} names a secret path outside --allowed-secret-paths; it is not checked"
+            ));
+        }
+        if refused.count > refused.first.len() {
+            let more = refused.count - refused.first.len();
+            warnings.push(format!(
+                "{id}: {more} more references name secret paths outside --allowed-secret-paths; \
+                 they are not checked"
             ));
         }
         (refs, refused)
@@ -820,7 +866,8 @@ mod tests {
             "a reference in container main env THEIRS",
             "a reference in container main env DB",
         ];
-        assert_eq!(entry.refused, places);
+        assert_eq!(entry.refused.count, 4);
+        assert_eq!(entry.refused.first, places);
         for (warning, place) in warnings.iter().zip(places) {
             assert_eq!(
                 warning,
@@ -828,6 +875,28 @@ mod tests {
             );
             assert!(!warning.contains("other-team"), "{warning}");
         }
+    }
+
+    #[test]
+    fn thousands_of_refused_references_cost_a_few_lines_and_a_few_names() {
+        let opted_in =
+            json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"});
+        let env: Vec<serde_json::Value> = (0..2000)
+            .map(|i| json!({"name": format!("S{i}"), "value": format!("vault:other/data/s{i}#k")}))
+            .collect();
+        let limits = Limits {
+            max_secrets: 100,
+            allowed_paths: Some(AllowedPaths::parse("secret/data/{namespace}/**").unwrap()),
+        };
+        let mut warnings = Vec::new();
+        let entry = workload(opted_in, json!(env))
+            .into_entry(Kind::Deployment, &limits, &mut warnings)
+            .unwrap();
+        // The initContainer's reference and the 2000 of the container.
+        assert_eq!(entry.refused.count, 2001);
+        assert_eq!(entry.refused.first.len(), Refused::SHOWN);
+        assert_eq!(warnings.len(), Refused::SHOWN + 1, "{warnings:?}");
+        assert!(entry.refused.describe().ends_with(" and 1996 more"));
     }
 
     #[test]

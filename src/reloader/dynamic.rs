@@ -648,7 +648,7 @@ mod tests {
             state,
             state_budget: crate::state::MAX_BYTES,
             unwatched: 0,
-            refused: Vec::new(),
+            refused: Default::default(),
             dynamic: Some(dynamic(MaxAge::Auto, false)),
         }
     }
