@@ -12,14 +12,11 @@ use crate::pace::Duties;
 use crate::stream::Flow;
 use crate::wait::Interest;
 use crate::watch::{Event, Watch};
-use crate::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
+use crate::workload::{Entry, Index, Kind, Unreadable, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
-
-/// The opted-in workloads and what they use.
-pub type Index = BTreeMap<WorkloadId, Entry>;
 
 /// Items per list page, at first.
 const PAGE_SIZE: u32 = 500;

@@ -1,7 +1,7 @@
 //! The loop: one thread, a one-second tick, a collector pass and a reloader
 //! pass when each is due, and between requests the listener and signals.
 
-use crate::collector::{Collector, Index};
+use crate::collector::Collector;
 use crate::kube::Kube;
 use crate::lease::Elector;
 use crate::metrics::Metrics;
@@ -9,6 +9,7 @@ use crate::pace::Duties;
 use crate::reloader::Reloader;
 use crate::serve::{Answer, Server};
 use crate::wait::{Interest, Meanwhile};
+use crate::workload::Index;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -345,7 +346,7 @@ fn answer(path: &str, metrics: &Metrics, readiness: &Readiness) -> Answer {
 }
 
 /// How many requests a set of counts holds.
-fn total(counts: crate::http::Counts) -> u64 {
+fn total(counts: crate::metrics::Counts) -> u64 {
     counts.values().sum()
 }
 

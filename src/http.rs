@@ -2,6 +2,7 @@
 //! capped bodies, and turning statuses into [`Error`]s.
 
 use crate::error::Error;
+use crate::metrics::Counts;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,10 +210,6 @@ const UNRESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
 pub fn encode_query(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, UNRESERVED).to_string()
 }
-
-/// Requests sent, by what was asked (a verb or a kind of request) and the
-/// status answered (`error` when there was no answer).
-pub type Counts = std::collections::BTreeMap<(&'static str, String), u64>;
 
 /// Adds one request's outcome to `counts`.
 pub fn count<T>(counts: &mut Counts, what: &'static str, result: &Result<T, Error>) {

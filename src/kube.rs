@@ -48,7 +48,7 @@ pub struct Kube {
     target: Target,
     timeout: Duration,
     auth: Auth,
-    requests: http::Counts,
+    requests: crate::metrics::Counts,
 }
 
 /// What a request carries in its `Authorization` header.
@@ -221,7 +221,7 @@ impl Kube {
             target: Target::through(&settings.api_url, stream_tls, proxy.cloned())?,
             timeout,
             auth,
-            requests: http::Counts::new(),
+            requests: crate::metrics::Counts::new(),
         })
     }
 
@@ -425,7 +425,7 @@ impl Kube {
     }
 
     /// The requests sent since the last call, by verb and status.
-    pub fn take_requests(&mut self) -> http::Counts {
+    pub fn take_requests(&mut self) -> crate::metrics::Counts {
         std::mem::take(&mut self.requests)
     }
 

@@ -368,7 +368,7 @@ impl Elector {
     }
 
     /// The API requests sent since the last call, by verb and status.
-    pub fn take_requests(&mut self) -> crate::http::Counts {
+    pub fn take_requests(&mut self) -> crate::metrics::Counts {
         self.kube.take_requests()
     }
 

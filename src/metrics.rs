@@ -1,10 +1,13 @@
 //! Counters of what the daemon did, rendered in the Prometheus text format.
 
-use crate::http::Counts;
 use crate::workload::WorkloadId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Requests sent, by what was asked (a verb or a kind of request) and the
+/// status answered (`error` when there was no answer).
+pub type Counts = std::collections::BTreeMap<(&'static str, String), u64>;
 
 /// Totals of one kind of pass.
 #[derive(Debug, Default)]

@@ -1,7 +1,7 @@
 //! What a long pass owes the loop between two requests.
 
-use crate::collector::Index;
 use crate::kube::Kube;
+use crate::workload::Index;
 
 /// The loop's own work that must go on while a pass makes requests:
 /// answering health checks, renewing the lease, noticing signals. A pass

@@ -2,14 +2,13 @@
 //! workload what to patch (a pure function), and patches.
 
 use crate::allow::{Addr, AllowList};
-use crate::collector::Index;
 use crate::error::Error;
 use crate::kube::Kube;
 use crate::pace::Duties;
 use crate::refs::{Provider, SecretRef};
 use crate::state::{self, State, Version};
 use crate::vault::{Lookup, Vault};
-use crate::workload::{self, Entry, WorkloadId};
+use crate::workload::{self, Entry, Index, WorkloadId};
 use serde_json::json;
 use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -349,8 +348,8 @@ impl Reloader {
     }
 
     /// The Vault requests sent since the last call, by kind and status.
-    pub fn take_requests(&mut self) -> crate::http::Counts {
-        let mut all = crate::http::Counts::new();
+    pub fn take_requests(&mut self) -> crate::metrics::Counts {
+        let mut all = crate::metrics::Counts::new();
         for client in self.clients() {
             for (key, n) in client.take_requests() {
                 *all.entry(key).or_default() += n;

@@ -131,7 +131,7 @@ pub struct Vault {
     jwt_file: PathBuf,
     token: Option<Token>,
     mounts: Vec<Mount>,
-    requests: http::Counts,
+    requests: crate::metrics::Counts,
     /// With `--list-secret-metadata`: what listings found this pass.
     listing: Option<prefetch::Listing>,
     /// What this pass learned of the token after a 403 ([`Vault::begin_pass`]
@@ -391,7 +391,7 @@ impl Vault {
             jwt_file,
             token: None,
             mounts: Vec::new(),
-            requests: http::Counts::new(),
+            requests: crate::metrics::Counts::new(),
             listing: None,
             checked: Checked::Not,
             backoff: Backoff::default(),
@@ -410,7 +410,7 @@ impl Vault {
     }
 
     /// The requests sent since the last call, by kind and status.
-    pub fn take_requests(&mut self) -> http::Counts {
+    pub fn take_requests(&mut self) -> crate::metrics::Counts {
         std::mem::take(&mut self.requests)
     }
 

@@ -6,7 +6,6 @@
 
 use super::said::Said;
 use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
-use crate::collector::Index;
 use crate::error::Error;
 use crate::kube::Kube;
 use crate::lifetime::Lifetime;
@@ -14,7 +13,7 @@ use crate::pace::Duties;
 use crate::refs::SecretRef;
 use crate::renewal::{self, Candidate, Clock, Record, Schedule, Settings};
 use crate::vault::{LifetimeError, Lookup};
-use crate::workload::{Dynamic, Entry, MaxAge, WorkloadId, MAX_AGE};
+use crate::workload::{Dynamic, Entry, Index, MaxAge, WorkloadId, MAX_AGE};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
