@@ -501,9 +501,9 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KubeCredentials, KubeSettings};
     use crate::http::fake_server::{self, Reply};
     use crate::pace::Unattended;
+    use crate::settings::{KubeCredentials, KubeSettings};
 
     #[test]
     fn page_sizes_halve_down_to_one_object() {

@@ -3,9 +3,9 @@
 //! Secret key. Authenticates with a bearer token (a token file is re-read
 //! as it rotates) or a TLS client certificate.
 
-use crate::config::{KubeCredentials, KubeSettings, Source};
 use crate::error::Error;
 use crate::http;
+use crate::settings::{KubeCredentials, KubeSettings, Source};
 use crate::stream::{Stream, Target};
 use crate::watch::Watch;
 use crate::workload::{Kind, Workload};
@@ -578,7 +578,7 @@ pub(crate) mod tests {
     }
 
     fn inline(text: &str) -> Source {
-        Source::Inline(crate::config::Redacted(text.into()))
+        Source::Inline(crate::settings::Redacted(text.into()))
     }
 
     #[test]

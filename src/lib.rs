@@ -25,6 +25,7 @@ pub mod reloader;
 pub mod renewal;
 pub mod resolve;
 pub mod serve;
+pub mod settings;
 pub mod state;
 pub mod stream;
 pub mod time;

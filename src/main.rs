@@ -2,7 +2,8 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use vault_secrets_reloader::config::{self, Command, Config, VaultSettings, SERVICE_ACCOUNT_DIR};
+use vault_secrets_reloader::config::{self, Command, Config};
+use vault_secrets_reloader::settings::{VaultSettings, SERVICE_ACCOUNT_DIR};
 use vault_secrets_reloader::workload::Kind;
 use vault_secrets_reloader::{
     allow, collector, daemon, kube, lease, logging, reloader, serve, vault,

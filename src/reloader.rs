@@ -1675,10 +1675,10 @@ mod tests {
     /// A dry-run reloader whose clients send nothing (port 9), allowing
     /// workloads' own servers under `own.vault.svc`.
     fn reloader_with_own_servers() -> Reloader {
-        let settings = crate::config::VaultSettings {
+        let settings = crate::settings::VaultSettings {
             proxies: Default::default(),
             addr: "http://127.0.0.1:9".into(),
-            auth: crate::config::VaultAuth::Token(crate::config::Redacted("t".into())),
+            auth: crate::settings::VaultAuth::Token(crate::settings::Redacted("t".into())),
             namespace: None,
             ca_file: None,
             ca_secret: None,
@@ -1687,7 +1687,7 @@ mod tests {
             ignore_missing: false,
         };
         let make: ClientFactory = Box::new(move |addr| {
-            let own = crate::config::VaultSettings {
+            let own = crate::settings::VaultSettings {
                 addr: addr.to_string(),
                 ..settings.clone()
             };

@@ -3,11 +3,11 @@
 //! dynamic credentials from their mount and role. It never reads a secret's
 //! data and never requests a dynamic path (no lease is ever created).
 
-use crate::config::{Redacted, VaultAuth, VaultSettings};
 use crate::error::Error;
 use crate::http;
 use crate::lifetime::{self, Lifetime, Source, Ttls};
 use crate::pace::Duties;
+use crate::settings::{Redacted, VaultAuth, VaultSettings};
 use crate::state::Version;
 use serde::Deserialize;
 use std::collections::BTreeMap;
