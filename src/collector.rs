@@ -7,14 +7,15 @@
 
 use crate::error::Error;
 use crate::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
+use crate::index::{Index, Update};
 use crate::kube::Kube;
-use crate::pace::Duties;
+use crate::poll::Interest;
+use crate::steps::Steps;
 use crate::stream::Flow;
-use crate::wait::Interest;
 use crate::watch::{Event, Watch};
-use crate::workload::{Entry, Index, Kind, Unreadable, Workload, WorkloadId};
+use crate::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -54,7 +55,7 @@ struct Scope {
 
 impl Scope {
     fn holds(&self, id: &WorkloadId) -> bool {
-        id.kind == self.kind && self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+        crate::index::holds(self.kind, self.namespace.as_deref(), id)
     }
 
     /// Steps its standing; the watch closes when it no longer watches.
@@ -150,15 +151,15 @@ impl Collector {
     /// Brings `index` up to date: applies what the watches delivered, and
     /// lists and watches each scope not followed yet (or any more). A scope
     /// that fails keeps its entries and is retried at the next pass.
-    pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
-        self.drain(kube, index);
+    pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, steps: &mut dyn Steps) -> Report {
+        self.catch_up(kube, index);
         self.unreachable = false;
         let mut report = Report::default();
         for i in 0..self.scopes.len() {
             if self.scopes[i].watch.is_some() {
                 continue;
             }
-            match self.bring_up(i, kube, index, duties) {
+            match self.bring_up(i, kube, index, steps) {
                 Ok(true) => {}
                 Ok(false) => {
                     report.interrupted = true;
@@ -190,8 +191,8 @@ impl Collector {
     /// cannot be reached the others wait for the next pass, so streams cut
     /// together (the API server restarting) cost one failed request, not
     /// one each.
-    pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) {
-        self.drain(kube, index);
+    pub fn turn(&mut self, kube: &mut Kube, index: &mut Index, steps: &mut dyn Steps) {
+        self.catch_up(kube, index);
         if self.unreachable {
             return;
         }
@@ -199,7 +200,7 @@ impl Collector {
             if !std::mem::take(&mut self.scopes[i].follow.resume) {
                 continue;
             }
-            match self.bring_up(i, kube, index, duties) {
+            match self.bring_up(i, kube, index, steps) {
                 Ok(true) => {}
                 Ok(false) => return,
                 Err(e) if e.is_unreachable() => {
@@ -240,12 +241,12 @@ impl Collector {
         i: usize,
         kube: &mut Kube,
         index: &mut Index,
-        duties: &mut dyn Duties,
+        steps: &mut dyn Steps,
     ) -> Result<bool, Error> {
         self.scopes[i].follow.resume = false;
         let polled = self.scopes[i].follow.standing == Standing::Polled;
         if self.scopes[i].follow.since().is_none() || !self.watching {
-            match self.list(i, kube, index, duties) {
+            match self.list(i, kube, index, steps) {
                 Ok(true) => {}
                 Ok(false) => return Ok(false),
                 Err(e) => {
@@ -257,7 +258,7 @@ impl Collector {
         if polled || !self.watching {
             return Ok(true);
         }
-        if !duties.keep_going() {
+        if !steps.keep_going() {
             return Ok(false);
         }
         let scope = &self.scopes[i];
@@ -287,15 +288,15 @@ impl Collector {
         i: usize,
         kube: &mut Kube,
         index: &mut Index,
-        duties: &mut dyn Duties,
+        steps: &mut dyn Steps,
     ) -> Result<bool, Error> {
         let kind = self.scopes[i].kind;
         let namespace = self.scopes[i].namespace.clone();
-        let mut seen = Index::new();
+        let mut seen = BTreeMap::new();
         let mut continue_token: Option<String> = None;
         let mut page_size = PAGE_SIZE;
         let resource_version = loop {
-            if !duties.keep_going() {
+            if !steps.keep_going() {
                 return Ok(false);
             }
             let page = match kube.list(
@@ -328,18 +329,22 @@ impl Collector {
             continue_token = Some(page.metadata.continue_token);
         };
         let scope = &self.scopes[i];
-        index.retain(|id, _| !scope.holds(id));
         self.warned
             .retain(|id, _| !scope.holds(id) || seen.contains_key(id));
         log::debug!("listed {}: {} opted in", self.describe(i), seen.len());
-        index.append(&mut seen);
+        index.apply(Update::Listed {
+            kind,
+            namespace,
+            entries: seen.into_values().collect(),
+        });
         self.scopes[i].step(Happened::Listed(&resource_version));
         Ok(true)
     }
 
-    /// Applies the events every open watch has delivered, without waiting,
-    /// and decides what follows a watch that ended.
-    fn drain(&mut self, kube: &mut Kube, index: &mut Index) {
+    /// Applies the events every open watch has delivered, without waiting
+    /// and without a request, and decides what follows a watch that ended
+    /// (reopening it is the next [`Collector::turn`]'s).
+    pub fn catch_up(&mut self, kube: &mut Kube, index: &mut Index) {
         let mut events = Vec::new();
         for i in 0..self.scopes.len() {
             let Some(watch) = self.scopes[i].watch.as_mut() else {
@@ -420,16 +425,14 @@ impl Collector {
             Event::Applied(workload) => {
                 let rv = workload.metadata.resource_version.clone();
                 let id = workload.id(kind);
-                match self.entry(kind, workload) {
-                    Some(entry) => index.insert(id, entry),
-                    None => index.remove(&id),
-                };
+                let entry = self.entry(kind, workload);
+                index.apply(Update::Stored(id, entry));
                 rv
             }
             Event::Deleted(workload) => {
                 let id = workload.id(kind);
-                index.remove(&id);
                 self.warned.remove(&id);
+                index.apply(Update::Deleted(id));
                 workload.metadata.resource_version
             }
             Event::Bookmark(rv) => rv,
@@ -440,8 +443,8 @@ impl Collector {
                     namespace: unreadable.namespace.clone(),
                     name: unreadable.name.clone(),
                 };
-                index.remove(&id);
-                self.unreadable(kind, unreadable);
+                let entry = self.unreadable(kind, unreadable);
+                index.apply(Update::Stored(id, entry));
                 rv
             }
         };
@@ -502,8 +505,8 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::http::fake_server::{self, Reply};
-    use crate::pace::Unattended;
     use crate::settings::{KubeCredentials, KubeSettings};
+    use crate::steps::Unattended;
 
     #[test]
     fn page_sizes_halve_down_to_one_object() {

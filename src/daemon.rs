@@ -1,19 +1,16 @@
 //! The loop: one thread, a one-second tick, a collector pass and a reloader
-//! pass when each is due, and between requests the listener and signals.
+//! pass when each is due; in between it sleeps in the [`reactor`], applying
+//! watch events as they arrive. Between two steps of a pass it renews the
+//! Lease and reads the signals ([`Steps`]).
 
-use crate::collector::Collector;
+use crate::collector::{self, Collector};
+use crate::index::Index;
 use crate::kube::Kube;
 use crate::lease::Elector;
-use crate::metrics::Metrics;
-use crate::pace::Duties;
-use crate::reloader::Reloader;
-use crate::serve::{Answer, Server};
-use crate::wait::{Interest, Meanwhile};
-use crate::workload::Index;
-use std::cell::RefCell;
-use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use crate::metrics::{Counts, Metrics};
+use crate::reactor::{self, Reactor, Status};
+use crate::reloader::{self, Reloader};
+use crate::steps::Steps;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -21,30 +18,9 @@ const TICK: Duration = Duration::from_secs(1);
 /// looks at the signal flags and the clock.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 /// During a reloader pass, how often the watch streams are read between
-/// two requests: often enough that a change is known within a moment,
+/// two steps: often enough that a change is known within a moment,
 /// seldom enough that hundreds of streams cost little beside the requests.
 const STREAMS_GAP: Duration = Duration::from_millis(25);
-
-/// Flags the signal handlers set.
-#[derive(Clone, Default)]
-pub struct Signals {
-    /// SIGTERM or SIGINT: stop at the next request boundary.
-    pub stop: Arc<AtomicBool>,
-    /// SIGHUP: run both passes now.
-    pub run_now: Arc<AtomicBool>,
-}
-
-impl Signals {
-    /// Registers the handlers (they only set flags).
-    pub fn install() -> std::io::Result<Signals> {
-        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-        let signals = Signals::default();
-        signal_hook::flag::register(SIGTERM, Arc::clone(&signals.stop))?;
-        signal_hook::flag::register(SIGINT, Arc::clone(&signals.stop))?;
-        signal_hook::flag::register(SIGHUP, Arc::clone(&signals.run_now))?;
-        Ok(signals)
-    }
-}
 
 /// The parts the loop drives.
 pub struct Daemon {
@@ -54,10 +30,8 @@ pub struct Daemon {
     pub collector: Collector,
     /// The reloader.
     pub reloader: Reloader,
-    /// The health listener, if one could be bound.
-    pub server: Option<Server>,
-    /// Signal flags.
-    pub signals: Signals,
+    /// The thread's waits: the health listener and the signals.
+    pub reactor: Reactor,
     /// Collector period.
     pub collector_period: Duration,
     /// Reloader period.
@@ -68,285 +42,146 @@ pub struct Daemon {
     pub once: bool,
 }
 
-/// What `/readyz` answers from. A leader (or the only replica) is ready
-/// when its last passes reached their servers; a standby when its Lease
-/// requests reach the API server, so that it does not hold up a rolling
-/// update of the daemon's own Deployment.
-#[derive(Default)]
-struct Readiness {
-    collected: bool,
-    reloaded: bool,
-    /// `Some(reaches the API server)` while this replica is a standby.
-    standby: Option<bool>,
-}
-
-impl Readiness {
-    fn ready(&self) -> bool {
-        match self.standby {
-            Some(reaches_api) => reaches_api,
-            None => self.collected && self.reloaded,
-        }
-    }
-}
-
-/// What the loop reports, and the listener it answers on. Shared between
-/// the loop and the waits inside its requests (as [`Meanwhile`] work), which
-/// answer health checks while a request is in flight; neither holds it
-/// across a request.
-struct Front {
-    server: Option<Server>,
-    metrics: Metrics,
-    readiness: Readiness,
-}
-
-impl Front {
-    /// Answers the health checks waiting now.
-    fn serve(&mut self) {
-        if let Some(server) = self.server.as_mut() {
-            let (metrics, readiness) = (&self.metrics, &self.readiness);
-            server.poll(&|path| answer(path, metrics, readiness));
-        }
-    }
-}
-
-/// The front as a request's wait serves it: only when the loop does not
-/// hold it (it never does during a request).
-struct Shared(Rc<RefCell<Front>>);
-
-impl Meanwhile for Shared {
-    fn interests(&self, out: &mut Vec<Interest>) {
-        if let Ok(front) = self.0.try_borrow() {
-            if let Some(server) = &front.server {
-                server.interests(out);
-            }
-        }
-    }
-
-    fn serve(&mut self) {
-        if let Ok(mut front) = self.0.try_borrow_mut() {
-            front.serve();
-        }
-    }
-}
-
-/// What the loop keeps doing between requests, and what it reports: the
-/// listener, metrics and readiness (the front), the Lease, the stop flag.
-struct Duty {
-    front: Rc<RefCell<Front>>,
-    elector: Option<Elector>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Duty {
-    /// Whether this replica leads now (always without an elector), shown in
-    /// the metrics and, for a standby, in its readiness.
-    fn lead(&mut self) -> bool {
-        let leading = self.elector.as_mut().is_none_or(Elector::tick);
-        let mut front = self.front.borrow_mut();
-        front.metrics.leader = leading;
-        front.readiness.standby = match &self.elector {
-            Some(elector) if !leading => Some(elector.reaches_api()),
-            _ => None,
-        };
-        leading
-    }
-
-    /// Answers health checks and does `turn` (the collector's reading of
-    /// its watch streams, which adds what they wait for) until `deadline`,
-    /// a stop, or `run_now`; in between it sleeps until a socket is ready,
-    /// at most [`IDLE_POLL`].
-    fn idle_until(
-        &mut self,
-        deadline: Instant,
-        run_now: &AtomicBool,
-        mut turn: impl FnMut(&mut Duty, &mut Vec<Interest>),
-    ) {
-        let mut interests = Vec::new();
-        loop {
-            self.serve();
-            interests.clear();
-            turn(self, &mut interests);
-            let now = Instant::now();
-            if now >= deadline || self.stopping() || run_now.load(Ordering::Relaxed) {
-                return;
-            }
-            if let Some(server) = &self.front.borrow().server {
-                server.interests(&mut interests);
-            }
-            crate::wait::until_ready(&interests, IDLE_POLL.min(deadline - now));
-        }
-    }
-
-    /// Records a collector pass: metrics, readiness and its log line. The
-    /// exit code it stands for (`--once`).
-    fn collected(
-        &mut self,
-        report: &crate::collector::Report,
-        kube: &mut Kube,
-        index: &Index,
-        took: Duration,
-    ) -> u8 {
-        let ok = report.failures == 0 && !report.interrupted;
-        let front = &mut *self.front.borrow_mut();
-        let metrics = &mut front.metrics;
-        let requests = total(Metrics::add(
-            &mut metrics.kube_requests,
-            kube.take_requests(),
-        ));
-        if !report.interrupted {
-            front.readiness.collected = ok;
-            metrics.collector.record(ok, took);
-            metrics.watched_workloads = index.len();
-            metrics.watch_streams = report.watches;
-            metrics.watch_events += report.events;
-            log::info!(
-                "collector pass: {} workloads opted in, {requests} API requests, {} ms, \
-                 {} watch events since the last pass, {}/{} watches open",
-                index.len(),
-                took.as_millis(),
-                report.events,
-                report.watches.0,
-                report.watches.1
-            );
-        }
-        u8::from(!ok)
-    }
-
-    /// Records a reloader pass begun at `started`: metrics (forgetting
-    /// workloads that are gone), readiness and its log line. The exit code
-    /// it stands for (`--once`).
-    fn reloaded(
-        &mut self,
-        report: &crate::reloader::Report,
-        kube: &mut Kube,
-        reloader: &mut Reloader,
-        index: &Index,
-        started: Instant,
-    ) -> u8 {
-        let front = &mut *self.front.borrow_mut();
-        let metrics = &mut front.metrics;
-        let vault_requests = total(Metrics::add(
-            &mut metrics.vault_requests,
-            reloader.take_requests(),
-        ));
-        let kube_requests = total(Metrics::add(
-            &mut metrics.kube_requests,
-            kube.take_requests(),
-        ));
-        for id in &report.reloaded {
-            *metrics.reloads.entry(id.clone()).or_default() += 1;
-        }
-        metrics.reloads.retain(|id, _| index.contains_key(id));
-        let finished =
-            (!report.interrupted).then_some((&report.next_renewal, report.lifetime_unknown));
-        metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
-        let ok = report.vault_failures == 0 && report.patch_failures == 0;
-        if !report.interrupted {
-            front.readiness.reloaded =
-                report.vault_failures < report.secrets || report.secrets == 0;
-            metrics.reloader.record(ok, started.elapsed());
-            metrics.secrets = report.secrets;
-            metrics.vault_lookups_failed += report.vault_failures as u64;
-            metrics.vault_lookups_ok += report.secrets.saturating_sub(report.vault_failures) as u64;
-            metrics.watched_workloads = index.len();
-            log::info!(
-                "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
-                 {kube_requests} API requests, {} ms",
-                report.secrets,
-                report.reloaded.len(),
-                started.elapsed().as_millis()
-            );
-        }
-        u8::from(!ok || report.interrupted)
-    }
-
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Reads the watch streams into `index` and shows the result in the
-    /// metrics.
-    fn read_streams(&mut self, collector: &mut Collector, kube: &mut Kube, index: &mut Index) {
-        crate::logging::set_worker("collector");
-        collector.turn(kube, index, self);
-        let metrics = &mut self.front.borrow_mut().metrics;
-        metrics.watched_workloads = index.len();
-        metrics.watch_streams = collector.watches();
-    }
-}
-
-/// The duties of a reloader pass: the loop's, and reading the collector's
-/// streams at most every [`STREAMS_GAP`].
-struct WithStreams<'a> {
-    duty: &'a mut Duty,
-    collector: &'a mut Collector,
+/// The loop's side of a pass's [`Steps`]: the Lease and the stop signal,
+/// and during a reloader pass the collector's watch events.
+struct Between<'a> {
+    elector: &'a mut Option<Elector>,
+    /// The collector whose events a reloader pass applies as it goes.
+    streams: Option<&'a mut Collector>,
     last_read: Instant,
 }
 
-impl Duties for WithStreams<'_> {
-    fn serve(&mut self) {
-        self.duty.serve();
+impl<'a> Between<'a> {
+    fn new(elector: &'a mut Option<Elector>, streams: Option<&'a mut Collector>) -> Self {
+        Between {
+            elector,
+            streams,
+            last_read: Instant::now(),
+        }
     }
+}
 
+impl Steps for Between<'_> {
     fn keep_going(&mut self) -> bool {
-        self.duty.keep_going()
+        lead(self.elector) && !reactor::stopping()
     }
 
-    fn refresh(&mut self, kube: &mut Kube, index: &mut Index) {
+    fn catch_up(&mut self, kube: &mut Kube, index: &mut Index) {
+        let Some(collector) = self.streams.as_deref_mut() else {
+            return;
+        };
         if self.last_read.elapsed() < STREAMS_GAP {
             return;
         }
-        self.duty.read_streams(self.collector, kube, index);
+        crate::logging::set_worker("collector");
+        collector.catch_up(kube, index);
+        show_streams(collector, index);
         crate::logging::set_worker("reloader");
         self.last_read = Instant::now();
     }
 }
 
-impl Duties for Duty {
-    /// Answers health checks and renews the Lease when due (a request every
-    /// 2 s at most): a pass calls this before every request, so a long
-    /// listing or a chain of slow lookups never outlasts the Lease. Losing
-    /// it is acted on at the next [`Duties::keep_going`].
-    fn serve(&mut self) {
-        if let Some(elector) = self.elector.as_mut() {
-            elector.tick();
-        }
-        self.front.borrow_mut().serve();
-    }
-
-    fn keep_going(&mut self) -> bool {
-        let leading = self.elector.as_mut().is_none_or(Elector::tick);
-        // Served after the Lease tick, which may just have sent a request:
-        // this one answer covers both the pass's last request and the tick.
-        self.serve();
-        leading && !self.stopping()
-    }
+/// Whether this replica leads now (always without an elector): renews the
+/// Lease when due (a request every 2 s at most) and shows the result in
+/// the metrics and, for a standby, in its readiness.
+fn lead(elector: &mut Option<Elector>) -> bool {
+    let leading = elector.as_mut().is_none_or(Elector::tick);
+    let standby = match elector {
+        Some(elector) if !leading => Some(elector.reaches_api()),
+        _ => None,
+    };
+    reactor::status(|status| {
+        status.metrics.leader = leading;
+        status.readiness.standby = standby;
+    });
+    leading
 }
 
-fn answer(path: &str, metrics: &Metrics, readiness: &Readiness) -> Answer {
-    match path {
-        "/healthz" | "/livez" => (200, "text/plain", "ok\n".into()),
-        "/readyz" => match (readiness.ready(), readiness.standby.is_some()) {
-            (true, false) => (200, "text/plain", "ok\n".into()),
-            (true, true) => (200, "text/plain", "ok (standby)\n".into()),
-            (false, false) => (
-                503,
-                "text/plain",
-                "not ready: the last pass did not reach its server\n".into(),
-            ),
-            (false, true) => (
-                503,
-                "text/plain",
-                "not ready: standby cannot reach the API server\n".into(),
-            ),
-        },
-        "/metrics" => (200, "text/plain; version=0.0.4", metrics.render()),
-        _ => (404, "text/plain", "not found\n".into()),
+/// Shows the index and the streams in the metrics.
+fn show_streams(collector: &Collector, index: &Index) {
+    reactor::status(|status| {
+        status.metrics.watched_workloads = index.len();
+        status.metrics.watch_streams = collector.watches();
+    });
+}
+
+/// Records a collector pass: metrics, readiness and its log line. The exit
+/// code it stands for (`--once`).
+fn collected(
+    status: &mut Status,
+    report: &collector::Report,
+    requests: Counts,
+    index: &Index,
+    took: Duration,
+) -> u8 {
+    let ok = report.failures == 0 && !report.interrupted;
+    let metrics = &mut status.metrics;
+    let requests = total(Metrics::add(&mut metrics.kube_requests, requests));
+    if !report.interrupted {
+        status.readiness.collected = ok;
+        metrics.collector.record(ok, took);
+        metrics.watched_workloads = index.len();
+        metrics.watch_streams = report.watches;
+        metrics.watch_events += report.events;
+        log::info!(
+            "collector pass: {} workloads opted in, {requests} API requests, {} ms, \
+             {} watch events since the last pass, {}/{} watches open",
+            index.len(),
+            took.as_millis(),
+            report.events,
+            report.watches.0,
+            report.watches.1
+        );
     }
+    u8::from(!ok)
+}
+
+/// What a reloader pass sent: to Vault, to the API server.
+struct Sent {
+    vault: Counts,
+    kube: Counts,
+}
+
+/// Records a reloader pass that took `took`: metrics (forgetting workloads
+/// that are gone), readiness and its log line. The exit code it stands for
+/// (`--once`).
+fn reloaded(
+    status: &mut Status,
+    report: &reloader::Report,
+    sent: Sent,
+    index: &Index,
+    took: Duration,
+) -> u8 {
+    let metrics = &mut status.metrics;
+    let vault_requests = total(Metrics::add(&mut metrics.vault_requests, sent.vault));
+    let kube_requests = total(Metrics::add(&mut metrics.kube_requests, sent.kube));
+    for id in &report.reloaded {
+        *metrics.reloads.entry(id.clone()).or_default() += 1;
+    }
+    metrics.reloads.retain(|id, _| index.contains_key(id));
+    let finished = (!report.interrupted).then_some((&report.next_renewal, report.lifetime_unknown));
+    metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
+    let ok = report.vault_failures == 0 && report.patch_failures == 0;
+    if !report.interrupted {
+        status.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
+        metrics.reloader.record(ok, took);
+        metrics.secrets = report.secrets;
+        metrics.vault_lookups_failed += report.vault_failures as u64;
+        metrics.vault_lookups_ok += report.secrets.saturating_sub(report.vault_failures) as u64;
+        metrics.watched_workloads = index.len();
+        log::info!(
+            "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
+             {kube_requests} API requests, {} ms",
+            report.secrets,
+            report.reloaded.len(),
+            took.as_millis()
+        );
+    }
+    u8::from(!ok || report.interrupted)
 }
 
 /// How many requests a set of counts holds.
-fn total(counts: crate::metrics::Counts) -> u64 {
+fn total(counts: Counts) -> u64 {
     counts.values().sum()
 }
 
@@ -357,96 +192,137 @@ fn ticks(period: Duration) -> u64 {
         .max(1)
 }
 
+/// The loop's state between ticks.
+struct Loop {
+    kube: Kube,
+    collector: Collector,
+    reloader: Reloader,
+    elector: Option<Elector>,
+    index: Index,
+}
+
+impl Loop {
+    /// A collector pass; its exit code.
+    fn collect(&mut self) -> u8 {
+        crate::logging::set_worker("collector");
+        let started = Instant::now();
+        let mut between = Between::new(&mut self.elector, None);
+        let report = self
+            .collector
+            .pass(&mut self.kube, &mut self.index, &mut between);
+        let requests = self.kube.take_requests();
+        let (index, took) = (&self.index, started.elapsed());
+        reactor::status(|status| collected(status, &report, requests, index, took)).unwrap_or(0)
+    }
+
+    /// A reloader pass, the collector's events applied as it goes; its
+    /// exit code.
+    fn reload(&mut self) -> u8 {
+        crate::logging::set_worker("reloader");
+        let started = Instant::now();
+        let mut between = Between::new(&mut self.elector, Some(&mut self.collector));
+        let report = self
+            .reloader
+            .pass(&mut self.kube, &mut self.index, &mut between);
+        let sent = Sent {
+            vault: self.reloader.take_requests(),
+            kube: self.kube.take_requests(),
+        };
+        let (index, took) = (&self.index, started.elapsed());
+        reactor::status(|status| reloaded(status, &report, sent, index, took)).unwrap_or(0)
+    }
+
+    /// Sleeps in the reactor until `deadline`, a stop or SIGHUP, applying
+    /// the watch events as they arrive and reopening the watches that ended
+    /// when `leading`. Whether SIGHUP came.
+    fn idle_until(&mut self, deadline: Instant, leading: bool) -> bool {
+        crate::logging::set_worker("main");
+        if let Some(elector) = self.elector.as_mut() {
+            let requests = elector.take_requests();
+            reactor::status(|status| Metrics::add(&mut status.metrics.kube_requests, requests));
+        }
+        let mut streams = Vec::new();
+        loop {
+            streams.clear();
+            if leading {
+                crate::logging::set_worker("collector");
+                let mut between = Between::new(&mut self.elector, None);
+                self.collector
+                    .turn(&mut self.kube, &mut self.index, &mut between);
+                show_streams(&self.collector, &self.index);
+                crate::logging::set_worker("main");
+                self.collector.interests(&mut streams);
+            }
+            let now = Instant::now();
+            if reactor::run_now() {
+                return true;
+            }
+            if now >= deadline || reactor::stopping() {
+                return false;
+            }
+            reactor::sleep(&streams, IDLE_POLL.min(deadline - now));
+        }
+    }
+}
+
 impl Daemon {
     /// Runs until SIGTERM or SIGINT (or after one round with `once`);
     /// returns the exit code.
     pub fn run(self) -> u8 {
         let Daemon {
-            mut kube,
-            mut collector,
-            mut reloader,
-            server,
-            signals,
+            kube,
+            collector,
+            reloader,
+            reactor,
             collector_period,
             reloader_period,
             elector,
             once,
         } = self;
-        let front = Rc::new(RefCell::new(Front {
-            server,
-            metrics: Metrics::default(),
-            readiness: Readiness::default(),
-        }));
-        let meanwhile = crate::wait::set_meanwhile(Some(Box::new(Shared(Rc::clone(&front)))));
-        let mut duty = Duty {
-            front,
+        reactor.install();
+        let mut parts = Loop {
+            kube,
+            collector,
+            reloader,
             elector,
-            stop: Arc::clone(&signals.stop),
+            index: Index::new(),
         };
-        let collect_every = ticks(collector_period);
-        let reload_every = ticks(reloader_period);
-        let mut index = Index::new();
+        let (collect_every, reload_every) = (ticks(collector_period), ticks(reloader_period));
         let start = Instant::now();
         let (mut next_collect, mut next_reload) = (0u64, 0u64);
-        let mut leading = false;
-        let mut code = 0;
-        while !duty.stopping() {
-            let started = Instant::now();
-            let tick = (started - start).as_millis() as u64 / TICK.as_millis() as u64;
-            let run_now = signals.run_now.swap(false, Ordering::Relaxed);
+        let (mut leading, mut run_now, mut code) = (false, reactor::run_now(), 0);
+        while !reactor::stopping() {
+            let tick = start.elapsed().as_millis() as u64 / TICK.as_millis() as u64;
             if run_now {
                 log::info!("SIGHUP: running both passes now");
             }
             let was_leading = leading;
-            leading = duty.lead();
+            leading = lead(&mut parts.elector);
             if leading && !was_leading {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
             }
             if was_leading && !leading {
-                collector.stop_watching();
+                parts.collector.stop_watching();
             }
             if leading && (run_now || tick >= next_collect) {
                 next_collect = tick + collect_every;
-                crate::logging::set_worker("collector");
-                let report = collector.pass(&mut kube, &mut index, &mut duty);
-                code = duty.collected(&report, &mut kube, &index, started.elapsed());
+                code = parts.collect();
             }
             if leading && (run_now || tick >= next_reload) {
                 next_reload = tick + reload_every;
-                crate::logging::set_worker("reloader");
-                let pass_started = Instant::now();
-                let mut duties = WithStreams {
-                    duty: &mut duty,
-                    collector: &mut collector,
-                    last_read: pass_started,
-                };
-                let report = reloader.pass(&mut kube, &mut index, &mut duties);
-                let failed = duty.reloaded(&report, &mut kube, &mut reloader, &index, pass_started);
-                code = code.max(failed);
+                code = code.max(parts.reload());
                 if once {
                     break;
                 }
             }
-            crate::logging::set_worker("main");
-            if let Some(elector) = duty.elector.as_mut() {
-                let metrics = &mut duty.front.borrow_mut().metrics;
-                Metrics::add(&mut metrics.kube_requests, elector.take_requests());
-            }
-            let deadline = start + TICK * (tick + 1) as u32;
-            duty.idle_until(deadline, &signals.run_now, |duty, interests| {
-                if leading {
-                    duty.read_streams(&mut collector, &mut kube, &mut index);
-                    crate::logging::set_worker("main");
-                    collector.interests(interests);
-                }
-            });
+            run_now = parts.idle_until(start + TICK * (tick + 1) as u32, leading);
         }
-        if let Some(elector) = duty.elector.as_mut() {
+        if let Some(elector) = parts.elector.as_mut() {
             elector.release();
         }
-        reloader.revoke_tokens();
-        crate::wait::set_meanwhile(meanwhile);
+        parts.reloader.revoke_tokens();
+        Reactor::uninstall();
         log::info!("stopping");
         if once {
             code
@@ -461,22 +337,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_lease_is_renewed_at_a_request_boundary_not_only_between_steps() {
+    fn the_lease_is_renewed_between_steps_and_a_stop_ends_the_pass() {
         use crate::http::fake_server::{self, Reply};
         let server = fake_server::start(|_| Reply::json(404, r#"{"code":404}"#));
         let (kube, _token) = crate::kube::tests::client(&server);
-        let elector = Elector::new(kube, "ns".into(), "lease".into(), "me".into());
-        let front = Front {
-            server: None,
-            metrics: Metrics::default(),
-            readiness: Readiness::default(),
-        };
-        let mut duty = Duty {
-            front: Rc::new(RefCell::new(front)),
-            elector: Some(elector),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        duty.serve();
+        let mut elector = Some(Elector::new(kube, "ns".into(), "lease".into(), "me".into()));
+        let signals = reactor::Signals::default();
+        Reactor::new(None, signals.clone()).install();
+        let mut between = Between::new(&mut elector, None);
+        // The server refuses the Lease: a standby.
+        assert!(!between.keep_going());
         let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
         assert_eq!(
             asked.first().map(String::as_str),
@@ -484,8 +354,19 @@ mod tests {
         );
         // Not again before it is due.
         let sent = asked.len();
-        duty.serve();
+        between.keep_going();
         assert_eq!(server.requests().len(), sent);
+        assert_eq!(reactor::status(|s| s.metrics.leader), Some(false));
+        // Without an elector the replica leads, until SIGTERM.
+        let mut alone = None;
+        let mut between = Between::new(&mut alone, None);
+        assert!(between.keep_going());
+        assert_eq!(reactor::status(|s| s.metrics.leader), Some(true));
+        signals
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!between.keep_going(), "SIGTERM stops the pass");
+        Reactor::uninstall();
     }
 
     #[test]
@@ -493,36 +374,5 @@ mod tests {
         assert_eq!(ticks(Duration::from_secs(30)), 30);
         assert_eq!(ticks(Duration::from_millis(1500)), 2);
         assert_eq!(ticks(Duration::from_millis(10)), 1);
-    }
-
-    #[test]
-    fn a_standby_is_ready_when_it_reaches_the_api_server() {
-        let metrics = Metrics::default();
-        let mut readiness = Readiness {
-            standby: Some(true),
-            ..Readiness::default()
-        };
-        assert_eq!(answer("/readyz", &metrics, &readiness).0, 200);
-        assert_eq!(answer("/readyz", &metrics, &readiness).2, "ok (standby)\n");
-        readiness.standby = Some(false);
-        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
-        // Leading again: its own passes decide.
-        readiness.standby = None;
-        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
-    }
-
-    #[test]
-    fn readiness_needs_both_passes() {
-        let metrics = Metrics::default();
-        let mut readiness = Readiness::default();
-        assert_eq!(answer("/healthz", &metrics, &readiness).0, 200);
-        assert_eq!(answer("/readyz", &metrics, &readiness).0, 503);
-        readiness.collected = true;
-        readiness.reloaded = true;
-        assert_eq!(answer("/readyz", &metrics, &readiness).0, 200);
-        assert_eq!(answer("/nope", &metrics, &readiness).0, 404);
-        assert!(answer("/metrics", &metrics, &readiness)
-            .2
-            .contains("watched_workloads 0"));
     }
 }

@@ -6,7 +6,7 @@ use vault_secrets_reloader::config::{self, Command, Config};
 use vault_secrets_reloader::settings::{VaultSettings, SERVICE_ACCOUNT_DIR};
 use vault_secrets_reloader::workload::Kind;
 use vault_secrets_reloader::{
-    allow, collector, daemon, kube, lease, logging, reloader, serve, vault,
+    allow, collector, daemon, kube, lease, logging, reactor, reloader, serve, vault,
 };
 
 fn main() -> ExitCode {
@@ -55,7 +55,7 @@ fn run(config: Config) -> Result<u8, String> {
     );
     warn_about(&config);
     let signals =
-        daemon::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
+        reactor::Signals::install().map_err(|e| format!("installing signal handlers: {e}"))?;
     let mut kube = kube::Kube::new(&config.kube).map_err(|e| format!("Kubernetes client: {e}"))?;
     let reloader = reloader(&config, &mut kube)?;
     let server = match serve::Server::bind(&config.listen_address) {
@@ -83,8 +83,7 @@ fn run(config: Config) -> Result<u8, String> {
         kube,
         collector,
         reloader,
-        server,
-        signals,
+        reactor: reactor::Reactor::new(server, signals),
         collector_period: config.collector_period,
         reloader_period: config.reloader_period,
         elector,

@@ -3,12 +3,13 @@
 
 use crate::allow::{Addr, AllowList};
 use crate::error::Error;
+use crate::index::{Index, Update};
 use crate::kube::Kube;
-use crate::pace::Duties;
 use crate::refs::{Provider, SecretRef};
 use crate::state::{self, State, Version};
+use crate::steps::Steps;
 use crate::vault::{Lookup, Vault};
-use crate::workload::{self, Entry, Index, WorkloadId};
+use crate::workload::{self, Entry, WorkloadId};
 use serde_json::json;
 use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -379,10 +380,10 @@ impl Reloader {
     }
 
     /// One pass over the workloads in `index`: asks Vault about each
-    /// distinct secret, then decides and patches each workload. Between two
-    /// requests `duties` may bring `index` up to date (the watch streams),
-    /// so each workload is decided as it is then.
-    pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, duties: &mut dyn Duties) -> Report {
+    /// distinct secret, then decides and patches each workload, a step
+    /// each ([`Steps`]). Between two steps the watch events are applied to
+    /// `index`, so each workload is decided as it is then.
+    pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, steps: &mut dyn Steps) -> Report {
         let mut report = Report::default();
         self.clients().for_each(Vault::begin_pass);
         let sources: BTreeSet<(Server, SecretRef)> = index
@@ -401,52 +402,52 @@ impl Reloader {
         // (the streams are read meanwhile) is decided next pass, when its
         // secrets have been asked about too.
         let ids: Vec<WorkloadId> = index.keys().cloned().collect();
-        let Some(lookups) = self.look_up(sources, kube, index, duties, &mut report) else {
+        let Some(lookups) = self.look_up(sources, kube, index, steps, &mut report) else {
             report.interrupted = true;
             return report;
         };
-        let Some(renewals) = self.plan_renewals(kube, index, &lookups, duties, &mut report) else {
+        let Some(renewals) = self.plan_renewals(kube, index, &lookups, steps, &mut report) else {
             report.interrupted = true;
             return report;
         };
         for id in ids {
-            if !duties.keep_going() {
+            if !steps.keep_going() {
                 report.interrupted = true;
                 return report;
             }
-            duties.refresh(kube, index);
+            steps.catch_up(kube, index);
             let Some(entry) = index.get(&id) else {
                 continue;
             };
             let route = &self.route(entry);
             if let Err(why) = route {
-                self.report_refused(kube, entry, why, duties);
+                self.report_refused(kube, entry, why);
             }
             let lookup = |secret: &SecretRef| {
                 let server = Self::server(route, secret)?;
                 lookups.get(&(server, secret.clone()))
             };
-            self.report_unavailable(kube, entry, &lookup, duties);
-            self.report_unreadable(kube, entry, &lookup, duties);
+            self.report_unavailable(kube, entry, &lookup);
+            self.report_unreadable(kube, entry, &lookup);
             let unwatched = (Counted::Unwatched, entry.unwatched);
-            self.report_counted(kube, entry, unwatched, duties);
+            self.report_counted(kube, entry, unwatched);
             let refused = (Counted::Refused, entry.refused.count);
-            self.report_counted(kube, entry, refused, duties);
+            self.report_counted(kube, entry, refused);
             let renewal = renewals.get(&id);
             let patching = Patching {
                 dry_run: self.dry_run,
                 limits: &self.limits,
             };
-            match apply(kube, index, &id, &lookup, renewal, patching, duties) {
+            match apply(kube, index, &id, &lookup, renewal, patching) {
                 Ok(applied) => {
                     if let Some(entry) = index.get(&id) {
                         let left_out = (Counted::LeftOut, applied.left_out);
-                        self.report_counted(kube, entry, left_out, duties);
+                        self.report_counted(kube, entry, left_out);
                     }
                     if let Some((uid, decision)) = applied.rolled {
                         let message = decision.reason();
                         let event = (false, "SecretsReloaded", message.as_str());
-                        record_event(kube, &id, &uid, event, duties);
+                        record_event(kube, &id, &uid, event);
                         let memory = &mut self.renewals;
                         dynamic::rolled_out(memory, &mut report, &id, &decision, renewal);
                         report.reloaded.push(id);
@@ -496,13 +497,7 @@ impl Reloader {
     /// One warning and one Warning Event for a workload whose `vault-addr`
     /// is refused, until the reason changes: its `vault:` secrets are not
     /// checked (its other secrets are).
-    fn report_refused(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        why: &str,
-        duties: &mut dyn Duties,
-    ) {
+    fn report_refused(&mut self, kube: &mut Kube, entry: &Entry, why: &str) {
         let id = &entry.id;
         if !self.said_refused.news(id.clone(), why.to_string()) {
             return;
@@ -513,20 +508,14 @@ impl Reloader {
             return;
         }
         let event = (true, "VaultAddressRefused", message.as_str());
-        record_event(kube, id, &entry.uid, event, duties);
+        record_event(kube, id, &entry.uid, event);
     }
 
     /// A Warning Event on a workload for each secret it uses that does not
     /// exist or that the policy refuses (with a warning line too: unlike a
     /// missing one, it is logged nowhere else), once until that changes; a
     /// secret found again clears it.
-    fn report_unavailable(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        lookup: &LookupFn,
-        duties: &mut dyn Duties,
-    ) {
+    fn report_unavailable(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
         let id = &entry.id;
         for secret in &entry.refs {
             let key = (id.clone(), secret.clone());
@@ -547,7 +536,7 @@ impl Reloader {
                 log::warn!("{id}: {message}");
             }
             let event = (true, reason, message.as_str());
-            if self.dry_run || record_event(kube, id, &entry.uid, event, duties) {
+            if self.dry_run || record_event(kube, id, &entry.uid, event) {
                 self.said_unavailable.said(key, now);
             }
         }
@@ -557,13 +546,7 @@ impl Reloader {
     /// watched (past `--max-secrets-per-workload`, whose warning line the
     /// collector gave) or left out of its state (with a warning line),
     /// once per count.
-    fn report_counted(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        (what, n): (Counted, usize),
-        duties: &mut dyn Duties,
-    ) {
+    fn report_counted(&mut self, kube: &mut Kube, entry: &Entry, (what, n): (Counted, usize)) {
         let key = (entry.id.clone(), what);
         if n == 0 {
             self.said_counted.forget(&key);
@@ -578,20 +561,14 @@ impl Reloader {
         }
         if !self.dry_run {
             let event = (true, reason, message.as_str());
-            record_event(kube, &entry.id, &entry.uid, event, duties);
+            record_event(kube, &entry.id, &entry.uid, event);
         }
     }
 
     /// A warning and a Warning Event on a workload for each secret it uses
     /// whose current version cannot be read, once per version: new pods
     /// would not get it, so the workload is not rolled out meanwhile.
-    fn report_unreadable(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        lookup: &LookupFn,
-        duties: &mut dyn Duties,
-    ) {
+    fn report_unreadable(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
         let id = &entry.id;
         for secret in &entry.refs {
             let key = (id.clone(), secret.clone());
@@ -613,7 +590,7 @@ impl Reloader {
             );
             log::warn!("{id}: {message}");
             let event = (true, "SecretVersionUnreadable", message.as_str());
-            if record_event(kube, id, &entry.uid, event, duties) {
+            if record_event(kube, id, &entry.uid, event) {
                 self.said_unreadable.said(key, version.number);
             }
         }
@@ -643,23 +620,23 @@ impl Reloader {
 
     /// Asks each server about each of its secrets once. A server that cannot
     /// be reached is not asked again in the same pass (one error, not one
-    /// per secret). Between two requests the loop's duties are done and
-    /// the streams read into `index`. `None` when the loop asked to stop.
+    /// per secret). Each lookup is a step: between two, the watch events
+    /// are applied to `index`. `None` when the loop asked to stop.
     fn look_up(
         &mut self,
         sources: BTreeSet<(Server, SecretRef)>,
         kube: &mut Kube,
         index: &mut Index,
-        duties: &mut dyn Duties,
+        steps: &mut dyn Steps,
         report: &mut Report,
     ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
-        let mut unreachable = self.prefetch(&sources, kube, index, duties);
+        let mut unreachable = self.prefetch(&sources, kube, index, steps)?;
         let mut lookups = HashMap::with_capacity(sources.len());
         for (server, secret) in sources {
-            if !duties.keep_going() {
+            if !steps.keep_going() {
                 return None;
             }
-            duties.refresh(kube, index);
+            steps.catch_up(kube, index);
             // Which client: `bao:` secrets share the Vault client without BAO_ADDR.
             let client_key = (
                 server.clone(),
@@ -671,7 +648,7 @@ impl Reloader {
                     false,
                 ),
                 false => match self.client(&server, secret.provider) {
-                    Ok((client, ignore)) => (client.current_version(&secret.path, duties), ignore),
+                    Ok((client, ignore)) => (client.current_version(&secret.path), ignore),
                     Err(e) => (Lookup::Failed(e), false),
                 },
             };
@@ -692,15 +669,16 @@ impl Reloader {
 
     /// Lets each client list the directories of its secrets before they are
     /// looked up one by one (with `--list-secret-metadata`; otherwise
-    /// nothing is sent). The streams are read between two requests. The
-    /// clients whose server failed, not asked again this pass.
+    /// nothing is sent), a directory a step. The clients whose server
+    /// failed, not asked again this pass; `None` when the loop asked to
+    /// stop.
     fn prefetch(
         &mut self,
         sources: &BTreeSet<(Server, SecretRef)>,
         kube: &mut Kube,
         index: &mut Index,
-        duties: &mut dyn Duties,
-    ) -> HashSet<(Server, bool)> {
+        steps: &mut dyn Steps,
+    ) -> Option<HashSet<(Server, bool)>> {
         let mut by_client: BTreeMap<(Server, bool), Vec<&str>> = BTreeMap::new();
         for (server, secret) in sources {
             let bao_client = secret.provider == Provider::Bao && self.bao.is_some();
@@ -709,11 +687,6 @@ impl Reloader {
                 .or_default()
                 .push(&secret.path);
         }
-        let mut duties = Refreshing {
-            duties,
-            kube,
-            index,
-        };
         let mut failed = HashSet::new();
         for ((server, bao_client), paths) in by_client {
             let provider = if bao_client {
@@ -724,18 +697,29 @@ impl Reloader {
             let Ok((client, _)) = self.client(&server, provider) else {
                 continue;
             };
-            if let Err(e) = client.prefetch(&paths, &mut duties) {
-                let at = server
-                    .as_ref()
-                    .map(|a| format!(" at {a}"))
-                    .unwrap_or_default();
-                log::error!(
-                    "listing secrets{at} failed, not asking that server again this pass: {e}"
-                );
-                failed.insert((server, bao_client));
+            let mut plan = client.prefetch(&paths);
+            loop {
+                if !steps.keep_going() {
+                    return None;
+                }
+                steps.catch_up(kube, index);
+                match client.list_next(&mut plan) {
+                    None => break,
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        let at = server
+                            .as_ref()
+                            .map(|a| format!(" at {a}"))
+                            .unwrap_or_default();
+                        log::error!(
+                            "listing secrets{at} failed, not asking that server again this pass: {e}"
+                        );
+                        failed.insert((server.clone(), bao_client));
+                    }
+                }
             }
         }
-        failed
+        Some(failed)
     }
 
     /// Logs what a lookup found: a failing server once per pass (when it
@@ -879,35 +863,15 @@ impl Counted {
     }
 }
 
-/// A pass's duties that also read the streams before each request.
-struct Refreshing<'a> {
-    duties: &'a mut dyn Duties,
-    kube: &'a mut Kube,
-    index: &'a mut Index,
-}
-
-impl Duties for Refreshing<'_> {
-    fn serve(&mut self) {
-        self.duties.serve();
-        self.duties.refresh(self.kube, self.index);
-    }
-
-    fn keep_going(&mut self) -> bool {
-        self.duties.keep_going()
-    }
-}
-
-/// Records an Event `(warning, reason, message)` on workload `id` (after
-/// serving the loop's duties); whether it was recorded. A failure is only
+/// Records an Event `(warning, reason, message)` on workload `id`; whether
+/// it was recorded. A failure is only
 /// logged: the Event is a courtesy, the rollout or the warning stands.
 fn record_event(
     kube: &mut Kube,
     id: &WorkloadId,
     uid: &str,
     (warning, reason, message): (bool, &str, &str),
-    duties: &mut dyn Duties,
 ) -> bool {
-    duties.serve();
     match kube.create_event(id, uid, warning, reason, message) {
         Ok(()) => true,
         Err(e) => {
@@ -971,7 +935,6 @@ fn apply(
     lookup: &LookupFn,
     renewal: Option<&dynamic::Renewal>,
     patching: Patching,
-    duties: &mut dyn Duties,
 ) -> Result<Applied, Error> {
     let mut fetched_again = false;
     let mut too_long = false;
@@ -990,7 +953,6 @@ fn apply(
                 left_out,
             });
         }
-        duties.serve();
         let result = kube.merge_patch(
             id.kind,
             &id.namespace,
@@ -1002,7 +964,6 @@ fn apply(
             Err(Error::Conflict) if !fetched_again => {
                 fetched_again = true;
                 log::debug!("{id} changed since it was collected; reading it again");
-                duties.serve();
                 refresh(kube, index, id, patching.limits)?;
                 // Decided again on the workload as it is now, the renewal too.
                 if let (Some(renewal), Some(fresh)) = (renewal, index.get(id)) {
@@ -1016,7 +977,7 @@ fn apply(
                 continue;
             }
             Err(Error::NotFound) => {
-                index.remove(id);
+                index.apply(Update::Deleted(id.clone()));
                 return Ok(Applied::default());
             }
             Err(e) => return Err(e),
@@ -1099,7 +1060,7 @@ fn refresh(
             Ok(())
         }
         Err(Error::NotFound) => {
-            index.remove(id);
+            index.apply(Update::Deleted(id.clone()));
             Ok(())
         }
         Err(e) => Err(e),
@@ -1113,14 +1074,8 @@ fn update(
     limits: &workload::Limits,
 ) {
     // Warnings about its values were already logged by the collector.
-    match current.into_entry(id.kind, limits, &mut Vec::new()) {
-        Some(entry) => {
-            index.insert(id.clone(), entry);
-        }
-        None => {
-            index.remove(id);
-        }
-    }
+    let entry = current.into_entry(id.kind, limits, &mut Vec::new());
+    index.apply(Update::Stored(id.clone(), entry));
 }
 
 #[cfg(test)]
@@ -1457,7 +1412,7 @@ mod tests {
             ("s/data/b", Some(version(1, "t1"))),
         ]));
         let id = app.id.clone();
-        let mut index: Index = [(id.clone(), app)].into();
+        let mut index: Index = [app].into_iter().collect();
         let found = lookups(vec![
             ("s/data/a", Lookup::Found(version(2, "t2"))),
             ("s/data/b", Lookup::Found(version(1, "t1"))),
@@ -1473,7 +1428,6 @@ mod tests {
                 dry_run: false,
                 limits: &workload::Limits::default(),
             },
-            &mut crate::pace::Unattended,
         )
         .expect("rolled out on the second try");
         let (_, decision) = applied.rolled.expect("a rollout");
@@ -1542,7 +1496,7 @@ mod tests {
         assert!(schedule.due <= now);
         renewal.roll = Some(why);
         let id = app.id.clone();
-        let mut index: Index = [(id.clone(), app)].into();
+        let mut index: Index = [app].into_iter().collect();
         let applied = apply(
             &mut kube,
             &mut index,
@@ -1553,7 +1507,6 @@ mod tests {
                 dry_run: false,
                 limits: &workload::Limits::default(),
             },
-            &mut crate::pace::Unattended,
         )
         .unwrap();
         assert!(applied.rolled.is_none(), "rolled twice: {applied:?}");
@@ -1738,7 +1691,7 @@ mod tests {
         let client = reloader.client(&Some(own.clone()), Provider::Vault).is_ok();
         assert!(client && reloader.per_workload.as_ref().unwrap().clients.len() == 1);
         // Only `stays` is left, and its own address is refused.
-        let index: Index = [(stays.id.clone(), stays.clone())].into();
+        let index: Index = [stays.clone()].into_iter().collect();
         let sources = [(None, secret("s/data/a"))].into();
         reloader.forget_what_is_gone(&index, &sources);
         let ids: Vec<&str> = reloader

@@ -1,7 +1,7 @@
 //! One long-lived HTTP/1.1 GET whose answer is read as it arrives and never
 //! waited for: the collector's watch streams. Opening one (connect, TLS
 //! handshake, sending the request) is a request like any other, bounded by
-//! a timeout, and its waits serve the loop ([`crate::wait::for_socket`]);
+//! a timeout, and its waits serve the loop ([`crate::reactor::wait_for`]);
 //! after that its socket is non-blocking and each [`Stream::read`] takes
 //! only what has already arrived. [`crate::framing`] decodes the bytes.
 
@@ -354,7 +354,7 @@ fn tunnel(
     port: u16,
     deadline: Instant,
 ) -> Result<(), Error> {
-    use crate::wait::Interest;
+    use crate::poll::Interest;
     use std::os::fd::AsRawFd;
     let authority = match host.contains(':') {
         true => format!("[{host}]:{port}"),
@@ -383,7 +383,7 @@ fn tunnel(
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 let ready = Interest::Read(socket.as_raw_fd());
-                if !crate::wait::for_socket(ready, Some(deadline)) {
+                if !crate::reactor::wait_for(ready, Some(deadline)) {
                     return Err(Error::Transport(via("did not answer in time for")));
                 }
             }
@@ -414,7 +414,7 @@ fn handshake(
     tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     deadline: Instant,
 ) -> Result<(), Error> {
-    use crate::wait::Interest;
+    use crate::poll::Interest;
     use std::os::fd::AsRawFd;
     let socket = |e| transport("socket", e);
     tls.sock.set_nonblocking(true).map_err(socket)?;
@@ -427,7 +427,7 @@ fn handshake(
                     true => Interest::Write(fd),
                     false => Interest::Read(fd),
                 };
-                if !crate::wait::for_socket(ready, Some(deadline)) {
+                if !crate::reactor::wait_for(ready, Some(deadline)) {
                     return Err(transport("TLS handshake", ErrorKind::TimedOut.into()));
                 }
             }
@@ -713,33 +713,34 @@ mod tests {
         assert_eq!(result, Err(want));
     }
 
-    /// Counts the waits that served the loop.
-    struct Counting(std::rc::Rc<std::cell::Cell<u32>>);
-
-    impl crate::wait::Meanwhile for Counting {
-        fn interests(&self, _out: &mut Vec<crate::wait::Interest>) {}
-
-        fn serve(&mut self) {
-            self.0.set(self.0.get() + 1);
-        }
-    }
-
     #[test]
     fn a_tls_handshake_without_an_answer_serves_the_loop_until_its_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("https://{}", listener.local_addr().unwrap());
         let tls = crate::http::rustls_config(&crate::http::Tls::default()).unwrap();
         let target = Target::new(&base, Some(tls)).unwrap();
-        let served = std::rc::Rc::new(std::cell::Cell::new(0));
-        crate::wait::set_meanwhile(Some(Box::new(Counting(served.clone()))));
-        let result = Stream::open(&target, "/", &[], Duration::from_millis(300), 1024);
-        crate::wait::set_meanwhile(None);
+        let health = crate::serve::Server::bind("127.0.0.1:0").unwrap();
+        let health_address = health.local_addr().unwrap();
+        let signals = crate::reactor::Signals::default();
+        crate::reactor::Reactor::new(Some(health), signals).install();
+        let probe = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(health_address).unwrap();
+            client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+            let mut reply = String::new();
+            client.read_to_string(&mut reply).map(|_| reply)
+        });
+        let result = Stream::open(&target, "/", &[], Duration::from_secs(1), 1024);
+        crate::reactor::Reactor::uninstall();
         let error = result.err().expect("no handshake, no stream");
         assert_eq!(
             error,
             Error::Transport("TLS handshake: timed out".into()),
             "{error:?}"
         );
-        assert!(served.get() >= 1, "the wait never served the loop");
+        let reply = probe.join().unwrap().unwrap();
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "the wait served the probe: {reply:?}"
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! The TCP connections of the HTTP agent (see [`crate::http::agent`]),
 //! whose every wait also serves the loop: connecting and waiting for an
-//! answer go through [`wait::for_socket`], so a health check that arrives
+//! answer go through [`reactor::wait_for`], so a health check that arrives
 //! while a Vault or API request is in flight is answered at once, and the
 //! request still ends by its timeout.
 
-use crate::wait::{self, Interest};
+use crate::poll::{self, Interest};
+use crate::reactor;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -21,7 +22,7 @@ use ureq::Timeout;
 #[derive(Debug, Default)]
 pub struct Connect;
 
-/// One TCP connection; reads wait in [`wait::for_socket`].
+/// One TCP connection; reads wait in [`reactor::wait_for`].
 pub struct Socket {
     /// Shared (weakly) with the agent's shutdown handle, as ureq's own.
     stream: Arc<TcpStream>,
@@ -99,7 +100,7 @@ fn connect(addr: SocketAddr, deadline: Option<Instant>) -> io::Result<TcpStream>
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            if !wait::for_socket(Interest::Write(socket.as_raw_fd()), deadline) {
+            if !reactor::wait_for(Interest::Write(socket.as_raw_fd()), deadline) {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             if let Some(e) = socket.take_error()? {
@@ -137,7 +138,7 @@ impl Transport for Socket {
         let timeout = timeout.for_read();
         let left = remaining(timeout)?;
         let ready = Interest::Read(self.stream.as_raw_fd());
-        if !wait::for_socket(ready, deadline(timeout)) {
+        if !reactor::wait_for(ready, deadline(timeout)) {
             return Err(ureq::Error::Timeout(timeout.reason));
         }
         // Ready, so the read does not wait; the timeout guards a spurious wake.
@@ -157,7 +158,7 @@ impl Transport for Socket {
     /// closed (or wrote to unasked) is readable.
     fn is_open(&mut self) -> bool {
         let ready = [Interest::Read(self.stream.as_raw_fd())];
-        !wait::until_ready(&ready, std::time::Duration::ZERO)
+        !poll::until_ready(&ready, std::time::Duration::ZERO)
     }
 }
 
@@ -195,19 +196,6 @@ mod tests {
     use std::net::TcpListener;
     use std::sync::mpsc;
     use std::time::Duration;
-
-    /// The health listener as the daemon serves it meanwhile.
-    struct Health(Server);
-
-    impl wait::Meanwhile for Health {
-        fn interests(&self, out: &mut Vec<Interest>) {
-            self.0.interests(out);
-        }
-
-        fn serve(&mut self) {
-            self.0.poll(&|_| (200, "text/plain", "ok\n".into()));
-        }
-    }
 
     /// Reads one request head from `reader`; `false` when the peer closed.
     fn read_head(reader: &mut impl BufRead) -> bool {
@@ -254,7 +242,7 @@ mod tests {
     fn a_health_check_is_answered_while_a_request_waits_for_its_answer() {
         let health = Server::bind("127.0.0.1:0").unwrap();
         let health_address = health.local_addr().unwrap();
-        wait::set_meanwhile(Some(Box::new(Health(health))));
+        reactor::Reactor::new(Some(health), reactor::Signals::default()).install();
         let (go, hold) = mpsc::channel();
         let (address, _) = upstream(Some(hold));
         // The upstream answers only after the health check was answered, so
@@ -277,7 +265,7 @@ mod tests {
         assert_eq!(response.body_mut().read_to_string().unwrap(), "yes");
         let reply = probe.join().unwrap();
         assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply:?}");
-        wait::set_meanwhile(None);
+        reactor::Reactor::uninstall();
     }
 
     #[test]

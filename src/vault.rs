@@ -6,7 +6,6 @@
 use crate::error::Error;
 use crate::http;
 use crate::lifetime::{self, Lifetime, Source, Ttls};
-use crate::pace::Duties;
 use crate::settings::{Redacted, VaultAuth, VaultSettings};
 use crate::state::Version;
 use serde::Deserialize;
@@ -430,16 +429,14 @@ impl Vault {
         request
     }
 
-    /// Sends a GET, answering the loop's health checks first: a lookup may
-    /// send several requests, and a health answer waits for one at most.
+    /// Sends a GET (its waits answer health checks:
+    /// [`crate::reactor::wait_for`]).
     fn get(
         &mut self,
         what: &'static str,
         path: &str,
         token: &str,
-        duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        duties.serve();
         let request = self.headers(self.agent.get(&self.url(path)), Some(token));
         let result = http::check(request.call());
         http::count(&mut self.requests, what, &result);
@@ -452,22 +449,19 @@ impl Vault {
         path: &str,
         token: Option<&str>,
         body: &serde_json::Value,
-        duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
         let request = self.agent.post(&self.url(path));
-        self.send(what, request, token, body, duties)
+        self.send(what, request, token, body)
     }
 
-    /// Sends `request` with a JSON `body`, answering health checks first.
+    /// Sends `request` with a JSON `body`.
     fn send(
         &mut self,
         what: &'static str,
         request: ureq::RequestBuilder<ureq::typestate::WithBody>,
         token: Option<&str>,
         body: &serde_json::Value,
-        duties: &mut dyn Duties,
     ) -> Result<ureq::http::Response<ureq::Body>, Error> {
-        duties.serve();
         let request = self
             .headers(request, token)
             .header("Content-Type", "application/json");
@@ -482,15 +476,15 @@ impl Vault {
     /// server can say it is dead); it is tried again as [`Backoff`]
     /// allows, once per pass at most. A login token replaced by a new one
     /// is revoked.
-    fn token(&mut self, duties: &mut dyn Duties) -> Result<String, Error> {
+    fn token(&mut self) -> Result<String, Error> {
         let now = Instant::now();
         let due = self.token.as_ref().is_none_or(|t| t.schedule.due(now));
         if due && self.backoff.allows(now) {
-            match self.fresh_token(duties) {
+            match self.fresh_token() {
                 Ok(fresh) => {
                     self.backoff = Backoff::default();
                     if let Some(old) = self.token.replace(fresh) {
-                        self.revoke_replaced(&old, duties);
+                        self.revoke_replaced(&old);
                     }
                 }
                 Err(e) => {
@@ -513,9 +507,9 @@ impl Vault {
     /// Revokes `old`, a login token just replaced by a new one, so tokens
     /// do not pile up in Vault until their TTL ends. A fixed token is the
     /// operator's: never revoked. A failure is only logged.
-    fn revoke_replaced(&mut self, old: &Token, duties: &mut dyn Duties) {
+    fn revoke_replaced(&mut self, old: &Token) {
         if matches!(self.auth, VaultAuth::Login { .. }) && old.value != self.current() {
-            self.revoke_token(&old.value, duties);
+            self.revoke_token(&old.value);
         }
     }
 
@@ -528,20 +522,14 @@ impl Vault {
     }
 
     /// `auth/token/revoke-self` with `token`, within [`REVOKE_TIMEOUT`].
-    fn revoke_token(&mut self, token: &str, duties: &mut dyn Duties) {
+    fn revoke_token(&mut self, token: &str) {
         let request = self
             .agent
             .post(&self.url("auth/token/revoke-self"))
             .config()
             .timeout_global(Some(REVOKE_TIMEOUT))
             .build();
-        let result = self.send(
-            "revoke",
-            request,
-            Some(token),
-            &serde_json::json!({}),
-            duties,
-        );
+        let result = self.send("revoke", request, Some(token), &serde_json::json!({}));
         match result.and_then(|response| http::discard(response, ANSWER_LIMIT)) {
             Ok(_) => log::debug!("revoked a Vault token no longer used"),
             Err(e) => log::warn!(
@@ -557,11 +545,11 @@ impl Vault {
             return;
         }
         if let Some(token) = self.token.take() {
-            self.revoke_token(&token.value, &mut crate::pace::Unattended);
+            self.revoke_token(&token.value);
         }
     }
 
-    fn fresh_token(&mut self, duties: &mut dyn Duties) -> Result<Token, Error> {
+    fn fresh_token(&mut self) -> Result<Token, Error> {
         match self.auth.clone() {
             VaultAuth::Login {
                 method,
@@ -573,8 +561,7 @@ impl Vault {
                     reason: e.to_string(),
                 })?;
                 let body = serde_json::json!({"role": role, "jwt": jwt.trim()});
-                let response =
-                    self.post("login", &format!("auth/{mount}/login"), None, &body, duties)?;
+                let response = self.post("login", &format!("auth/{mount}/login"), None, &body)?;
                 let answer: AuthAnswer = http::read_json(response, ANSWER_LIMIT)?;
                 log::info!(
                     "logged in to {} with the {method} auth method as role {role}; token valid for {}s",
@@ -588,10 +575,9 @@ impl Vault {
             }
             VaultAuth::Token(Redacted(fixed)) => {
                 let schedule = match self.token.as_ref().map(|t| t.schedule) {
-                    Some(due) => self.renew(&fixed, due, duties),
+                    Some(due) => self.renew(&fixed, due),
                     None => {
-                        let response =
-                            self.get("lookup-self", "auth/token/lookup-self", &fixed, duties)?;
+                        let response = self.get("lookup-self", "auth/token/lookup-self", &fixed)?;
                         let answer: LookupSelfAnswer = http::read_json(response, ANSWER_LIMIT)?;
                         let mut schedule = Schedule::fresh(answer.data.ttl, Instant::now());
                         if !answer.data.renewable {
@@ -611,17 +597,11 @@ impl Vault {
     /// Renews the fixed token `token` that was due under `before`, and says
     /// when to renew next. A failure keeps the token in use and tries again
     /// later (see [`Schedule::failed`]); only changes of state are logged.
-    fn renew(&mut self, token: &str, before: Schedule, duties: &mut dyn Duties) -> Schedule {
+    fn renew(&mut self, token: &str, before: Schedule) -> Schedule {
         let now = Instant::now();
         let empty = serde_json::json!({});
         let renewed = self
-            .post(
-                "renew",
-                "auth/token/renew-self",
-                Some(token),
-                &empty,
-                duties,
-            )
+            .post("renew", "auth/token/renew-self", Some(token), &empty)
             .and_then(|response| http::read_json::<AuthAnswer>(response, ANSWER_LIMIT));
         match renewed {
             Ok(answer) => {
@@ -659,37 +639,30 @@ impl Vault {
     /// some access under the mount) and cached. If that is refused, the first
     /// segment is guessed to be a KV v2 mount; a guess is not cached, so the
     /// next lookup asks again.
-    fn mount_for(
-        &mut self,
-        path: &str,
-        token: &str,
-        duties: &mut dyn Duties,
-    ) -> Result<MountFor, Error> {
+    fn mount_for(&mut self, path: &str, token: &str) -> Result<MountFor, Error> {
         if let Some(mount) = self.cached_mount(path) {
             return Ok(MountFor::Known(mount.clone()));
         }
-        let answer: MountAnswer = match self.get(
-            "mount",
-            &format!("sys/internal/ui/mounts/{path}"),
-            token,
-            duties,
-        ) {
-            Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
-            Err(e @ (Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. })) => {
-                let first = path.split('/').next().unwrap_or_default();
-                log::debug!("mount lookup for {path} refused ({e}); guessing KV v2 at {first}/");
-                return Ok(MountFor::Guessed {
-                    mount: Mount {
-                        path: format!("{first}/"),
-                        kind: "kv".into(),
-                        kv_version: "2".into(),
-                        ttls: Ttls::default(),
-                    },
-                    refused: e.status().unwrap_or_default(),
-                });
-            }
-            Err(other) => return Err(other),
-        };
+        let answer: MountAnswer =
+            match self.get("mount", &format!("sys/internal/ui/mounts/{path}"), token) {
+                Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
+                Err(e @ (Error::Denied(_) | Error::NotFound | Error::Status { code: 405, .. })) => {
+                    let first = path.split('/').next().unwrap_or_default();
+                    log::debug!(
+                        "mount lookup for {path} refused ({e}); guessing KV v2 at {first}/"
+                    );
+                    return Ok(MountFor::Guessed {
+                        mount: Mount {
+                            path: format!("{first}/"),
+                            kind: "kv".into(),
+                            kv_version: "2".into(),
+                            ttls: Ttls::default(),
+                        },
+                        refused: e.status().unwrap_or_default(),
+                    });
+                }
+                Err(other) => return Err(other),
+            };
         let mut mount_path = answer.data.path;
         if !mount_path.ends_with('/') {
             mount_path.push('/');
@@ -713,22 +686,21 @@ impl Vault {
     /// The current version of the KV v2 secret at `path` (as the webhook
     /// reads it, `MOUNT/data/REST`), from `MOUNT/metadata/REST`, or from
     /// this pass's listing of its directory ([`Vault::prefetch`]).
-    /// `duties` are served before each request it sends.
-    pub fn current_version(&mut self, path: &str, duties: &mut dyn Duties) -> Lookup {
+    pub fn current_version(&mut self, path: &str) -> Lookup {
         if let Some(listed) = self.listed(path) {
             return listed;
         }
         if let Checked::Dead(e) = &self.checked {
             return Lookup::Failed(e.clone());
         }
-        let denied = match self.try_current_version(path, duties) {
-            Err(Error::Denied(_)) => self.after_denial(duties),
+        let denied = match self.try_current_version(path) {
+            Err(Error::Denied(_)) => self.after_denial(),
             other => return other.unwrap_or_else(Lookup::Failed),
         };
         match denied {
             Ok(Checked::Alive) => Lookup::Denied,
             // A new token replaced a dead one: ask again, once.
-            Ok(_) => match self.try_current_version(path, duties) {
+            Ok(_) => match self.try_current_version(path) {
                 Err(Error::Denied(_)) => Lookup::Denied,
                 other => other.unwrap_or_else(Lookup::Failed),
             },
@@ -741,14 +713,14 @@ impl Vault {
     /// the path's answer. `Not`: the token was dead and a login replaced it
     /// (ask the path again). An error: the token is dead and could not be
     /// replaced, or Vault could not be asked.
-    fn after_denial(&mut self, duties: &mut dyn Duties) -> Result<Checked, Error> {
+    fn after_denial(&mut self) -> Result<Checked, Error> {
         match &self.checked {
             Checked::Alive => return Ok(Checked::Alive),
             Checked::Dead(e) => return Err(e.clone()),
             Checked::Not => {}
         }
         let token = self.current();
-        let refused = match self.get("lookup-self", "auth/token/lookup-self", &token, duties) {
+        let refused = match self.get("lookup-self", "auth/token/lookup-self", &token) {
             Ok(response) => {
                 http::discard(response, ANSWER_LIMIT)?;
                 self.checked = Checked::Alive;
@@ -767,7 +739,7 @@ impl Vault {
             return Err(dead);
         }
         self.token = None;
-        match self.token(duties) {
+        match self.token() {
             Ok(_) => {
                 self.checked = Checked::Alive;
                 Ok(Checked::Not)
@@ -782,13 +754,9 @@ impl Vault {
     /// The lookup of `path`. Only a mount Vault answered can make a path
     /// unwatchable or missing; under a guessed mount those outcomes are
     /// errors, so the caller keeps what it knew and asks again.
-    fn try_current_version(
-        &mut self,
-        path: &str,
-        duties: &mut dyn Duties,
-    ) -> Result<Lookup, Error> {
-        let token = self.token(duties)?;
-        let (mount, refused) = match self.mount_for(path, &token, duties)? {
+    fn try_current_version(&mut self, path: &str) -> Result<Lookup, Error> {
+        let token = self.token()?;
+        let (mount, refused) = match self.mount_for(path, &token)? {
             MountFor::Known(mount) => (mount, None),
             MountFor::Guessed { mount, refused } => (mount, Some(refused)),
         };
@@ -802,7 +770,7 @@ impl Vault {
             (Err(why), None) => return Ok(Lookup::Unwatchable(why)),
             (Err(_), Some(_)) => return Err(guess_failed("the path is not MOUNT/data/...")),
         };
-        let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token, duties) {
+        let answer: MetadataAnswer = match self.get("metadata", &metadata_path, &token) {
             Ok(response) => http::read_json(response, ANSWER_LIMIT)?,
             Err(Error::NotFound | Error::Misrouted(_)) if refused.is_some() => {
                 return Err(guess_failed("the metadata was not found"))
@@ -820,15 +788,10 @@ impl Vault {
     /// the role's TTLs from [`lifetime::role_path`] when readable. A refused
     /// or missing role or tune is skipped; the lifetime is unknown when the
     /// mount cannot be looked up, or when a role exists to be read but
-    /// neither it nor the tune can be. `duties` are served before each
-    /// request.
-    pub fn lifetime(
-        &mut self,
-        path: &str,
-        duties: &mut dyn Duties,
-    ) -> Result<Lifetime, LifetimeError> {
-        let token = self.token(duties).map_err(LifetimeError::Failed)?;
-        let mount = match self.mount_for(path, &token, duties) {
+    /// neither it nor the tune can be.
+    pub fn lifetime(&mut self, path: &str) -> Result<Lifetime, LifetimeError> {
+        let token = self.token().map_err(LifetimeError::Failed)?;
+        let mount = match self.mount_for(path, &token) {
             Ok(MountFor::Known(mount)) => mount,
             Ok(MountFor::Guessed { refused, .. }) => {
                 return Err(LifetimeError::Unknown(format!(
@@ -843,11 +806,11 @@ impl Vault {
         }
         let role_path = lifetime::role_path(&mount.kind, &mount.path, path);
         let role = match &role_path {
-            Some(role_path) => self.optional("role", role_path, &token, duties)?,
+            Some(role_path) => self.optional("role", role_path, &token)?,
             None => Read::Absent,
         };
         let tune_path = format!("sys/mounts/{}tune", mount.path);
-        let tune = self.optional("tune", &tune_path, &token, duties)?;
+        let tune = self.optional("tune", &tune_path, &token)?;
         let role_data = match &role {
             Read::Data(data) => Some(data),
             _ => None,
@@ -880,7 +843,6 @@ impl Vault {
         what: &'static str,
         path: &str,
         token: &str,
-        duties: &mut dyn Duties,
     ) -> Result<Read, LifetimeError> {
         #[derive(Deserialize)]
         struct Answer {
@@ -888,7 +850,7 @@ impl Vault {
             data: serde_json::Value,
         }
         let skipped = |e: &Error| log::debug!("{what} {path} not used for a lifetime: {e}");
-        match self.get(what, path, token, duties) {
+        match self.get(what, path, token) {
             Ok(response) => {
                 let answer: Answer =
                     http::read_json(response, ANSWER_LIMIT).map_err(LifetimeError::Failed)?;
@@ -911,7 +873,6 @@ impl Vault {
 mod tests {
     use super::*;
     use crate::http::fake_server::{self, FakeServer, Reply, Request};
-    use crate::pace::Unattended;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     pub(super) const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;
@@ -966,7 +927,7 @@ mod tests {
                 body: Vec::new(),
             },
         });
-        let lookup = client(&server).current_version("secret/data/x", &mut Unattended);
+        let lookup = client(&server).current_version("secret/data/x");
         match lookup {
             Lookup::Failed(e @ Error::Redirect { code: 302, .. }) => assert_eq!(
                 e.to_string(),
@@ -988,7 +949,7 @@ mod tests {
             p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
             _ => Reply::json(200, &big),
         });
-        let lookup = client(&server).current_version("secret/data/x", &mut Unattended);
+        let lookup = client(&server).current_version("secret/data/x");
         assert!(
             matches!(
                 lookup,
@@ -1004,53 +965,17 @@ mod tests {
     fn a_refused_mount_lookup_is_asked_again_next_time() {
         let server = fake_vault(|_| Reply::json(403, r#"{"errors":["permission denied"]}"#));
         let mut vault = client(&server);
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
         assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 2);
-    }
-
-    /// Counts how often the loop's duties were served.
-    #[derive(Default)]
-    struct Counting(usize);
-
-    impl Duties for Counting {
-        fn serve(&mut self) {
-            self.0 += 1;
-        }
-        fn keep_going(&mut self) -> bool {
-            true
-        }
-    }
-
-    #[test]
-    fn health_checks_are_served_before_every_request_of_a_lookup() {
-        let server = fake_vault(|_| Reply::json(200, KV2));
-        let mut duties = Counting::default();
-        let lookup = client(&server).current_version("secret/data/x", &mut duties);
-        assert_eq!(found(lookup), 3);
-        // lookup-self, the mount, the metadata: three requests.
-        assert_eq!(server.requests().len(), 3);
-        assert_eq!(duties.0, 3);
     }
 
     #[test]
     fn an_answered_mount_is_asked_once() {
         let server = fake_vault(|_| Reply::json(200, KV2));
         let mut vault = client(&server);
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
-        assert_eq!(
-            found(vault.current_version("secret/data/b", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
+        assert_eq!(found(vault.current_version("secret/data/b")), 3);
         assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 1);
     }
 
@@ -1059,7 +984,7 @@ mod tests {
         let server = fake_vault(|_| Reply::json(403, "{}"));
         let mut vault = client(&server);
         // Really a nested mount `team/kv/`: the guess `team/` does not fit.
-        let nested = vault.current_version("team/kv/data/x", &mut Unattended);
+        let nested = vault.current_version("team/kv/data/x");
         assert!(
             matches!(
                 nested,
@@ -1068,7 +993,7 @@ mod tests {
             "{nested:?}"
         );
         // Fits the guess `team/`, but no metadata there.
-        let absent = vault.current_version("team/data/x", &mut Unattended);
+        let absent = vault.current_version("team/data/x");
         assert!(
             matches!(absent, Lookup::Failed(Error::MountUnknown { .. })),
             "{absent:?}"
@@ -1087,15 +1012,15 @@ mod tests {
         });
         let mut vault = client(&server);
         assert!(matches!(
-            vault.current_version("old/data/x", &mut Unattended),
+            vault.current_version("old/data/x"),
             Lookup::Unwatchable("a KV v1 secret has no versions")
         ));
         assert!(matches!(
-            vault.current_version("secret/nodata/x", &mut Unattended),
+            vault.current_version("secret/nodata/x"),
             Lookup::Unwatchable(_)
         ));
         assert!(matches!(
-            vault.current_version("secret/data/gone", &mut Unattended),
+            vault.current_version("secret/data/gone"),
             Lookup::Missing
         ));
     }
@@ -1105,7 +1030,7 @@ mod tests {
         let server = fake_vault(|_| Reply::json(500, r#"{"errors":["sealed"]}"#));
         let mut vault = client(&server);
         for _ in 0..2 {
-            let lookup = vault.current_version("secret/data/x", &mut Unattended);
+            let lookup = vault.current_version("secret/data/x");
             assert!(
                 matches!(lookup, Lookup::Failed(Error::Status { code: 500, .. })),
                 "{lookup:?}"
@@ -1132,33 +1057,21 @@ mod tests {
             _ => Reply::json(200, METADATA),
         });
         let mut vault = client(&server);
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
         make_due(&mut vault);
         let failed_at = Instant::now();
         // The renewal fails; the token still works and a retry is planned.
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
         assert_eq!(renewals.load(Ordering::SeqCst), 1);
         let schedule = vault.token.as_ref().unwrap().schedule;
         let retry_at = schedule.refresh_at.expect("a retry is planned");
         assert!(retry_at >= failed_at + RETRY_MIN);
         assert!(retry_at <= schedule.expires_at.unwrap());
         // Not yet due: no request.
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
         assert_eq!(renewals.load(Ordering::SeqCst), 1);
         make_due(&mut vault);
-        assert_eq!(
-            found(vault.current_version("secret/data/x", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/x")), 3);
         assert_eq!(renewals.load(Ordering::SeqCst), 2);
         let schedule = vault.token.as_ref().unwrap().schedule;
         assert_eq!(schedule.retry, None);
@@ -1203,7 +1116,7 @@ mod tests {
             p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(200, KV2),
             _ => Reply::json(200, DELETED),
         });
-        match client(&server).current_version("secret/data/x", &mut Unattended) {
+        match client(&server).current_version("secret/data/x") {
             Lookup::Unreadable(version, Unreadable::Deleted) => {
                 assert_eq!(version.number, 2);
                 assert_eq!(version.created, "2024-01-02T00:00:00Z");
@@ -1222,10 +1135,10 @@ mod tests {
         });
         let mut vault = client(&server);
         assert!(matches!(
-            vault.current_version("secret/data/gone", &mut Unattended),
+            vault.current_version("secret/data/gone"),
             Lookup::Missing
         ));
-        let lookup = vault.current_version("secret/data/x", &mut Unattended);
+        let lookup = vault.current_version("secret/data/x");
         assert!(
             matches!(&lookup, Lookup::Failed(Error::Misrouted(cause)) if cause == "namespace not found"),
             "{lookup:?}"
@@ -1262,7 +1175,7 @@ mod tests {
     }
 
     fn lifetime_of(server: &FakeServer, path: &str) -> Result<Lifetime, LifetimeError> {
-        let lifetime = client(server).lifetime(path, &mut Unattended);
+        let lifetime = client(server).lifetime(path);
         let dynamic = ["/creds/", "/issue/", "/sign/"];
         for request in server.requests() {
             let to_path = request.path.strip_prefix("/v1/").unwrap_or_default();
@@ -1338,15 +1251,13 @@ mod tests {
     fn a_lifetime_asks_the_mount_once_and_the_role_and_tune_each_time() {
         let server = dynamic_vault((200, ROLE), (200, TUNE));
         let mut vault = client(&server);
-        let mut duties = Counting::default();
         for _ in 0..2 {
-            let lifetime = vault.lifetime("database/creds/app", &mut duties).unwrap();
+            let lifetime = vault.lifetime("database/creds/app").unwrap();
             assert_eq!(lifetime.effective(true), Duration::from_secs(60));
         }
         assert_eq!(server.hits("/v1/sys/internal/ui/mounts/"), 1);
         assert_eq!(server.hits("/v1/database/roles/app"), 2);
         assert_eq!(server.hits("/v1/sys/mounts/database/tune"), 2);
-        assert_eq!(duties.0, server.requests().len());
     }
 
     #[test]
@@ -1483,14 +1394,10 @@ mod tests {
         for pass in 1..=2 {
             vault.begin_pass();
             for i in 0..10 {
-                let lookup =
-                    vault.current_version(&format!("secret/data/denied-{i}"), &mut Unattended);
+                let lookup = vault.current_version(&format!("secret/data/denied-{i}"));
                 assert!(matches!(lookup, Lookup::Denied), "pass {pass}: {lookup:?}");
             }
-            assert_eq!(
-                found(vault.current_version("secret/data/ok", &mut Unattended)),
-                3
-            );
+            assert_eq!(found(vault.current_version("secret/data/ok")), 3);
             // Whether the token works is asked once per pass, after the first 403.
             assert_eq!(vault_server.server.hits("/v1/auth/token/lookup-self"), pass);
         }
@@ -1507,19 +1414,13 @@ mod tests {
         let vault_server = LoginVault::start();
         let mut vault = vault_server.client();
         vault.begin_pass();
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
         vault_server.state.lock().unwrap().revoked.push("t1".into());
         // Its next lookup is refused, lookup-self too: one login, asked again.
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
         assert_eq!(vault_server.logins(), 2);
         for i in 0..5 {
-            let lookup = vault.current_version(&format!("secret/data/denied-{i}"), &mut Unattended);
+            let lookup = vault.current_version(&format!("secret/data/denied-{i}"));
             assert!(matches!(lookup, Lookup::Denied), "{lookup:?}");
         }
         assert_eq!(vault_server.logins(), 2, "no second login in the same pass");
@@ -1529,15 +1430,12 @@ mod tests {
         // it dead and logs in once more.
         vault_server.state.lock().unwrap().revoked.push("t2".into());
         for path in ["secret/data/a", "secret/data/b"] {
-            let lookup = vault.current_version(path, &mut Unattended);
+            let lookup = vault.current_version(path);
             assert!(matches!(lookup, Lookup::Denied), "{lookup:?}");
         }
         assert_eq!(vault_server.logins(), 2);
         vault.begin_pass();
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
         assert_eq!(vault_server.logins(), 3);
     }
 
@@ -1548,7 +1446,7 @@ mod tests {
         let mut vault = vault_server.client();
         vault.begin_pass();
         for i in 0..5 {
-            let lookup = vault.current_version(&format!("secret/data/s{i}"), &mut Unattended);
+            let lookup = vault.current_version(&format!("secret/data/s{i}"));
             match lookup {
                 Lookup::Failed(e @ Error::Token(_)) => {
                     assert!(e.is_server_failure());
@@ -1564,7 +1462,7 @@ mod tests {
         // The next pass comes before the wait is over: no login.
         vault.begin_pass();
         assert!(matches!(
-            vault.current_version("secret/data/s0", &mut Unattended),
+            vault.current_version("secret/data/s0"),
             Lookup::Failed(Error::Token(_))
         ));
         assert_eq!(vault_server.logins(), 1);
@@ -1572,10 +1470,7 @@ mod tests {
         vault_server.state.lock().unwrap().refuse_logins = false;
         vault.backoff.not_before = Some(Instant::now());
         vault.begin_pass();
-        assert_eq!(
-            found(vault.current_version("secret/data/s0", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/s0")), 3);
         assert_eq!(vault_server.logins(), 2);
         assert!(vault.backoff.failure.is_none() && vault.backoff.wait.is_none());
     }
@@ -1585,15 +1480,9 @@ mod tests {
         let vault_server = LoginVault::start();
         let mut vault = vault_server.client();
         vault.begin_pass();
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
         make_due(&mut vault);
-        assert_eq!(
-            found(vault.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(vault.current_version("secret/data/a")), 3);
         assert_eq!(vault_server.logins(), 2);
         assert_eq!(vault_server.revoked(), ["t1"]);
         vault.revoke();
@@ -1606,10 +1495,7 @@ mod tests {
         // A fixed token is the operator's: never revoked.
         let fixed_server = fake_vault(|_| Reply::json(200, KV2));
         let mut fixed = client(&fixed_server);
-        assert_eq!(
-            found(fixed.current_version("secret/data/a", &mut Unattended)),
-            3
-        );
+        assert_eq!(found(fixed.current_version("secret/data/a")), 3);
         fixed.revoke();
         assert_eq!(fixed_server.hits("/v1/auth/token/revoke-self"), 0);
     }
@@ -1630,7 +1516,7 @@ mod tests {
         let mut vault = client(&server);
         vault.begin_pass();
         for path in ["secret/data/a", "secret/data/b", "secret/data/c"] {
-            let lookup = vault.current_version(path, &mut Unattended);
+            let lookup = vault.current_version(path);
             assert!(
                 matches!(&lookup, Lookup::Failed(Error::Token(cause)) if **cause == Error::Denied(403)),
                 "{lookup:?}"

@@ -11,9 +11,6 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// The opted-in workloads and what they use, as the collector keeps them.
-pub type Index = BTreeMap<WorkloadId, Entry>;
-
 /// The kinds that can be rolled out: all have a pod template at
 /// `spec.template`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

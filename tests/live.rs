@@ -13,7 +13,6 @@ use vault_secrets_reloader::error::Error;
 use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
 use vault_secrets_reloader::lifetime::{Lifetime, Source as From, SYSTEM_DEFAULT};
 use vault_secrets_reloader::listing::PAGE;
-use vault_secrets_reloader::pace::Unattended;
 use vault_secrets_reloader::settings::{
     KubeCredentials, KubeSettings, Redacted, Source, VaultAuth, VaultSettings,
 };
@@ -279,7 +278,7 @@ fn a_namespace_that_does_not_exist_is_a_configuration_error_not_a_missing_secret
     };
     let mut vault = Vault::new(&settings, None, PathBuf::from("/nonexistent")).unwrap();
     // The token's own lookup goes nowhere: no usable token, and why.
-    match vault.current_version("secret/data/anything", &mut Unattended) {
+    match vault.current_version("secret/data/anything") {
         Lookup::Failed(e @ Error::Token(_)) if matches!(&e, Error::Token(c) if matches!(**c, Error::Misrouted(_))) =>
         {
             assert!(e.to_string().contains("namespace not found"), "{e}")
@@ -318,34 +317,34 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
     ]);
     let mut vault = vault_with_token(token.trim());
 
-    let first = match vault.current_version("live/kv/data/app", &mut Unattended) {
+    let first = match vault.current_version("live/kv/data/app") {
         Lookup::Found(v) => v,
         other => panic!("{other:?}"),
     };
     assert_eq!(first.number, 2);
     assert!(first.created.starts_with("20"), "{first:?}");
     assert!(matches!(
-        vault.current_version("live/kv/data/none", &mut Unattended),
+        vault.current_version("live/kv/data/none"),
         Lookup::Missing
     ));
     assert!(matches!(
-        vault.current_version("live-v1/app", &mut Unattended),
+        vault.current_version("live-v1/app"),
         Lookup::Unwatchable(_)
     ));
     assert!(matches!(
-        vault.current_version("live/kv/app", &mut Unattended),
+        vault.current_version("live/kv/app"),
         Lookup::Unwatchable(_)
     ));
 
     // Deleted and re-created: the number comes back, the creation time does not.
     bao(&["kv", "metadata", "delete", "live/kv/app"]);
     assert!(matches!(
-        vault.current_version("live/kv/data/app", &mut Unattended),
+        vault.current_version("live/kv/data/app"),
         Lookup::Missing
     ));
     bao(&["kv", "put", "live/kv/app", "k=3"]);
     bao(&["kv", "put", "live/kv/app", "k=4"]);
-    match vault.current_version("live/kv/data/app", &mut Unattended) {
+    match vault.current_version("live/kv/data/app") {
         Lookup::Found(again) => {
             assert_eq!(again.number, 2);
             assert_ne!(again.created, first.created);
@@ -355,7 +354,7 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
     // Soft-deleted: the version is still there, but cannot be read.
     bao(&["kv", "delete", "live/kv/app"]);
     assert!(matches!(
-        vault.current_version("live/kv/data/app", &mut Unattended),
+        vault.current_version("live/kv/data/app"),
         Lookup::Unreadable(ref v, Unreadable::Deleted) if v.number == 2
     ));
 
@@ -366,7 +365,7 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
     vault.begin_pass();
     for _ in 0..3 {
         assert!(matches!(
-            vault.current_version("secret/data/live-denied", &mut Unattended),
+            vault.current_version("secret/data/live-denied"),
             Lookup::Denied
         ));
     }
@@ -377,14 +376,14 @@ fn versions_come_from_metadata_with_a_metadata_only_token() {
         Some(&1)
     );
     assert!(matches!(
-        vault.current_version("live/kv/data/none", &mut Unattended),
+        vault.current_version("live/kv/data/none"),
         Lookup::Missing
     ));
 
     // A token Vault does not know: no usable token, not a denied path.
     let mut refused = vault_with_token("not-a-token");
     assert!(matches!(
-        refused.current_version("live/kv/data/app", &mut Unattended),
+        refused.current_version("live/kv/data/app"),
         Lookup::Failed(Error::Token(ref cause)) if **cause == Error::Denied(403)
     ));
 }
@@ -475,16 +474,14 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
         source,
     };
     assert_eq!(
-        vault.lifetime("live-db/creds/app", &mut Unattended),
+        vault.lifetime("live-db/creds/app"),
         Ok(lifetime(20, 60, true, From::Role))
     );
     assert_eq!(
-        vault.lifetime("live-db/creds/plain", &mut Unattended),
+        vault.lifetime("live-db/creds/plain"),
         Ok(lifetime(40, 120, true, From::Tune))
     );
-    let pki = vault
-        .lifetime("live-pki/issue/web", &mut Unattended)
-        .unwrap();
+    let pki = vault.lifetime("live-pki/issue/web").unwrap();
     assert_eq!(
         pki,
         Lifetime {
@@ -496,7 +493,7 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
     );
     assert_eq!(pki.effective(true), secs(30));
     assert!(matches!(
-        vault.lifetime("live-other/creds/app", &mut Unattended),
+        vault.lifetime("live-other/creds/app"),
         Err(LifetimeError::Unknown(_))
     ));
 
@@ -504,7 +501,7 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
     let roles_only = "path \"live-db/roles/*\" { capabilities = [\"read\"] }\n";
     let mut vault = vault_with_token(&token_with_policy("live-roles", roles_only));
     assert_eq!(
-        vault.lifetime("live-db/creds/plain", &mut Unattended),
+        vault.lifetime("live-db/creds/plain"),
         Ok(lifetime(40, 120, true, From::MountConfig))
     );
 
@@ -513,7 +510,7 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
         "live-none",
         "path \"nothing/*\" { capabilities = [\"read\"] }\n",
     ));
-    match none.lifetime("live-db/creds/app", &mut Unattended) {
+    match none.lifetime("live-db/creds/app") {
         Err(LifetimeError::Unknown(why)) => assert!(
             why.contains("sys/internal/ui/mounts/live-db/creds/app"),
             "{why}"
@@ -522,7 +519,7 @@ fn lifetimes_come_from_roles_and_tune_and_no_lease_is_created() {
     }
     let mut root = vault_with_token(&var("VAULT_TOKEN"));
     assert_eq!(
-        root.lifetime("secret/data/x", &mut Unattended),
+        root.lifetime("secret/data/x"),
         Err(LifetimeError::NotDynamic)
     );
 
@@ -563,7 +560,7 @@ fn write_secrets(addr: &str, token: &str, mount: &str, prefix: &str, count: usiz
 /// `vault` once it has looked up the mount of `path` (a listing asks only
 /// about mounts known from earlier lookups), its counts reset.
 fn warmed(mut vault: Vault, path: &str) -> Vault {
-    vault.current_version(path, &mut Unattended);
+    vault.current_version(path);
     vault.take_requests();
     vault
 }
@@ -571,12 +568,13 @@ fn warmed(mut vault: Vault, path: &str) -> Vault {
 /// The versions `vault` finds for `paths`, after a prefetch, by outcome.
 fn look_up_all(vault: &mut Vault, paths: &[String]) -> Vec<String> {
     let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-    vault
-        .prefetch(&refs, &mut Unattended)
-        .expect("the server answers");
+    let mut plan = vault.prefetch(&refs);
+    while let Some(step) = vault.list_next(&mut plan) {
+        step.expect("the server answers");
+    }
     paths
         .iter()
-        .map(|path| match vault.current_version(path, &mut Unattended) {
+        .map(|path| match vault.current_version(path) {
             Lookup::Found(v) => format!("{path} found {}", v.number),
             Lookup::Unreadable(v, why) => format!("{path} {why} {}", v.number),
             Lookup::Missing => format!("{path} missing"),

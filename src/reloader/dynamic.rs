@@ -7,13 +7,14 @@
 use super::said::Said;
 use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
 use crate::error::Error;
+use crate::index::Index;
 use crate::kube::Kube;
 use crate::lifetime::Lifetime;
-use crate::pace::Duties;
 use crate::refs::SecretRef;
 use crate::renewal::{self, Candidate, Clock, Record, Schedule, Settings};
+use crate::steps::Steps;
 use crate::vault::{LifetimeError, Lookup};
-use crate::workload::{Dynamic, Entry, Index, MaxAge, WorkloadId, MAX_AGE};
+use crate::workload::{Dynamic, Entry, MaxAge, WorkloadId, MAX_AGE};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -350,7 +351,7 @@ impl Reloader {
         kube: &mut Kube,
         index: &Index,
         lookups: &HashMap<(Server, SecretRef), Lookup>,
-        duties: &mut dyn Duties,
+        steps: &mut dyn Steps,
         report: &mut Report,
     ) -> Option<HashMap<WorkloadId, Renewal>> {
         let now = super::unix_now();
@@ -359,17 +360,21 @@ impl Reloader {
             .iter()
             .flat_map(|(_, _, s)| s.iter().cloned())
             .collect();
-        let lifetimes = self.lifetimes(distinct, duties)?;
+        let lifetimes = self.lifetimes(distinct, steps)?;
         let fallback = self.renewals.settings.default_max_age;
         let (mut renewals, mut reasons, mut due) = (HashMap::new(), HashMap::new(), Vec::new());
         for (entry, dynamic, sources) in wanted {
+            // A step: its notices are requests.
+            if !steps.keep_going() {
+                return None;
+            }
             let server: HashMap<&SecretRef, &Server> =
                 sources.iter().map(|(v, s)| (s, v)).collect();
             let lifetime = |s: &SecretRef| lifetimes.get(&((*server.get(s)?).clone(), s.clone()));
             let refs: Vec<SecretRef> = sources.iter().map(|(_, s)| s.clone()).collect();
             let found = workload_lifetime(dynamic, &refs, &lifetime, fallback);
             let id = entry.id.clone();
-            match self.outcome(kube, entry, dynamic, found, now, duties) {
+            match self.outcome(kube, entry, dynamic, found, now) {
                 Outcome::Planned(renewal, schedule, reason) => {
                     report.next_renewal.insert(id.clone(), schedule.due);
                     if schedule.due <= now {
@@ -384,7 +389,7 @@ impl Reloader {
                 }
                 Outcome::Unknown(whys) => {
                     report.lifetime_unknown += 1;
-                    self.report_lifetime_unknown(kube, entry, &whys, duties);
+                    self.report_lifetime_unknown(kube, entry, &whys);
                 }
                 Outcome::Nothing => {}
             }
@@ -395,7 +400,7 @@ impl Reloader {
             .renewals
             .hourly
             .within(due, now, settings.per_namespace_hour);
-        self.report_capped(kube, index, held, now, duties);
+        self.report_capped(kube, index, held, now);
         let period = settings.period.as_secs().max(1);
         for id in renewal::choose(due, now, period, settings.max_rollouts) {
             if let Some(renewal) = renewals.get_mut(&id) {
@@ -436,7 +441,6 @@ impl Reloader {
         dynamic: &Dynamic,
         found: WorkloadLifetime,
         now: u64,
-        duties: &mut dyn Duties,
     ) -> Outcome {
         let (lifetime, secret) = match found {
             WorkloadLifetime::Known(lifetime, secret) => (lifetime, secret),
@@ -445,7 +449,7 @@ impl Reloader {
         };
         self.renewals.said_unknown.forget(&entry.id);
         let settings = settings(entry, dynamic, lifetime);
-        self.report_interval(kube, entry, &settings, duties);
+        self.report_interval(kube, entry, &settings);
         let (renewal, schedule, why) = plan(entry, &settings, &secret, now);
         Outcome::Planned(renewal, schedule, why)
     }
@@ -455,15 +459,15 @@ impl Reloader {
     fn lifetimes(
         &mut self,
         distinct: BTreeSet<(Server, SecretRef)>,
-        duties: &mut dyn Duties,
+        steps: &mut dyn Steps,
     ) -> Option<HashMap<(Server, SecretRef), Result<Lifetime, LifetimeError>>> {
         let mut found = HashMap::with_capacity(distinct.len());
         for (server, secret) in distinct {
-            if !duties.keep_going() {
+            if !steps.keep_going() {
                 return None;
             }
             let result = match self.client(&server, secret.provider) {
-                Ok((client, _)) => client.lifetime(&secret.path, duties),
+                Ok((client, _)) => client.lifetime(&secret.path),
                 Err(e) => Err(LifetimeError::Failed(e)),
             };
             match &result {
@@ -490,7 +494,6 @@ impl Reloader {
         index: &Index,
         held: Vec<Candidate<WorkloadId>>,
         now: u64,
-        duties: &mut dyn Duties,
     ) {
         let cap = self.renewals.settings.per_namespace_hour;
         for candidate in held {
@@ -514,20 +517,14 @@ impl Reloader {
             log::warn!("{}: {message}", entry.id);
             if !self.dry_run {
                 let event = (true, "RenewalsCapped", message.as_str());
-                record_event(kube, &entry.id, &entry.uid, event, duties);
+                record_event(kube, &entry.id, &entry.uid, event);
             }
         }
     }
 
     /// One warning and one Warning Event for a workload whose dynamic
     /// secrets' lifetime cannot be determined, until the reason changes.
-    fn report_lifetime_unknown(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        whys: &[String],
-        duties: &mut dyn Duties,
-    ) {
+    fn report_lifetime_unknown(&mut self, kube: &mut Kube, entry: &Entry, whys: &[String]) {
         let why = whys.join("; ");
         if !self.renewals.said_unknown.is_news(&entry.id, &why) {
             return;
@@ -540,20 +537,14 @@ impl Reloader {
         );
         log::warn!("{}: {message}", entry.id);
         let event = (true, "DynamicSecretLifetimeUnknown", message.as_str());
-        if self.dry_run || record_event(kube, &entry.id, &entry.uid, event, duties) {
+        if self.dry_run || record_event(kube, &entry.id, &entry.uid, event) {
             self.renewals.said_unknown.said(entry.id.clone(), why);
         }
     }
 
     /// One warning and one Warning Event for a workload whose
     /// min-reload-interval is longer than its renewal time, until it is not.
-    fn report_interval(
-        &mut self,
-        kube: &mut Kube,
-        entry: &Entry,
-        settings: &Settings,
-        duties: &mut dyn Duties,
-    ) {
+    fn report_interval(&mut self, kube: &mut Kube, entry: &Entry, settings: &Settings) {
         if !renewal::interval_too_long(settings) {
             self.renewals.said_interval.forget(&entry.id);
             return;
@@ -572,7 +563,7 @@ impl Reloader {
         log::warn!("{}: {message}", entry.id);
         if !self.dry_run {
             let event = (true, "MinReloadIntervalTooLong", message.as_str());
-            record_event(kube, &entry.id, &entry.uid, event, duties);
+            record_event(kube, &entry.id, &entry.uid, event);
         }
     }
 

@@ -8,7 +8,6 @@ use super::{lookup_of, metadata_path, Lookup, Metadata, Vault, ANSWER_LIMIT};
 use crate::error::Error;
 use crate::http;
 use crate::listing::{self, Walk};
-use crate::pace::Duties;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -39,9 +38,20 @@ struct Page {
     key_info: BTreeMap<String, Option<Metadata>>,
 }
 
-/// The directories worth listing: by list path, the mount and the wanted
-/// keys with their data paths.
-type Dirs = BTreeMap<String, (String, BTreeMap<String, String>)>;
+/// A directory worth listing: its mount and the wanted keys with their
+/// data paths.
+type Wanted = (String, BTreeMap<String, String>);
+
+/// The directories worth listing, by list path.
+type Dirs = BTreeMap<String, Wanted>;
+
+/// The directories a pass lists, in order ([`Vault::prefetch`]), and the
+/// token they are listed with once one was needed.
+#[derive(Default)]
+pub struct Prefetch {
+    due: std::vec::IntoIter<(String, Wanted)>,
+    token: Option<String>,
+}
 
 impl Vault {
     /// Turns listing on: [`Vault::prefetch`] lists directories, which needs
@@ -57,78 +67,96 @@ impl Vault {
     }
 
     /// Before a pass over the data paths `paths`, with listing on: forgets
-    /// the last pass's findings, then lists each directory holding at least
-    /// [`listing::MIN_WANTED`] of them under a KV v2 mount Vault answered to
-    /// an earlier lookup, unless it is paused, and keeps what the listings
-    /// settled for [`Vault::current_version`]. A directory whose listing is
-    /// refused, not offered (HashiCorp Vault has no `detailed-metadata`),
-    /// too large or costlier than single reads is paused for
-    /// [`listing::PAUSE`]; a server failure (transport, 5xx) ends the
-    /// prefetch and is returned, so that the server is not asked again this
-    /// pass; any other failure is left to the lookups. `duties` are served
-    /// before each request.
-    pub fn prefetch(&mut self, paths: &[&str], duties: &mut dyn Duties) -> Result<(), Error> {
-        let Some(mut listing) = self.listing.take() else {
-            return Ok(());
+    /// the last pass's findings and plans which directories to list — each
+    /// holding at least [`listing::MIN_WANTED`] of them under a KV v2 mount
+    /// Vault answered to an earlier lookup, and not paused. Sends nothing;
+    /// [`Vault::list_next`] lists them one by one, a step each.
+    pub fn prefetch(&mut self, paths: &[&str]) -> Prefetch {
+        let Some(listing) = self.listing.as_mut() else {
+            return Prefetch::default();
         };
         listing.found.clear();
-        let listed = self.list_all(&mut listing, paths, duties);
-        self.listing = Some(listing);
-        match listed {
-            Err(e) if e.is_server_failure() => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    fn list_all(
-        &mut self,
-        listing: &mut Listing,
-        paths: &[&str],
-        duties: &mut dyn Duties,
-    ) -> Result<(), Error> {
         let dirs = self.directories(paths);
+        let listing = self.listing.as_mut().expect("taken above");
         let now = Instant::now();
         listing
             .paused
             .retain(|dir, until| dirs.contains_key(dir) && *until > now);
-        if dirs.is_empty() {
-            return Ok(());
+        let due = dirs
+            .into_iter()
+            .filter(|(dir, (_, wanted))| {
+                wanted.len() >= listing::MIN_WANTED && !listing.paused.contains_key(dir)
+            })
+            .collect::<Vec<_>>();
+        Prefetch {
+            due: due.into_iter(),
+            token: None,
         }
-        let token = self.token(duties)?;
-        for (dir, (mount, wanted)) in dirs {
-            if wanted.len() < listing::MIN_WANTED || listing.paused.contains_key(&dir) {
-                continue;
+    }
+
+    /// Lists the next directory of `plan` and keeps what it settled for
+    /// [`Vault::current_version`]; `None` when none is left. A directory
+    /// whose listing is refused, not offered (HashiCorp Vault has no
+    /// `detailed-metadata`), too large or costlier than single reads is
+    /// paused for [`listing::PAUSE`]; a server failure (transport, 5xx) is
+    /// returned and ends the plan, so that the server is not asked again
+    /// this pass; any other failure is left to the lookups.
+    pub fn list_next(&mut self, plan: &mut Prefetch) -> Option<Result<(), Error>> {
+        let (dir, (mount, wanted)) = plan.due.next()?;
+        let mut listing = self.listing.take()?;
+        let listed = self.list_one(&mut listing, plan, dir, mount, wanted);
+        self.listing = Some(listing);
+        match listed {
+            Err(e) if e.is_server_failure() => {
+                plan.due = Vec::new().into_iter();
+                Some(Err(e))
             }
-            let keys: BTreeSet<String> = wanted.keys().cloned().collect();
-            let (walk, mut metadata) = match self.list_dir(&dir, keys, &token, duties) {
-                Ok(listed) => listed,
-                Err(e) if e.is_server_failure() => return Err(e),
-                Err(e) => {
-                    listing.paused.insert(dir.clone(), now + listing::PAUSE);
-                    if listing.said.insert(mount.clone()) {
-                        log::info!(
-                            "listing {dir} failed: {e}{}; the secrets of {mount} are read one \
-                             at a time, and each directory is listed again after {}s",
-                            hint(&e),
-                            listing::PAUSE.as_secs()
-                        );
-                    }
-                    continue;
+            _ => Some(Ok(())),
+        }
+    }
+
+    fn list_one(
+        &mut self,
+        listing: &mut Listing,
+        plan: &mut Prefetch,
+        dir: String,
+        mount: String,
+        wanted: BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let token = match plan.token.clone() {
+            Some(token) => token,
+            None => plan.token.insert(self.token()?).clone(),
+        };
+        let now = Instant::now();
+        let keys: BTreeSet<String> = wanted.keys().cloned().collect();
+        let (walk, mut metadata) = match self.list_dir(&dir, keys, &token) {
+            Ok(listed) => listed,
+            Err(e) if e.is_server_failure() => return Err(e),
+            Err(e) => {
+                listing.paused.insert(dir.clone(), now + listing::PAUSE);
+                if listing.said.insert(mount.clone()) {
+                    log::info!(
+                        "listing {dir} failed: {e}{}; the secrets of {mount} are read one \
+                         at a time, and each directory is listed again after {}s",
+                        hint(&e),
+                        listing::PAUSE.as_secs()
+                    );
                 }
+                return Ok(());
+            }
+        };
+        for (key, path) in wanted {
+            let lookup = match metadata.remove(&key) {
+                Some(Some(metadata)) => lookup_of(&metadata),
+                Some(None) => continue,
+                None if walk.settled(&key) => Lookup::Missing,
+                None => continue,
             };
-            for (key, path) in wanted {
-                let lookup = match metadata.remove(&key) {
-                    Some(Some(metadata)) => lookup_of(&metadata),
-                    Some(None) => continue,
-                    None if walk.settled(&key) => Lookup::Missing,
-                    None => continue,
-                };
-                listing.found.insert(path, lookup);
-            }
-            if !walk.worth_it() {
-                log::debug!("listing {dir} costs more than reading its secrets in use");
-                listing.paused.insert(dir, now + listing::PAUSE);
-            }
+            listing.found.insert(path, lookup);
+        }
+        if !walk.worth_it() {
+            log::debug!("listing {dir} costs more than reading its secrets in use");
+            listing.paused.insert(dir, now + listing::PAUSE);
         }
         Ok(())
     }
@@ -163,13 +191,12 @@ impl Vault {
         dir: &str,
         wanted: BTreeSet<String>,
         token: &str,
-        duties: &mut dyn Duties,
     ) -> Result<(Walk, BTreeMap<String, Option<Metadata>>), Error> {
         let mut walk = Walk::new(wanted);
         let mut found = BTreeMap::new();
         loop {
             let path = format!("{dir}{}", walk.query());
-            let mut page = match self.get("list", &path, token, duties) {
+            let mut page = match self.get("list", &path, token) {
                 Ok(response) => http::read_json::<PageAnswer>(response, ANSWER_LIMIT)?.data,
                 // OpenBao answers 404 past the last key. On the first page
                 // that may as well be a server without `detailed-metadata`
@@ -206,7 +233,6 @@ mod tests {
     use super::super::tests::{client, found, KV2, LOOKUP_SELF, METADATA};
     use super::*;
     use crate::http::fake_server::{self, FakeServer, Reply};
-    use crate::pace::Unattended;
     use crate::vault::Unreadable;
 
     /// A page listing `a` (version 3), `b` (version 2, destroyed), the
@@ -235,10 +261,19 @@ mod tests {
         })
     }
 
+    /// Lists every directory [`Vault::prefetch`] plans, as a pass does.
+    fn prefetch(vault: &mut Vault, paths: &[&str]) -> Result<(), Error> {
+        let mut plan = vault.prefetch(paths);
+        while let Some(step) = vault.list_next(&mut plan) {
+            step?;
+        }
+        Ok(())
+    }
+
     /// `vault` once it has looked up the mount `secret/` (with a read of
     /// `secret/data/alone`).
     fn warmed(mut vault: Vault) -> Vault {
-        assert_eq!(found(vault.current_version(PATHS[4], &mut Unattended)), 3);
+        assert_eq!(found(vault.current_version(PATHS[4])), 3);
         vault
     }
 
@@ -254,10 +289,10 @@ mod tests {
     fn one_listing_answers_the_secrets_of_a_directory() {
         let server = server(Reply::json(200, PAGE));
         let mut vault = warmed(client(&server).with_listing());
-        vault.prefetch(&PATHS, &mut Unattended).unwrap();
+        prefetch(&mut vault, &PATHS).unwrap();
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1);
         assert_eq!(server.hits("/v1/secret/metadata/"), 1, "the warming read");
-        let mut look_up = |path| vault.current_version(path, &mut Unattended);
+        let mut look_up = |path| vault.current_version(path);
         assert_eq!(found(look_up("secret/data/team/a")), 3);
         match look_up("secret/data/team/b") {
             Lookup::Unreadable(version, Unreadable::Destroyed) => assert_eq!(version.number, 2),
@@ -279,7 +314,7 @@ mod tests {
     fn a_mount_not_looked_up_yet_is_not_listed_and_nothing_is_asked() {
         let server = server(Reply::json(200, PAGE));
         let mut vault = client(&server).with_listing();
-        vault.prefetch(&PATHS, &mut Unattended).unwrap();
+        prefetch(&mut vault, &PATHS).unwrap();
         assert_eq!(server.requests().len(), 0);
     }
 
@@ -287,8 +322,8 @@ mod tests {
     fn without_listing_nothing_is_listed() {
         let server = server(Reply::json(200, PAGE));
         let mut vault = warmed(client(&server));
-        vault.prefetch(&PATHS, &mut Unattended).unwrap();
-        assert_eq!(found(vault.current_version(PATHS[0], &mut Unattended)), 3);
+        prefetch(&mut vault, &PATHS).unwrap();
+        assert_eq!(found(vault.current_version(PATHS[0])), 3);
         assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 0);
     }
 
@@ -305,9 +340,9 @@ mod tests {
             let server = server(answer);
             let mut vault = warmed(client(&server).with_listing());
             for _ in 0..2 {
-                vault.prefetch(&PATHS, &mut Unattended).unwrap();
+                prefetch(&mut vault, &PATHS).unwrap();
                 for path in &PATHS[..3] {
-                    assert_eq!(found(vault.current_version(path, &mut Unattended)), 3);
+                    assert_eq!(found(vault.current_version(path)), 3);
                 }
             }
             assert_eq!(server.hits("/v1/secret/detailed-metadata/"), 1, "paused");
@@ -326,17 +361,17 @@ mod tests {
         );
         let server = server(Reply::json(200, &page));
         let mut vault = warmed(client(&server).with_listing());
-        vault.prefetch(&PATHS, &mut Unattended).unwrap();
+        prefetch(&mut vault, &PATHS).unwrap();
         let listed = server.hits("/v1/secret/detailed-metadata/");
         assert!(listed >= 1);
-        assert_eq!(found(vault.current_version(PATHS[3], &mut Unattended)), 3);
-        vault.prefetch(&PATHS, &mut Unattended).unwrap();
+        assert_eq!(found(vault.current_version(PATHS[3])), 3);
+        prefetch(&mut vault, &PATHS).unwrap();
         assert_eq!(
             server.hits("/v1/secret/detailed-metadata/"),
             listed,
             "paused"
         );
-        assert_eq!(found(vault.current_version(PATHS[3], &mut Unattended)), 3);
+        assert_eq!(found(vault.current_version(PATHS[3])), 3);
         assert_eq!(server.hits("/v1/secret/metadata/"), 1 + 2);
     }
 
@@ -345,7 +380,7 @@ mod tests {
         let server = server(Reply::json(503, r#"{"errors":["sealed"]}"#));
         let mut vault = warmed(client(&server).with_listing());
         for _ in 0..2 {
-            match vault.prefetch(&PATHS, &mut Unattended) {
+            match prefetch(&mut vault, &PATHS) {
                 Err(e @ Error::Status { code: 503, .. }) => assert!(e.is_server_failure()),
                 other => panic!("the failure is returned: {other:?}"),
             }

@@ -1,16 +1,8 @@
-//! Waiting for the loop's sockets instead of sleeping: the idle loop sleeps
-//! until a health client, a new connection or a watch stream has something
-//! to read (or room to write), or the idle poll runs out. So a health check
-//! is answered, and a watch event applied, as soon as it arrives.
-//!
-//! A request's own waits (see [`crate::transport`]) go through
-//! [`for_socket`], which also wakes for what the loop has registered with
-//! [`set_meanwhile`], so a health check is answered while a Vault or API
-//! request is in flight rather than after it.
+//! `poll(2)`: the one system call the thread sleeps in. What it waits for
+//! and what it does on waking is [`crate::reactor`]'s.
 
-use std::cell::RefCell;
 use std::os::fd::RawFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What the loop waits for on one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,68 +16,6 @@ pub enum Interest {
 /// The longest sleep in place of a `poll` that failed (it never should), so
 /// that a caller waiting for long still looks again.
 const POLL_FAILED_PAUSE: Duration = Duration::from_millis(50);
-
-/// The longest one `poll` of [`for_socket`] sleeps before it asks again
-/// what to wait for (the health listener may have paused its accepts).
-const SLICE: Duration = Duration::from_millis(50);
-
-/// What the loop keeps doing while its thread waits inside a request.
-pub trait Meanwhile {
-    /// Adds the sockets whose readiness means there is work to do.
-    fn interests(&self, out: &mut Vec<Interest>);
-
-    /// Does that work without waiting on any socket.
-    fn serve(&mut self);
-}
-
-thread_local! {
-    static MEANWHILE: RefCell<Option<Box<dyn Meanwhile>>> = const { RefCell::new(None) };
-}
-
-/// Sets what every wait of [`for_socket`] on this thread does meanwhile
-/// (`None`: nothing), and returns what was set before.
-pub fn set_meanwhile(work: Option<Box<dyn Meanwhile>>) -> Option<Box<dyn Meanwhile>> {
-    MEANWHILE.with(|cell| std::mem::replace(&mut *cell.borrow_mut(), work))
-}
-
-/// Runs `f` on what is set meanwhile, unless nothing is or a wait inside
-/// it is already doing so (the work never waits, so never nests; this only
-/// keeps a mistake from panicking).
-fn with_meanwhile(f: impl FnOnce(&mut dyn Meanwhile)) {
-    MEANWHILE.with(|cell| {
-        if let Ok(mut work) = cell.try_borrow_mut() {
-            if let Some(work) = work.as_mut() {
-                f(work.as_mut());
-            }
-        }
-    });
-}
-
-/// Waits until `socket` is ready or `deadline` passes (`None`: never),
-/// doing the [`Meanwhile`] work whenever it is due; `true` when the socket
-/// is ready. The thread waits on all these sockets at once, so neither the
-/// request nor a health check waits for the other.
-pub fn for_socket(socket: Interest, deadline: Option<Instant>) -> bool {
-    let mut interests = Vec::new();
-    loop {
-        interests.clear();
-        interests.push(socket);
-        with_meanwhile(|work| work.interests(&mut interests));
-        let left = match deadline {
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-            None => Duration::MAX,
-        };
-        if left.is_zero() {
-            return false;
-        }
-        // In slices: what the loop waits for (an accept that was paused)
-        // is asked again at least this often.
-        if until_ready(&interests, left.min(SLICE)) {
-            return true;
-        }
-        with_meanwhile(|work| work.serve());
-    }
-}
 
 /// Sleeps until one of `interests` is ready, a signal arrives, or `timeout`
 /// passes (at most that long in any case, rounded up to a whole
