@@ -4,8 +4,11 @@
 //! the due renewals roll out now. The decisions are pure functions; the
 //! requests and Events are in `Reloader::plan_renewals`.
 
+use super::decide::{Decision, LookupFn};
+use super::notices::record_event;
+use super::routing::Server;
 use super::said::Said;
-use super::{record_event, Decision, LookupFn, Reloader, Report, Server};
+use super::{Reloader, Report};
 use crate::error::Error;
 use crate::index::Index;
 use crate::kube::Kube;
@@ -752,7 +755,7 @@ mod tests {
     }
 
     fn decision(state: State, changes: usize, deferred: bool) -> Decision {
-        let change = super::super::Change {
+        let change = super::super::decide::Change {
             secret: secret("secret/data/a"),
             old: None,
             new: Version {
@@ -921,7 +924,7 @@ mod tests {
         }
         let mut rolled = Vec::new();
         for (i, e) in entries.iter().enumerate() {
-            let secrets = super::super::decide(
+            let secrets = super::super::decide::decide(
                 &[],
                 e.state.as_ref(),
                 &|_| None,
@@ -969,7 +972,7 @@ mod tests {
         assert_eq!(renewal.record, Some(Record::LastRollout(NOW)));
         assert_eq!(schedule.due, NOW + 13 - s.jitter);
         let after = with_renewal(
-            super::super::decide(&[], None, &|_| None, None, NOW, crate::state::MAX_BYTES),
+            super::super::decide::decide(&[], None, &|_| None, None, NOW, crate::state::MAX_BYTES),
             &renewal,
             NOW,
         );

@@ -1,0 +1,215 @@
+//! What the reloader tells about a workload beside its rollouts: one
+//! warning and one Warning Event when a secret's state changes (missing,
+//! denied, unreadable, not watched, left out), never one each pass.
+
+use super::decide::LookupFn;
+use super::Reloader;
+use crate::kube::Kube;
+use crate::refs::SecretRef;
+use crate::state;
+use crate::vault::Lookup;
+use crate::workload::{Entry, WorkloadId};
+
+/// Why a secret a workload uses cannot be checked, as its Event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Unavailable {
+    /// It does not exist.
+    Missing,
+    /// The reloader's Vault policy refuses it.
+    Denied,
+}
+
+impl Unavailable {
+    /// The Event's reason and message for `secret` (its path, never a value).
+    fn notice(self, secret: &SecretRef) -> (&'static str, String) {
+        let path = &secret.path;
+        match self {
+            Unavailable::Missing => (
+                "SecretNotFound",
+                format!("Vault secret path {path} not found"),
+            ),
+            Unavailable::Denied => (
+                "SecretAccessDenied",
+                format!(
+                    "Vault secret path {path}: the reloader's Vault policy refuses it (403), so \
+                     its changes are not seen; its recorded version is kept"
+                ),
+            ),
+        }
+    }
+}
+
+/// Secrets of a workload that are not followed, as its Event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Counted {
+    /// Past `--max-secrets-per-workload`.
+    Unwatched,
+    /// Outside `--allowed-secret-paths`.
+    Refused,
+    /// Left out of its state, which would not fit its annotations.
+    LeftOut,
+}
+
+impl Counted {
+    /// The Event's reason and message for `n` secrets of `entry`, with the
+    /// cap `max_secrets`.
+    fn notice(self, n: usize, entry: &Entry, max_secrets: usize) -> (&'static str, String) {
+        match self {
+            Counted::Unwatched => (
+                "TooManySecrets",
+                format!(
+                    "it names {} secrets, more than --max-secrets-per-workload ({max_secrets}): \
+                     only the first {max_secrets} are watched, changes to the other {n} are \
+                     not rolled out",
+                    n + max_secrets
+                ),
+            ),
+            Counted::Refused => (
+                "SecretPathRefused",
+                format!(
+                    "{n} of its references name secret paths outside --allowed-secret-paths and \
+                     are never checked: {}",
+                    entry.refused.describe()
+                ),
+            ),
+            Counted::LeftOut => (
+                "ObservedVersionsTruncated",
+                format!(
+                    "the versions of {n} of its {} secrets do not fit in its {} annotation \
+                     (the API server allows 256 KiB for all of an object's annotations): \
+                     changes to those secrets are not rolled out; use fewer secrets or \
+                     smaller annotations",
+                    entry.refs.len(),
+                    state::ANNOTATION
+                ),
+            ),
+        }
+    }
+}
+
+/// Records an Event `(warning, reason, message)` on workload `id`; whether
+/// it was recorded. A failure is only
+/// logged: the Event is a courtesy, the rollout or the warning stands.
+pub(super) fn record_event(
+    kube: &mut Kube,
+    id: &WorkloadId,
+    uid: &str,
+    (warning, reason, message): (bool, &str, &str),
+) -> bool {
+    match kube.create_event(id, uid, warning, reason, message) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("recording an Event for {id} failed: {e}");
+            false
+        }
+    }
+}
+
+impl Reloader {
+    /// One warning and one Warning Event for a workload whose `vault-addr`
+    /// is refused, until the reason changes: its `vault:` secrets are not
+    /// checked (its other secrets are).
+    pub(super) fn report_refused(&mut self, kube: &mut Kube, entry: &Entry, why: &str) {
+        let id = &entry.id;
+        if !self.said_refused.news(id.clone(), why.to_string()) {
+            return;
+        }
+        let message = format!("{why}: its vault: secrets are not checked");
+        log::warn!("{id}: {message}");
+        if self.dry_run {
+            return;
+        }
+        let event = (true, "VaultAddressRefused", message.as_str());
+        record_event(kube, id, &entry.uid, event);
+    }
+
+    /// A Warning Event on a workload for each secret it uses that does not
+    /// exist or that the policy refuses (with a warning line too: unlike a
+    /// missing one, it is logged nowhere else), once until that changes; a
+    /// secret found again clears it.
+    pub(super) fn report_unavailable(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
+        let id = &entry.id;
+        for secret in &entry.refs {
+            let key = (id.clone(), secret.clone());
+            let now = match lookup(secret) {
+                Some(Lookup::Missing) => Unavailable::Missing,
+                Some(Lookup::Denied) => Unavailable::Denied,
+                Some(Lookup::Found(_)) => {
+                    self.said_unavailable.forget(&key);
+                    continue;
+                }
+                _ => continue,
+            };
+            if !self.said_unavailable.is_news(&key, &now) {
+                continue;
+            }
+            let (reason, message) = now.notice(secret);
+            if now == Unavailable::Denied {
+                log::warn!("{id}: {message}");
+            }
+            let event = (true, reason, message.as_str());
+            if self.dry_run || record_event(kube, id, &entry.uid, event) {
+                self.said_unavailable.said(key, now);
+            }
+        }
+    }
+
+    /// A Warning Event on a workload for `n` of its secrets that are not
+    /// watched (past `--max-secrets-per-workload`, whose warning line the
+    /// collector gave) or left out of its state (with a warning line),
+    /// once per count.
+    pub(super) fn report_counted(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        (what, n): (Counted, usize),
+    ) {
+        let key = (entry.id.clone(), what);
+        if n == 0 {
+            self.said_counted.forget(&key);
+            return;
+        }
+        if !self.said_counted.news(key, n) {
+            return;
+        }
+        let (reason, message) = what.notice(n, entry, self.limits.max_secrets);
+        if what == Counted::LeftOut {
+            log::warn!("{}: {message}", entry.id);
+        }
+        if !self.dry_run {
+            let event = (true, reason, message.as_str());
+            record_event(kube, &entry.id, &entry.uid, event);
+        }
+    }
+
+    /// A warning and a Warning Event on a workload for each secret it uses
+    /// whose current version cannot be read, once per version: new pods
+    /// would not get it, so the workload is not rolled out meanwhile.
+    pub(super) fn report_unreadable(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
+        let id = &entry.id;
+        for secret in &entry.refs {
+            let key = (id.clone(), secret.clone());
+            let (version, why) = match lookup(secret) {
+                Some(Lookup::Unreadable(version, why)) => (version, why),
+                Some(Lookup::Found(_) | Lookup::Missing) => {
+                    self.said_unreadable.forget(&key);
+                    continue;
+                }
+                _ => continue,
+            };
+            if self.dry_run || !self.said_unreadable.is_news(&key, &version.number) {
+                continue;
+            }
+            let message = format!(
+                "Vault secret path {}: its current version {version} is {why}; pods started \
+                 now could not read it, so the workload is not rolled out until it can be read",
+                secret.path
+            );
+            log::warn!("{id}: {message}");
+            let event = (true, "SecretVersionUnreadable", message.as_str());
+            if record_event(kube, id, &entry.uid, event) {
+                self.said_unreadable.said(key, version.number);
+            }
+        }
+    }
+}
