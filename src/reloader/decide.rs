@@ -1,6 +1,7 @@
 //! The plan for one workload, pure: which of its secrets changed, what
 //! state to store, and whether it is rolled out now.
 
+use super::dynamic::{with_renewal, Renewal};
 use crate::refs::SecretRef;
 use crate::state::{self, State, Version};
 use crate::vault::Lookup;
@@ -174,6 +175,70 @@ pub fn decide(
         renewal: None,
         left_out,
     }
+}
+
+/// What to do with one workload now, as [`plan`] decides it: the
+/// executor carries it out without deciding again.
+#[derive(Debug, PartialEq)]
+pub enum Plan {
+    /// Nothing to write.
+    Nothing,
+    /// Nothing is written now, and this log line says why: the changes
+    /// wait (the minimum interval, a secret that cannot be read), or a dry
+    /// run would have rolled the workload out.
+    Hold(String),
+    /// Store the state with this patch: no rollout.
+    Record(serde_json::Value),
+    /// Roll the workload out with this patch, for the decision's reasons.
+    Roll(serde_json::Value, Decision),
+}
+
+/// The plan for `entry` at `now` (Unix seconds), its state cut to `budget`
+/// bytes, with its dynamic-secret `renewal` if any; and how many secrets'
+/// versions the state leaves out ([`Decision::left_out`]).
+pub fn plan(
+    entry: &Entry,
+    lookup: &LookupFn,
+    renewal: Option<&Renewal>,
+    budget: usize,
+    now: u64,
+    dry_run: bool,
+) -> (Plan, usize) {
+    let refs = &entry.refs;
+    let stored = entry.state.as_ref();
+    let decision = decide(refs, stored, lookup, entry.min_reload_interval, now, budget);
+    let decision = match renewal {
+        Some(renewal) => with_renewal(decision, renewal, now),
+        None => decision,
+    };
+    let left_out = decision.left_out;
+    let id = &entry.id;
+    let plan = if let Some(until) = decision.deferred_until {
+        Plan::Hold(format!(
+            "{id}: waiting {}s (min-reload-interval) to reload for {}",
+            until.saturating_sub(now),
+            list(&decision.changes)
+        ))
+    } else if !decision.held_by.is_empty() {
+        let held: Vec<String> = decision.held_by.iter().map(|s| s.to_string()).collect();
+        Plan::Hold(format!(
+            "{id}: not reloading for {} while the current version of {} cannot be read",
+            list(&decision.changes),
+            held.join(", ")
+        ))
+    } else if dry_run && decision.rolls_out() {
+        Plan::Hold(format!(
+            "dry run: would reload {id}: {}",
+            decision.summary()
+        ))
+    } else if dry_run || !(decision.rolls_out() || decision.write_state) {
+        Plan::Nothing
+    } else if decision.rolls_out() {
+        Plan::Roll(patch_body(entry, &decision), decision)
+    } else {
+        Plan::Record(patch_body(entry, &decision))
+    };
+    (plan, left_out)
 }
 
 /// The merge patch that stores `decision` on `entry`, and rolls it out when
@@ -519,6 +584,67 @@ mod tests {
             state::MAX_BYTES,
         );
         assert_eq!(decision.deferred_until, Some(NOW + 600));
+    }
+
+    /// What [`plan`] makes of one workload using `s/data/a`, stored at
+    /// `stored` (v1, rolled out at `last`), when Vault answers `now_is`.
+    fn planned(stored: Option<u64>, last: Option<u64>, now_is: Lookup, dry_run: bool) -> Plan {
+        let mut app = entry("app", &["s/data/a"], None);
+        app.min_reload_interval = Some(Duration::from_secs(600));
+        app.state = stored.map(|n| {
+            let mut state = state(&[("s/data/a", Some(version(n, &format!("t{n}"))))]);
+            state.last_reload = last;
+            state
+        });
+        let found = lookups(vec![("s/data/a", now_is)]);
+        let lookup = |s: &SecretRef| found.get(s);
+        plan(&app, &lookup, None, state::MAX_BYTES, NOW, dry_run).0
+    }
+
+    #[test]
+    fn the_plan_is_what_the_executor_does_without_deciding_again() {
+        let v2 = || Lookup::Found(version(2, "t2"));
+        let gone = || Lookup::Unreadable(version(2, "t2"), crate::vault::Unreadable::Deleted);
+        let hold = |p: &Plan, starts: &str| matches!(p, Plan::Hold(why) if why.starts_with(starts));
+        let unchanged = planned(Some(2), None, v2(), false);
+        assert_eq!(unchanged, Plan::Nothing);
+        let first_sight = planned(None, None, v2(), false);
+        assert!(matches!(first_sight, Plan::Record(_)), "{first_sight:?}");
+        match planned(Some(1), None, v2(), false) {
+            Plan::Roll(patch, decision) => {
+                assert_eq!(decision.changes.len(), 1);
+                let template = &patch["spec"]["template"]["metadata"]["annotations"];
+                assert!(
+                    template.as_object().is_some_and(|a| a.len() == 1),
+                    "{patch}"
+                );
+            }
+            other => panic!("a new version rolls out: {other:?}"),
+        }
+        let waits = planned(Some(1), Some(NOW - 60), v2(), false);
+        assert!(hold(&waits, "Deployment ns/app: waiting 540s"), "{waits:?}");
+        assert_eq!(planned(Some(1), None, gone(), false), Plan::Nothing);
+        // A change is held while another secret it uses cannot be read.
+        let mut app = entry("app", &["s/data/a", "s/data/b"], None);
+        let both = [
+            ("s/data/a", Some(version(1, "t1"))),
+            ("s/data/b", Some(version(1, "t1"))),
+        ];
+        app.state = Some(state(&both));
+        let found = lookups(vec![("s/data/a", v2()), ("s/data/b", gone())]);
+        let lookup = |s: &SecretRef| found.get(s);
+        let (held, _) = plan(&app, &lookup, None, state::MAX_BYTES, NOW, false);
+        assert!(hold(&held, "Deployment ns/app: not reloading"), "{held:?}");
+        let dry = planned(Some(1), None, v2(), true);
+        assert!(
+            hold(&dry, "dry run: would reload Deployment ns/app"),
+            "{dry:?}"
+        );
+        assert_eq!(
+            planned(None, None, v2(), true),
+            Plan::Nothing,
+            "a dry run records nothing"
+        );
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! workload again after a conflict, and hands what the API server stored
 //! to the index.
 
-use super::decide::{decide, list, patch_body, Decision, LookupFn};
+use super::decide::{plan, Decision, LookupFn, Plan};
 use super::{dynamic, unix_now};
 use crate::error::Error;
 use crate::index::{Index, Update};
 use crate::kube::Kube;
-use crate::workload::{self, Entry, WorkloadId};
+use crate::workload::{self, WorkloadId};
 
 /// How [`apply`] writes: not at all in a dry run, and the limits of the
 /// workload it reads back.
@@ -26,9 +26,19 @@ pub(super) struct Applied {
     pub(super) left_out: usize,
 }
 
-/// Decides for one workload (with its dynamic-secret `renewal`, if any) and
-/// patches it; on a conflict reads it again, decides again and patches once
-/// more. When the API server refuses the annotations as too long anyway,
+impl Applied {
+    /// Not rolled out.
+    fn kept(left_out: usize) -> Applied {
+        Applied {
+            rolled: None,
+            left_out,
+        }
+    }
+}
+
+/// Carries out the [`plan`] for one workload (with its dynamic-secret
+/// `renewal`, if any); on a conflict reads it again, plans again and
+/// patches once more. When the API server refuses the annotations as too long anyway,
 /// the patch goes again with a state of no versions: the rollout never
 /// waits for the state to fit. In a dry run it only logs.
 pub(super) fn apply(
@@ -48,20 +58,17 @@ pub(super) fn apply(
         };
         let budget = if too_long { 0 } else { entry.state_budget };
         let renewal = renewed_again.as_ref().or(renewal);
-        let decision = plan(entry, lookup, renewal, budget);
-        let left_out = decision.left_out;
-        if !to_write(id, &decision, patching.dry_run) {
-            return Ok(Applied {
-                rolled: None,
-                left_out,
-            });
-        }
-        let result = kube.merge_patch(
-            id.kind,
-            &id.namespace,
-            &id.name,
-            &patch_body(entry, &decision),
-        );
+        let (plan, left_out) = plan(entry, lookup, renewal, budget, unix_now(), patching.dry_run);
+        let (patch, rolled) = match plan {
+            Plan::Nothing => return Ok(Applied::kept(left_out)),
+            Plan::Hold(why) => {
+                log::info!("{why}");
+                return Ok(Applied::kept(left_out));
+            }
+            Plan::Record(patch) => (patch, None),
+            Plan::Roll(patch, decision) => (patch, Some(decision)),
+        };
+        let result = kube.merge_patch(id.kind, &id.namespace, &id.name, &patch);
         let stored = match result {
             Ok(stored) => stored,
             Err(Error::Conflict) if !fetched_again => {
@@ -87,67 +94,14 @@ pub(super) fn apply(
         };
         let uid = stored.metadata.uid.clone();
         update(index, id, stored, patching.limits);
-        if !decision.rolls_out() {
+        let Some(decision) = rolled else {
             log::debug!("recorded the secret versions of {id}");
-            return Ok(Applied {
-                rolled: None,
-                left_out,
-            });
-        }
+            return Ok(Applied::kept(left_out));
+        };
         log::info!("reloaded {id}: {}", decision.summary());
         let rolled = Some((uid, decision));
         return Ok(Applied { rolled, left_out });
     }
-}
-
-/// The decision for `entry` now, its state cut to `budget` bytes, with its
-/// dynamic-secret `renewal` if any.
-pub(super) fn plan(
-    entry: &Entry,
-    lookup: &LookupFn,
-    renewal: Option<&dynamic::Renewal>,
-    budget: usize,
-) -> Decision {
-    let now = unix_now();
-    let decision = decide(
-        &entry.refs,
-        entry.state.as_ref(),
-        lookup,
-        entry.min_reload_interval,
-        now,
-        budget,
-    );
-    match renewal {
-        Some(renewal) => dynamic::with_renewal(decision, renewal, now),
-        None => decision,
-    }
-}
-
-/// Whether `decision` for workload `id` is to be written now; when it is
-/// not, the log says why it waits (its minimum interval, a secret that
-/// cannot be read, a dry run).
-pub(super) fn to_write(id: &WorkloadId, decision: &Decision, dry_run: bool) -> bool {
-    if let Some(until) = decision.deferred_until {
-        log::info!(
-            "{id}: waiting {}s (min-reload-interval) to reload for {}",
-            until.saturating_sub(unix_now()),
-            list(&decision.changes)
-        );
-        return false;
-    }
-    if !decision.held_by.is_empty() {
-        let held: Vec<String> = decision.held_by.iter().map(|s| s.to_string()).collect();
-        log::info!(
-            "{id}: not reloading for {} while the current version of {} cannot be read",
-            list(&decision.changes),
-            held.join(", ")
-        );
-        return false;
-    }
-    if dry_run && decision.rolls_out() {
-        log::info!("dry run: would reload {id}: {}", decision.summary());
-    }
-    !dry_run && (decision.rolls_out() || decision.write_state)
 }
 
 /// Replaces the entry with the workload as stored now (it may have opted out).
