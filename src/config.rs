@@ -240,102 +240,28 @@ pub fn parse(
     }
     let collector_period = period(&mut args, "--collector-sync-period", "30s")?;
     let reloader_period = period(&mut args, "--reloader-run-period", "60s")?;
-    let log_level = match text_flag(&mut args, "--log-level")?.as_deref() {
-        None | Some("info") => log::LevelFilter::Info,
-        Some("debug") => log::LevelFilter::Debug,
-        Some("warn") | Some("warning") => log::LevelFilter::Warn,
-        Some("error") => log::LevelFilter::Error,
-        Some(other) => {
-            return Err(bad(format!(
-                "--log-level: '{other}' is not one of debug, info, warn, error"
-            )))
-        }
-    };
+    let log_level = log_level(text_flag(&mut args, "--log-level")?.as_deref())?;
     let namespaces = list(text_flag(&mut args, "--namespaces")?.or_else(|| env("NAMESPACES")));
     let exclude_namespaces =
         list(text_flag(&mut args, "--exclude-namespaces")?.or_else(|| env("EXCLUDE_NAMESPACES")));
     let lease_name =
         text_flag(&mut args, "--lease-name")?.unwrap_or_else(|| "vault-secrets-reloader".into());
     let lease_namespace = text_flag(&mut args, "--lease-namespace")?;
-    let api_url = text_flag(&mut args, "--kube-api-url")?;
-    let token_file = text_flag(&mut args, "--kube-token-file")?;
-    let ca_file = text_flag(&mut args, "--kube-ca-file")?;
-    let kubeconfig = text_flag(&mut args, "--kubeconfig")?;
-    let context = text_flag(&mut args, "--context")?;
-    let allowed =
-        text_flag(&mut args, "--allowed-vault-addrs")?.or_else(|| env("ALLOWED_VAULT_ADDRS"));
-    let dynamic_default_max_age = default_max_age(
-        text_flag(&mut args, "--dynamic-secret-default-max-age")?
-            .or_else(|| env("DYNAMIC_SECRET_DEFAULT_MAX_AGE")),
-    )?;
-    let max_rollouts_per_pass = at_least_one(
-        "--max-rollouts-per-pass",
-        text_flag(&mut args, "--max-rollouts-per-pass")?.or_else(|| env("MAX_ROLLOUTS_PER_PASS")),
-    )?;
-    let max_renewals_per_namespace_hour = at_least_one(
-        "--max-renewals-per-namespace-hour",
-        text_flag(&mut args, "--max-renewals-per-namespace-hour")?
-            .or_else(|| env("MAX_RENEWALS_PER_NAMESPACE_HOUR")),
-    )?
-    .unwrap_or(crate::renewal::PER_NAMESPACE_HOUR_DEFAULT);
-    let max_secrets = at_least_one(
-        "--max-secrets-per-workload",
-        text_flag(&mut args, "--max-secrets-per-workload")?
-            .or_else(|| env("MAX_SECRETS_PER_WORKLOAD")),
-    )?
-    .unwrap_or(crate::workload::MAX_SECRETS_DEFAULT);
-    let allowed_paths = text_flag(&mut args, "--allowed-secret-paths")?
-        .or_else(|| env("ALLOWED_SECRET_PATHS"))
-        .map(|text| AllowedPaths::parse(&text))
-        .transpose()
-        .map_err(|why| bad(format!("--allowed-secret-paths: {why}")))?;
-    let limits = crate::workload::Limits {
-        max_secrets,
-        allowed_paths,
-    };
-    let rest = args.finish();
-    if let Some(first) = rest.first() {
+    let servers = ServerFlags::take(&mut args, env, per_workload_vault_addr)?;
+    let tuning = Tuning::take(&mut args, env)?;
+    if let Some(first) = args.finish().first() {
         return Err(bad(format!(
             "unexpected argument '{}' (see --help)",
             first.to_string_lossy()
         )));
     }
-    let explicit = Explicit {
-        api_url: api_url.or_else(|| env("KUBE_API_URL")),
-        token_file: token_file
-            .or_else(|| env("KUBE_TOKEN_FILE"))
-            .map(PathBuf::from),
-        ca_file: ca_file.or_else(|| env("KUBE_CA_FILE")).map(PathBuf::from),
-    };
-    let kubeconfig = kubeconfig::path(kubeconfig, env("KUBECONFIG"));
-    let proxies = Proxies::from_env(env).map_err(bad)?;
-    let kube = KubeSettings {
-        proxies: proxies.clone(),
-        ..kube_settings(explicit, kubeconfig, context, env)?
-    };
-    let listen_address = listen_address(env("LISTEN_ADDRESS"))?;
-    let vault = VaultSettings {
-        proxies: proxies.clone(),
-        ..vault_settings("VAULT_", env)?
-    };
-    let bao = match env("BAO_ADDR") {
-        Some(addr) if !addr.is_empty() => {
-            let with_fallback =
-                |name: &str| env(name).or_else(|| env(&name.replacen("BAO_", "VAULT_", 1)));
-            let bao = vault_settings("BAO_", &with_fallback)?;
-            Some(VaultSettings { proxies, ..bao })
-        }
-        _ => None,
-    };
-    let per_workload_vault_addrs =
-        allowed_addrs(per_workload_vault_addr, allowed, &vault, bao.as_ref())?;
-    let jwt_file = jwt_file(env("VAULT_JWT_FILE"), &kube, &vault, bao.as_ref())?;
+    let servers = servers.settings(env)?;
     Ok(Command::Run(Box::new(Config {
         collector_period,
         reloader_period,
         log_level,
         json_log,
-        listen_address,
+        listen_address: listen_address(env("LISTEN_ADDRESS"))?,
         namespaces,
         exclude_namespaces,
         leader_elect,
@@ -343,17 +269,165 @@ pub fn parse(
         lease_namespace,
         dry_run,
         once,
-        per_workload_vault_addrs,
-        dynamic_default_max_age,
-        max_rollouts_per_pass,
-        max_renewals_per_namespace_hour,
-        limits,
+        per_workload_vault_addrs: servers.allowed,
+        dynamic_default_max_age: tuning.dynamic_default_max_age,
+        max_rollouts_per_pass: tuning.max_rollouts_per_pass,
+        max_renewals_per_namespace_hour: tuning.max_renewals_per_namespace_hour,
+        limits: tuning.limits,
         list_metadata,
-        kube,
-        jwt_file,
-        vault,
-        bao,
+        kube: servers.kube,
+        jwt_file: servers.jwt_file,
+        vault: servers.vault,
+        bao: servers.bao,
     })))
+}
+
+/// `--log-level`.
+fn log_level(text: Option<&str>) -> Result<log::LevelFilter, ConfigError> {
+    match text {
+        None | Some("info") => Ok(log::LevelFilter::Info),
+        Some("debug") => Ok(log::LevelFilter::Debug),
+        Some("warn") | Some("warning") => Ok(log::LevelFilter::Warn),
+        Some("error") => Ok(log::LevelFilter::Error),
+        Some(other) => Err(bad(format!(
+            "--log-level: '{other}' is not one of debug, info, warn, error"
+        ))),
+    }
+}
+
+/// The rollout and tenant limits: how often and how much.
+struct Tuning {
+    dynamic_default_max_age: Option<Duration>,
+    max_rollouts_per_pass: Option<usize>,
+    max_renewals_per_namespace_hour: usize,
+    limits: crate::workload::Limits,
+}
+
+impl Tuning {
+    /// Takes the limits' flags (or their environment variables).
+    fn take(
+        args: &mut pico_args::Arguments,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Tuning, ConfigError> {
+        let mut value =
+            |flag: &'static str, var: &str| Ok(text_flag(args, flag)?.or_else(|| env(var)));
+        let dynamic_default_max_age = default_max_age(value(
+            "--dynamic-secret-default-max-age",
+            "DYNAMIC_SECRET_DEFAULT_MAX_AGE",
+        )?)?;
+        let max_rollouts_per_pass = at_least_one(
+            "--max-rollouts-per-pass",
+            value("--max-rollouts-per-pass", "MAX_ROLLOUTS_PER_PASS")?,
+        )?;
+        let max_renewals_per_namespace_hour = at_least_one(
+            "--max-renewals-per-namespace-hour",
+            value(
+                "--max-renewals-per-namespace-hour",
+                "MAX_RENEWALS_PER_NAMESPACE_HOUR",
+            )?,
+        )?
+        .unwrap_or(crate::renewal::PER_NAMESPACE_HOUR_DEFAULT);
+        let max_secrets = at_least_one(
+            "--max-secrets-per-workload",
+            value("--max-secrets-per-workload", "MAX_SECRETS_PER_WORKLOAD")?,
+        )?
+        .unwrap_or(crate::workload::MAX_SECRETS_DEFAULT);
+        let allowed_paths = value("--allowed-secret-paths", "ALLOWED_SECRET_PATHS")?
+            .map(|text| AllowedPaths::parse(&text))
+            .transpose()
+            .map_err(|why| bad(format!("--allowed-secret-paths: {why}")))?;
+        Ok(Tuning {
+            dynamic_default_max_age,
+            max_rollouts_per_pass,
+            max_renewals_per_namespace_hour,
+            limits: crate::workload::Limits {
+                max_secrets,
+                allowed_paths,
+            },
+        })
+    }
+}
+
+/// The flags that say how to reach the servers, before the environment
+/// and the kubeconfig complete them.
+struct ServerFlags {
+    explicit: Explicit,
+    kubeconfig: Option<String>,
+    context: Option<String>,
+    per_workload_vault_addr: bool,
+    allowed: Option<String>,
+}
+
+/// How to reach the servers, validated.
+struct Servers {
+    kube: KubeSettings,
+    vault: VaultSettings,
+    bao: Option<VaultSettings>,
+    allowed: Option<AllowList>,
+    jwt_file: Option<PathBuf>,
+}
+
+impl ServerFlags {
+    /// Takes the server flags (or their environment variables).
+    fn take(
+        args: &mut pico_args::Arguments,
+        env: &dyn Fn(&str) -> Option<String>,
+        per_workload_vault_addr: bool,
+    ) -> Result<ServerFlags, ConfigError> {
+        let mut value =
+            |flag: &'static str, var: &str| Ok(text_flag(args, flag)?.or_else(|| env(var)));
+        let explicit = Explicit {
+            api_url: value("--kube-api-url", "KUBE_API_URL")?,
+            token_file: value("--kube-token-file", "KUBE_TOKEN_FILE")?.map(PathBuf::from),
+            ca_file: value("--kube-ca-file", "KUBE_CA_FILE")?.map(PathBuf::from),
+        };
+        Ok(ServerFlags {
+            explicit,
+            kubeconfig: text_flag(args, "--kubeconfig")?,
+            context: text_flag(args, "--context")?,
+            per_workload_vault_addr,
+            allowed: text_flag(args, "--allowed-vault-addrs")?
+                .or_else(|| env("ALLOWED_VAULT_ADDRS")),
+        })
+    }
+
+    /// The servers' settings: the flags, then the environment, then the
+    /// kubeconfig or the in-cluster service account.
+    fn settings(self, env: &dyn Fn(&str) -> Option<String>) -> Result<Servers, ConfigError> {
+        let kubeconfig = kubeconfig::path(self.kubeconfig, env("KUBECONFIG"));
+        let proxies = Proxies::from_env(env).map_err(bad)?;
+        let kube = KubeSettings {
+            proxies: proxies.clone(),
+            ..kube_settings(self.explicit, kubeconfig, self.context, env)?
+        };
+        let vault = VaultSettings {
+            proxies: proxies.clone(),
+            ..vault_settings("VAULT_", env)?
+        };
+        let bao = match env("BAO_ADDR") {
+            Some(addr) if !addr.is_empty() => {
+                let with_fallback =
+                    |name: &str| env(name).or_else(|| env(&name.replacen("BAO_", "VAULT_", 1)));
+                let bao = vault_settings("BAO_", &with_fallback)?;
+                Some(VaultSettings { proxies, ..bao })
+            }
+            _ => None,
+        };
+        let allowed = allowed_addrs(
+            self.per_workload_vault_addr,
+            self.allowed,
+            &vault,
+            bao.as_ref(),
+        )?;
+        let jwt_file = jwt_file(env("VAULT_JWT_FILE"), &kube, &vault, bao.as_ref())?;
+        Ok(Servers {
+            kube,
+            vault,
+            bao,
+            allowed,
+            jwt_file,
+        })
+    }
 }
 
 /// The allowlist of `--per-workload-vault-addr`, which needs one: the
