@@ -683,46 +683,7 @@ fn vault_settings(
         &name("ADDR"),
         &var("ADDR").unwrap_or_else(|| "https://vault:8200".into()),
     )?;
-    let token = var("TOKEN");
-    let method = var("AUTH_METHOD");
-    let auth = match (method.as_deref(), token) {
-        (Some("token"), Some(token)) | (None, Some(token)) => VaultAuth::Token(Redacted(token)),
-        (Some("token"), None) => {
-            return Err(bad(format!(
-                "{}=token needs {}",
-                name("AUTH_METHOD"),
-                name("TOKEN")
-            )))
-        }
-        (m @ (Some("kubernetes" | "jwt") | None), _) => {
-            let method = if m == Some("kubernetes") {
-                "kubernetes"
-            } else {
-                "jwt"
-            };
-            let role = var("ROLE").ok_or_else(|| {
-                bad(format!(
-                    "{} is required for the {method} auth method (or set {})",
-                    name("ROLE"),
-                    name("TOKEN")
-                ))
-            })?;
-            VaultAuth::Login {
-                method,
-                role,
-                mount: var("PATH")
-                    .unwrap_or_else(|| "kubernetes".into())
-                    .trim_matches('/')
-                    .to_string(),
-            }
-        }
-        (Some(other), _) => {
-            return Err(bad(format!(
-                "{}: '{other}' is not one of kubernetes, jwt, token",
-                name("AUTH_METHOD")
-            )))
-        }
-    };
+    let auth = vault_auth(&var, &name)?;
     let bool_var = |n: &str| match var(n) {
         Some(v) => parse_bool(&name(n), &v),
         None => Ok(false),
@@ -750,6 +711,46 @@ fn vault_settings(
         timeout,
         ignore_missing: bool_var("IGNORE_MISSING_SECRETS")?,
     })
+}
+
+/// How to get a Vault token, from `var` (a variable under the prefix
+/// `name` adds): a fixed token, or a login with the service-account JWT.
+fn vault_auth(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &dyn Fn(&str) -> String,
+) -> Result<VaultAuth, ConfigError> {
+    match (var("AUTH_METHOD").as_deref(), var("TOKEN")) {
+        (Some("token"), Some(token)) | (None, Some(token)) => Ok(VaultAuth::Token(Redacted(token))),
+        (Some("token"), None) => Err(bad(format!(
+            "{}=token needs {}",
+            name("AUTH_METHOD"),
+            name("TOKEN")
+        ))),
+        (m @ (Some("kubernetes" | "jwt") | None), _) => {
+            let method = if m == Some("kubernetes") {
+                "kubernetes"
+            } else {
+                "jwt"
+            };
+            let role = var("ROLE").ok_or_else(|| {
+                bad(format!(
+                    "{} is required for the {method} auth method (or set {})",
+                    name("ROLE"),
+                    name("TOKEN")
+                ))
+            })?;
+            let mount = var("PATH").unwrap_or_else(|| "kubernetes".into());
+            Ok(VaultAuth::Login {
+                method,
+                role,
+                mount: mount.trim_matches('/').to_string(),
+            })
+        }
+        (Some(other), _) => Err(bad(format!(
+            "{}: '{other}' is not one of kubernetes, jwt, token",
+            name("AUTH_METHOD")
+        ))),
+    }
 }
 
 #[cfg(test)]

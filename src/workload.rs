@@ -510,32 +510,8 @@ impl Workload {
                 .map(String::as_str)
                 == Some("true")
         })?;
-        let reload_count = match annotations.get(&format!("{prefix}{RELOAD_COUNT}")) {
-            None => 0,
-            // The largest count could not be counted up (a rollout needs the
-            // value to change), so it is repaired like a non-number.
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(count) if count < u64::MAX => count,
-                _ => {
-                    warnings.push(format!(
-                        "{id}: annotation {prefix}{RELOAD_COUNT} is not a number below \
-                         18446744073709551615; the next reload sets it to 1"
-                    ));
-                    0
-                }
-            },
-        };
-        let min_reload_interval = annotations
-            .get(&format!("{prefix}{MIN_INTERVAL}"))
-            .and_then(|text| match crate::time::parse_duration(text.trim()) {
-                Ok(interval) => Some(interval),
-                Err(_) => {
-                    warnings.push(format!(
-                        "{id}: annotation {prefix}{MIN_INTERVAL} is not a duration like 10m; ignoring it"
-                    ));
-                    None
-                }
-            });
+        let reload_count = reload_count(annotations, prefix, &id, warnings);
+        let min_reload_interval = min_reload_interval(annotations, prefix, &id, warnings);
         let vault_addr = VAULT_ADDR
             .iter()
             .find_map(|name| annotations.get(*name))
@@ -752,6 +728,51 @@ pub fn qualify_addr(addr: &str, namespace: &str) -> String {
 /// The reload-count annotation key for an opt-in prefix.
 pub fn reload_count_annotation(prefix: &str) -> String {
     format!("{prefix}{RELOAD_COUNT}")
+}
+
+/// The reload count of annotations under `prefix` (0 when missing). One
+/// that is not a number is repaired like a missing one, and so is the
+/// largest count, which could not be counted up (a rollout needs the value
+/// to change).
+fn reload_count(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    id: &WorkloadId,
+    warnings: &mut Vec<String>,
+) -> u64 {
+    let Some(text) = annotations.get(&format!("{prefix}{RELOAD_COUNT}")) else {
+        return 0;
+    };
+    match text.trim().parse::<u64>() {
+        Ok(count) if count < u64::MAX => count,
+        _ => {
+            warnings.push(format!(
+                "{id}: annotation {prefix}{RELOAD_COUNT} is not a number below \
+                 18446744073709551615; the next reload sets it to 1"
+            ));
+            0
+        }
+    }
+}
+
+/// The minimum reload interval of annotations under `prefix`; one that is
+/// not a duration is ignored with a warning.
+fn min_reload_interval(
+    annotations: &BTreeMap<String, String>,
+    prefix: &str,
+    id: &WorkloadId,
+    warnings: &mut Vec<String>,
+) -> Option<std::time::Duration> {
+    let text = annotations.get(&format!("{prefix}{MIN_INTERVAL}"))?;
+    match crate::time::parse_duration(text.trim()) {
+        Ok(interval) => Some(interval),
+        Err(_) => {
+            warnings.push(format!(
+                "{id}: annotation {prefix}{MIN_INTERVAL} is not a duration like 10m; ignoring it"
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

@@ -109,38 +109,7 @@ pub fn decide(
     now: u64,
     budget: usize,
 ) -> Decision {
-    let empty = State::default();
-    let stored_state = stored.unwrap_or(&empty);
-    let mut changes = Vec::new();
-    let mut state = State::default();
-    for secret in refs {
-        let key = secret.key();
-        let before = stored_state.versions.get(&key);
-        let after = match (lookup(secret), before) {
-            (Some(Lookup::Found(now)), Some(Some(old))) if old == now => Some(Some(old.clone())),
-            (Some(Lookup::Found(now)), Some(old)) => {
-                changes.push(Change {
-                    secret: secret.clone(),
-                    old: old.clone(),
-                    new: now.clone(),
-                });
-                Some(Some(now.clone()))
-            }
-            (Some(Lookup::Found(now) | Lookup::Unreadable(now, _)), None) => {
-                Some(Some(now.clone()))
-            }
-            (Some(Lookup::Missing), None) => Some(None),
-            (Some(Lookup::Unwatchable(_)), _) => None,
-            (
-                Some(Lookup::Unreadable(..) | Lookup::Missing | Lookup::Denied | Lookup::Failed(_))
-                | None,
-                before,
-            ) => before.cloned(),
-        };
-        if let Some(version) = after {
-            state.versions.insert(key, version);
-        }
-    }
+    let (changes, mut state) = compare(refs, stored, lookup);
     let held_by: Vec<SecretRef> = refs
         .iter()
         .filter(|s| matches!(lookup(s), Some(Lookup::Unreadable(..))))
@@ -175,6 +144,44 @@ pub fn decide(
         renewal: None,
         left_out,
     }
+}
+
+/// The changes among `refs` since `stored`, and the versions to store:
+/// [`decide`]'s rules for each secret.
+fn compare(refs: &[SecretRef], stored: Option<&State>, lookup: &LookupFn) -> (Vec<Change>, State) {
+    let empty = State::default();
+    let stored = stored.unwrap_or(&empty);
+    let mut changes = Vec::new();
+    let mut state = State::default();
+    for secret in refs {
+        let key = secret.key();
+        let before = stored.versions.get(&key);
+        let after = match (lookup(secret), before) {
+            (Some(Lookup::Found(now)), Some(Some(old))) if old == now => Some(Some(old.clone())),
+            (Some(Lookup::Found(now)), Some(old)) => {
+                changes.push(Change {
+                    secret: secret.clone(),
+                    old: old.clone(),
+                    new: now.clone(),
+                });
+                Some(Some(now.clone()))
+            }
+            (Some(Lookup::Found(now) | Lookup::Unreadable(now, _)), None) => {
+                Some(Some(now.clone()))
+            }
+            (Some(Lookup::Missing), None) => Some(None),
+            (Some(Lookup::Unwatchable(_)), _) => None,
+            (
+                Some(Lookup::Unreadable(..) | Lookup::Missing | Lookup::Denied | Lookup::Failed(_))
+                | None,
+                before,
+            ) => before.cloned(),
+        };
+        if let Some(version) = after {
+            state.versions.insert(key, version);
+        }
+    }
+    (changes, state)
 }
 
 /// What to do with one workload now, as [`plan`] decides it: the
