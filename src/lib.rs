@@ -9,7 +9,6 @@ pub mod daemon;
 pub mod error;
 pub mod exchange;
 pub mod follow;
-pub mod framing;
 pub mod http;
 pub mod index;
 pub mod kube;

@@ -3,12 +3,14 @@
 //! handshake, sending the request) is a request like any other, bounded by
 //! a timeout, and its waits serve the loop ([`crate::reactor::wait_for`]);
 //! after that its socket is non-blocking and each [`Stream::read`] takes
-//! only what has already arrived. [`crate::framing`] decodes the bytes.
+//! only what has already arrived. [`crate::exchange`] writes the request
+//! and decodes the answer, [`crate::lines`] cuts its body into lines.
 
 use crate::allow::Addr;
 use crate::error::Error;
-use crate::framing::{Framing, FramingError, Piece};
+use crate::exchange::{Exchange, ExchangeError, HEAD_LIMIT};
 use crate::http::ERROR_BODY_LIMIT;
+use crate::lines::Lines;
 use crate::proxy::Proxy;
 use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
@@ -145,7 +147,10 @@ enum Status {
 /// An open GET whose body lines are read as they arrive.
 pub struct Stream {
     conn: Conn,
-    framing: Framing,
+    exchange: Exchange,
+    /// Body bytes decoded by the last read, not routed yet.
+    body: Vec<u8>,
+    lines: Lines,
     status: Status,
     opened: Instant,
 }
@@ -155,10 +160,14 @@ fn transport(what: &str, error: std::io::Error) -> Error {
     Error::Transport(format!("{what}: {error}"))
 }
 
-fn framing_error(error: FramingError) -> Error {
+/// An answer that was cut off is a transport error (as with the HTTP
+/// client); one that is not HTTP as it should be cannot be decoded.
+fn exchange_error(error: ExchangeError) -> Error {
     match error {
-        FramingError::LineTooLong(limit) => Error::TooLarge { limit },
-        other => Error::Decode(other.to_string()),
+        ExchangeError::Cut | ExchangeError::Request(_) | ExchangeError::RequestHead(_) => {
+            Error::Transport(error.to_string())
+        }
+        _ => Error::Decode(error.to_string()),
     }
 }
 
@@ -190,17 +199,18 @@ impl Stream {
             true => format!("[{}]:{}", target.host, target.port),
             false => format!("{}:{}", target.host, target.port),
         };
-        let mut request = format!(
-            "GET {}{path_and_query} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {}\r\n\
-             Connection: close\r\n",
-            target.prefix,
-            concat!("vault-secrets-reloader/", env!("CARGO_PKG_VERSION")),
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        conn.write_all(request.as_bytes())
+        let mut all = vec![
+            ("Host", host.as_str()),
+            (
+                "User-Agent",
+                concat!("vault-secrets-reloader/", env!("CARGO_PKG_VERSION")),
+            ),
+            ("Connection", "close"),
+        ];
+        all.extend_from_slice(headers);
+        let path = format!("{}{path_and_query}", target.prefix);
+        let (exchange, request) = Exchange::get(&path, &all).map_err(exchange_error)?;
+        conn.write_all(&request)
             .and_then(|()| conn.flush())
             .map_err(|e| transport("sending the request", e))?;
         conn.socket()
@@ -209,7 +219,9 @@ impl Stream {
         let now = Instant::now();
         Ok(Stream {
             conn,
-            framing: Framing::new(line_limit),
+            exchange,
+            body: Vec::new(),
+            lines: Lines::new(line_limit),
             status: Status::Awaited(now + timeout),
             opened: now,
         })
@@ -233,7 +245,6 @@ impl Stream {
     pub fn read(&mut self, lines: &mut Vec<Vec<u8>>, budget: usize) -> Result<Flow, Error> {
         let mut buf = [0u8; 8192];
         let mut taken = 0;
-        let mut pieces = Vec::new();
         while taken < budget {
             let n = match self.conn.read(&mut buf) {
                 Ok(n) => n,
@@ -243,16 +254,17 @@ impl Stream {
                 Err(e) => return Err(transport("reading the stream", e)),
             };
             if n == 0 {
-                let complete = self.framing.end_of_input(&mut pieces);
-                self.take(pieces, lines)?;
-                return self.ended(complete);
+                let whole = self.exchange.close();
+                return self.ended(whole);
             }
             taken += n;
-            let fed = self.framing.feed(&buf[..n], &mut pieces);
-            if self.take(std::mem::take(&mut pieces), lines)? == Flow::Ended {
-                return self.ended(true);
+            // The head and the body decoded before an error count first.
+            let received = self.exchange.receive(&buf[..n], &mut self.body);
+            self.take_head()?;
+            self.route(lines)?;
+            if received.map_err(exchange_error)? {
+                return self.ended(Ok(()));
             }
-            fed.map_err(framing_error)?;
         }
         match self.status {
             Status::Awaited(deadline) if Instant::now() > deadline => Err(Error::Transport(
@@ -262,56 +274,53 @@ impl Stream {
         }
     }
 
-    /// Routes decoded pieces: the head sets the status, lines go to `lines`
-    /// (or to an error's message); `Ended` when the answer is complete.
-    fn take(&mut self, pieces: Vec<Piece>, lines: &mut Vec<Vec<u8>>) -> Result<Flow, Error> {
-        let mut flow = Flow::Open;
-        for piece in pieces {
-            match piece {
-                Piece::Head { status, location } => {
-                    self.status = match status {
-                        200..=299 => Status::Ok,
-                        300..=399 => {
-                            return Err(Error::redirect(status, &location.unwrap_or_default()))
-                        }
-                        _ => Status::Failed(status, Vec::new()),
-                    };
-                }
-                Piece::Line(line) => match &mut self.status {
-                    Status::Ok => lines.push(line),
-                    Status::Failed(_, body) => keep_capped(body, &line, true),
-                    Status::Awaited(_) => {}
-                },
-                Piece::End => flow = Flow::Ended,
+    /// Sets the status once the answer's head has come; a redirect is an
+    /// error (never followed: the token would go along).
+    fn take_head(&mut self) -> Result<(), Error> {
+        let (Status::Awaited(_), Some(head)) = (&self.status, self.exchange.head()) else {
+            return Ok(());
+        };
+        self.status = match head.status {
+            200..=299 => Status::Ok,
+            300..=399 => {
+                let location = head.location.as_deref().unwrap_or_default();
+                return Err(Error::redirect(head.status, location));
             }
-        }
-        Ok(flow)
+            code => Status::Failed(code, Vec::new()),
+        };
+        Ok(())
     }
 
-    /// The answer is over: `Ended` after a success, else the error it was.
-    fn ended(&mut self, complete: bool) -> Result<Flow, Error> {
-        match &mut self.status {
+    /// Moves the decoded body bytes on: after a success, the lines they
+    /// complete to `lines`; after an error status, to its message (capped).
+    fn route(&mut self, lines: &mut Vec<Vec<u8>>) -> Result<(), Error> {
+        let routed = match &mut self.status {
+            Status::Ok => self.lines.split(&self.body, lines),
+            Status::Failed(_, kept) => {
+                let room = (ERROR_BODY_LIMIT as usize).saturating_sub(kept.len());
+                kept.extend_from_slice(&self.body[..self.body.len().min(room)]);
+                Ok(())
+            }
+            // No body comes before its head.
+            Status::Awaited(_) => Ok(()),
+        };
+        self.body.clear();
+        routed
+    }
+
+    /// The answer is over, `whole` saying whether it was complete: `Ended`
+    /// after a success (a watch cut off mid-body ends at its last whole
+    /// line, as a complete one does: the next resumes from there), else the
+    /// error it was.
+    fn ended(&self, whole: Result<(), ExchangeError>) -> Result<Flow, Error> {
+        match &self.status {
             Status::Ok => Ok(Flow::Ended),
             Status::Failed(code, body) => {
-                keep_capped(body, &self.framing.take_partial_line(), false);
                 Err(Error::from_status(*code, &String::from_utf8_lossy(body)))
             }
-            Status::Awaited(_) => Err(Error::Transport(match complete {
-                true => "the answer had no head".into(),
-                false => "the connection closed before an answer".into(),
-            })),
+            // Without its head an answer is never whole.
+            Status::Awaited(_) => Err(exchange_error(whole.err().unwrap_or(ExchangeError::Cut))),
         }
-    }
-}
-
-/// Appends `bytes` (and a newline after a whole line) to an error body
-/// while it is under [`ERROR_BODY_LIMIT`]: a body of empty lines is capped
-/// too.
-fn keep_capped(body: &mut Vec<u8>, bytes: &[u8], line: bool) {
-    let limit = ERROR_BODY_LIMIT as usize;
-    body.extend(bytes.iter().take(limit.saturating_sub(body.len())));
-    if line && body.len() < limit {
-        body.push(b'\n');
     }
 }
 
@@ -376,7 +385,7 @@ fn tunnel(
         .map_err(|e| transport("socket", e))?;
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") && head.len() <= crate::framing::HEAD_LIMIT {
+    while !head.ends_with(b"\r\n\r\n") && head.len() <= HEAD_LIMIT {
         match socket.read(&mut byte) {
             Ok(0) => return Err(Error::Transport(via("closed before it answered for"))),
             Ok(_) => head.push(byte[0]),
@@ -542,11 +551,16 @@ mod tests {
             request.starts_with("GET /x?watch=1 HTTP/1.1\r\n"),
             "{request}"
         );
-        assert!(
-            request.contains("\r\nAuthorization: Bearer t\r\n"),
-            "{request}"
-        );
-        assert!(request.contains("\r\nConnection: close\r\n"), "{request}");
+        // Header names go out in lower case (ureq-proto's way; HTTP ignores case).
+        let port = target.port;
+        for line in [
+            format!("\r\nhost: 127.0.0.1:{port}\r\n"),
+            "\r\nauthorization: Bearer t\r\n".into(),
+            "\r\nconnection: close\r\n".into(),
+            "\r\nuser-agent: vault-secrets-reloader/".into(),
+        ] {
+            assert!(request.contains(&line), "{line:?} in {request}");
+        }
     }
 
     #[test]
@@ -627,7 +641,7 @@ mod tests {
         assert!(server
             .join()
             .unwrap()
-            .starts_with("GET /x HTTP/1.1\r\nHost: kubernetes.default.svc:6443\r\n"));
+            .starts_with("GET /x HTTP/1.1\r\nhost: kubernetes.default.svc:6443\r\n"));
     }
 
     #[test]
@@ -677,7 +691,9 @@ mod tests {
             ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n".to_vec(),
-                Error::Decode("malformed chunked body: no usable chunk size".into()),
+                Error::Decode(
+                    "malformed chunked body: chunk length cannot be read as a number".into(),
+                ),
             ),
         ];
         for (answer, want) in cases {
