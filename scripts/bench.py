@@ -35,7 +35,7 @@ import urllib.parse
 NAMESPACES = 20
 KINDS = [("apps/v1", "deployments", "Deployment"), ("apps/v1", "daemonsets", "DaemonSet"),
          ("apps/v1", "statefulsets", "StatefulSet")]
-# Keys per page of the daemon's listings (src/listing.rs, PAGE).
+# Keys per page of the daemon's listings (src/vault/listing.rs, PAGE).
 LIST_PAGE = 50
 OPT_IN = "secrets-reloader.security.bank-vaults.io/reload-on-secret-change"
 COUNT = "secrets-reloader.security.bank-vaults.io/secret-reload-count"
@@ -390,7 +390,7 @@ def single_reads(command, env, work, tag):
 def list_pages(s, used):
     """The list requests a pass needs for the point's directory of `s`
     secrets s0… when `used` of them are in use, as the daemon lists
-    (src/listing.rs): pages of LIST_PAGE keys in byte order, after the first
+    (src/vault/listing.rs): pages of LIST_PAGE keys in byte order, after the first
     key in use without its last character, up to the page holding the last
     key in use."""
     keys = sorted(f"s{j}" for j in range(s))

@@ -54,7 +54,7 @@ LEGACY_DAEMON_MODE=vault.security.banzaicloud.io/vault-env-daemon
 NS=dynamic
 FLEET=20
 RUN_FOR=${E2E_DYNAMIC_RUN_FOR:-95} # seconds of the shared daemon run
-# The names the daemon uses (src/metrics.rs, src/reloader.rs).
+# The names the daemon uses (src/policy/metrics.rs, src/reloader/).
 M_NEXT_DUE=vault_secrets_reloader_dynamic_secret_next_renewal_timestamp_seconds
 M_RENEWALS=vault_secrets_reloader_dynamic_secret_renewals_total
 M_UNKNOWN=vault_secrets_reloader_dynamic_secret_lifetime_unknown_workloads

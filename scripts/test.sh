@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: format and lint checks, unit tests,
+# The whole test suite, as CI runs it: format and lint checks (and the module
+# layers, scripts/layers.py), unit tests,
 # then the real local control plane, OpenBao and HashiCorp Vault
 # (scripts/testenv.sh), their self-test, the clients' integration tests
 # (tests/live.rs), the end-to-end test on both servers, the fault suite,
@@ -15,6 +16,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+step "module layers (no upward import, no import cycle)"
+python3 scripts/layers.py
 step "unit tests"
 cargo test --quiet
 

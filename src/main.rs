@@ -2,11 +2,12 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use vault_secrets_reloader::config::{self, Command, Config};
-use vault_secrets_reloader::settings::{VaultSettings, SERVICE_ACCOUNT_DIR};
-use vault_secrets_reloader::workload::Kind;
+use vault_secrets_reloader::daemon::config::{self, Command, Config};
+use vault_secrets_reloader::io::settings::{VaultSettings, SERVICE_ACCOUNT_DIR};
+use vault_secrets_reloader::policy::workload::Kind;
 use vault_secrets_reloader::{
-    allow, collector, daemon, kube, lease, logging, reactor, reloader, serve, vault,
+    collector, daemon, daemon::logging, io::reactor, io::serve, kube, kube::lease, policy::allow,
+    reloader, vault,
 };
 
 fn main() -> ExitCode {

@@ -10,16 +10,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 use vault_secrets_reloader::error::Error;
-use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
-use vault_secrets_reloader::lifetime::{Lifetime, Source as From, SYSTEM_DEFAULT};
-use vault_secrets_reloader::listing::PAGE;
-use vault_secrets_reloader::settings::{
+use vault_secrets_reloader::io::settings::{
     KubeCredentials, KubeSettings, Redacted, Source, VaultAuth, VaultSettings,
 };
-use vault_secrets_reloader::stream::Flow;
+use vault_secrets_reloader::io::stream::Flow;
+use vault_secrets_reloader::kube::watch::{Event, Watch};
+use vault_secrets_reloader::kube::{Kube, Lease, LeaseMeta, LeaseSpec, ANSWER_LIMIT};
+use vault_secrets_reloader::policy::workload::Kind;
+use vault_secrets_reloader::vault::lifetime::{Lifetime, Source as From, SYSTEM_DEFAULT};
+use vault_secrets_reloader::vault::listing::PAGE;
 use vault_secrets_reloader::vault::{LifetimeError, Lookup, Unreadable, Vault};
-use vault_secrets_reloader::watch::{Event, Watch};
-use vault_secrets_reloader::workload::Kind;
 
 fn var(name: &str) -> String {
     std::env::var(name)

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault_secrets_reloader::refs::{scan_from_path, scan_value, Provider, SecretRef};
+use vault_secrets_reloader::policy::refs::{scan_from_path, scan_value, Provider, SecretRef};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -2,10 +2,10 @@
 //! state to store, and whether it is rolled out now.
 
 use super::dynamic::{with_renewal, Renewal};
-use crate::refs::SecretRef;
-use crate::state::{self, State, Version};
+use crate::policy::refs::SecretRef;
+use crate::policy::state::{self, State, Version};
+use crate::policy::workload::{self, Entry};
 use crate::vault::Lookup;
-use crate::workload::{self, Entry};
 use serde_json::json;
 use std::fmt;
 use std::time::Duration;
@@ -279,8 +279,8 @@ pub(super) fn list(changes: &[Change]) -> String {
 mod tests {
     use super::*;
     use crate::error::Error;
+    use crate::policy::workload::WorkloadId;
     use crate::reloader::fixtures::*;
-    use crate::workload::WorkloadId;
     use std::collections::HashMap;
 
     /// [`decide`] with no minimum interval, now, and room for any state.

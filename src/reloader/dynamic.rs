@@ -9,15 +9,15 @@ use super::notices::record_event;
 use super::routing::Server;
 use super::said::Said;
 use super::{Reloader, Report};
+use crate::collector::index::Index;
+use crate::collector::steps::Steps;
 use crate::error::Error;
-use crate::index::Index;
 use crate::kube::Kube;
-use crate::lifetime::Lifetime;
-use crate::refs::SecretRef;
-use crate::renewal::{self, Candidate, Clock, Record, Schedule, Settings};
-use crate::steps::Steps;
+use crate::policy::refs::SecretRef;
+use crate::policy::renewal::{self, Candidate, Clock, Record, Schedule, Settings};
+use crate::policy::workload::{Dynamic, Entry, MaxAge, WorkloadId, MAX_AGE};
+use crate::vault::lifetime::Lifetime;
 use crate::vault::{LifetimeError, Lookup};
-use crate::workload::{Dynamic, Entry, MaxAge, WorkloadId, MAX_AGE};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
@@ -299,7 +299,7 @@ pub(super) fn hint(why: &str) -> String {
         true => format!(
             "; if it is a dynamic secret, the pod-template annotation \
              {}{MAX_AGE}: auto rolls its workloads out before their credentials expire",
-            crate::workload::PREFIXES[0]
+            crate::policy::workload::PREFIXES[0]
         ),
         false => String::new(),
     }
@@ -586,11 +586,11 @@ impl Reloader {
 mod tests {
     use super::*;
     use crate::error::Error;
-    use crate::lifetime::Source;
-    use crate::refs::Provider;
-    use crate::renewal::FirstSight;
-    use crate::state::{State, Version};
-    use crate::workload::{Kind, PREFIXES};
+    use crate::policy::refs::Provider;
+    use crate::policy::renewal::FirstSight;
+    use crate::policy::state::{State, Version};
+    use crate::policy::workload::{Kind, PREFIXES};
+    use crate::vault::lifetime::Source;
 
     const NOW: u64 = 1_800_000_000;
 
@@ -639,7 +639,7 @@ mod tests {
             min_reload_interval: None,
             vault_addr: None,
             state,
-            state_budget: crate::state::MAX_BYTES,
+            state_budget: crate::policy::state::MAX_BYTES,
             unwatched: 0,
             refused: Default::default(),
             dynamic: Some(dynamic(MaxAge::Auto, false)),
@@ -930,7 +930,7 @@ mod tests {
                 &|_| None,
                 None,
                 now,
-                crate::state::MAX_BYTES,
+                crate::policy::state::MAX_BYTES,
             );
             let after = with_renewal(secrets, &renewals[i].0, now);
             if after.rolls_out() {
@@ -972,7 +972,14 @@ mod tests {
         assert_eq!(renewal.record, Some(Record::LastRollout(NOW)));
         assert_eq!(schedule.due, NOW + 13 - s.jitter);
         let after = with_renewal(
-            super::super::decide::decide(&[], None, &|_| None, None, NOW, crate::state::MAX_BYTES),
+            super::super::decide::decide(
+                &[],
+                None,
+                &|_| None,
+                None,
+                NOW,
+                crate::policy::state::MAX_BYTES,
+            ),
             &renewal,
             NOW,
         );

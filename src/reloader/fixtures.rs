@@ -1,11 +1,11 @@
 //! What the reloader's tests share.
 
 use super::*;
-use crate::allow::AllowList;
-use crate::refs::{Provider, SecretRef};
-use crate::state::{self, State, Version};
+use crate::policy::allow::AllowList;
+use crate::policy::refs::{Provider, SecretRef};
+use crate::policy::state::{self, State, Version};
+use crate::policy::workload::{self, Entry, WorkloadId};
 use crate::vault::Lookup;
-use crate::workload::{self, Entry, WorkloadId};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -66,10 +66,10 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
 /// A dry-run reloader whose clients send nothing (port 9), allowing
 /// workloads' own servers under `own.vault.svc`.
 pub(super) fn reloader_with_own_servers() -> Reloader {
-    let settings = crate::settings::VaultSettings {
+    let settings = crate::io::settings::VaultSettings {
         proxies: Default::default(),
         addr: "http://127.0.0.1:9".into(),
-        auth: crate::settings::VaultAuth::Token(crate::settings::Redacted("t".into())),
+        auth: crate::io::settings::VaultAuth::Token(crate::io::settings::Redacted("t".into())),
         namespace: None,
         ca_file: None,
         ca_secret: None,
@@ -78,7 +78,7 @@ pub(super) fn reloader_with_own_servers() -> Reloader {
         ignore_missing: false,
     };
     let make: ClientFactory = Box::new(move |addr| {
-        let own = crate::settings::VaultSettings {
+        let own = crate::io::settings::VaultSettings {
             addr: addr.to_string(),
             ..settings.clone()
         };

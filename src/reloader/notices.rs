@@ -5,10 +5,10 @@
 use super::decide::LookupFn;
 use super::Reloader;
 use crate::kube::Kube;
-use crate::refs::SecretRef;
-use crate::state;
+use crate::policy::refs::SecretRef;
+use crate::policy::state;
+use crate::policy::workload::{Entry, WorkloadId};
 use crate::vault::Lookup;
-use crate::workload::{Entry, WorkloadId};
 
 /// Why a secret a workload uses cannot be checked, as its Event says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

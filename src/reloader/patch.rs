@@ -4,10 +4,10 @@
 
 use super::decide::{plan, Decision, LookupFn, Plan};
 use super::{dynamic, unix_now};
+use crate::collector::index::{Index, Update};
 use crate::error::Error;
-use crate::index::{Index, Update};
 use crate::kube::Kube;
-use crate::workload::{self, WorkloadId};
+use crate::policy::workload::{self, WorkloadId};
 
 /// How [`apply`] writes: not at all in a dry run, and the limits of the
 /// workload it reads back.
@@ -138,15 +138,15 @@ pub(super) fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::refs::SecretRef;
+    use crate::policy::refs::SecretRef;
+    use crate::policy::state::{self, State};
     use crate::reloader::fixtures::*;
-    use crate::state::{self, State};
     use crate::vault::Lookup;
     use std::time::Duration;
 
     #[test]
     fn annotations_refused_as_too_long_are_written_without_versions_and_it_rolls_out() {
-        use crate::http::fake_server::{self, Reply};
+        use crate::io::http::fake_server::{self, Reply};
         let too_long = r#"{"kind":"Status","code":422,"reason":"Invalid","details":{"causes":[
             {"reason":"FieldValueTooLong","message":"Too long","field":"metadata.annotations"}]}}"#;
         let stored = serde_json::json!({
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn a_renewal_another_leader_just_made_is_not_made_again_after_a_conflict() {
-        use crate::http::fake_server::{self, Reply};
+        use crate::io::http::fake_server::{self, Reply};
         let now = unix_now();
         let stored = |last: u64| {
             let state = State {
@@ -243,10 +243,10 @@ mod tests {
             last_reload: Some(now - 15),
             ..State::default()
         });
-        let settings = crate::renewal::Settings {
+        let settings = crate::policy::renewal::Settings {
             lifetime: Duration::from_secs(20),
             percent: 67,
-            first_sight: crate::renewal::FirstSight::Rollout,
+            first_sight: crate::policy::renewal::FirstSight::Rollout,
             min_interval: None,
             jitter: 0,
         };

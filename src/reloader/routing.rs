@@ -3,11 +3,11 @@
 //! `--allowed-vault-addrs` lets it.
 
 use super::Reloader;
-use crate::allow::{Addr, AllowList};
 use crate::error::Error;
-use crate::refs::{Provider, SecretRef};
+use crate::policy::allow::{Addr, AllowList};
+use crate::policy::refs::{Provider, SecretRef};
+use crate::policy::workload::Entry;
 use crate::vault::Vault;
-use crate::workload::Entry;
 use std::collections::{hash_map, HashMap};
 
 /// Makes a client for a workload's own Vault address.

@@ -2,12 +2,12 @@
 //! directories holding several of its secrets are listed with their
 //! metadata (OpenBao's `detailed-metadata`), and the pass's lookups take
 //! their versions from there. Whatever a listing did not settle is read one
-//! secret at a time, as without listing. [`crate::listing`] decides.
+//! secret at a time, as without listing. [`crate::vault::listing`] decides.
 
 use super::{lookup_of, metadata_path, Lookup, Metadata, Vault, ANSWER_LIMIT};
 use crate::error::Error;
-use crate::http;
-use crate::listing::{self, Walk};
+use crate::io::http;
+use crate::vault::listing::{self, Walk};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
@@ -232,7 +232,7 @@ fn hint(error: &Error) -> &'static str {
 mod tests {
     use super::super::tests::{client, found, KV2, LOOKUP_SELF, METADATA};
     use super::*;
-    use crate::http::fake_server::{self, FakeServer, Reply};
+    use crate::io::http::fake_server::{self, FakeServer, Reply};
     use crate::vault::Unreadable;
 
     /// A page listing `a` (version 3), `b` (version 2, destroyed), the

@@ -4,7 +4,7 @@
 //! [`Index::apply`], as kube-runtime's reflector store has one `Writer`.
 //! The passes read it.
 
-use crate::workload::{Entry, Kind, WorkloadId};
+use crate::policy::workload::{Entry, Kind, WorkloadId};
 use std::collections::BTreeMap;
 
 /// What the API server said about workloads: the one way the index changes.
@@ -124,7 +124,7 @@ mod tests {
             id,
             resource_version: "1".into(),
             uid: "u".into(),
-            prefix: crate::workload::PREFIXES[0],
+            prefix: crate::policy::workload::PREFIXES[0],
             reload_count: 0,
             refs: vec![],
             min_reload_interval: None,

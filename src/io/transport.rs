@@ -1,11 +1,11 @@
-//! The TCP connections of the HTTP agent (see [`crate::http::agent`]),
+//! The TCP connections of the HTTP agent (see [`crate::io::http::agent`]),
 //! whose every wait also serves the loop: connecting and waiting for an
 //! answer go through [`reactor::wait_for`], so a health check that arrives
 //! while a Vault or API request is in flight is answered at once, and the
 //! request still ends by its timeout.
 
-use crate::poll::{self, Interest};
-use crate::reactor;
+use crate::io::poll::{self, Interest};
+use crate::io::reactor;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
@@ -191,7 +191,7 @@ impl std::fmt::Debug for Socket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::Server;
+    use crate::io::serve::Server;
     use std::io::BufRead;
     use std::net::TcpListener;
     use std::sync::mpsc;
@@ -235,7 +235,7 @@ mod tests {
     }
 
     fn agent(timeout: Duration) -> ureq::Agent {
-        crate::http::agent(timeout, &crate::http::Tls::default(), None).unwrap()
+        crate::io::http::agent(timeout, &crate::io::http::Tls::default(), None).unwrap()
     }
 
     #[test]

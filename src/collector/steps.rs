@@ -1,11 +1,11 @@
 //! What a pass asks of the loop between two of its steps. A step is one
 //! unit of a pass's work: a list page, a lookup, a directory listed, one
 //! workload decided and patched. Requests inside a step wait in
-//! [`crate::reactor::wait_for`], which answers health checks; between steps
+//! [`crate::io::reactor::wait_for`], which answers health checks; between steps
 //! the loop renews its Lease, reads the signals and folds in the watch
 //! events, through this one interface.
 
-use crate::index::Index;
+use crate::collector::index::Index;
 use crate::kube::Kube;
 
 /// The loop, as a pass sees it.

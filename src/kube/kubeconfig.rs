@@ -10,7 +10,7 @@
 //! relative to the kubeconfig's directory. Credential plugins (`exec`,
 //! `auth-provider`) and basic auth are refused with an error naming them.
 
-use crate::settings::{KubeCredentials, KubeSettings, Redacted, Source, SERVICE_ACCOUNT_DIR};
+use crate::io::settings::{KubeCredentials, KubeSettings, Redacted, Source, SERVICE_ACCOUNT_DIR};
 use base64::Engine;
 use std::fmt;
 use std::path::{Path, PathBuf};

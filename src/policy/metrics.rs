@@ -1,6 +1,6 @@
 //! Counters of what the daemon did, rendered in the Prometheus text format.
 
-use crate::workload::WorkloadId;
+use crate::policy::workload::WorkloadId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -284,7 +284,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::Kind;
+    use crate::policy::workload::Kind;
 
     #[test]
     fn renders_counters_with_labels() {

@@ -3,14 +3,17 @@
 //! watch events as they arrive. Between two steps of a pass it renews the
 //! Lease and reads the signals ([`Steps`]).
 
+pub mod config;
+pub mod logging;
+
+use crate::collector::index::Index;
+use crate::collector::steps::Steps;
 use crate::collector::{self, Collector};
-use crate::index::Index;
+use crate::io::reactor::{self, Reactor, Status};
+use crate::kube::lease::Elector;
 use crate::kube::Kube;
-use crate::lease::Elector;
-use crate::metrics::{Counts, Metrics};
-use crate::reactor::{self, Reactor, Status};
+use crate::policy::metrics::{Counts, Metrics};
 use crate::reloader::{self, Reloader};
-use crate::steps::Steps;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -73,10 +76,10 @@ impl Steps for Between<'_> {
         if self.last_read.elapsed() < STREAMS_GAP {
             return;
         }
-        crate::logging::set_worker("collector");
+        crate::daemon::logging::set_worker("collector");
         collector.catch_up(kube, index);
         show_streams(collector, index);
-        crate::logging::set_worker("reloader");
+        crate::daemon::logging::set_worker("reloader");
         self.last_read = Instant::now();
     }
 }
@@ -204,7 +207,7 @@ struct Loop {
 impl Loop {
     /// A collector pass; its exit code.
     fn collect(&mut self) -> u8 {
-        crate::logging::set_worker("collector");
+        crate::daemon::logging::set_worker("collector");
         let started = Instant::now();
         let mut between = Between::new(&mut self.elector, None);
         let report = self
@@ -218,7 +221,7 @@ impl Loop {
     /// A reloader pass, the collector's events applied as it goes; its
     /// exit code.
     fn reload(&mut self) -> u8 {
-        crate::logging::set_worker("reloader");
+        crate::daemon::logging::set_worker("reloader");
         let started = Instant::now();
         let mut between = Between::new(&mut self.elector, Some(&mut self.collector));
         let report = self
@@ -236,7 +239,7 @@ impl Loop {
     /// the watch events as they arrive and reopening the watches that ended
     /// when `leading`. Whether SIGHUP came.
     fn idle_until(&mut self, deadline: Instant, leading: bool) -> bool {
-        crate::logging::set_worker("main");
+        crate::daemon::logging::set_worker("main");
         if let Some(elector) = self.elector.as_mut() {
             let requests = elector.take_requests();
             reactor::status(|status| Metrics::add(&mut status.metrics.kube_requests, requests));
@@ -245,12 +248,12 @@ impl Loop {
         loop {
             streams.clear();
             if leading {
-                crate::logging::set_worker("collector");
+                crate::daemon::logging::set_worker("collector");
                 let mut between = Between::new(&mut self.elector, None);
                 self.collector
                     .turn(&mut self.kube, &mut self.index, &mut between);
                 show_streams(&self.collector, &self.index);
-                crate::logging::set_worker("main");
+                crate::daemon::logging::set_worker("main");
                 self.collector.interests(&mut streams);
             }
             let now = Instant::now();
@@ -338,7 +341,7 @@ mod tests {
 
     #[test]
     fn the_lease_is_renewed_between_steps_and_a_stop_ends_the_pass() {
-        use crate::http::fake_server::{self, Reply};
+        use crate::io::http::fake_server::{self, Reply};
         let server = fake_server::start(|_| Reply::json(404, r#"{"code":404}"#));
         let (kube, _token) = crate::kube::tests::client(&server);
         let mut elector = Some(Elector::new(kube, "ns".into(), "lease".into(), "me".into()));

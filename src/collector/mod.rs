@@ -5,15 +5,19 @@
 //! A stream that ends is reopened from the last resourceVersion; `410 Gone`
 //! (or any doubt) lists that scope again.
 
+pub mod follow;
+pub mod index;
+pub mod steps;
+
+use crate::collector::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
+use crate::collector::index::{Index, Update};
+use crate::collector::steps::Steps;
 use crate::error::Error;
-use crate::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
-use crate::index::{Index, Update};
+use crate::io::poll::Interest;
+use crate::io::stream::Flow;
+use crate::kube::watch::{Event, Watch};
 use crate::kube::Kube;
-use crate::poll::Interest;
-use crate::steps::Steps;
-use crate::stream::Flow;
-use crate::watch::{Event, Watch};
-use crate::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
+use crate::policy::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -47,7 +51,7 @@ fn watch_seconds(i: usize) -> u32 {
 struct Scope {
     kind: Kind,
     namespace: Option<String>,
-    /// Where it stands ([`crate::follow`]).
+    /// Where it stands ([`crate::collector::follow`]).
     follow: Follow,
     /// The open watch, while it stands [`Standing::Watching`].
     watch: Option<Watch>,
@@ -55,7 +59,7 @@ struct Scope {
 
 impl Scope {
     fn holds(&self, id: &WorkloadId) -> bool {
-        crate::index::holds(self.kind, self.namespace.as_deref(), id)
+        crate::collector::index::holds(self.kind, self.namespace.as_deref(), id)
     }
 
     /// Steps its standing; the watch closes when it no longer watches.
@@ -96,7 +100,7 @@ pub struct Collector {
     /// Events applied since the last pass.
     events: u64,
     /// What one workload may name.
-    limits: crate::workload::Limits,
+    limits: crate::policy::workload::Limits,
     /// The API server could not be reached: turns bring no scope up until
     /// the next pass tries again, so streams noticed cut one after the
     /// other cost one failed request, not one each.
@@ -131,13 +135,13 @@ impl Collector {
             page_bytes: crate::kube::ANSWER_LIMIT,
             watching: true,
             events: 0,
-            limits: crate::workload::Limits::default(),
+            limits: crate::policy::workload::Limits::default(),
             unreachable: false,
         }
     }
 
     /// The same collector holding workloads to `limits`.
-    pub fn with_limits(mut self, limits: crate::workload::Limits) -> Collector {
+    pub fn with_limits(mut self, limits: crate::policy::workload::Limits) -> Collector {
         self.limits = limits;
         self
     }
@@ -504,9 +508,9 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::fake_server::{self, Reply};
-    use crate::settings::{KubeCredentials, KubeSettings};
-    use crate::steps::Unattended;
+    use crate::collector::steps::Unattended;
+    use crate::io::http::fake_server::{self, Reply};
+    use crate::io::settings::{KubeCredentials, KubeSettings};
 
     #[test]
     fn page_sizes_halve_down_to_one_object() {

@@ -2,7 +2,7 @@
 //! capped bodies, and turning statuses into [`Error`]s.
 
 use crate::error::Error;
-use crate::metrics::Counts;
+use crate::policy::metrics::Counts;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +51,13 @@ pub fn client_cert(chain_pem: &[u8], key_pem: &[u8]) -> Result<ClientCert, &'sta
 /// never follows a redirect: ureq would send our token headers along, so a
 /// 3xx comes back as a response and [`check`] turns it into
 /// [`Error::Redirect`]. Host names are looked up at most every
-/// [`crate::resolve::KEEP`], IP addresses never. While a request waits, the
-/// loop's health listener is served (see [`crate::transport`]). Requests go
+/// [`crate::io::resolve::KEEP`], IP addresses never. While a request waits, the
+/// loop's health listener is served (see [`crate::io::transport`]). Requests go
 /// through `proxy` when given, else direct.
 pub fn agent(
     timeout: Duration,
     tls: &Tls,
-    proxy: Option<&crate::proxy::Proxy>,
+    proxy: Option<&crate::io::proxy::Proxy>,
 ) -> Result<ureq::Agent, Error> {
     let mut tls_config = TlsConfig::builder()
         .disable_verification(tls.skip_verify)
@@ -65,7 +65,7 @@ pub fn agent(
     if let Some(pem) = &tls.ca_pem {
         tls_config = tls_config.root_certs(RootCerts::from(parse_ca(pem)?));
     }
-    // Our rule (crate::proxy), never ureq's own reading of the environment.
+    // Our rule (crate::io::proxy), never ureq's own reading of the environment.
     let proxy = proxy
         .map(|p| ureq::Proxy::new(&p.url(true)))
         .transpose()
@@ -87,12 +87,12 @@ pub fn agent(
     use ureq::unversioned::transport::{ConnectProxyConnector, Connector, RustlsConnector};
     let connector =
         ().chain(ConnectProxyConnector::default())
-            .chain(crate::transport::Connect)
+            .chain(crate::io::transport::Connect)
             .chain(RustlsConnector::default());
     Ok(ureq::Agent::with_parts(
         config,
         connector,
-        crate::resolve::Cached::new(),
+        crate::io::resolve::Cached::new(),
     ))
 }
 

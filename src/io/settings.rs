@@ -1,7 +1,7 @@
 //! What each client needs to reach its server and prove who it is: the
 //! settings `config` validates and the Kubernetes and Vault clients use.
 
-use crate::proxy::Proxies;
+use crate::io::proxy::Proxies;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub struct KubeSettings {
     pub skip_verify: bool,
     /// Who the daemon is to the API server.
     pub credentials: KubeCredentials,
-    /// The proxies of the environment ([`crate::proxy`]).
+    /// The proxies of the environment ([`crate::io::proxy`]).
     pub proxies: Proxies,
 }
 
@@ -81,7 +81,7 @@ pub struct VaultSettings {
     pub timeout: Duration,
     /// Log a missing secret path as a warning instead of an error.
     pub ignore_missing: bool,
-    /// The proxies of the environment ([`crate::proxy`]).
+    /// The proxies of the environment ([`crate::io::proxy`]).
     pub proxies: Proxies,
 }
 

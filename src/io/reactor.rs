@@ -15,9 +15,9 @@
 //! nothing from the layers above, so it calls nothing back: the passes ask
 //! it ([`stopping`]) and tell it ([`status`]) between their steps.
 
-use crate::metrics::Metrics;
-use crate::poll::{self, Interest};
-use crate::serve::{Answer, Server};
+use crate::io::poll::{self, Interest};
+use crate::io::serve::{Answer, Server};
+use crate::policy::metrics::Metrics;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,17 +1,17 @@
 //! One long-lived HTTP/1.1 GET whose answer is read as it arrives and never
 //! waited for: the collector's watch streams. Opening one (connect, TLS
 //! handshake, sending the request) is a request like any other, bounded by
-//! a timeout, and its waits serve the loop ([`crate::reactor::wait_for`]);
+//! a timeout, and its waits serve the loop ([`crate::io::reactor::wait_for`]);
 //! after that its socket is non-blocking and each [`Stream::read`] takes
-//! only what has already arrived. [`crate::exchange`] writes the request
-//! and decodes the answer, [`crate::lines`] cuts its body into lines.
+//! only what has already arrived. [`crate::io::exchange`] writes the request
+//! and decodes the answer, [`crate::io::lines`] cuts its body into lines.
 
-use crate::allow::Addr;
 use crate::error::Error;
-use crate::exchange::{Exchange, ExchangeError, HEAD_LIMIT};
-use crate::http::ERROR_BODY_LIMIT;
-use crate::lines::Lines;
-use crate::proxy::Proxy;
+use crate::io::exchange::{Exchange, ExchangeError, HEAD_LIMIT};
+use crate::io::http::ERROR_BODY_LIMIT;
+use crate::io::lines::Lines;
+use crate::io::proxy::Proxy;
+use crate::policy::allow::Addr;
 use rustls::pki_types::ServerName;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -28,8 +28,8 @@ pub struct Target {
     tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     /// Its host name's addresses, looked up with a bound and remembered
     /// as the HTTP client's are.
-    resolver: Arc<crate::resolve::Cached>,
-    /// The proxy its connections tunnel through ([`crate::proxy`]).
+    resolver: Arc<crate::io::resolve::Cached>,
+    /// The proxy its connections tunnel through ([`crate::io::proxy`]).
     proxy: Option<Proxy>,
 }
 
@@ -79,7 +79,7 @@ impl Target {
             port,
             prefix: prefix.trim_end_matches('/').to_string(),
             tls,
-            resolver: Arc::new(crate::resolve::Cached::new()),
+            resolver: Arc::new(crate::io::resolve::Cached::new()),
             proxy,
         })
     }
@@ -339,7 +339,7 @@ fn connect(target: &Target, deadline: Instant, timeout: Duration) -> Result<TcpS
     if addrs.is_empty() {
         return Err(Error::Transport(format!("{host} has no address")));
     }
-    let mut socket = crate::transport::connect_any(&addrs, Some(deadline))
+    let mut socket = crate::io::transport::connect_any(&addrs, Some(deadline))
         .map_err(|e| transport("connecting", e))?;
     let setup = socket
         .set_read_timeout(Some(timeout))
@@ -363,7 +363,7 @@ fn tunnel(
     port: u16,
     deadline: Instant,
 ) -> Result<(), Error> {
-    use crate::poll::Interest;
+    use crate::io::poll::Interest;
     use std::os::fd::AsRawFd;
     let authority = match host.contains(':') {
         true => format!("[{host}]:{port}"),
@@ -392,7 +392,7 @@ fn tunnel(
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 let ready = Interest::Read(socket.as_raw_fd());
-                if !crate::reactor::wait_for(ready, Some(deadline)) {
+                if !crate::io::reactor::wait_for(ready, Some(deadline)) {
                     return Err(Error::Transport(via("did not answer in time for")));
                 }
             }
@@ -423,7 +423,7 @@ fn handshake(
     tls: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
     deadline: Instant,
 ) -> Result<(), Error> {
-    use crate::poll::Interest;
+    use crate::io::poll::Interest;
     use std::os::fd::AsRawFd;
     let socket = |e| transport("socket", e);
     tls.sock.set_nonblocking(true).map_err(socket)?;
@@ -436,7 +436,7 @@ fn handshake(
                     true => Interest::Write(fd),
                     false => Interest::Read(fd),
                 };
-                if !crate::reactor::wait_for(ready, Some(deadline)) {
+                if !crate::io::reactor::wait_for(ready, Some(deadline)) {
                     return Err(transport("TLS handshake", ErrorKind::TimedOut.into()));
                 }
             }
@@ -733,12 +733,12 @@ mod tests {
     fn a_tls_handshake_without_an_answer_serves_the_loop_until_its_timeout() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("https://{}", listener.local_addr().unwrap());
-        let tls = crate::http::rustls_config(&crate::http::Tls::default()).unwrap();
+        let tls = crate::io::http::rustls_config(&crate::io::http::Tls::default()).unwrap();
         let target = Target::new(&base, Some(tls)).unwrap();
-        let health = crate::serve::Server::bind("127.0.0.1:0").unwrap();
+        let health = crate::io::serve::Server::bind("127.0.0.1:0").unwrap();
         let health_address = health.local_addr().unwrap();
-        let signals = crate::reactor::Signals::default();
-        crate::reactor::Reactor::new(Some(health), signals).install();
+        let signals = crate::io::reactor::Signals::default();
+        crate::io::reactor::Reactor::new(Some(health), signals).install();
         let probe = std::thread::spawn(move || {
             let mut client = std::net::TcpStream::connect(health_address).unwrap();
             client.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap();
@@ -746,7 +746,7 @@ mod tests {
             client.read_to_string(&mut reply).map(|_| reply)
         });
         let result = Stream::open(&target, "/", &[], Duration::from_secs(1), 1024);
-        crate::reactor::Reactor::uninstall();
+        crate::io::reactor::Reactor::uninstall();
         let error = result.err().expect("no handshake, no stream");
         assert_eq!(
             error,

@@ -3,12 +3,16 @@
 //! Secret key. Authenticates with a bearer token (a token file is re-read
 //! as it rotates) or a TLS client certificate.
 
+pub mod kubeconfig;
+pub mod lease;
+pub mod watch;
+
 use crate::error::Error;
-use crate::http;
-use crate::settings::{KubeCredentials, KubeSettings, Source};
-use crate::stream::{Stream, Target};
-use crate::watch::Watch;
-use crate::workload::{Kind, Workload};
+use crate::io::http;
+use crate::io::settings::{KubeCredentials, KubeSettings, Source};
+use crate::io::stream::{Stream, Target};
+use crate::kube::watch::Watch;
+use crate::policy::workload::{Kind, Workload};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,7 +52,7 @@ pub struct Kube {
     target: Target,
     timeout: Duration,
     auth: Auth,
-    requests: crate::metrics::Counts,
+    requests: crate::policy::metrics::Counts,
 }
 
 /// What a request carries in its `Authorization` header.
@@ -159,7 +163,7 @@ pub struct LeaseSpec {
 pub struct Page {
     /// The items, reduced to the fields used; one that does not decode as
     /// a workload is named, not a failure of the page.
-    pub items: Vec<crate::workload::Listed>,
+    pub items: Vec<crate::policy::workload::Listed>,
     /// List metadata.
     pub metadata: ListMeta,
 }
@@ -221,7 +225,7 @@ impl Kube {
             target: Target::through(&settings.api_url, stream_tls, proxy.cloned())?,
             timeout,
             auth,
-            requests: crate::metrics::Counts::new(),
+            requests: crate::policy::metrics::Counts::new(),
         })
     }
 
@@ -425,7 +429,7 @@ impl Kube {
     }
 
     /// The requests sent since the last call, by verb and status.
-    pub fn take_requests(&mut self) -> crate::metrics::Counts {
+    pub fn take_requests(&mut self) -> crate::policy::metrics::Counts {
         std::mem::take(&mut self.requests)
     }
 
@@ -433,13 +437,13 @@ impl Kube {
     /// `Warning`), so `kubectl describe` shows it.
     pub fn create_event(
         &mut self,
-        workload: &crate::workload::WorkloadId,
+        workload: &crate::policy::workload::WorkloadId,
         uid: &str,
         warning: bool,
         reason: &str,
         message: &str,
     ) -> Result<(), Error> {
-        let now = crate::time::rfc3339(std::time::SystemTime::now(), 0);
+        let now = crate::policy::time::rfc3339(std::time::SystemTime::now(), 0);
         let event = serde_json::json!({
             "apiVersion": "v1",
             "kind": "Event",
@@ -538,7 +542,7 @@ impl Kube {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::http::fake_server::{self, FakeServer, Reply};
+    use crate::io::http::fake_server::{self, FakeServer, Reply};
 
     /// A token file removed when dropped.
     pub(crate) struct TokenFile(PathBuf);
@@ -578,7 +582,7 @@ pub(crate) mod tests {
     }
 
     fn inline(text: &str) -> Source {
-        Source::Inline(crate::settings::Redacted(text.into()))
+        Source::Inline(crate::io::settings::Redacted(text.into()))
     }
 
     #[test]
@@ -586,7 +590,7 @@ pub(crate) mod tests {
         let created = r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"app.1"}}"#;
         let server = fake_server::start(move |_| Reply::json(201, created));
         let (mut kube, _token) = client(&server);
-        let app = crate::workload::WorkloadId {
+        let app = crate::policy::workload::WorkloadId {
             kind: Kind::Deployment,
             namespace: "ns".into(),
             name: "app".into(),

@@ -117,7 +117,7 @@ impl Proxies {
             Some(i) => &url[..after_scheme + i],
             None => url,
         };
-        let addr = crate::allow::Addr::parse(origin).ok()?;
+        let addr = crate::policy::allow::Addr::parse(origin).ok()?;
         let host = addr.host.trim_start_matches('[').trim_end_matches(']');
         self.for_target(&addr.scheme, host, addr.port)
     }

@@ -1,10 +1,10 @@
 //! Flags and environment into one typed [`Config`]; all validation lives here.
 
-use crate::allow::{Addr, AllowList};
-use crate::kubeconfig::{self, Base, Explicit, Kubeconfig};
-use crate::paths::AllowedPaths;
-use crate::proxy::Proxies;
-use crate::settings::{KubeSettings, Redacted, VaultAuth, VaultSettings};
+use crate::io::proxy::Proxies;
+use crate::io::settings::{KubeSettings, Redacted, VaultAuth, VaultSettings};
+use crate::kube::kubeconfig::{self, Base, Explicit, Kubeconfig};
+use crate::policy::allow::{Addr, AllowList};
+use crate::policy::paths::AllowedPaths;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub struct Config {
     pub max_renewals_per_namespace_hour: usize,
     /// `--max-secrets-per-workload` and `--allowed-secret-paths`: what one
     /// workload may name.
-    pub limits: crate::workload::Limits,
+    pub limits: crate::policy::workload::Limits,
     /// `--list-secret-metadata`: list the directories holding several
     /// secrets in use (OpenBao's `detailed-metadata`) instead of reading
     /// each secret's metadata.
@@ -300,7 +300,7 @@ struct Tuning {
     dynamic_default_max_age: Option<Duration>,
     max_rollouts_per_pass: Option<usize>,
     max_renewals_per_namespace_hour: usize,
-    limits: crate::workload::Limits,
+    limits: crate::policy::workload::Limits,
 }
 
 impl Tuning {
@@ -326,12 +326,12 @@ impl Tuning {
                 "MAX_RENEWALS_PER_NAMESPACE_HOUR",
             )?,
         )?
-        .unwrap_or(crate::renewal::PER_NAMESPACE_HOUR_DEFAULT);
+        .unwrap_or(crate::policy::renewal::PER_NAMESPACE_HOUR_DEFAULT);
         let max_secrets = at_least_one(
             "--max-secrets-per-workload",
             value("--max-secrets-per-workload", "MAX_SECRETS_PER_WORKLOAD")?,
         )?
-        .unwrap_or(crate::workload::MAX_SECRETS_DEFAULT);
+        .unwrap_or(crate::policy::workload::MAX_SECRETS_DEFAULT);
         let allowed_paths = value("--allowed-secret-paths", "ALLOWED_SECRET_PATHS")?
             .map(|text| AllowedPaths::parse(&text))
             .transpose()
@@ -340,7 +340,7 @@ impl Tuning {
             dynamic_default_max_age,
             max_rollouts_per_pass,
             max_renewals_per_namespace_hour,
-            limits: crate::workload::Limits {
+            limits: crate::policy::workload::Limits {
                 max_secrets,
                 allowed_paths,
             },
@@ -525,7 +525,8 @@ fn period(
     default: &str,
 ) -> Result<Duration, ConfigError> {
     let text = text_flag(args, name)?.unwrap_or_else(|| default.to_string());
-    let value = crate::time::parse_duration(&text).map_err(|why| bad(format!("{name}: {why}")))?;
+    let value =
+        crate::policy::time::parse_duration(&text).map_err(|why| bad(format!("{name}: {why}")))?;
     if value < Duration::from_secs(1) {
         return Err(bad(format!("{name}: '{text}' is shorter than 1s")));
     }
@@ -539,8 +540,8 @@ fn default_max_age(text: Option<String>) -> Result<Option<Duration>, ConfigError
         return Ok(None);
     };
     let name = "--dynamic-secret-default-max-age";
-    let value =
-        crate::time::parse_duration(text.trim()).map_err(|why| bad(format!("{name}: {why}")))?;
+    let value = crate::policy::time::parse_duration(text.trim())
+        .map_err(|why| bad(format!("{name}: {why}")))?;
     if value < Duration::from_secs(10) {
         return Err(bad(format!("{name}: '{text}' is shorter than 10s")));
     }
@@ -689,7 +690,7 @@ fn vault_settings(
         None => Ok(false),
     };
     let timeout = match var("CLIENT_TIMEOUT") {
-        Some(text) => crate::time::parse_duration(&text)
+        Some(text) => crate::policy::time::parse_duration(&text)
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
@@ -756,7 +757,7 @@ fn vault_auth(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{KubeCredentials, Source};
+    use crate::io::settings::{KubeCredentials, Source};
     use std::collections::HashMap;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {

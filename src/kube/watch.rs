@@ -2,8 +2,8 @@
 //! decoded into the small structs the collector uses.
 
 use crate::error::Error;
-use crate::stream::{Flow, Stream};
-use crate::workload::{Metadata, Spec, Unreadable, Workload};
+use crate::io::stream::{Flow, Stream};
+use crate::policy::workload::{Metadata, Spec, Unreadable, Workload};
 use serde::Deserialize;
 
 /// How many bytes one read of a watch takes at most, so that a burst of

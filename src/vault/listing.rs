@@ -5,7 +5,7 @@
 //! page queries, and which wanted keys a listing has settled — so that every
 //! case is tested in-process; `vault` does the requests.
 
-use crate::http::encode_query;
+use crate::io::http::encode_query;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `poll(2)`: the one system call the thread sleeps in. What it waits for
-//! and what it does on waking is [`crate::reactor`]'s.
+//! and what it does on waking is [`crate::io::reactor`]'s.
 
 use std::os::fd::RawFd;
 use std::time::Duration;

@@ -4,16 +4,18 @@
 //! data and never requests a dynamic path (no lease is ever created).
 
 use crate::error::Error;
-use crate::http;
-use crate::lifetime::{self, Lifetime, Source, Ttls};
-use crate::settings::{Redacted, VaultAuth, VaultSettings};
-use crate::state::Version;
+use crate::io::http;
+use crate::io::settings::{Redacted, VaultAuth, VaultSettings};
+use crate::policy::state::Version;
+use lifetime::{Lifetime, Source, Ttls};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+pub mod lifetime;
+pub mod listing;
 mod prefetch;
 
 /// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
@@ -130,7 +132,7 @@ pub struct Vault {
     jwt_file: PathBuf,
     token: Option<Token>,
     mounts: Vec<Mount>,
-    requests: crate::metrics::Counts,
+    requests: crate::policy::metrics::Counts,
     /// With `--list-secret-metadata`: what listings found this pass.
     listing: Option<prefetch::Listing>,
     /// What this pass learned of the token after a 403 ([`Vault::begin_pass`]
@@ -390,7 +392,7 @@ impl Vault {
             jwt_file,
             token: None,
             mounts: Vec::new(),
-            requests: crate::metrics::Counts::new(),
+            requests: crate::policy::metrics::Counts::new(),
             listing: None,
             checked: Checked::Not,
             backoff: Backoff::default(),
@@ -409,7 +411,7 @@ impl Vault {
     }
 
     /// The requests sent since the last call, by kind and status.
-    pub fn take_requests(&mut self) -> crate::metrics::Counts {
+    pub fn take_requests(&mut self) -> crate::policy::metrics::Counts {
         std::mem::take(&mut self.requests)
     }
 
@@ -430,7 +432,7 @@ impl Vault {
     }
 
     /// Sends a GET (its waits answer health checks:
-    /// [`crate::reactor::wait_for`]).
+    /// [`crate::io::reactor::wait_for`]).
     fn get(
         &mut self,
         what: &'static str,
@@ -872,7 +874,7 @@ impl Vault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::fake_server::{self, FakeServer, Reply, Request};
+    use crate::io::http::fake_server::{self, FakeServer, Reply, Request};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     pub(super) const LOOKUP_SELF: &str = r#"{"data":{"ttl":3600,"renewable":true}}"#;

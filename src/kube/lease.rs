@@ -298,7 +298,7 @@ impl Elector {
             Observed::Present(lease) => *lease,
             Observed::Absent | Observed::Failed => self.empty_lease(),
         };
-        let wall = crate::time::rfc3339(SystemTime::now(), 6);
+        let wall = crate::policy::time::rfc3339(SystemTime::now(), 6);
         let result = self
             .kube
             .write_lease(&claim(base, &self.me.identity, action, &wall));
@@ -368,7 +368,7 @@ impl Elector {
     }
 
     /// The API requests sent since the last call, by verb and status.
-    pub fn take_requests(&mut self) -> crate::metrics::Counts {
+    pub fn take_requests(&mut self) -> crate::policy::metrics::Counts {
         self.kube.take_requests()
     }
 
@@ -380,7 +380,7 @@ impl Elector {
         if self.me.last_renewal.is_none() {
             return;
         }
-        let wall = crate::time::rfc3339(SystemTime::now(), 6);
+        let wall = crate::policy::time::rfc3339(SystemTime::now(), 6);
         let identity = &self.me.identity;
         let result = self
             .kube

@@ -2,7 +2,7 @@
 //! machine): the request head to send, then the answer — its head, then its
 //! body (chunked, of a known length, or up to the connection's end) decoded
 //! as its bytes arrive, however the network splits them. No I/O, so every
-//! split is tested in-process; [`crate::stream`] does the I/O.
+//! split is tested in-process; [`crate::io::stream`] does the I/O.
 
 use std::fmt;
 use ureq_proto::client::state::{RecvBody, RecvResponse};

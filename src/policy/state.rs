@@ -143,7 +143,7 @@ impl State {
         if wire
             .v
             .keys()
-            .any(|key| crate::refs::SecretRef::from_key(key).is_none())
+            .any(|key| crate::policy::refs::SecretRef::from_key(key).is_none())
         {
             return Err(Corrupt("an entry is not a secret key".into()));
         }

@@ -2,10 +2,10 @@
 //! from the API server's JSON, and the pure step from such a workload to
 //! what is watched.
 
-use crate::paths::AllowedPaths;
-use crate::refs::{self, Provider, SecretRef};
-use crate::renewal::{self, FirstSight};
-use crate::state::{self, State};
+use crate::policy::paths::AllowedPaths;
+use crate::policy::refs::{self, Provider, SecretRef};
+use crate::policy::renewal::{self, FirstSight};
+use crate::policy::state::{self, State};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -647,7 +647,7 @@ fn dynamic_settings(
     };
     let max_age = match get(MAX_AGE)? {
         "auto" => MaxAge::Auto,
-        text => match crate::time::parse_duration(text) {
+        text => match crate::policy::time::parse_duration(text) {
             Ok(age) if age >= MIN_MAX_AGE => MaxAge::Fixed(age),
             _ => {
                 warnings.push(format!(
@@ -764,7 +764,7 @@ fn min_reload_interval(
     warnings: &mut Vec<String>,
 ) -> Option<std::time::Duration> {
     let text = annotations.get(&format!("{prefix}{MIN_INTERVAL}"))?;
-    match crate::time::parse_duration(text.trim()) {
+    match crate::policy::time::parse_duration(text.trim()) {
         Ok(interval) => Some(interval),
         Err(_) => {
             warnings.push(format!(

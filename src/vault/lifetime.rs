@@ -173,7 +173,7 @@ fn seconds(value: &Value) -> Option<Duration> {
         Value::Number(n) => Duration::from_secs(n.as_u64()?),
         Value::String(s) => match s.parse::<u64>() {
             Ok(secs) => Duration::from_secs(secs),
-            Err(_) => crate::time::parse_duration(s).ok()?,
+            Err(_) => crate::policy::time::parse_duration(s).ok()?,
         },
         _ => return None,
     };

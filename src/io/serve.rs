@@ -11,7 +11,7 @@
 //! cannot keep a fresh probe from being answered, a flood cannot drop a
 //! probe whose request is a moment late, and nothing holds the loop.
 
-use crate::poll::Interest;
+use crate::io::poll::Interest;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;

@@ -156,7 +156,7 @@ impl log::Log for Router {
 }
 
 fn format_line(at: SystemTime, level: log::Level, msg: &str, worker: &str, json: bool) -> String {
-    let time = crate::time::rfc3339(at, 3);
+    let time = crate::policy::time::rfc3339(at, 3);
     let level = level.as_str().to_ascii_lowercase();
     if json {
         let object = serde_json::json!({

@@ -4,14 +4,14 @@
 //! workload besides its rollouts, [`notices`]'; dynamic-secret renewals,
 //! [`dynamic`]'s.
 
-use crate::allow::Addr;
+use crate::collector::index::Index;
+use crate::collector::steps::Steps;
 use crate::error::Error;
-use crate::index::Index;
 use crate::kube::Kube;
-use crate::refs::{Provider, SecretRef};
-use crate::steps::Steps;
+use crate::policy::allow::Addr;
+use crate::policy::refs::{Provider, SecretRef};
+use crate::policy::workload::{self, WorkloadId};
 use crate::vault::{Lookup, Vault};
-use crate::workload::{self, WorkloadId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -135,8 +135,8 @@ impl Reloader {
     }
 
     /// The Vault requests sent since the last call, by kind and status.
-    pub fn take_requests(&mut self) -> crate::metrics::Counts {
-        let mut all = crate::metrics::Counts::new();
+    pub fn take_requests(&mut self) -> crate::policy::metrics::Counts {
+        let mut all = crate::policy::metrics::Counts::new();
         for client in self.clients() {
             for (key, n) in client.take_requests() {
                 *all.entry(key).or_default() += n;
