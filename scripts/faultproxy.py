@@ -2,11 +2,11 @@
 """A fault-injecting TCP relay between a client and a server on loopback.
 
 Usage: faultproxy.py --listen 127.0.0.1:PORT --target 127.0.0.1:PORT
-                     --control FILE [--max-seconds N]
+                     --control FILE [--max-seconds N] [--slow-ms N]
                      [--tls-cert FILE --tls-key FILE --target-ca FILE]
 
-It relays bytes both ways, in one mode at a time, read from FILE about every
-100 ms (a missing or empty file means `pass`):
+It relays bytes both ways, in one mode at a time, read from FILE at start
+and about every 100 ms (a missing or empty file means `pass`):
 
   pass     relay.
   hang     connections are accepted but nothing is relayed, on new or existing
@@ -24,9 +24,13 @@ It relays bytes both ways, in one mode at a time, read from FILE about every
            has code 410 ("too old resource version"), then the final chunk,
            and is closed; existing watches are closed. Other requests are
            relayed as in `pass`.
-  slow     relay, but hold what a client sends for 0.2 s first: every
-           request (each on a kept-alive connection too) is answered at
-           least that much later, as from a distant or overloaded server.
+  slow     relay, but hold each piece of what a client sends for --slow-ms
+           (default 200) from its arrival, in order: every request, on a new
+           or a kept-alive connection, reaches the server that much later,
+           as over a link with that round trip (all of it added on the way
+           in; answers are relayed as they come, also while later requests
+           are held). Connections are held apart, none waits for another;
+           connecting itself is not delayed.
 
 The first request line of each connection is read before relaying (the
 relay then sends it first), so clients must speak first, as HTTP clients
@@ -41,6 +45,7 @@ Python standard library only.
 """
 
 import argparse
+import collections
 import ipaddress
 import os
 import select
@@ -53,7 +58,6 @@ import threading
 import time
 
 MODES = ("pass", "hang", "reset", "http500", "html200", "gone", "slow")
-SLOW = 0.2  # how long `slow` holds what a client sends
 POLL = 0.1  # how often the mode is read and relays look at it
 
 
@@ -86,10 +90,12 @@ SEND_TIMEOUT = 5  # seconds a relayed write may wait for its reader
 
 
 class State:
-    """The mode all threads act on, and the stop flag."""
+    """The mode all threads act on, how long `slow` holds (seconds), and
+    the stop flag."""
 
-    def __init__(self):
+    def __init__(self, slow):
         self.mode = "pass"
+        self.slow = slow
         self.stop = threading.Event()
 
 
@@ -217,9 +223,16 @@ def receive(sock):
         sock.settimeout(SEND_TIMEOUT)
 
 
+def no_delay(sock):
+    """Sends each relayed piece at once: Nagle's wait for the peer's ACK of
+    the last piece would add tens of ms to an answer relayed in two."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def connect(target, tls):
     """A connection to target, inside TLS when the proxy speaks TLS."""
     upstream = socket.create_connection(target, timeout=3)
+    no_delay(upstream)
     if tls:
         try:
             upstream = tls.client.wrap_socket(upstream, server_hostname=target[0])
@@ -233,7 +246,9 @@ def connect(target, tls):
 def relay(state, client, target, tls, head):
     """Relays between client and a new connection to target (head, what
     the client already sent, first) while the mode allows; acts on mode
-    changes within POLL."""
+    changes within POLL. What the client sends is queued with the time it
+    is due upstream (later by state.slow in `slow`), so holding it never
+    holds the answers coming back, nor the order of what follows."""
     try:
         upstream = connect(target, tls)
     except OSError as e:
@@ -241,14 +256,16 @@ def relay(state, client, target, tls, head):
         reset(client)
         return
     client.settimeout(SEND_TIMEOUT)
-    peers = {client: upstream, upstream: client}
+    reading = [client, upstream]
     watch = is_watch(head)
     withheld = False  # bytes arrived during a hang and were not relayed
+    held = collections.deque()  # (due, bytes) from the client, oldest first
     try:
+        hold(held, head, state.slow if state.mode == "slow" else 0)
         while not state.stop.is_set():
             mode = state.mode
             if mode == "hang":
-                withheld = withheld or bool(head) or bool(ready(peers, 0))
+                withheld = withheld or bool(held) or bool(ready(reading, 0))
                 time.sleep(POLL)
                 continue
             if withheld or mode == "reset":
@@ -257,24 +274,34 @@ def relay(state, client, target, tls, head):
                 return
             if mode in ("http500", "html200") or (mode == "gone" and watch):
                 break
-            if head:
-                if mode == "slow":
-                    time.sleep(SLOW)
-                upstream.sendall(head)
-                head = b""
-            for sock in ready(peers, POLL):
+            now = time.monotonic()
+            while held and held[0][0] <= now:
+                upstream.sendall(held.popleft()[1])
+            if client not in reading and not held:
+                return  # the client has ended and all it sent was delivered
+            for sock in ready(reading, min(POLL, held[0][0] - now) if held else POLL):
                 data = receive(sock)
-                if data == b"":
-                    return
-                if data:
-                    if mode == "slow" and sock is client:
-                        time.sleep(SLOW)
-                    peers[sock].sendall(data)
+                if data is None:
+                    continue
+                if sock is upstream:
+                    if data == b"":
+                        return
+                    client.sendall(data)
+                elif data == b"":
+                    reading.remove(client)  # deliver what is held, then close
+                else:
+                    hold(held, data, state.slow if mode == "slow" else 0)
     except OSError:
         pass
     finally:
         client.close()
         upstream.close()
+
+
+def hold(held, data, delay):
+    """Queues data from the client, due `delay` seconds from now."""
+    if data:
+        held.append((time.monotonic() + delay, data))
 
 
 def handle(state, client, target, tls):
@@ -316,6 +343,7 @@ def serve(state, listener, target, tls):
         if state.mode == "reset":
             reset(client)
             continue
+        no_delay(client)
         threading.Thread(target=handle, args=(state, client, target, tls), daemon=True).start()
 
 
@@ -325,6 +353,8 @@ def main():
     parser.add_argument("--target", required=True, type=loopback_address)
     parser.add_argument("--control", required=True)
     parser.add_argument("--max-seconds", type=float, default=1800)
+    parser.add_argument("--slow-ms", type=float, default=200,
+                        help="how long `slow` holds what a client sends (ms)")
     parser.add_argument("--tls-cert", help="PEM certificate the proxy serves (with --tls-key)")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
     parser.add_argument("--target-ca", help="PEM CA the target's certificate is verified with")
@@ -333,8 +363,12 @@ def main():
     if any(tls_args) and not all(tls_args):
         parser.error("--tls-cert, --tls-key and --target-ca go together")
     tls = Tls(*tls_args) if all(tls_args) else None
+    if args.slow_ms < 0:
+        parser.error("--slow-ms cannot be negative")
 
-    state = State()
+    state = State(args.slow_ms / 1000)
+    # The file's mode from the first connection on, before the port is told.
+    state.mode = read_mode(args.control, state.mode)
     family = socket.AF_INET6 if ":" in args.listen[0] else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -345,7 +379,8 @@ def main():
         signal.signal(sig, lambda *_: state.stop.set())
     threading.Thread(target=serve, args=(state, listener, args.target, tls), daemon=True).start()
     over = " over TLS" if tls else ""
-    log(f"relaying {args.listen[0]}:{listener.getsockname()[1]} -> {args.target[0]}:{args.target[1]}{over}")
+    log(f"relaying {args.listen[0]}:{listener.getsockname()[1]} -> {args.target[0]}:{args.target[1]}"
+        f"{over}, mode {state.mode}")
 
     deadline = time.monotonic() + args.max_seconds
     while not state.stop.is_set():
