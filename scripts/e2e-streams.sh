@@ -18,7 +18,8 @@
 #      to lists, says so once per scope, and still reloads;
 #   5. with OpenBao behind the fault proxy in mode `slow` (0.2 s a request),
 #      a reloader pass takes longer than its period: a workload created
-#      during the pass is in the index within 1 s, not when the pass ends.
+#      during the pass is in the index within 1 s, not when the pass ends;
+#      the daemon warns about it once, not every pass.
 # The issue's limits (4 s, 2 s) are measured to the millisecond from the
 # moment the change was made (its command returned), by the harness's
 # `mark` and `timed`.
@@ -312,10 +313,10 @@ scripts/faultproxy.py --listen "127.0.0.1:$VAULT_PROXY_PORT" --target "${VAULT_A
 PROXY_PID=$!
 check "the Vault proxy listens" wait_until 20 grep -q . "$WORK/vault-proxy.out"
 printf 'slow\n' >"$WORK/vault.mode"
-OUT0=$(lines "$WORK/reloader.out")
+ERR0=$(lines "$WORK/reloader.err") OUT0=$(lines "$WORK/reloader.out")
 VAULT_ADDR=http://127.0.0.1:$VAULT_PROXY_PORT start
 check "the index holds the 7 workloads" wait_until 15 watched_is 7
-pass_ms() { since "$WORK/reloader.out" "$OUT0" | grep 'reloader pass:' | tail -n 1 | grep -oE '[0-9]+ ms"' | tr -dc 0-9; }
+pass_ms() { since "$WORK/reloader.out" "$OUT0" | grep 'reloader pass:' | tail -n 1 | grep -oE '[0-9]+ ms, [0-9]+% of the period' | cut -d' ' -f1; }
 passes() { since "$WORK/reloader.out" "$OUT0" | matches 'reloader pass:'; }
 passes_at_least() { (($(passes) >= $1)); }
 check "a first reloader pass ends" wait_until 30 passes_at_least 1
@@ -333,6 +334,9 @@ check "that was before the pass ended (reloader passes: $((n + 1)) then $inside)
 change s1
 check "a secret change still reloads its workload once" wait_until 30 count_is streams-01 s1 3
 check "the long pass baselined its workload, not reloading it" counts_are "streams-05 long 0"
+overruns=$(since "$WORK/reloader.err" "$ERR0" | matches 'level=warn msg="reloader pass took')
+check "outlasting its period is said once, not every pass ($overruns warnings in $(passes) passes)" \
+  test "$overruns" -eq 1
 stop
 stop_process "$PROXY_PID"
 PROXY_PID=

@@ -12,6 +12,7 @@ use crate::collector::{self, Collector};
 use crate::io::reactor::{self, Reactor, Status};
 use crate::kube::lease::Elector;
 use crate::kube::Kube;
+use crate::policy::cost;
 use crate::policy::metrics::{Counts, Metrics};
 use crate::reloader::{self, Reloader};
 use std::time::{Duration, Instant};
@@ -139,25 +140,23 @@ fn collected(
     u8::from(!ok)
 }
 
-/// What a reloader pass sent: to Vault, to the API server.
-struct Sent {
+/// What a reloader pass sent (to Vault, to the API server) and how long
+/// it took, against its period.
+struct Ran {
     vault: Counts,
     kube: Counts,
+    took: Duration,
+    period: Duration,
 }
 
-/// Records a reloader pass that took `took`: metrics (forgetting workloads
-/// that are gone), readiness and its log line. The exit code it stands for
-/// (`--once`).
-fn reloaded(
-    status: &mut Status,
-    report: &reloader::Report,
-    sent: Sent,
-    index: &Index,
-    took: Duration,
-) -> u8 {
+/// Records a reloader pass: metrics (forgetting workloads that are gone),
+/// readiness, its log line with its share of the period, and a notice when
+/// passes start or stop outlasting it ([`cost::judge`]). The exit code it
+/// stands for (`--once`).
+fn reloaded(status: &mut Status, report: &reloader::Report, ran: Ran, index: &Index) -> u8 {
     let metrics = &mut status.metrics;
-    let vault_requests = total(Metrics::add(&mut metrics.vault_requests, sent.vault));
-    let kube_requests = total(Metrics::add(&mut metrics.kube_requests, sent.kube));
+    let vault_requests = total(Metrics::add(&mut metrics.vault_requests, ran.vault));
+    let kube_requests = total(Metrics::add(&mut metrics.kube_requests, ran.kube));
     for id in &report.reloaded {
         *metrics.reloads.entry(id.clone()).or_default() += 1;
     }
@@ -167,18 +166,30 @@ fn reloaded(
     let ok = report.vault_failures == 0 && report.patch_failures == 0;
     if !report.interrupted {
         status.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
-        metrics.reloader.record(ok, took);
+        metrics.reloader.record(ok, ran.took);
         metrics.secrets = report.secrets;
         metrics.vault_lookups_failed += report.vault_failures as u64;
         metrics.vault_lookups_ok += report.secrets.saturating_sub(report.vault_failures) as u64;
         metrics.watched_workloads = index.len();
+        let pass = cost::Pass {
+            took: ran.took,
+            period: ran.period,
+            secrets: report.secrets,
+            requests: vault_requests + kube_requests,
+        };
+        let cost = cost::judge(&pass, metrics.reloader_period_share);
+        metrics.reloader_period_share = cost.share;
         log::info!(
             "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
-             {kube_requests} API requests, {} ms",
+             {kube_requests} API requests, {} ms, {:.0}% of the period",
             report.secrets,
             report.reloaded.len(),
-            took.as_millis()
+            ran.took.as_millis(),
+            cost.share * 100.0
         );
+        if let Some((level, text)) = cost.notice {
+            log::log!(level, "{text}");
+        }
     }
     u8::from(!ok || report.interrupted)
 }
@@ -202,6 +213,7 @@ struct Loop {
     reloader: Reloader,
     elector: Option<Elector>,
     index: Index,
+    reloader_period: Duration,
 }
 
 impl Loop {
@@ -227,12 +239,14 @@ impl Loop {
         let report = self
             .reloader
             .pass(&mut self.kube, &mut self.index, &mut between);
-        let sent = Sent {
+        let ran = Ran {
             vault: self.reloader.take_requests(),
             kube: self.kube.take_requests(),
+            took: started.elapsed(),
+            period: self.reloader_period,
         };
-        let (index, took) = (&self.index, started.elapsed());
-        reactor::status(|status| reloaded(status, &report, sent, index, took)).unwrap_or(0)
+        let index = &self.index;
+        reactor::status(|status| reloaded(status, &report, ran, index)).unwrap_or(0)
     }
 
     /// Sleeps in the reactor until `deadline`, a stop or SIGHUP, applying
@@ -289,6 +303,7 @@ impl Daemon {
             reloader,
             elector,
             index: Index::new(),
+            reloader_period,
         };
         let (collect_every, reload_every) = (ticks(collector_period), ticks(reloader_period));
         let start = Instant::now();

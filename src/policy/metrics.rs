@@ -50,6 +50,9 @@ pub struct Metrics {
     pub collector: Passes,
     /// Reloader passes.
     pub reloader: Passes,
+    /// The last finished reloader pass's duration over
+    /// `--reloader-run-period` ([`crate::policy::cost::judge`]).
+    pub reloader_period_share: f64,
     /// Secret version lookups that got an answer.
     pub vault_lookups_ok: u64,
     /// Secret version lookups that failed.
@@ -163,6 +166,17 @@ impl Metrics {
                 "{PREFIX}pass_duration_seconds{{pass=\"{pass}\"}} {seconds:.6}"
             );
         }
+        header(
+            &mut out,
+            "pass_period_ratio",
+            "gauge",
+            "Duration of the last reloader pass over --reloader-run-period; over 1, passes run back to back.",
+        );
+        let _ = writeln!(
+            out,
+            "{PREFIX}pass_period_ratio{{pass=\"reloader\"}} {:.3}",
+            self.reloader_period_share
+        );
         header(
             &mut out,
             "last_success_timestamp_seconds",
@@ -298,6 +312,7 @@ mod tests {
         let next = [(id.clone(), 1_800_000_013)].into();
         metrics.record_renewals(std::slice::from_ref(&id), Some((&next, 3)), &|_| true);
         metrics.reloader.record(true, Duration::from_millis(1500));
+        metrics.reloader_period_share = 0.75;
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
         metrics.watch_streams = (2, 3);
@@ -312,6 +327,7 @@ mod tests {
             "vault_secrets_reloader_passes_total{pass=\"reloader\",result=\"success\"} 1",
             "vault_secrets_reloader_passes_total{pass=\"collector\",result=\"failure\"} 1",
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
+            "vault_secrets_reloader_pass_period_ratio{pass=\"reloader\"} 0.750",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
             "vault_secrets_reloader_dynamic_secret_renewals_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1",

@@ -3,6 +3,7 @@
 //! (allowed addresses and paths, renewal times). Tested in-process.
 
 pub mod allow;
+pub mod cost;
 pub mod metrics;
 pub mod paths;
 pub mod refs;

@@ -1,0 +1,177 @@
+//! What a reloader pass costs against its period. A pass makes its requests
+//! one at a time (without `--list-secret-metadata`, one metadata read per
+//! secret), so it lasts about requests × (round trip + server time): a Vault
+//! a network hop away makes it longer than on loopback. [`judge`] turns a finished pass into its share of
+//! `--reloader-run-period` (the `pass_period_ratio` gauge and the pass's log
+//! line) and says when passes start or stop outlasting the period, once per
+//! change. Pure: the daemon does the logging.
+
+use std::time::Duration;
+
+/// A finished (not interrupted) reloader pass.
+#[derive(Debug)]
+pub struct Pass {
+    /// How long it took.
+    pub took: Duration,
+    /// `--reloader-run-period` (at least 1 s: the flag refuses less).
+    pub period: Duration,
+    /// Distinct secrets it checked.
+    pub secrets: usize,
+    /// Requests it made, Vault and Kubernetes together, as its log line
+    /// counts them.
+    pub requests: u64,
+}
+
+/// What [`judge`] decided about a pass.
+#[derive(Debug)]
+pub struct Cost {
+    /// The pass's duration over the period: 0.5 is half of it, over 1 is
+    /// longer than it (passes then run back to back).
+    pub share: f64,
+    /// A line to log at its level when this pass changed whether passes
+    /// fit in their period; `None` otherwise.
+    pub notice: Option<(log::Level, String)>,
+}
+
+/// Judges `pass`, given the share of the pass before it (`0.0` for the
+/// first). A pass longer than its period after one that was not gives a
+/// warning naming its secrets, its requests and their mean time (the pass's
+/// duration over its requests: while a pass mostly waits for its answers,
+/// that is about one round trip plus the server's time), and what to do. A
+/// pass that fits after one that did not gives one info line. Any other
+/// pass gives no notice, so each state is said once, when it begins.
+pub fn judge(pass: &Pass, previous: f64) -> Cost {
+    let share = pass.took.as_secs_f64() / pass.period.as_secs_f64();
+    let percent = share * 100.0;
+    let took = pass.took.as_millis();
+    let notice = match (previous > 1.0, share > 1.0) {
+        (false, true) => {
+            // A pass of no request (none is ever that long) counts as one.
+            let mean = pass.took.as_secs_f64() * 1000.0 / pass.requests.max(1) as f64;
+            Some((
+                log::Level::Warn,
+                format!(
+                    "reloader pass took {took} ms, {percent:.0}% of --reloader-run-period: \
+                     {} secrets, {} requests at {mean:.1} ms each on average, asked one at \
+                     a time; passes now run back to back, so a change may wait about two \
+                     passes. Lengthen --reloader-run-period, list directories with \
+                     --list-secret-metadata (OpenBao), or split the namespaces between \
+                     reloaders (--namespaces)",
+                    pass.secrets, pass.requests
+                ),
+            ))
+        }
+        (true, false) => Some((
+            log::Level::Info,
+            format!(
+                "reloader pass fits in its period again: {took} ms, {percent:.0}% of \
+                 --reloader-run-period"
+            ),
+        )),
+        _ => None,
+    };
+    Cost { share, notice }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Level::{Info, Warn};
+
+    /// A pass (took ms, period s, secrets, requests) and what judging it
+    /// after the row before gives (share, level and a part of the notice).
+    type Row = (
+        u64,
+        u64,
+        usize,
+        u64,
+        f64,
+        Option<(log::Level, &'static str)>,
+    );
+
+    #[test]
+    fn passes_in_turn_are_judged_against_their_period_and_said_once_per_change() {
+        let rows: [Row; 11] = [
+            (840, 4, 954, 956, 0.21, None),
+            // Exactly the period still fits.
+            (2000, 2, 954, 956, 1.0, None),
+            (
+                6220,
+                2,
+                954,
+                956,
+                3.11,
+                Some((
+                    Warn,
+                    "reloader pass took 6220 ms, 311% of --reloader-run-period: 954 secrets, \
+                     956 requests at 6.5 ms each on average, asked one at a time; passes now \
+                     run back to back, so a change may wait about two passes. Lengthen \
+                     --reloader-run-period, list directories with --list-secret-metadata \
+                     (OpenBao), or split the namespaces between reloaders (--namespaces)",
+                )),
+            ),
+            // Still too long: said already.
+            (6000, 2, 954, 956, 3.0, None),
+            (
+                1500,
+                2,
+                954,
+                956,
+                0.75,
+                Some((
+                    Info,
+                    "reloader pass fits in its period again: 1500 ms, 75% of \
+                     --reloader-run-period",
+                )),
+            ),
+            (1500, 2, 954, 956, 0.75, None),
+            (2001, 2, 10, 12, 1.0005, Some((Warn, "2001 ms, 100% of"))),
+            (1000, 2, 10, 12, 0.5, Some((Info, "1000 ms, 50% of"))),
+            // A pass of no request counts as one.
+            (
+                3000,
+                2,
+                0,
+                0,
+                1.5,
+                Some((Warn, "0 requests at 3000.0 ms each")),
+            ),
+            (
+                1000,
+                60,
+                5000,
+                5002,
+                1000.0 / 60_000.0,
+                Some((Info, "2% of")),
+            ),
+            (
+                90_000,
+                60,
+                5000,
+                5002,
+                1.5,
+                Some((Warn, "5002 requests at 18.0 ms each")),
+            ),
+        ];
+        let mut previous = 0.0;
+        for (took, period, secrets, requests, share, notice) in rows {
+            let pass = Pass {
+                took: Duration::from_millis(took),
+                period: Duration::from_secs(period),
+                secrets,
+                requests,
+            };
+            let cost = judge(&pass, previous);
+            assert!((cost.share - share).abs() < 1e-9, "{pass:?}: {cost:?}");
+            match (&cost.notice, notice) {
+                (None, None) => {}
+                (Some((level, text)), Some((want_level, part))) => {
+                    assert_eq!(*level, want_level, "{pass:?}: {text}");
+                    assert!(text.contains(part), "{pass:?}: {text}");
+                }
+                _ => panic!("{pass:?} after {previous}: {cost:?}, wanted {notice:?}"),
+            }
+            previous = cost.share;
+        }
+    }
+}
