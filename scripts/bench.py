@@ -12,7 +12,9 @@ daemon `--namespaces` naming them all, with its RBAC bound per namespace.
 At rest (no change under way) it measures the collector's loop time and
 requests per pass, the watches open, the daemon's CPU time, and the time
 from a workload created to it being in the index; through the whole run,
-/healthz latency about every 20 ms.
+/healthz latency about every 20 ms. After the daemon stops, one pass of one
+read per secret on loopback and the same with a round trip added before
+OpenBao: a pass at a distance.
 """
 import argparse
 import http.client
@@ -44,7 +46,13 @@ HEALTH_EVERY = 0.02
 COLLECTOR = re.compile(r'collector pass: (\d+) workloads opted in, (\d+) API requests, (\d+) ms'
                        r'(?:, (\d+) watch events since the last pass, (\d+)/(\d+) watches open)?')
 RELOADER = re.compile(r'reloader pass: (\d+) secrets, (\d+) Vault requests, (\d+) reloaded, '
-                      r'(\d+) API requests, (\d+) ms')
+                      r'(\d+) API requests, (\d+) ms, (\d+)% of the period')
+# The daemon's warning that a pass outlasted its period (src/cost.rs).
+OUTLASTED = 'msg="reloader pass took '
+# The daemon's periods, both (ms).
+PERIOD_MS = 2000
+# The round trip added before OpenBao for a pass at a distance (ms).
+ADDED_ROUND_TRIP_MS = 5
 
 
 class Api:
@@ -369,12 +377,14 @@ def measure_rest(pid, log_path, memory, rest_passes):
     }
 
 
-def single_reads(command, env, work, tag):
+def one_read_per_secret(command, env, work, name):
     """The reloader pass without --list-secret-metadata, from one `--once
     --dry-run` run (nothing is patched) once the daemon has stopped, so
-    that neither disturbs the other's numbers: its time and Vault requests
-    (one metadata read per secret)."""
-    log_path = os.path.join(work, f"single-{tag}.log")
+    that neither disturbs the other's numbers, against `env`'s VAULT_ADDR:
+    its time, Vault requests (one metadata read per secret) and share of the
+    period as logged, and how many times it warned that it outlasted the
+    period."""
+    log_path = os.path.join(work, f"{name}.log")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -384,7 +394,48 @@ def single_reads(command, env, work, tag):
     _, reloader = passes(log_path)
     if not reloader:
         sys.exit(f"bench: the --once run logged no reloader pass (see {log_path})")
-    return {"single_ms": reloader[-1][4], "single_requests": reloader[-1][1]}
+    with open(log_path, errors="replace") as log:
+        warned = sum(OUTLASTED in line for line in log)
+    return {"ms": reloader[-1][4], "requests": reloader[-1][1], "percent": reloader[-1][5],
+            "warned": warned}
+
+
+def at_a_distance(command, env, work, tag, direct):
+    """`direct`, a pass of one read per secret, and the same pass with
+    ADDED_ROUND_TRIP_MS added to every Vault request by scripts/faultproxy.py
+    in mode `slow` before OpenBao; with what is wrong about them: the
+    requests differ, or the warning was not said once exactly when the pass
+    outlasted the period."""
+    vault = urllib.parse.urlsplit(env["VAULT_ADDR"])
+    if vault.scheme != "http":
+        sys.exit(f"bench: a pass at a distance needs an http:// VAULT_ADDR, not {vault.geturl()}")
+    control = os.path.join(work, f"distant-{tag}.mode")
+    with open(control, "w") as f:
+        f.write("slow\n")
+    proxy_cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                              "faultproxy.py"),
+                 "--listen", "127.0.0.1:0", "--target", f"{vault.hostname}:{vault.port}",
+                 "--control", control, "--slow-ms", str(ADDED_ROUND_TRIP_MS)]
+    with open(os.path.join(work, f"distant-{tag}.proxy.log"), "w") as proxy_log:
+        proxy = subprocess.Popen(proxy_cmd, stdout=subprocess.PIPE, stderr=proxy_log, text=True)
+    try:
+        port = proxy.stdout.readline().strip()
+        if not port:
+            sys.exit(f"bench: the fault proxy did not start (see {proxy_log.name})")
+        distant = one_read_per_secret(command, dict(env, VAULT_ADDR=f"http://127.0.0.1:{port}"),
+                                      work, f"distant-{tag}")
+    finally:
+        proxy.terminate()
+        proxy.wait()
+    if distant["ms"] < distant["requests"] * ADDED_ROUND_TRIP_MS:
+        sys.exit(f"bench: {distant['requests']} requests took {distant['ms']} ms in all, less "
+                 f"than {ADDED_ROUND_TRIP_MS} ms each: the proxy did not hold them")
+    rows = [dict(direct, added_ms=0), dict(distant, added_ms=ADDED_ROUND_TRIP_MS)]
+    wrong = [f"+{r['added_ms']} ms: {r['ms']} ms, warned {r['warned']} times" for r in rows
+             if r["warned"] != (r["ms"] > PERIOD_MS) and r["ms"] != PERIOD_MS]
+    if distant["requests"] != direct["requests"]:
+        wrong.append(f"{distant['requests']} requests at a distance, {direct['requests']} not")
+    return {"distance": rows, "distance_wrong": wrong}
 
 
 def list_pages(s, used):
@@ -555,8 +606,8 @@ def run_point(args, kube, bao, point):
     env.update(VAULT_AUTH_METHOD="kubernetes", VAULT_ROLE=role,
                LISTEN_ADDRESS=f"127.0.0.1:{health_port}")
     command = [args.bin, "--kube-api-url", env["KUBE_API_URL"], "--kube-token-file", token,
-               "--kube-ca-file", env["KUBE_CA_FILE"], "--collector-sync-period", "2s",
-               "--reloader-run-period", "2s", *flags]
+               "--kube-ca-file", env["KUBE_CA_FILE"], "--collector-sync-period",
+               f"{PERIOD_MS // 1000}s", "--reloader-run-period", f"{PERIOD_MS // 1000}s", *flags]
     listing = ["--list-secret-metadata"] if args.list_secret_metadata else []
     with open(log_path, "w") as log:
         daemon = subprocess.Popen(command + listing, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -587,9 +638,12 @@ def run_point(args, kube, bao, point):
         health_stats = health.stop(rest.pop("rest_window", (0, 0)))
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=30)
+    direct = one_read_per_secret(command, env, args.work, f"single-{point.tag}")
     if listing:
-        rest.update(single_reads(command, env, args.work, point.tag))
-        progress(point, "single reads")
+        rest.update(single_ms=direct["ms"], single_requests=direct["requests"])
+    progress(point, "single reads")
+    distance = at_a_distance(command, env, args.work, point.tag, direct)
+    progress(point, f"single reads at +{ADDED_ROUND_TRIP_MS} ms")
     lists_after = storage_lists(kube)
     lists = {k: lists_after.get(k, 0) - lists_before.get(k, 0) for k in lists_after}
 
@@ -609,6 +663,7 @@ def run_point(args, kube, bao, point):
         "latency_s": latency,
         **batch,
         **stuck,
+        **distance,
         "lists_by_storage": lists,
     }
 
@@ -679,7 +734,27 @@ def budgets(results):
                  "client included; the daemon asks without resourceVersion and the API server "
                  "answers such paginated lists from its cache)")
     lines += stream_budgets(results)
+    lines += distance_budgets(results)
     return "\n".join(lines)
+
+
+def distance_budgets(results):
+    """What a pass at a distance showed: the cost of each added ms of round
+    trip, and whether the daemon warned exactly when a pass outlasted its
+    period."""
+    def added(r):
+        near, far = r["distance"]
+        return (far["ms"] - near["ms"]) / far["requests"]
+    lines = [f"- measured: a pass at a distance, one read per secret at +0 and "
+             f"+{ADDED_ROUND_TRIP_MS} ms of round trip: " +
+             "; ".join(f"{r['point']}: {r['distance'][0]['ms']} and {r['distance'][1]['ms']} ms, "
+                       f"{added(r):.1f} ms more per request" for r in results)]
+    wrong = [f"{r['point']} {w}" for r in results for w in r["distance_wrong"]]
+    lines.append(f"- {'**missed**' if wrong else 'met'}: a pass longer than its "
+                 f"{PERIOD_MS // 1000} s period is warned about once, one within it not, and "
+                 f"the added round trip changes no request" +
+                 (f": {'; '.join(wrong)}" if wrong else ""))
+    return lines
 
 
 def stream_budgets(results):
@@ -714,6 +789,13 @@ def stream_budgets(results):
          f"a secret change reaches the rollout within one reloader period + 1 s (3 s): "
          f"{each('latency_s', ' s', 1)}")
     return lines
+
+
+def distance_rows(r):
+    """The lines of the table of a pass at a distance for one point."""
+    return [f"| {r['point']} | {r['distinct']} | +{d['added_ms']} ms | {d['ms']} ms "
+            f"| {d['requests']} | {d['ms'] / d['requests']:.1f} ms | {d['percent']}% "
+            f"| {'once' if d['warned'] == 1 else d['warned'] or 'no'} |" for d in r["distance"]]
 
 
 def row(r):
@@ -775,6 +857,7 @@ def write_markdown(args, results, took_s):
     kube = json.loads(command_line("kubectl", "version", "-o", "json") or "{}")
     server = kube.get("serverVersion", {}).get("gitVersion", "?")
     rows = [row(r) for r in results]
+    distant = [line for r in results for line in distance_rows(r)]
     text = f"""# Benchmarks
 
 Measured by `scripts/bench.sh` (rerun it to reproduce; it rewrites this file) against the local
@@ -798,6 +881,12 @@ for the peak).
 | W/S | workloads | secrets used | first collector pass (full list) | collector pass at rest: median / max (API req, events) | watches open | daemon CPU at rest | reloader pass | Vault req/pass | reloader pass, one read per secret | API req/quiet pass | RSS at rest | RSS peak | /healthz median / p99 / max (at rest: median / p99) | created → in index: median / max | change → new count | 10% of secrets changed → reloaded/expected |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+A pass at a distance (one read per secret, a round trip added before OpenBao):
+
+| W/S | secrets used | added round trip | reloader pass, one read per secret | Vault requests | per request | of the {PERIOD_MS // 1000} s period | warned |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(distant)}
 
 {budgets(results)}
 
@@ -825,6 +914,14 @@ How to read it:
   changes and batch included; "at rest" counts the checks asked during the passes at rest. A
   check that arrives while the loop waits for a request (a patch, a list page) is answered after
   it.
+- "A pass at a distance" is the pass of one read per secret (`--once --dry-run`, without
+  `--list-secret-metadata`) on loopback, and again with OpenBao behind `scripts/faultproxy.py`
+  in mode `slow`, which holds every request {ADDED_ROUND_TRIP_MS} ms before relaying it (not the
+  answers): a Vault {ADDED_ROUND_TRIP_MS} ms of round trip away. The relay runs in Python on the
+  same cores and adds a little of its own, so the budgets' "ms more per request" comes out
+  somewhat above {ADDED_ROUND_TRIP_MS}. "Per request" is the pass's time over its Vault
+  requests; the share of the period and the warning (once, when a pass outlasts its period) are
+  the daemon's own log lines.
 - "Created → in index" is from sending the create of an opted-in Deployment, at rest, to the
   daemon's /metrics (watched_workloads, kept current at every turn of the loop) counting it,
   asked every 10 ms; {args.probes} Deployments created one by one at random moments.
@@ -889,9 +986,10 @@ def main():
     if args.markdown:
         write_markdown(args, results, time.monotonic() - started)
     failed = [r["point"] for r in results if r["wrong"] or r["vault_per_pass"] != r["vault_expected"]
-              or r["batch_reloaded"] != r["batch_expected"] + r["batch_straddled"]]
+              or r["batch_reloaded"] != r["batch_expected"] + r["batch_straddled"]
+              or r["distance_wrong"]]
     if failed:
-        sys.exit(f"bench: wrong reloads or request counts at {', '.join(failed)}")
+        sys.exit(f"bench: wrong reloads, request counts or warnings at {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 #   scripts/bench.sh                  the default points; rewrites BENCHMARKS.md
 #   scripts/bench.sh --points LIST    only these points; rewrites BENCHMARKS.md
 #   scripts/bench.sh --smoke          one small point (ns5:50/50), checks only that it still works
+#                                     (its pass at a distance too: a few seconds, and the
+#                                     latency proxy and the pass line's parsing stay tested)
 # A point is W/S: W opted-in workloads and W that do not opt in (2W in all,
 # over 20 namespaces, the daemon watching the whole cluster) using S shared
 # secrets; or nsN:W/S: the same spread over N namespaces, the daemon given
@@ -16,7 +18,9 @@
 # checked is correctness: each affected workload reloaded once per pass that saw
 # a change of its secrets (once, or twice when the batch straddles a pass), the
 # Vault requests a pass needs (with OpenBao the list pages of --list-secret-metadata,
-# with Vault one read per distinct secret), every workload created reaching the index.
+# with Vault one read per distinct secret), every workload created reaching the index,
+# and a pass at a distance (a round trip added before the server by scripts/faultproxy.py)
+# making the same requests, warned about exactly when it outlasts its period.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
