@@ -107,33 +107,42 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
+        self.render_rollouts(&mut out);
+        self.render_passes(&mut out);
+        self.render_index(&mut out);
+        self.render_requests(&mut out);
+        out
+    }
+
+    /// Rollouts and renewals, per workload.
+    fn render_rollouts(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "reloads_total",
             "counter",
             "Rollouts started because a secret changed or dynamic secrets were renewed.",
         );
-        per_workload(&mut out, "reloads_total", &self.reloads);
+        per_workload(out, "reloads_total", &self.reloads);
         header(
-            &mut out,
+            out,
             "dynamic_secret_renewals_total",
             "counter",
             "Rollouts started to renew dynamic secrets before their credentials expire.",
         );
-        per_workload(&mut out, "dynamic_secret_renewals_total", &self.renewals);
+        per_workload(out, "dynamic_secret_renewals_total", &self.renewals);
         header(
-            &mut out,
+            out,
             "dynamic_secret_next_renewal_timestamp_seconds",
             "gauge",
             "When each workload's dynamic secrets are next due for renewal.",
         );
         per_workload(
-            &mut out,
+            out,
             "dynamic_secret_next_renewal_timestamp_seconds",
             &self.next_renewal,
         );
         header(
-            &mut out,
+            out,
             "dynamic_secret_lifetime_unknown_workloads",
             "gauge",
             "Workloads whose dynamic secrets' lifetime could not be determined (not renewed).",
@@ -143,8 +152,12 @@ impl Metrics {
             "{PREFIX}dynamic_secret_lifetime_unknown_workloads {}",
             self.lifetime_unknown
         );
+    }
+
+    /// Passes: results, durations, share of the period, last success.
+    fn render_passes(&self, out: &mut String) {
         let passes = [("collector", &self.collector), ("reloader", &self.reloader)];
-        header(&mut out, "passes_total", "counter", "Passes by result.");
+        header(out, "passes_total", "counter", "Passes by result.");
         for (pass, stats) in passes {
             for (result, n) in [("success", stats.succeeded), ("failure", stats.failed)] {
                 let _ = writeln!(
@@ -154,7 +167,7 @@ impl Metrics {
             }
         }
         header(
-            &mut out,
+            out,
             "pass_duration_seconds",
             "gauge",
             "Duration of the last pass.",
@@ -167,7 +180,7 @@ impl Metrics {
             );
         }
         header(
-            &mut out,
+            out,
             "pass_period_ratio",
             "gauge",
             "Duration of the last reloader pass over --reloader-run-period; over 1, passes run back to back.",
@@ -178,7 +191,7 @@ impl Metrics {
             self.reloader_period_share
         );
         header(
-            &mut out,
+            out,
             "last_success_timestamp_seconds",
             "gauge",
             "When a pass last succeeded.",
@@ -193,8 +206,12 @@ impl Metrics {
                 "{PREFIX}last_success_timestamp_seconds{{pass=\"{pass}\"}} {at}"
             );
         }
+    }
+
+    /// Lookups, and what the index and the watch streams hold.
+    fn render_index(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "vault_lookups_total",
             "counter",
             "Secret version lookups by result.",
@@ -208,22 +225,17 @@ impl Metrics {
                 "{PREFIX}vault_lookups_total{{result=\"{result}\"}} {n}"
             );
         }
-        header(
-            &mut out,
-            "watched_workloads",
-            "gauge",
-            "Opted-in workloads.",
-        );
+        header(out, "watched_workloads", "gauge", "Opted-in workloads.");
         let _ = writeln!(out, "{PREFIX}watched_workloads {}", self.watched_workloads);
         header(
-            &mut out,
+            out,
             "watched_secrets",
             "gauge",
             "Distinct secrets the watched workloads use.",
         );
         let _ = writeln!(out, "{PREFIX}watched_secrets {}", self.secrets);
         header(
-            &mut out,
+            out,
             "watch_streams",
             "gauge",
             "Watch streams open (state=\"open\") and wanted (one per kind and namespace).",
@@ -232,14 +244,18 @@ impl Metrics {
         let _ = writeln!(out, "{PREFIX}watch_streams{{state=\"open\"}} {open}");
         let _ = writeln!(out, "{PREFIX}watch_streams{{state=\"wanted\"}} {wanted}");
         header(
-            &mut out,
+            out,
             "watch_events_total",
             "counter",
             "Watch events applied to the index (changes and bookmarks).",
         );
         let _ = writeln!(out, "{PREFIX}watch_events_total {}", self.watch_events);
+    }
+
+    /// Requests by server, and leadership.
+    fn render_requests(&self, out: &mut String) {
         header(
-            &mut out,
+            out,
             "kubernetes_requests_total",
             "counter",
             "API server requests by verb and status.",
@@ -251,7 +267,7 @@ impl Metrics {
             );
         }
         header(
-            &mut out,
+            out,
             "vault_requests_total",
             "counter",
             "Vault requests by kind and status.",
@@ -263,13 +279,12 @@ impl Metrics {
             );
         }
         header(
-            &mut out,
+            out,
             "leader",
             "gauge",
             "1 while this replica holds the Lease and acts.",
         );
         let _ = writeln!(out, "{PREFIX}leader {}", u8::from(self.leader));
-        out
     }
 }
 
