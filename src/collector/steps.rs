@@ -1,9 +1,9 @@
 //! What a pass asks of the loop between two of its steps. A step is one
 //! unit of a pass's work: a list page, a lookup, a directory listed, one
 //! workload decided and patched. Requests inside a step wait in
-//! [`crate::io::reactor::wait_for`], which answers health checks; between steps
-//! the loop renews its Lease, reads the signals and folds in the watch
-//! events, through this one interface.
+//! [`crate::io::reactor::wait_for`], which answers health checks and renews
+//! the Lease; between steps the loop renews it too, reads the signals and
+//! folds in the watch events, through this one interface.
 
 use crate::collector::index::Index;
 use crate::kube::Kube;

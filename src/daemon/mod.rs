@@ -1,7 +1,8 @@
 //! The loop: one thread, a one-second tick, a collector pass and a reloader
 //! pass when each is due; in between it sleeps in the [`reactor`], applying
 //! watch events as they arrive. Between two steps of a pass it renews the
-//! Lease and reads the signals ([`Steps`]).
+//! Lease and reads the signals ([`Steps`]); the reactor renews the Lease
+//! during requests too.
 
 pub mod config;
 pub mod logging;
@@ -15,6 +16,8 @@ use crate::kube::Kube;
 use crate::policy::cost;
 use crate::policy::metrics::{Counts, Metrics};
 use crate::reloader::{self, Reloader};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -49,16 +52,16 @@ pub struct Daemon {
 /// The loop's side of a pass's [`Steps`]: the Lease and the stop signal,
 /// and during a reloader pass the collector's watch events.
 struct Between<'a> {
-    elector: &'a mut Option<Elector>,
+    lease: &'a Lease,
     /// The collector whose events a reloader pass applies as it goes.
     streams: Option<&'a mut Collector>,
     last_read: Instant,
 }
 
 impl<'a> Between<'a> {
-    fn new(elector: &'a mut Option<Elector>, streams: Option<&'a mut Collector>) -> Self {
+    fn new(lease: &'a Lease, streams: Option<&'a mut Collector>) -> Self {
         Between {
-            elector,
+            lease,
             streams,
             last_read: Instant::now(),
         }
@@ -67,7 +70,7 @@ impl<'a> Between<'a> {
 
 impl Steps for Between<'_> {
     fn keep_going(&mut self) -> bool {
-        lead(self.elector) && !reactor::stopping()
+        self.lease.lead() && !reactor::stopping()
     }
 
     fn catch_up(&mut self, kube: &mut Kube, index: &mut Index) {
@@ -85,20 +88,49 @@ impl Steps for Between<'_> {
     }
 }
 
-/// Whether this replica leads now (always without an elector): renews the
-/// Lease when due (a request every 2 s at most) and shows the result in
-/// the metrics and, for a standby, in its readiness.
-fn lead(elector: &mut Option<Elector>) -> bool {
-    let leading = elector.as_mut().is_none_or(Elector::tick);
-    let standby = match elector {
-        Some(elector) if !leading => Some(elector.reaches_api()),
-        _ => None,
-    };
-    reactor::status(|status| {
-        status.metrics.leader = leading;
-        status.readiness.standby = standby;
-    });
-    leading
+/// Leader election, shared by the loop and the reactor's Lease tick
+/// ([`reactor::set_lease_tick`]): the Lease is renewed between steps and
+/// at every wait of a request, whichever comes first.
+#[derive(Clone)]
+struct Lease(Rc<RefCell<Option<Elector>>>);
+
+impl Lease {
+    /// Whether this replica leads now (always without an elector): renews
+    /// the Lease when due (a request every 2 s at most) and shows the
+    /// result in the metrics and, for a standby, in its readiness. While a
+    /// renewal is in flight (this is its own request's wait) it answers
+    /// from the metrics.
+    fn lead(&self) -> bool {
+        let Ok(mut elector) = self.0.try_borrow_mut() else {
+            return reactor::status(|status| status.metrics.leader).unwrap_or(false);
+        };
+        let leading = elector.as_mut().is_none_or(Elector::tick);
+        let standby = match elector.as_ref() {
+            Some(elector) if !leading => Some(elector.reaches_api()),
+            _ => None,
+        };
+        drop(elector);
+        reactor::status(|status| {
+            status.metrics.leader = leading;
+            status.readiness.standby = standby;
+        });
+        leading
+    }
+
+    /// The Lease requests sent since the last call, into the metrics.
+    fn count_requests(&self) {
+        if let Some(elector) = self.0.borrow_mut().as_mut() {
+            let requests = elector.take_requests();
+            reactor::status(|status| Metrics::add(&mut status.metrics.kube_requests, requests));
+        }
+    }
+
+    /// Gives the Lease up, if held.
+    fn release(&self) {
+        if let Some(elector) = self.0.borrow_mut().as_mut() {
+            elector.release();
+        }
+    }
 }
 
 /// Shows the index and the streams in the metrics.
@@ -211,7 +243,7 @@ struct Loop {
     kube: Kube,
     collector: Collector,
     reloader: Reloader,
-    elector: Option<Elector>,
+    lease: Lease,
     index: Index,
     reloader_period: Duration,
 }
@@ -221,7 +253,7 @@ impl Loop {
     fn collect(&mut self) -> u8 {
         crate::daemon::logging::set_worker("collector");
         let started = Instant::now();
-        let mut between = Between::new(&mut self.elector, None);
+        let mut between = Between::new(&self.lease, None);
         let report = self
             .collector
             .pass(&mut self.kube, &mut self.index, &mut between);
@@ -235,7 +267,7 @@ impl Loop {
     fn reload(&mut self) -> u8 {
         crate::daemon::logging::set_worker("reloader");
         let started = Instant::now();
-        let mut between = Between::new(&mut self.elector, Some(&mut self.collector));
+        let mut between = Between::new(&self.lease, Some(&mut self.collector));
         let report = self
             .reloader
             .pass(&mut self.kube, &mut self.index, &mut between);
@@ -254,16 +286,13 @@ impl Loop {
     /// when `leading`. Whether SIGHUP came.
     fn idle_until(&mut self, deadline: Instant, leading: bool) -> bool {
         crate::daemon::logging::set_worker("main");
-        if let Some(elector) = self.elector.as_mut() {
-            let requests = elector.take_requests();
-            reactor::status(|status| Metrics::add(&mut status.metrics.kube_requests, requests));
-        }
+        self.lease.count_requests();
         let mut streams = Vec::new();
         loop {
             streams.clear();
             if leading {
                 crate::daemon::logging::set_worker("collector");
-                let mut between = Between::new(&mut self.elector, None);
+                let mut between = Between::new(&self.lease, None);
                 self.collector
                     .turn(&mut self.kube, &mut self.index, &mut between);
                 show_streams(&self.collector, &self.index);
@@ -297,11 +326,16 @@ impl Daemon {
             once,
         } = self;
         reactor.install();
+        let lease = Lease(Rc::new(RefCell::new(elector)));
+        let ticking = lease.clone();
+        reactor::set_lease_tick(Box::new(move || {
+            ticking.lead();
+        }));
         let mut parts = Loop {
             kube,
             collector,
             reloader,
-            elector,
+            lease,
             index: Index::new(),
             reloader_period,
         };
@@ -315,7 +349,7 @@ impl Daemon {
                 log::info!("SIGHUP: running both passes now");
             }
             let was_leading = leading;
-            leading = lead(&mut parts.elector);
+            leading = parts.lease.lead();
             if leading && !was_leading {
                 // A new leader continues at once from the state on the workloads.
                 (next_collect, next_reload) = (tick, tick);
@@ -336,9 +370,7 @@ impl Daemon {
             }
             run_now = parts.idle_until(start + TICK * (tick + 1) as u32, leading);
         }
-        if let Some(elector) = parts.elector.as_mut() {
-            elector.release();
-        }
+        parts.lease.release();
         parts.reloader.revoke_tokens();
         Reactor::uninstall();
         log::info!("stopping");
@@ -359,10 +391,11 @@ mod tests {
         use crate::io::http::fake_server::{self, Reply};
         let server = fake_server::start(|_| Reply::json(404, r#"{"code":404}"#));
         let (kube, _token) = crate::kube::tests::client(&server);
-        let mut elector = Some(Elector::new(kube, "ns".into(), "lease".into(), "me".into()));
+        let elector = Some(Elector::new(kube, "ns".into(), "lease".into(), "me".into()));
+        let lease = Lease(Rc::new(RefCell::new(elector)));
         let signals = reactor::Signals::default();
         Reactor::new(None, signals.clone()).install();
-        let mut between = Between::new(&mut elector, None);
+        let mut between = Between::new(&lease, None);
         // The server refuses the Lease: a standby.
         assert!(!between.keep_going());
         let asked: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
@@ -376,8 +409,8 @@ mod tests {
         assert_eq!(server.requests().len(), sent);
         assert_eq!(reactor::status(|s| s.metrics.leader), Some(false));
         // Without an elector the replica leads, until SIGTERM.
-        let mut alone = None;
-        let mut between = Between::new(&mut alone, None);
+        let alone = Lease(Rc::new(RefCell::new(None)));
+        let mut between = Between::new(&alone, None);
         assert!(between.keep_going());
         assert_eq!(reactor::status(|s| s.metrics.leader), Some(true));
         signals
@@ -385,6 +418,36 @@ mod tests {
             .store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(!between.keep_going(), "SIGTERM stops the pass");
         Reactor::uninstall();
+    }
+
+    #[test]
+    fn the_lease_is_renewed_while_one_request_waits_long() {
+        use crate::io::http::fake_server::{self, Reply};
+        let lease_server = fake_server::start(|_| Reply::json(404, r#"{"code":404}"#));
+        let (kube, _token) = crate::kube::tests::client(&lease_server);
+        let elector = Some(Elector::new(kube, "ns".into(), "lease".into(), "me".into()));
+        let lease = Lease(Rc::new(RefCell::new(elector)));
+        Reactor::new(None, reactor::Signals::default()).install();
+        let ticking = lease.clone();
+        reactor::set_lease_tick(Box::new(move || {
+            ticking.lead();
+        }));
+        // One request answered after 4.5 s: longer than two Lease retries.
+        let slow = fake_server::start(|_| {
+            std::thread::sleep(Duration::from_millis(4500));
+            Reply::json(200, "{}")
+        });
+        let agent = crate::io::http::agent(
+            Duration::from_secs(10),
+            &crate::io::http::Tls::default(),
+            None,
+        )
+        .unwrap();
+        let lease_path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/lease";
+        agent.get(format!("{}/slow", slow.url)).call().unwrap();
+        Reactor::uninstall();
+        let asked = lease_server.hits(lease_path);
+        assert!(asked >= 3, "the Lease was looked at {asked} times");
     }
 
     #[test]

@@ -11,9 +11,12 @@
 //!   event or a health check wakes it at once.
 //!
 //! The daemon installs its reactor for the thread ([`Reactor::install`]);
-//! with none installed (tests, tools) the waits only wait. The reactor holds
-//! nothing from the layers above, so it calls nothing back: the passes ask
-//! it ([`stopping`]) and tell it ([`status`]) between their steps.
+//! with none installed (tests, tools) the waits only wait. The reactor knows
+//! nothing of the layers above: the passes ask it ([`stopping`]) and tell it
+//! ([`status`]) between their steps, and the one thing it runs for them is
+//! the Lease tick the daemon registers ([`set_lease_tick`]), at every request
+//! boundary and while a request waits, so that no chain of requests, nor
+//! one slow request, outlasts the Lease.
 
 use crate::io::poll::{self, Interest};
 use crate::io::serve::{Answer, Server};
@@ -81,11 +84,14 @@ pub struct Status {
     pub readiness: Readiness,
 }
 
-/// The thread's waits: the health listener, its answers and the signals.
+/// The thread's waits: the health listener, its answers, the signals and
+/// the Lease tick.
 pub struct Reactor {
     server: Option<Server>,
     status: Status,
     signals: Signals,
+    /// Renews the Lease when due (it knows when); `None` while it runs.
+    lease_tick: Option<Box<dyn FnMut()>>,
 }
 
 thread_local! {
@@ -107,6 +113,7 @@ impl Reactor {
             server,
             status: Status::default(),
             signals,
+            lease_tick: None,
         }
     }
 
@@ -135,14 +142,34 @@ impl Reactor {
     }
 }
 
+/// Sets what renews the Lease: run at every wait of a request and while
+/// it waits, with the reactor free (its own request's waits answer health
+/// checks and do not run it again). It must return at once when no
+/// renewal is due.
+pub fn set_lease_tick(tick: Box<dyn FnMut()>) {
+    with(|reactor| reactor.lease_tick = Some(tick));
+}
+
+/// Runs the Lease tick, unless none is set or it is running already.
+fn tick_lease() {
+    let Some(mut tick) = with(|reactor| reactor.lease_tick.take()).flatten() else {
+        return;
+    };
+    tick();
+    with(|reactor| {
+        reactor.lease_tick.get_or_insert(tick);
+    });
+}
+
 /// Waits until `socket` is ready or `deadline` passes (`None`: never),
-/// answering health checks meanwhile; `true` when the socket is ready. The
-/// thread waits on all these sockets at once, so neither the request nor a
-/// health check waits for the other, and a chain of fast requests still
-/// answers a waiting probe at each of them.
+/// answering health checks and renewing the Lease meanwhile; `true` when
+/// the socket is ready. The thread waits on all these sockets at once, so
+/// neither the request nor a health check waits for the other, and a chain
+/// of fast requests still answers a waiting probe at each of them.
 pub fn wait_for(socket: Interest, deadline: Option<Instant>) -> bool {
     let mut interests = Vec::new();
     loop {
+        tick_lease();
         let left = match deadline {
             Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             None => Duration::MAX,
@@ -287,6 +314,30 @@ mod tests {
         signals.stop.store(true, Ordering::Relaxed);
         assert!(stopping());
         Reactor::uninstall();
+    }
+
+    #[test]
+    fn the_lease_tick_runs_at_each_wait_and_never_inside_itself() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        Reactor::new(None, Signals::default()).install();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let quiet = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let read = Interest::Read(quiet.as_raw_fd());
+        let (runs, depth) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let (counted, deepest) = (Rc::clone(&runs), Rc::clone(&depth));
+        set_lease_tick(Box::new(move || {
+            counted.set(counted.get() + 1);
+            deepest.set(deepest.get() + 1);
+            // The tick's own request waits: it must not run the tick again.
+            wait_for(read, Some(Instant::now() + Duration::from_millis(1)));
+            assert_eq!(deepest.get(), 1, "never nested");
+            deepest.set(deepest.get() - 1);
+        }));
+        // 180 ms in slices of at most 50: at the start and after each slice.
+        wait_for(read, Some(Instant::now() + Duration::from_millis(180)));
+        Reactor::uninstall();
+        assert!(runs.get() >= 4, "{} runs", runs.get());
     }
 
     #[test]
