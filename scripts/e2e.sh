@@ -501,6 +501,8 @@ wait "$probe_pid" && code=0 || code=$?
 check "/healthz from another client answered within 1 s throughout ($(tail -n 1 "$WORK/probe.out"))" test "$code" -eq 0
 wait "$dribble_pid" "$idle_pid" 2>/dev/null || true
 check "the daemon is still running" kill -0 "$DAEMON_PID"
+check "and it is one thread (/proc/PID/task has one entry)" \
+  test "$(find "/proc/$DAEMON_PID/task" -mindepth 1 -maxdepth 1 | wc -l)" -eq 1
 
 say "a deleted secret, then re-created (its version starts again at 1)"
 srv kv metadata delete secret/frompath >/dev/null
