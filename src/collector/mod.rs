@@ -339,7 +339,7 @@ impl Collector {
         index.apply(Update::Listed {
             kind,
             namespace,
-            entries: seen.into_values().collect(),
+            entries: seen,
         });
         self.scopes[i].step(Happened::Listed(&resource_version));
         Ok(true)

@@ -164,6 +164,11 @@ impl Exchange {
             self.pending.clear();
             return Ok(true);
         }
+        if self.pending.is_empty() {
+            // Nothing carried over: give the room back (an idle watch
+            // keeps no buffer).
+            self.pending = Vec::new();
+        }
         Ok(false)
     }
 
@@ -347,6 +352,22 @@ mod tests {
             let got = decode_split(&input, &every).unwrap();
             assert_eq!(got, want, "{sizes:?} byte by byte");
         }
+    }
+
+    #[test]
+    fn an_idle_stream_keeps_no_buffer_between_reads() {
+        let mut exchange = exchange();
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let event = format!("{:X}\r\n{EVENT_A}\n\r\n", EVENT_A.len() + 1);
+        let mut body = Vec::new();
+        assert!(!exchange.receive(head, &mut body).unwrap());
+        assert!(!exchange.receive(event.as_bytes(), &mut body).unwrap());
+        assert_eq!(body, format!("{EVENT_A}\n").as_bytes());
+        // Hundreds of watches wait between events: none keeps its input.
+        assert_eq!(exchange.pending.capacity(), 0);
+        // A chunk header cut in two is carried over, and only that.
+        assert!(!exchange.receive(b"1", &mut body).unwrap());
+        assert_eq!(exchange.pending, b"1");
     }
 
     #[test]

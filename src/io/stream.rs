@@ -148,8 +148,6 @@ enum Status {
 pub struct Stream {
     conn: Conn,
     exchange: Exchange,
-    /// Body bytes decoded by the last read, not routed yet.
-    body: Vec<u8>,
     lines: Lines,
     status: Status,
     opened: Instant,
@@ -220,7 +218,6 @@ impl Stream {
         Ok(Stream {
             conn,
             exchange,
-            body: Vec::new(),
             lines: Lines::new(line_limit),
             status: Status::Awaited(now + timeout),
             opened: now,
@@ -244,6 +241,9 @@ impl Stream {
     /// a malformed answer, or a line past the limit.
     pub fn read(&mut self, lines: &mut Vec<Vec<u8>>, budget: usize) -> Result<Flow, Error> {
         let mut buf = [0u8; 8192];
+        // Decoded bytes on their way to `lines`: held for this call only,
+        // so that hundreds of idle streams keep no buffer each.
+        let mut body = Vec::new();
         let mut taken = 0;
         while taken < budget {
             let n = match self.conn.read(&mut buf) {
@@ -259,9 +259,9 @@ impl Stream {
             }
             taken += n;
             // The head and the body decoded before an error count first.
-            let received = self.exchange.receive(&buf[..n], &mut self.body);
+            let received = self.exchange.receive(&buf[..n], &mut body);
             self.take_head()?;
-            self.route(lines)?;
+            self.route(&mut body, lines)?;
             if received.map_err(exchange_error)? {
                 return self.ended(Ok(()));
             }
@@ -291,20 +291,21 @@ impl Stream {
         Ok(())
     }
 
-    /// Moves the decoded body bytes on: after a success, the lines they
-    /// complete to `lines`; after an error status, to its message (capped).
-    fn route(&mut self, lines: &mut Vec<Vec<u8>>) -> Result<(), Error> {
+    /// Moves the decoded `body` bytes on, leaving it empty: after a
+    /// success, the lines they complete to `lines`; after an error status,
+    /// to its message (capped).
+    fn route(&mut self, body: &mut Vec<u8>, lines: &mut Vec<Vec<u8>>) -> Result<(), Error> {
         let routed = match &mut self.status {
-            Status::Ok => self.lines.split(&self.body, lines),
+            Status::Ok => self.lines.split(body, lines),
             Status::Failed(_, kept) => {
                 let room = (ERROR_BODY_LIMIT as usize).saturating_sub(kept.len());
-                kept.extend_from_slice(&self.body[..self.body.len().min(room)]);
+                kept.extend_from_slice(&body[..body.len().min(room)]);
                 Ok(())
             }
             // No body comes before its head.
             Status::Awaited(_) => Ok(()),
         };
-        self.body.clear();
+        body.clear();
         routed
     }
 
