@@ -241,9 +241,13 @@ pub fn parse(
     let collector_period = period(&mut args, "--collector-sync-period", "30s")?;
     let reloader_period = period(&mut args, "--reloader-run-period", "60s")?;
     let log_level = log_level(text_flag(&mut args, "--log-level")?.as_deref())?;
-    let namespaces = list(text_flag(&mut args, "--namespaces")?.or_else(|| env("NAMESPACES")));
-    let exclude_namespaces =
-        list(text_flag(&mut args, "--exclude-namespaces")?.or_else(|| env("EXCLUDE_NAMESPACES")));
+    let namespaces = list(flag_or_env(&mut args, env, "--namespaces", "NAMESPACES")?);
+    let exclude_namespaces = list(flag_or_env(
+        &mut args,
+        env,
+        "--exclude-namespaces",
+        "EXCLUDE_NAMESPACES",
+    )?);
     let lease_name =
         text_flag(&mut args, "--lease-name")?.unwrap_or_else(|| "vault-secrets-reloader".into());
     let lease_namespace = text_flag(&mut args, "--lease-namespace")?;
@@ -309,19 +313,26 @@ impl Tuning {
         args: &mut pico_args::Arguments,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Tuning, ConfigError> {
-        let mut value =
-            |flag: &'static str, var: &str| Ok(text_flag(args, flag)?.or_else(|| env(var)));
-        let dynamic_default_max_age = default_max_age(value(
+        let dynamic_default_max_age = default_max_age(flag_or_env(
+            args,
+            env,
             "--dynamic-secret-default-max-age",
             "DYNAMIC_SECRET_DEFAULT_MAX_AGE",
         )?)?;
         let max_rollouts_per_pass = at_least_one(
             "--max-rollouts-per-pass",
-            value("--max-rollouts-per-pass", "MAX_ROLLOUTS_PER_PASS")?,
+            flag_or_env(
+                args,
+                env,
+                "--max-rollouts-per-pass",
+                "MAX_ROLLOUTS_PER_PASS",
+            )?,
         )?;
         let max_renewals_per_namespace_hour = at_least_one(
             "--max-renewals-per-namespace-hour",
-            value(
+            flag_or_env(
+                args,
+                env,
                 "--max-renewals-per-namespace-hour",
                 "MAX_RENEWALS_PER_NAMESPACE_HOUR",
             )?,
@@ -329,13 +340,19 @@ impl Tuning {
         .unwrap_or(crate::policy::renewal::PER_NAMESPACE_HOUR_DEFAULT);
         let max_secrets = at_least_one(
             "--max-secrets-per-workload",
-            value("--max-secrets-per-workload", "MAX_SECRETS_PER_WORKLOAD")?,
+            flag_or_env(
+                args,
+                env,
+                "--max-secrets-per-workload",
+                "MAX_SECRETS_PER_WORKLOAD",
+            )?,
         )?
         .unwrap_or(crate::policy::workload::MAX_SECRETS_DEFAULT);
-        let allowed_paths = value("--allowed-secret-paths", "ALLOWED_SECRET_PATHS")?
-            .map(|text| AllowedPaths::parse(&text))
-            .transpose()
-            .map_err(|why| bad(format!("--allowed-secret-paths: {why}")))?;
+        let allowed_paths =
+            flag_or_env(args, env, "--allowed-secret-paths", "ALLOWED_SECRET_PATHS")?
+                .map(|text| AllowedPaths::parse(&text))
+                .transpose()
+                .map_err(|why| bad(format!("--allowed-secret-paths: {why}")))?;
         Ok(Tuning {
             dynamic_default_max_age,
             max_rollouts_per_pass,
@@ -374,20 +391,18 @@ impl ServerFlags {
         env: &dyn Fn(&str) -> Option<String>,
         per_workload_vault_addr: bool,
     ) -> Result<ServerFlags, ConfigError> {
-        let mut value =
-            |flag: &'static str, var: &str| Ok(text_flag(args, flag)?.or_else(|| env(var)));
         let explicit = Explicit {
-            api_url: value("--kube-api-url", "KUBE_API_URL")?,
-            token_file: value("--kube-token-file", "KUBE_TOKEN_FILE")?.map(PathBuf::from),
-            ca_file: value("--kube-ca-file", "KUBE_CA_FILE")?.map(PathBuf::from),
+            api_url: flag_or_env(args, env, "--kube-api-url", "KUBE_API_URL")?,
+            token_file: flag_or_env(args, env, "--kube-token-file", "KUBE_TOKEN_FILE")?
+                .map(PathBuf::from),
+            ca_file: flag_or_env(args, env, "--kube-ca-file", "KUBE_CA_FILE")?.map(PathBuf::from),
         };
         Ok(ServerFlags {
             explicit,
             kubeconfig: text_flag(args, "--kubeconfig")?,
             context: text_flag(args, "--context")?,
             per_workload_vault_addr,
-            allowed: text_flag(args, "--allowed-vault-addrs")?
-                .or_else(|| env("ALLOWED_VAULT_ADDRS")),
+            allowed: flag_or_env(args, env, "--allowed-vault-addrs", "ALLOWED_VAULT_ADDRS")?,
         })
     }
 
@@ -505,6 +520,16 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, ConfigError> {
 
 /// A flag's value; given several times, the last one counts (as with Go's
 /// flag package).
+/// The last value of flag `name`, else environment variable `var`.
+fn flag_or_env(
+    args: &mut pico_args::Arguments,
+    env: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    var: &str,
+) -> Result<Option<String>, ConfigError> {
+    Ok(text_flag(args, name)?.or_else(|| env(var)))
+}
+
 fn text_flag(
     args: &mut pico_args::Arguments,
     name: &'static str,
