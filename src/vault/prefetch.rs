@@ -72,12 +72,14 @@ impl Vault {
     /// Vault answered to an earlier lookup, and not paused. Sends nothing;
     /// [`Vault::list_next`] lists them one by one, a step each.
     pub fn prefetch(&mut self, paths: &[&str]) -> Prefetch {
+        if self.listing.is_none() {
+            return Prefetch::default();
+        }
+        let dirs = self.directories(paths);
         let Some(listing) = self.listing.as_mut() else {
             return Prefetch::default();
         };
         listing.found.clear();
-        let dirs = self.directories(paths);
-        let listing = self.listing.as_mut().expect("taken above");
         let now = Instant::now();
         listing
             .paused
