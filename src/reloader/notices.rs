@@ -19,20 +19,44 @@ pub(super) enum Unavailable {
     Denied,
 }
 
+/// How many paths one notice names; the rest are counted.
+const NAMED: usize = 10;
+
 impl Unavailable {
-    /// The Event's reason and message for `secret` (its path, never a value).
-    fn notice(self, secret: &SecretRef) -> (&'static str, String) {
-        let path = &secret.path;
-        match self {
-            Unavailable::Missing => (
+    /// The Event's reason and message for `secrets` (their paths, never a
+    /// value; the first [`NAMED`] of them).
+    fn notice(self, secrets: &[&SecretRef]) -> (&'static str, String) {
+        let named: Vec<&str> = secrets
+            .iter()
+            .take(NAMED)
+            .map(|s| s.path.as_str())
+            .collect();
+        let mut list = named.join(", ");
+        if secrets.len() > NAMED {
+            list += &format!(" and {} more", secrets.len() - NAMED);
+        }
+        let n = secrets.len();
+        match (self, n) {
+            (Unavailable::Missing, 1) => (
                 "SecretNotFound",
-                format!("Vault secret path {path} not found"),
+                format!("Vault secret path {list} not found"),
             ),
-            Unavailable::Denied => (
+            (Unavailable::Missing, _) => (
+                "SecretNotFound",
+                format!("{n} Vault secret paths not found: {list}"),
+            ),
+            (Unavailable::Denied, 1) => (
                 "SecretAccessDenied",
                 format!(
-                    "Vault secret path {path}: the reloader's Vault policy refuses it (403), so \
+                    "Vault secret path {list}: the reloader's Vault policy refuses it (403), so \
                      its changes are not seen; its recorded version is kept"
+                ),
+            ),
+            (Unavailable::Denied, _) => (
+                "SecretAccessDenied",
+                format!(
+                    "{n} Vault secret paths: the reloader's Vault policy refuses them (403), so \
+                     their changes are not seen; their recorded versions are kept: {list}"
                 ),
             ),
         }
@@ -123,12 +147,13 @@ impl Reloader {
         record_event(kube, id, &entry.uid, event);
     }
 
-    /// A Warning Event on a workload for each secret it uses that does not
-    /// exist or that the policy refuses (with a warning line too: unlike a
-    /// missing one, it is logged nowhere else), once until that changes; a
-    /// secret found again clears it.
+    /// One Warning Event on a workload for its secrets that newly do not
+    /// exist, and one for those the policy newly refuses (with a warning
+    /// line too: unlike a missing one, it is logged nowhere else), each
+    /// secret once until that changes; a secret found again clears it.
     pub(super) fn report_unavailable(&mut self, kube: &mut Kube, entry: &Entry, lookup: &LookupFn) {
         let id = &entry.id;
+        let mut news: Vec<(Unavailable, &SecretRef)> = Vec::new();
         for secret in &entry.refs {
             let key = (id.clone(), secret.clone());
             let now = match lookup(secret) {
@@ -140,16 +165,29 @@ impl Reloader {
                 }
                 _ => continue,
             };
-            if !self.said_unavailable.is_news(&key, &now) {
+            if self.said_unavailable.is_news(&key, &now) {
+                news.push((now, secret));
+            }
+        }
+        for kind in [Unavailable::Missing, Unavailable::Denied] {
+            let secrets: Vec<&SecretRef> = news
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, s)| *s)
+                .collect();
+            if secrets.is_empty() {
                 continue;
             }
-            let (reason, message) = now.notice(secret);
-            if now == Unavailable::Denied {
+            let (reason, message) = kind.notice(&secrets);
+            if kind == Unavailable::Denied {
                 log::warn!("{id}: {message}");
             }
             let event = (true, reason, message.as_str());
             if self.dry_run || record_event(kube, id, &entry.uid, event) {
-                self.said_unavailable.said(key, now);
+                for secret in secrets {
+                    self.said_unavailable
+                        .said((id.clone(), secret.clone()), kind);
+                }
             }
         }
     }
@@ -210,6 +248,50 @@ impl Reloader {
             if record_event(kube, id, &entry.uid, event) {
                 self.said_unreadable.said(key, version.number);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reloader::fixtures::secret;
+
+    #[test]
+    fn one_notice_names_up_to_ten_paths_and_counts_the_rest() {
+        let paths: Vec<SecretRef> = (0..12).map(|n| secret(&format!("s/data/{n}"))).collect();
+        let refs: Vec<&SecretRef> = paths.iter().collect();
+        let rows: [(Unavailable, usize, &str, &str); 4] = [
+            (
+                Unavailable::Missing,
+                1,
+                "SecretNotFound",
+                "Vault secret path s/data/0 not found",
+            ),
+            (
+                Unavailable::Missing,
+                12,
+                "SecretNotFound",
+                "12 Vault secret paths not found: s/data/0, s/data/1, s/data/2, s/data/3, \
+                 s/data/4, s/data/5, s/data/6, s/data/7, s/data/8, s/data/9 and 2 more",
+            ),
+            (
+                Unavailable::Denied,
+                1,
+                "SecretAccessDenied",
+                "Vault secret path s/data/0: the reloader's Vault policy refuses it (403), so \
+                 its changes are not seen; its recorded version is kept",
+            ),
+            (
+                Unavailable::Denied,
+                2,
+                "SecretAccessDenied",
+                "2 Vault secret paths: the reloader's Vault policy refuses them (403), so their \
+                 changes are not seen; their recorded versions are kept: s/data/0, s/data/1",
+            ),
+        ];
+        for (kind, n, reason, message) in rows {
+            assert_eq!(kind.notice(&refs[..n]), (reason, message.to_string()));
         }
     }
 }
