@@ -17,9 +17,11 @@
 #   4. with a copy of the ClusterRole minus `watch`, the collector falls back
 #      to lists, says so once per scope, and still reloads;
 #   5. with OpenBao behind the fault proxy in mode `slow` (0.2 s a request),
-#      a reloader pass takes longer than its period: a workload created
-#      during the pass is in the index within 1 s, not when the pass ends;
-#      the daemon warns about it once, not every pass.
+#      one namespace's 20 secrets do not fit in a pass: the pass ends when
+#      the next is due and that namespace goes on next pass while the others
+#      are checked every pass; a workload created during the pass is in the
+#      index within 1 s, not when the pass ends; the daemon warns about it
+#      once, not every pass.
 # The issue's limits (4 s, 2 s) are measured to the millisecond from the
 # moment the change was made (its command returned), by the harness's
 # `mark` and `timed`.
@@ -321,11 +323,15 @@ passes() { since "$WORK/reloader.out" "$OUT0" | matches 'reloader pass:'; }
 passes_at_least() { (($(passes) >= $1)); }
 check "a first reloader pass ends" wait_until 30 passes_at_least 1
 long=$(pass_ms)
-check "each request waits 0.2 s: a pass takes longer than its 2 s period (${long} ms)" test "${long:-0}" -gt 3000
-# Just after a pass ends the next one starts within a tick: be inside it.
+# The period, and the last step begun before its end (a lookup, 0.2 s).
+check "each request waits 0.2 s: the pass ends when the next is due (${long} ms)" \
+  test "${long:-0}" -ge 1800 -a "${long:-0}" -le 2600
+carried() { since "$WORK/reloader.err" "$ERR0" | matches 'level=warn msg="reloader pass ran out of --reloader-run-period with [0-9]* secrets of namespace streams-05 ('; }
+check "the warning names the namespace left for the next pass" test "$(carried)" -eq 1
+# The next pass is due as one ends: be inside it.
 n=$(passes)
 wait_until 30 passes_at_least $((n + 1))
-sleep 1.2
+sleep 0.3
 deploy streams-05 a3 a3
 mark
 timed "a workload created during a long pass is in the index within 1 s" 1 watched_is 8
@@ -333,9 +339,16 @@ inside=$(passes)
 check "that was before the pass ended (reloader passes: $((n + 1)) then $inside)" test "$inside" -eq $((n + 1))
 change s1
 check "a secret change still reloads its workload once" wait_until 30 count_is streams-01 s1 3
-check "the long pass baselined its workload, not reloading it" counts_are "streams-05 long 0"
-overruns=$(since "$WORK/reloader.err" "$ERR0" | matches 'level=warn msg="reloader pass took')
-check "outlasting its period is said once, not every pass ($overruns warnings in $(passes) passes)" \
+versions_known() {
+  [[ $(annotation streams-05 deployment/long "$PREFIX/observed-versions" meta | grep -o 'vault:secret/data/streams/l' | wc -l) -eq $LONG_SECRETS ]]
+}
+check "over several passes, streams-05's secrets are all known: its baseline holds all $LONG_SECRETS" \
+  wait_until 30 versions_known
+check "the baseline rolled nothing" counts_are "streams-05 long 0"
+fits() { since "$WORK/reloader.out" "$OUT0" | matches 'reloader pass fits in its period again'; }
+check "once it caught up, a pass fits again and says so" wait_until 30 test "$(fits)" -ge 1
+overruns=$(since "$WORK/reloader.err" "$ERR0" | matches 'level=warn msg="reloader pass ran out')
+check "running out of its period is said once, not every pass ($overruns warnings in $(passes) passes)" \
   test "$overruns" -eq 1
 stop
 stop_process "$PROXY_PID"

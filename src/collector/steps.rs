@@ -20,6 +20,14 @@ pub trait Steps {
     /// two steps, so that a workload created or edited during a long pass
     /// is decided as it is now.
     fn catch_up(&mut self, _kube: &mut Kube, _index: &mut Index) {}
+
+    /// Whether the pass is still within its period. A reloader pass past
+    /// it leaves each namespace's unasked secrets for the next pass, which
+    /// is then due, so that one namespace's size never holds the others'
+    /// next lookups back.
+    fn in_time(&self) -> bool {
+        true
+    }
 }
 
 /// No loop to answer to: for a pass run on its own (tests, tools).

@@ -56,6 +56,8 @@ struct Between<'a> {
     /// The collector whose events a reloader pass applies as it goes.
     streams: Option<&'a mut Collector>,
     last_read: Instant,
+    /// When the next pass is due: a reloader pass ends there.
+    until: Option<Instant>,
 }
 
 impl<'a> Between<'a> {
@@ -64,6 +66,7 @@ impl<'a> Between<'a> {
             lease,
             streams,
             last_read: Instant::now(),
+            until: None,
         }
     }
 }
@@ -85,6 +88,10 @@ impl Steps for Between<'_> {
         show_streams(collector, index);
         crate::daemon::logging::set_worker("reloader");
         self.last_read = Instant::now();
+    }
+
+    fn in_time(&self) -> bool {
+        self.until.is_none_or(|until| Instant::now() < until)
     }
 }
 
@@ -197,20 +204,23 @@ fn reloaded(status: &mut Status, report: &reloader::Report, ran: Ran, index: &In
     metrics.record_renewals(&report.renewed, finished, &|id| index.contains_key(id));
     let ok = report.vault_failures == 0 && report.patch_failures == 0;
     if !report.interrupted {
-        status.readiness.reloaded = report.vault_failures < report.secrets || report.secrets == 0;
+        status.readiness.reloaded = report.vault_failures < report.lookups || report.lookups == 0;
         metrics.reloader.record(ok, ran.took);
         metrics.secrets = report.secrets;
         metrics.vault_lookups_failed += report.vault_failures as u64;
-        metrics.vault_lookups_ok += report.secrets.saturating_sub(report.vault_failures) as u64;
+        metrics.vault_lookups_ok += report.lookups.saturating_sub(report.vault_failures) as u64;
         metrics.watched_workloads = index.len();
         let pass = cost::Pass {
             took: ran.took,
             period: ran.period,
             secrets: report.secrets,
             requests: vault_requests + kube_requests,
+            carried: &report.carried,
         };
-        let cost = cost::judge(&pass, metrics.reloader_period_share);
+        let previous_over = metrics.reloader_period_share > 1.0 || metrics.secrets_carried > 0;
+        let cost = cost::judge(&pass, previous_over);
         metrics.reloader_period_share = cost.share;
+        metrics.secrets_carried = report.carried.values().sum();
         log::info!(
             "reloader pass: {} secrets, {vault_requests} Vault requests, {} reloaded, \
              {kube_requests} API requests, {} ms, {:.0}% of the period",
@@ -262,12 +272,13 @@ impl Loop {
         reactor::status(|status| collected(status, &report, requests, index, took)).unwrap_or(0)
     }
 
-    /// A reloader pass, the collector's events applied as it goes; its
-    /// exit code.
-    fn reload(&mut self) -> u8 {
+    /// A reloader pass, the collector's events applied as it goes, within
+    /// `until` (when the next one is due); its exit code.
+    fn reload(&mut self, until: Option<Instant>) -> u8 {
         crate::daemon::logging::set_worker("reloader");
         let started = Instant::now();
         let mut between = Between::new(&self.lease, Some(&mut self.collector));
+        between.until = until;
         let report = self
             .reloader
             .pass(&mut self.kube, &mut self.index, &mut between);
@@ -356,6 +367,7 @@ impl Daemon {
             }
             if was_leading && !leading {
                 parts.collector.stop_watching();
+                parts.reloader.forget_progress();
             }
             if leading && (run_now || tick >= next_collect) {
                 next_collect = tick + collect_every;
@@ -363,7 +375,9 @@ impl Daemon {
             }
             if leading && (run_now || tick >= next_reload) {
                 next_reload = tick + reload_every;
-                code = code.max(parts.reload());
+                // Up to when the next pass is due; with --once, no limit.
+                let until = (!once).then(|| start + TICK * next_reload as u32);
+                code = code.max(parts.reload(until));
                 if once {
                     break;
                 }

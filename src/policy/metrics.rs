@@ -53,6 +53,9 @@ pub struct Metrics {
     /// The last finished reloader pass's duration over
     /// `--reloader-run-period` ([`crate::policy::cost::judge`]).
     pub reloader_period_share: f64,
+    /// Secrets the last finished reloader pass ran out of its period
+    /// before asking about: its namespaces go on next pass.
+    pub secrets_carried: usize,
     /// Secret version lookups that got an answer.
     pub vault_lookups_ok: u64,
     /// Secret version lookups that failed.
@@ -192,6 +195,13 @@ impl Metrics {
         );
         header(
             out,
+            "secrets_carried_over",
+            "gauge",
+            "Secrets the last reloader pass ran out of its period before asking about; their namespaces go on next pass, the others are not delayed.",
+        );
+        let _ = writeln!(out, "{PREFIX}secrets_carried_over {}", self.secrets_carried);
+        header(
+            out,
             "last_success_timestamp_seconds",
             "gauge",
             "When a pass last succeeded.",
@@ -328,6 +338,7 @@ mod tests {
         metrics.record_renewals(std::slice::from_ref(&id), Some((&next, 3)), &|_| true);
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.reloader_period_share = 0.75;
+        metrics.secrets_carried = 4321;
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
         metrics.watch_streams = (2, 3);
@@ -343,6 +354,7 @@ mod tests {
             "vault_secrets_reloader_passes_total{pass=\"collector\",result=\"failure\"} 1",
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
             "vault_secrets_reloader_pass_period_ratio{pass=\"reloader\"} 0.750",
+            "vault_secrets_reloader_secrets_carried_over 4321",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
             "vault_secrets_reloader_dynamic_secret_renewals_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1",

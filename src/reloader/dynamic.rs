@@ -5,6 +5,7 @@
 //! requests and Events are in `Reloader::plan_renewals`.
 
 use super::decide::{Decision, LookupFn};
+use super::fair::Cycles;
 use super::notices::record_event;
 use super::routing::Server;
 use super::said::Said;
@@ -353,12 +354,12 @@ impl Reloader {
         &mut self,
         kube: &mut Kube,
         index: &Index,
-        lookups: &HashMap<(Server, SecretRef), Lookup>,
+        (ids, cycles): (&[(WorkloadId, u64)], &Cycles),
         steps: &mut dyn Steps,
         report: &mut Report,
     ) -> Option<HashMap<WorkloadId, Renewal>> {
         let now = super::unix_now();
-        let wanted = self.dynamic_sources(index, lookups);
+        let wanted = self.dynamic_sources(index, ids, cycles);
         let distinct: BTreeSet<(Server, SecretRef)> = wanted
             .iter()
             .flat_map(|(_, _, s)| s.iter().cloned())
@@ -413,20 +414,26 @@ impl Reloader {
         Some(renewals)
     }
 
-    /// Each workload with the max-age annotation, with its dynamic
-    /// references and the server each is asked on.
+    /// Each workload of `ids` with the max-age annotation, with its
+    /// dynamic references (as the lookups made since the first pass of its
+    /// namespace's cycle tell) and the server each is asked on.
     fn dynamic_sources<'e>(
         &self,
         index: &'e Index,
-        lookups: &HashMap<(Server, SecretRef), Lookup>,
+        ids: &[(WorkloadId, u64)],
+        cycles: &Cycles,
     ) -> Vec<Wanted<'e>> {
         let mut wanted = Vec::new();
-        for entry in index.values() {
+        for (id, began) in ids {
+            let Some(entry) = index.get(id) else {
+                continue;
+            };
             let Some(dynamic) = &entry.dynamic else {
                 continue;
             };
             let route = self.route(entry);
-            let lookup = |s: &SecretRef| lookups.get(&(Self::server(&route, s)?, s.clone()));
+            let lookup =
+                |s: &SecretRef| cycles.fresh(&(Self::server(&route, s)?, s.clone()), *began);
             let sources = dynamic_refs(entry, dynamic, &lookup)
                 .into_iter()
                 .filter_map(|s| Some((Self::server(&route, &s)?, s)))

@@ -1,24 +1,28 @@
-//! The reloader pass: asks Vault once for each distinct secret, decides per
-//! workload what to do ([`decide`], pure), and does it ([`patch`]). Which
-//! server a workload is read from is [`routing`]'s; what is told about a
-//! workload besides its rollouts, [`notices`]'; dynamic-secret renewals,
+//! The reloader pass: asks Vault once for each distinct secret
+//! ([`lookups`]), namespaces in turn ([`fair`]), decides per workload what
+//! to do ([`decide`], pure), and does it ([`patch`]). Which server a
+//! workload is read from is [`routing`]'s; what is told about a workload
+//! besides its rollouts, [`notices`]'; dynamic-secret renewals,
 //! [`dynamic`]'s.
 
 use crate::collector::index::Index;
 use crate::collector::steps::Steps;
-use crate::error::Error;
 use crate::kube::Kube;
 use crate::policy::allow::Addr;
-use crate::policy::refs::{Provider, SecretRef};
+use crate::policy::refs::SecretRef;
 use crate::policy::workload::{self, WorkloadId};
-use crate::vault::{Lookup, Vault};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use crate::vault::Vault;
+use fair::{Cycles, Rounds, Source, Turn, Uses};
+use lookups::ClientKey;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod decide;
 pub mod dynamic;
+mod fair;
 #[cfg(test)]
 mod fixtures;
+mod lookups;
 mod notices;
 mod patch;
 pub mod routing;
@@ -33,8 +37,11 @@ use said::Said;
 /// How a pass went.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Report {
-    /// Distinct secrets checked.
+    /// Distinct secrets the workloads use.
     pub secrets: usize,
+    /// Secrets asked about this pass (a namespace going on from the last
+    /// pass asks only what it has left).
+    pub lookups: usize,
     /// Vault requests that failed.
     pub vault_failures: usize,
     /// Workloads rolled out.
@@ -50,6 +57,34 @@ pub struct Report {
     pub next_renewal: std::collections::BTreeMap<WorkloadId, u64>,
     /// Workloads whose dynamic secrets' lifetime could not be determined.
     pub lifetime_unknown: usize,
+    /// Namespaces whose secrets were not all asked about when the pass ran
+    /// out of time, with how many are left: they go on next pass.
+    pub carried: BTreeMap<String, usize>,
+}
+
+/// What a pass keeps while it runs.
+struct Running {
+    /// Each namespace's cycle of lookups, taken from the reloader for the
+    /// pass and given back when it ends.
+    cycles: Cycles,
+    /// Clients whose server failed this pass: not asked again.
+    unreachable: HashSet<ClientKey>,
+    /// The API server could not be reached: no more patches this pass.
+    api_down: bool,
+    /// Workloads with dynamic secrets whose namespace is done, with the
+    /// first pass of its cycle: decided together at the end.
+    renew: Vec<(WorkloadId, u64)>,
+}
+
+impl Running {
+    fn new(cycles: Cycles) -> Running {
+        Running {
+            cycles,
+            unreachable: HashSet::new(),
+            api_down: false,
+            renew: Vec::new(),
+        }
+    }
 }
 
 /// The Vault clients, and what must be said only once.
@@ -82,6 +117,8 @@ pub struct Reloader {
     dry_run: bool,
     /// What one workload may name, for the workloads read back.
     limits: workload::Limits,
+    /// Where each namespace is in its lookups, across passes.
+    cycles: Cycles,
 }
 
 impl Reloader {
@@ -113,6 +150,7 @@ impl Reloader {
             renewals: dynamic::Memory::default(),
             dry_run,
             limits: workload::Limits::default(),
+            cycles: Cycles::default(),
         }
     }
 
@@ -145,101 +183,235 @@ impl Reloader {
         all
     }
 
+    /// Forgets how far each namespace's lookups went: when this replica
+    /// stops leading, as what it found may be stale when it leads again.
+    pub fn forget_progress(&mut self) {
+        self.cycles = Cycles::default();
+    }
+
     /// Revokes the Vault tokens the clients logged in for: at shutdown.
     pub fn revoke_tokens(&mut self) {
         self.clients().for_each(Vault::revoke);
     }
 
-    /// One pass over the workloads in `index`: asks Vault about each
-    /// distinct secret, then decides and patches each workload, a step
-    /// each ([`Steps`]). Between two steps the watch events are applied to
-    /// `index`, so each workload is decided as it is then.
+    /// One pass over the workloads in `index`, fair between namespaces
+    /// ([`fair`]): each namespace in turn takes one step — a directory
+    /// listed, a secret asked about, one workload decided and patched — and
+    /// its workloads are decided as soon as its own secrets are known; the
+    /// dynamic-secret renewals of the namespaces done come last. Between
+    /// two steps the watch events are applied to `index` ([`Steps`]), so
+    /// each workload is decided as it is then. Past its period
+    /// ([`Steps::in_time`]) the pass ends, and the namespaces not done go
+    /// on next pass from where they were.
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, steps: &mut dyn Steps) -> Report {
         let mut report = Report::default();
         self.clients().for_each(Vault::begin_pass);
-        let sources: BTreeSet<(Server, SecretRef)> = index
+        let wanted = self.wanted(index);
+        let sources: BTreeSet<Source> = wanted
             .values()
-            .flat_map(|e| {
-                let route = self.route(e);
-                e.refs
-                    .iter()
-                    .filter_map(move |s| Some((Self::server(&route, s)?, s.clone())))
-            })
+            .flat_map(|uses| uses.sources.iter().cloned())
             .collect();
         self.forget_what_is_gone(index, &sources);
         self.note_unannotated(index);
         report.secrets = sources.len();
-        // The workloads as they are now: one created while Vault is asked
-        // (the streams are read meanwhile) is decided next pass, when its
-        // secrets have been asked about too.
-        let ids: Vec<WorkloadId> = index.keys().cloned().collect();
-        let Some(lookups) = self.look_up(sources, kube, index, steps, &mut report) else {
-            report.interrupted = true;
-            return report;
-        };
-        let Some(renewals) = self.plan_renewals(kube, index, &lookups, steps, &mut report) else {
-            report.interrupted = true;
-            return report;
-        };
-        for id in ids {
+        // An interrupted pass leaves no progress behind: the next leader,
+        // or this one later, starts every namespace afresh.
+        let mut running = Running::new(std::mem::take(&mut self.cycles));
+        let mut turns = running.cycles.begin(wanted);
+        self.plan_listings(turns.iter_mut().map(|(_, turn)| turn));
+        let mut rounds = Rounds::new(turns, running.cycles.resume());
+        loop {
             if !steps.keep_going() {
                 report.interrupted = true;
                 return report;
             }
-            steps.catch_up(kube, index);
-            let Some(entry) = index.get(&id) else {
-                continue;
-            };
-            let route = &self.route(entry);
-            if let Err(why) = route {
-                self.report_refused(kube, entry, why);
+            if !steps.in_time() {
+                break;
             }
-            let lookup = |secret: &SecretRef| {
-                let server = Self::server(route, secret)?;
-                lookups.get(&(server, secret.clone()))
+            let Some((namespace, turn)) = rounds.next() else {
+                break;
             };
-            self.report_unavailable(kube, entry, &lookup);
-            self.report_unreadable(kube, entry, &lookup);
-            let unwatched = (Counted::Unwatched, entry.unwatched);
-            self.report_counted(kube, entry, unwatched);
-            let refused = (Counted::Refused, entry.refused.count);
-            self.report_counted(kube, entry, refused);
-            let renewal = renewals.get(&id);
-            let patching = Patching {
-                dry_run: self.dry_run,
-                limits: &self.limits,
-            };
-            match apply(kube, index, &id, &lookup, renewal, patching) {
-                Ok(applied) => {
-                    if let Some(entry) = index.get(&id) {
-                        let left_out = (Counted::LeftOut, applied.left_out);
-                        self.report_counted(kube, entry, left_out);
-                    }
-                    if let Some((uid, decision)) = applied.rolled {
-                        let message = decision.reason();
-                        let event = (false, "SecretsReloaded", message.as_str());
-                        record_event(kube, &id, &uid, event);
-                        let memory = &mut self.renewals;
-                        dynamic::rolled_out(memory, &mut report, &id, &decision, renewal);
-                        report.reloaded.push(id);
-                    }
-                }
-                Err(e) => {
-                    report.patch_failures += 1;
-                    log::error!("updating {id} failed: {e}");
-                    if e.is_unreachable() {
-                        // The rest would fail alike; their changes wait for the next pass.
-                        return report;
-                    }
-                }
+            steps.catch_up(kube, index);
+            if !self.step(namespace, turn, (kube, index), &mut report, &mut running) {
+                rounds.done();
             }
         }
+        report.carried = fair::carried(rounds.left());
+        running.cycles.resume_at(rounds.next_up());
+        if !self.renew(kube, index, steps, &mut report, &mut running) {
+            report.interrupted = true;
+            return report;
+        }
+        self.cycles = running.cycles;
         report
+    }
+
+    /// The secrets and the workloads of each namespace in `index`.
+    fn wanted(&self, index: &Index) -> BTreeMap<String, Uses> {
+        let mut wanted: BTreeMap<String, Uses> = BTreeMap::new();
+        for entry in index.values() {
+            let route = self.route(entry);
+            let uses = wanted.entry(entry.id.namespace.clone()).or_default();
+            uses.workloads.push(entry.id.clone());
+            let sources = entry
+                .refs
+                .iter()
+                .filter_map(|s| Some((Self::server(&route, s)?, s.clone())));
+            uses.sources.extend(sources);
+        }
+        wanted
+    }
+
+    /// One step of `namespace`'s `turn`: a directory listed, a secret
+    /// asked about, or one of its workloads decided (patched, told) once
+    /// all its secrets are known. `false` when it has nothing left to do
+    /// this pass.
+    fn step(
+        &mut self,
+        namespace: &str,
+        turn: &mut Turn,
+        (kube, index): (&mut Kube, &mut Index),
+        report: &mut Report,
+        running: &mut Running,
+    ) -> bool {
+        if self.list_step(turn, running) {
+            return true;
+        }
+        while let Some(source) = turn.queue.pop_front() {
+            if running.cycles.fresh(&source, turn.began).is_none() {
+                let lookup = self.look_up(&source, running, report);
+                running.cycles.found(source, lookup);
+                return true;
+            }
+        }
+        if turn.settle.is_none() {
+            running.cycles.ended(namespace);
+            turn.settle = Some(self.known(index, turn, running));
+        }
+        if running.api_down {
+            return false;
+        }
+        let Some(id) = turn.settle.as_mut().and_then(VecDeque::pop_front) else {
+            return false;
+        };
+        self.settle(kube, index, (&id, turn.began), None, report, running);
+        true
+    }
+
+    /// The workloads of `turn` still there whose secrets were all asked
+    /// about in its cycle: those to decide now. One created meanwhile is
+    /// decided on its namespace's next cycle; those with dynamic secrets
+    /// are left to [`Reloader::renew`].
+    fn known(&self, index: &Index, turn: &Turn, running: &mut Running) -> VecDeque<WorkloadId> {
+        let mut now = VecDeque::new();
+        for id in &turn.workloads {
+            let Some(entry) = index.get(id) else {
+                continue;
+            };
+            let route = self.route(entry);
+            let all_known = entry.refs.iter().all(|s| match Self::server(&route, s) {
+                Some(server) => running
+                    .cycles
+                    .fresh(&(server, s.clone()), turn.began)
+                    .is_some(),
+                None => true,
+            });
+            match (all_known, entry.dynamic.is_some()) {
+                (false, _) => {}
+                (true, false) => now.push_back(id.clone()),
+                (true, true) => running.renew.push((id.clone(), turn.began)),
+            }
+        }
+        now
+    }
+
+    /// Decides workload `id` on the lookups made since pass `began`, with
+    /// its dynamic-secret `renewal` if any: tells what cannot be checked,
+    /// patches it, and records its rollout in `report`. An API server that
+    /// cannot be reached ends the pass's patches: the rest would fail alike,
+    /// and their changes wait for the next pass.
+    fn settle(
+        &mut self,
+        kube: &mut Kube,
+        index: &mut Index,
+        (id, began): (&WorkloadId, u64),
+        renewal: Option<&dynamic::Renewal>,
+        report: &mut Report,
+        running: &mut Running,
+    ) {
+        let Some(entry) = index.get(id) else {
+            return;
+        };
+        let route = &self.route(entry);
+        if let Err(why) = route {
+            self.report_refused(kube, entry, why);
+        }
+        let cycles = &running.cycles;
+        let lookup = |secret: &SecretRef| {
+            cycles.fresh(&(Self::server(route, secret)?, secret.clone()), began)
+        };
+        self.report_unavailable(kube, entry, &lookup);
+        self.report_unreadable(kube, entry, &lookup);
+        self.report_counted(kube, entry, (Counted::Unwatched, entry.unwatched));
+        self.report_counted(kube, entry, (Counted::Refused, entry.refused.count));
+        let patching = Patching {
+            dry_run: self.dry_run,
+            limits: &self.limits,
+        };
+        match apply(kube, index, id, &lookup, renewal, patching) {
+            Ok(applied) => {
+                if let Some(entry) = index.get(id) {
+                    self.report_counted(kube, entry, (Counted::LeftOut, applied.left_out));
+                }
+                if let Some((uid, decision)) = applied.rolled {
+                    let message = decision.reason();
+                    record_event(kube, id, &uid, (false, "SecretsReloaded", message.as_str()));
+                    dynamic::rolled_out(&mut self.renewals, report, id, &decision, renewal);
+                    report.reloaded.push(id.clone());
+                }
+            }
+            Err(e) => {
+                report.patch_failures += 1;
+                log::error!("updating {id} failed: {e}");
+                running.api_down = e.is_unreachable();
+            }
+        }
+    }
+
+    /// The dynamic-secret renewals of the namespaces done this pass: plans
+    /// them together ([`Reloader::plan_renewals`], which shares the budget
+    /// between namespaces), then decides each workload, a step each.
+    /// `false` when the loop asked to stop.
+    fn renew(
+        &mut self,
+        kube: &mut Kube,
+        index: &mut Index,
+        steps: &mut dyn Steps,
+        report: &mut Report,
+        running: &mut Running,
+    ) -> bool {
+        let wanted = std::mem::take(&mut running.renew);
+        let planned = (wanted.as_slice(), &running.cycles);
+        let Some(renewals) = self.plan_renewals(kube, index, planned, steps, report) else {
+            return false;
+        };
+        for (id, began) in wanted {
+            if !steps.keep_going() {
+                return false;
+            }
+            steps.catch_up(kube, index);
+            if running.api_down {
+                break;
+            }
+            let renewal = renewals.get(&id);
+            self.settle(kube, index, (&id, began), renewal, report, running);
+        }
+        true
     }
 
     /// Drops what is kept about workloads, secrets and servers no longer in
     /// the index, so nothing grows with workloads that came and went.
-    fn forget_what_is_gone(&mut self, index: &Index, sources: &BTreeSet<(Server, SecretRef)>) {
+    fn forget_what_is_gone(&mut self, index: &Index, sources: &BTreeSet<Source>) {
         let refused: HashSet<&WorkloadId> = index
             .values()
             .filter(|entry| self.route(entry).is_err())
@@ -264,173 +436,6 @@ impl Reloader {
             per_workload.clients.retain(|addr, _| used.contains(addr));
         }
     }
-
-    /// Asks each server about each of its secrets once. A server that cannot
-    /// be reached is not asked again in the same pass (one error, not one
-    /// per secret). Each lookup is a step: between two, the watch events
-    /// are applied to `index`. `None` when the loop asked to stop.
-    fn look_up(
-        &mut self,
-        sources: BTreeSet<(Server, SecretRef)>,
-        kube: &mut Kube,
-        index: &mut Index,
-        steps: &mut dyn Steps,
-        report: &mut Report,
-    ) -> Option<HashMap<(Server, SecretRef), Lookup>> {
-        let mut unreachable = self.prefetch(&sources, kube, index, steps)?;
-        let mut lookups = HashMap::with_capacity(sources.len());
-        for (server, secret) in sources {
-            if !steps.keep_going() {
-                return None;
-            }
-            steps.catch_up(kube, index);
-            // Which client: `bao:` secrets share the Vault client without BAO_ADDR.
-            let client_key = (
-                server.clone(),
-                secret.provider == Provider::Bao && self.bao.is_some(),
-            );
-            let (lookup, ignore_missing) = match unreachable.contains(&client_key) {
-                true => (
-                    Lookup::Failed(Error::Transport("not tried again this pass".into())),
-                    false,
-                ),
-                false => match self.client(&server, secret.provider) {
-                    Ok((client, ignore)) => (client.current_version(&secret.path), ignore),
-                    Err(e) => (Lookup::Failed(e), false),
-                },
-            };
-            if let Lookup::Failed(e) = &lookup {
-                if !matches!(e, Error::MountUnknown { .. }) {
-                    report.vault_failures += 1;
-                }
-            }
-            let first_failure = match &lookup {
-                Lookup::Failed(e) if e.is_server_failure() => unreachable.insert(client_key),
-                _ => false,
-            };
-            self.log_lookup(&server, &secret, &lookup, ignore_missing, first_failure);
-            lookups.insert((server, secret), lookup);
-        }
-        Some(lookups)
-    }
-
-    /// Lets each client list the directories of its secrets before they are
-    /// looked up one by one (with `--list-secret-metadata`; otherwise
-    /// nothing is sent), a directory a step. The clients whose server
-    /// failed, not asked again this pass; `None` when the loop asked to
-    /// stop.
-    fn prefetch(
-        &mut self,
-        sources: &BTreeSet<(Server, SecretRef)>,
-        kube: &mut Kube,
-        index: &mut Index,
-        steps: &mut dyn Steps,
-    ) -> Option<HashSet<(Server, bool)>> {
-        let mut by_client: BTreeMap<(Server, bool), Vec<&str>> = BTreeMap::new();
-        for (server, secret) in sources {
-            let bao_client = secret.provider == Provider::Bao && self.bao.is_some();
-            by_client
-                .entry((server.clone(), bao_client))
-                .or_default()
-                .push(&secret.path);
-        }
-        let mut failed = HashSet::new();
-        for ((server, bao_client), paths) in by_client {
-            let provider = if bao_client {
-                Provider::Bao
-            } else {
-                Provider::Vault
-            };
-            let Ok((client, _)) = self.client(&server, provider) else {
-                continue;
-            };
-            let mut plan = client.prefetch(&paths);
-            loop {
-                if !steps.keep_going() {
-                    return None;
-                }
-                steps.catch_up(kube, index);
-                match client.list_next(&mut plan) {
-                    None => break,
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => {
-                        let at = server
-                            .as_ref()
-                            .map(|a| format!(" at {a}"))
-                            .unwrap_or_default();
-                        log::error!(
-                            "listing secrets{at} failed, not asking that server again this pass: {e}"
-                        );
-                        failed.insert((server.clone(), bao_client));
-                    }
-                }
-            }
-        }
-        Some(failed)
-    }
-
-    /// Logs what a lookup found: a failing server once per pass (when it
-    /// failed `first`), what cannot be watched or checked once, a missing
-    /// secret once until it is found again.
-    fn log_lookup(
-        &mut self,
-        server: &Server,
-        secret: &SecretRef,
-        lookup: &Lookup,
-        ignore_missing: bool,
-        first: bool,
-    ) {
-        let at = server
-            .as_ref()
-            .map(|a| format!(" at {a}"))
-            .unwrap_or_default();
-        let source = (server.clone(), secret.clone());
-        if matches!(lookup, Lookup::Found(_) | Lookup::Unreadable(..)) {
-            self.said_missing.forget(&source);
-        }
-        match lookup {
-            Lookup::Found(version) => log::debug!("{secret}{at} is at {version}"),
-            Lookup::Unreadable(version, why) => {
-                log::debug!("{secret}{at} is at {version}, which is {why}")
-            }
-            Lookup::Missing => {
-                let level = match (self.said_missing.news(source, ()), ignore_missing) {
-                    (false, _) => log::Level::Debug,
-                    (true, true) => log::Level::Warn,
-                    (true, false) => log::Level::Error,
-                };
-                log::log!(level, "Vault secret path {} not found{at}", secret.path)
-            }
-            // Said once per workload that uses it (`report_unavailable`).
-            Lookup::Denied => log::debug!("{secret}{at}: permission denied"),
-            Lookup::Unwatchable(why) => {
-                if !self.renewals.unannotated.contains(&source) {
-                    log::debug!("{secret}{at} has no versions: {why}");
-                } else if self.said_unwatchable.news(source, ()) {
-                    log::warn!(
-                        "{secret}{at} cannot be watched: {why}{}",
-                        dynamic::hint(why)
-                    );
-                }
-            }
-            Lookup::Failed(e @ Error::MountUnknown { .. }) => {
-                if self.said_unknown.news(source, ()) {
-                    log::warn!(
-                        "{secret}{at} cannot be checked: {e}; its recorded version is kept \
-                         and it is asked about again every pass"
-                    );
-                }
-            }
-            Lookup::Failed(e) if e.is_server_failure() => {
-                if first {
-                    log::error!(
-                        "checking {secret}{at} failed, not asking that server again this pass: {e}"
-                    );
-                }
-            }
-            Lookup::Failed(e) => log::error!("checking {secret}{at} failed: {e}"),
-        }
-    }
 }
 
 /// The time now in Unix seconds.
@@ -444,21 +449,10 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::steps::Unattended;
+    use crate::policy::refs::Provider;
     use fixtures::*;
-
-    #[test]
-    fn a_missing_secret_is_logged_once_until_it_is_found() {
-        let mut reloader = reloader_with_own_servers();
-        let source = (None, secret("s/data/a"));
-        let mut log = |lookup: Lookup| {
-            reloader.log_lookup(&None, &source.1, &lookup, false, false);
-            !reloader.said_missing.is_news(&source, &())
-        };
-        assert!(log(Lookup::Missing), "said");
-        assert!(log(Lookup::Missing), "not said again");
-        assert!(!log(Lookup::Found(version(1, "t1"))), "found again");
-        assert!(log(Lookup::Missing), "gone again: said again");
-    }
+    use std::time::Duration;
 
     #[test]
     fn what_is_kept_about_workloads_forgets_those_that_are_gone() {
@@ -506,5 +500,124 @@ mod tests {
             assert_eq!(said.keys().count(), 0);
         }
         assert!(reloader.per_workload.as_ref().unwrap().clients.is_empty());
+    }
+
+    /// A loop that gives a pass `steps` steps of time.
+    struct Budget {
+        steps: usize,
+        taken: usize,
+    }
+
+    impl Steps for Budget {
+        fn keep_going(&mut self) -> bool {
+            self.taken += 1;
+            true
+        }
+
+        fn in_time(&self) -> bool {
+            self.taken <= self.steps
+        }
+    }
+
+    /// `ns/name` using `paths`, recorded at version 2 of each.
+    fn workload(namespace: &str, name: &str, paths: &[&str]) -> workload::Entry {
+        let mut entry = entry(name, paths, None);
+        entry.id.namespace = namespace.into();
+        let versions: Vec<(&str, Option<_>)> =
+            paths.iter().map(|p| (*p, Some(version(2, "t2")))).collect();
+        entry.state = Some(state(&versions));
+        entry
+    }
+
+    #[test]
+    fn namespaces_take_turns_and_one_too_large_goes_on_next_pass() {
+        use crate::io::http::fake_server::{self, Reply};
+        // Every good/ secret is at version 3; evil's paths do not exist.
+        let vault = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, r#"{"data":{"ttl":3600}}"#),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(
+                200,
+                r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#,
+            ),
+            p if p.starts_with("/v1/secret/metadata/good/") => Reply::json(
+                200,
+                r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"t3"}}}}"#,
+            ),
+            _ => Reply::json(404, r#"{"errors":[]}"#),
+        });
+        let kube_server = fake_server::start(|r| match r.method.as_str() {
+            // The workload as patched: still using good's secret.
+            "PATCH" => Reply::json(
+                200,
+                r#"{"metadata":{"name":"app","namespace":"good","uid":"u","resourceVersion":"2"},
+                "spec":{"template":{"metadata":{"annotations":{
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change":"true"}},
+                "spec":{"containers":[{"name":"c","env":[
+                {"name":"P","value":"vault:secret/data/good/db#password"}]}]}}}}"#,
+            ),
+            _ => Reply::json(201, "{}"),
+        });
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let settings = crate::io::settings::VaultSettings {
+            proxies: Default::default(),
+            addr: vault.url.clone(),
+            auth: crate::io::settings::VaultAuth::Token(crate::io::settings::Redacted("t".into())),
+            namespace: None,
+            ca_file: None,
+            ca_secret: None,
+            skip_verify: false,
+            timeout: Duration::from_secs(5),
+            ignore_missing: false,
+        };
+        let client = Vault::new(&settings, None, std::path::PathBuf::new()).unwrap();
+        let mut reloader = Reloader::new((client, false), None, None, false);
+        let evil: Vec<String> = (0..10).map(|n| format!("secret/data/evil/{n}")).collect();
+        let evil: Vec<&str> = evil.iter().map(String::as_str).collect();
+        let mut index: Index = [
+            workload("evil", "w", &evil),
+            workload("good", "app", &["secret/data/good/db"]),
+        ]
+        .into_iter()
+        .collect();
+        let asked = |from: usize| -> Vec<String> {
+            let requests = vault.requests();
+            let metadata = requests
+                .iter()
+                .filter_map(|r| r.path.strip_prefix("/v1/secret/metadata/"));
+            metadata.skip(from).map(String::from).collect()
+        };
+        // Pass 1 has time for 5 steps: good's secret is asked second, and
+        // good is rolled before evil's secrets are known.
+        let mut budget = Budget { steps: 5, taken: 0 };
+        let report = reloader.pass(&mut kube, &mut index, &mut budget);
+        assert_eq!(asked(0), ["evil/0", "good/db", "evil/1", "evil/2"]);
+        let rolled: Vec<&str> = report.reloaded.iter().map(|id| id.name.as_str()).collect();
+        assert_eq!(rolled, ["app"]);
+        assert_eq!(report.carried, [("evil".to_string(), 7)].into());
+        // Pass 2 starts with good, whose turn was next; evil goes on where
+        // it was, and good is asked afresh.
+        let mut budget = Budget { steps: 5, taken: 0 };
+        let report = reloader.pass(&mut kube, &mut index, &mut budget);
+        assert_eq!(asked(4), ["good/db", "evil/3", "evil/4"]);
+        assert_eq!(report.carried, [("evil".to_string(), 5)].into());
+        // With time enough, evil finishes; nothing it asked before is
+        // asked again, and its missing secrets are told in one go.
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(
+            asked(7),
+            ["evil/5", "good/db", "evil/6", "evil/7", "evil/8", "evil/9"]
+        );
+        assert!(report.carried.is_empty());
+        let events: Vec<String> = kube_server
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/namespaces/evil/events")
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0]
+            .contains("10 Vault secret paths not found: secret/data/evil/0, secret/data/evil/1, "));
+        reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(kube_server.hits("/api/v1/namespaces/evil/events"), 1);
     }
 }

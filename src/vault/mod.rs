@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub mod lifetime;
 pub mod listing;
-mod prefetch;
+pub mod prefetch;
 
 /// The largest Vault answer read (login, token, mount, metadata): 1 MiB.
 pub const ANSWER_LIMIT: u64 = 1024 * 1024;
@@ -399,11 +399,12 @@ impl Vault {
         })
     }
 
-    /// Starts a pass: what a 403 taught about the token, and a failed try
-    /// to get one, count for one pass only.
+    /// Starts a pass: what a 403 taught about the token, a failed try to
+    /// get one, and what the listings found count for one pass only.
     pub fn begin_pass(&mut self) {
         self.checked = Checked::Not;
         self.backoff.failed_this_pass = false;
+        self.forget_listed();
     }
 
     fn url(&self, path: &str) -> String {

@@ -61,13 +61,20 @@ impl Vault {
         self
     }
 
+    /// Forgets what the last pass's listings found.
+    pub(super) fn forget_listed(&mut self) {
+        if let Some(listing) = self.listing.as_mut() {
+            listing.found.clear();
+        }
+    }
+
     /// This pass's listed lookup of `path`, taken out.
     pub(super) fn listed(&mut self, path: &str) -> Option<Lookup> {
         self.listing.as_mut()?.found.remove(path)
     }
 
-    /// Before a pass over the data paths `paths`, with listing on: forgets
-    /// the last pass's findings and plans which directories to list — each
+    /// Before a pass's lookups of the data paths `paths` (one namespace's,
+    /// say), with listing on: plans which directories to list — each
     /// holding at least [`listing::MIN_WANTED`] of them under a KV v2 mount
     /// Vault answered to an earlier lookup, and not paused. Sends nothing;
     /// [`Vault::list_next`] lists them one by one, a step each.
@@ -79,11 +86,8 @@ impl Vault {
         let Some(listing) = self.listing.as_mut() else {
             return Prefetch::default();
         };
-        listing.found.clear();
         let now = Instant::now();
-        listing
-            .paused
-            .retain(|dir, until| dirs.contains_key(dir) && *until > now);
+        listing.paused.retain(|_, until| *until > now);
         let due = dirs
             .into_iter()
             .filter(|(dir, (_, wanted))| {
