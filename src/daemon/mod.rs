@@ -216,9 +216,10 @@ fn reloaded(status: &mut Status, report: &reloader::Report, ran: Ran, index: &In
             secrets: report.secrets,
             requests: vault_requests + kube_requests,
             carried: &report.carried,
+            late: report.late,
         };
-        let previous_over = metrics.reloader_period_share > 1.0 || metrics.secrets_carried > 0;
-        let cost = cost::judge(&pass, previous_over);
+        let cost = cost::judge(&pass, metrics.reloader_over);
+        metrics.reloader_over = pass.over();
         metrics.reloader_period_share = cost.share;
         metrics.secrets_carried = report.carried.values().sum();
         log::info!(

@@ -30,13 +30,17 @@ pub struct Pass<'a> {
     /// The namespaces it ran out of time for, with the secrets each has
     /// left to ask about next pass.
     pub carried: &'a BTreeMap<String, usize>,
+    /// Namespaces it finished that began on an earlier pass.
+    pub late: usize,
 }
 
 impl Pass<'_> {
-    /// Whether it did not fit its period: it took longer, or left
-    /// namespaces for the next pass.
+    /// Whether it did not fit its period: it took longer, left namespaces
+    /// for the next pass, or finished some left by the one before (so a
+    /// namespace that always takes several passes keeps passes over, said
+    /// once, rather than flapping each time it finishes).
     pub fn over(&self) -> bool {
-        self.took > self.period || !self.carried.is_empty()
+        self.took > self.period || !self.carried.is_empty() || self.late > 0
     }
 }
 
@@ -214,6 +218,7 @@ mod tests {
                 secrets,
                 requests,
                 carried: &none,
+                late: 0,
             };
             let cost = judge(&pass, previous);
             assert!((cost.share - share).abs() < 1e-9, "{pass:?}: {cost:?}");
@@ -240,6 +245,7 @@ mod tests {
             secrets: 5001,
             requests: 700,
             carried,
+            late: 0,
         };
         let cost = judge(&pass(&evil), false);
         let (level, text) = cost.notice.unwrap();
@@ -260,10 +266,17 @@ mod tests {
             ),
             "{text}"
         );
-        // Back within the period: only the time over it keeps it over.
-        let fits = Pass {
+        // The pass that finishes what was left is still over; the one
+        // after, within the period, fits again.
+        let finishing = Pass {
             took: Duration::from_millis(1990),
+            late: 1,
             ..pass(&none)
+        };
+        assert!(judge(&finishing, true).notice.is_none());
+        let fits = Pass {
+            late: 0,
+            ..finishing
         };
         assert_eq!(judge(&fits, true).notice.unwrap().0, Info);
     }

@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Secrets the last finished reloader pass ran out of its period
     /// before asking about: its namespaces go on next pass.
     pub secrets_carried: usize,
+    /// Whether the last finished reloader pass was over its period
+    /// ([`crate::policy::cost::Pass::over`]): not exported, it keeps the
+    /// notices to one per change.
+    pub reloader_over: bool,
     /// Secret version lookups that got an answer.
     pub vault_lookups_ok: u64,
     /// Secret version lookups that failed.

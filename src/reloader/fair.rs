@@ -97,6 +97,11 @@ impl Cycles {
         }
     }
 
+    /// The current pass's number.
+    pub(super) fn pass(&self) -> u64 {
+        self.pass
+    }
+
     /// Keeps what `source` was found to be on this pass.
     pub(super) fn found(&mut self, source: Source, lookup: Lookup) {
         self.found.insert(source, (self.pass, lookup));

@@ -60,6 +60,9 @@ pub struct Report {
     /// Namespaces whose secrets were not all asked about when the pass ran
     /// out of time, with how many are left: they go on next pass.
     pub carried: BTreeMap<String, usize>,
+    /// Namespaces whose secrets were all known this pass after a cycle
+    /// begun on an earlier one: passes are still too short for them.
+    pub late: usize,
 }
 
 /// What a pass keeps while it runs.
@@ -285,6 +288,7 @@ impl Reloader {
             }
         }
         if turn.settle.is_none() {
+            report.late += usize::from(turn.began < running.cycles.pass());
             running.cycles.ended(namespace);
             turn.settle = Some(self.known(index, turn, running));
         }
@@ -594,6 +598,7 @@ mod tests {
         let rolled: Vec<&str> = report.reloaded.iter().map(|id| id.name.as_str()).collect();
         assert_eq!(rolled, ["app"]);
         assert_eq!(report.carried, [("evil".to_string(), 7)].into());
+        assert_eq!(report.late, 0);
         // Pass 2 starts with good, whose turn was next; evil goes on where
         // it was, and good is asked afresh.
         let mut budget = Budget { steps: 5, taken: 0 };
@@ -608,6 +613,7 @@ mod tests {
             ["evil/5", "good/db", "evil/6", "evil/7", "evil/8", "evil/9"]
         );
         assert!(report.carried.is_empty());
+        assert_eq!(report.late, 1, "evil's cycle began two passes ago");
         let events: Vec<String> = kube_server
             .requests()
             .into_iter()
