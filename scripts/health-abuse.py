@@ -6,6 +6,10 @@
   idle HOST:PORT --count N --seconds S
                                   N connections that send nothing, reopened
                                   when the server closes them
+  stuck HOST:PORT --count N --seconds S
+                                  N connections that each ask GET /metrics and
+                                  never read the answer (a small receive
+                                  window), all opened again every second
   probe HOST:PORT --seconds S --max-latency L
                                   a fresh GET /healthz every 200 ms; prints the
                                   count, median and max latency; exits 1 when an
@@ -136,6 +140,31 @@ def idle(args):
     return 0
 
 
+def stuck(args):
+    """Holds `count` connections that asked /metrics and read nothing,
+    opening them all again every second (the daemon drops one it cannot
+    finish within its deadline)."""
+    end = time.monotonic() + args.seconds
+    opened = 0
+    payload = f"GET /metrics HTTP/1.1\r\nHost: {args.target[1][0]}\r\n\r\n".encode()
+    while time.monotonic() < end:
+        held = []
+        for _ in range(args.count):
+            try:
+                sock = connect(args.target)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(payload)
+            except OSError:
+                continue
+            held.append(sock)
+            opened += 1
+        time.sleep(max(0.0, min(1.0, end - time.monotonic())))
+        for sock in held:
+            sock.close()
+    print(f"stuck: {opened} connections asked /metrics and read nothing")
+    return 0
+
+
 def fetch_once(target):
     """Seconds to a whole 200 answer to GET /healthz; raises on anything else."""
     started = time.monotonic()
@@ -201,12 +230,12 @@ def positive(text):
 def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
-    for name, run in (("dribble", dribble), ("idle", idle), ("probe", probe)):
+    for name, run in (("dribble", dribble), ("idle", idle), ("stuck", stuck), ("probe", probe)):
         mode = modes.add_parser(name)
         mode.set_defaults(run=run)
         mode.add_argument("target", type=loopback_target, metavar="HOST:PORT")
         mode.add_argument("--seconds", type=positive, required=True)
-        if name == "idle":
+        if name in ("idle", "stuck"):
             mode.add_argument("--count", type=int, required=True)
         if name == "probe":
             mode.add_argument("--max-latency", type=positive, required=True)

@@ -4,7 +4,8 @@
 # then the real local control plane, OpenBao and HashiCorp Vault
 # (scripts/testenv.sh), their self-test, the clients' integration tests
 # (tests/live.rs), the end-to-end test on both servers, the fault suite,
-# the watch-stream suite, the dynamic-secret suite, the release binaries
+# the watch-stream suite, the dynamic-secret suite, the hostile-tenant
+# suite, the release binaries
 # (scripts/release.sh builds them, installing its tools when missing) and a
 # small run of the benchmark. The environment is always taken down.
 set -euo pipefail
@@ -36,6 +37,8 @@ step "watch-stream suite (30 namespaces, an API server restart, 410 through a TL
 scripts/e2e-streams.sh
 step "dynamic-secret suite (leased credentials renewed by rollouts: database and PKI roles, kill -9, first sight, 20 at once, audit)"
 scripts/e2e-dynamic.sh
+step "hostile-tenant suite (5,500 missing and denied paths, a spy, renewals at 1%, health abuse: another namespace is not delayed)"
+scripts/e2e-tenants.sh
 step "release binaries (musl x86-64 and arm64, the arm64 one under qemu)"
 scripts/e2e-release.sh
 step "benchmark smoke run (ns5:50/50; the full run is scripts/bench.sh)"
