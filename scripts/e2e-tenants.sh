@@ -15,7 +15,9 @@
 # where evil's paths are first seen, and again later; good's renewals come
 # before their deadline; the audit log shows at most one login per pass and
 # no request for the refused path; evil's Events are one per state change;
-# the daemon's peak RSS stays under the manifests' memory limit.
+# the daemon's peak RSS stays under the manifests' memory limit. Then, with
+# a 60 s period, check-now on good's workload rolls its change within 2 s,
+# and a second request 1 s later is served too, 10 s after the first.
 # Runs against the test environment of scripts/testenv.sh (or the current
 # one with E2E_USE_CURRENT_ENV set). The daemon binary: RELOADER_BIN, else
 # this repository's release build. E2E_KEEP_LOGS=DIR keeps the logs in DIR.
@@ -180,7 +182,8 @@ check "within one period + 1 s of the change ($took s), while evil's paths are f
 check "evil was not done with its first lookups then (none of its workloads decided yet)" \
   not has_state evil missing-0
 left_for() { grep -c "ran out of --reloader-run-period with [0-9]* secrets of namespace evil (" "$WORK/reloader.err" || true; }
-check "the daemon says that evil's secrets go on next pass" wait_until 10 test "$(left_for)" -eq 1
+said_left() { (($(left_for) == 1)); }
+check "the daemon says that evil's secrets go on next pass" wait_until 10 said_left
 
 say "a while later"
 # A workload whose every path is denied has no version to record: its
@@ -246,5 +249,40 @@ check "peak RSS $((peak / 1024)) MiB is under the manifests' limit of ${MEMORY_L
   test "$peak" -lt "$((MEMORY_LIMIT_MIB * 1024))"
 check "/healthz answers, with the abusive clients still there" curl -sf -m 2 "http://$LISTEN/healthz" -o /dev/null
 check "the daemon is still running" kill -0 "$DAEMON"
+stop_process "$DAEMON"
+for pid in "${PIDS[@]}"; do stop_process "$pid"; done
+PIDS=()
+
+say "check now: good's owner asks, with a 60 s reloader period"
+: >"$WORK/reloader.out"
+start_reloader "$BIN" "$WORK" "$LISTEN" --reloader-run-period 60s --namespaces good
+DAEMON=$RELOADER_PID
+first_pass() { grep -q 'reloader pass:' "$WORK/reloader.out"; }
+check "the first pass is done" wait_until 20 first_pass
+check_now() { kubectl -n good annotate --overwrite deploy/app "$PREFIX/check-now=$1" >/dev/null; }
+reloads=$(count good app)
+mark
+srv kv put secret/good/db password="v-$RANDOM" >/dev/null
+check_now "first-$RANDOM"
+sleep 1
+check_now "second-$RANDOM"
+check "the check rolls good/app out" wait_until 10 count_is good app "$((reloads + 1))"
+took=$(rolled_within 1 2) && rc=0 || rc=$?
+check "within 2 s of the change and the annotation ($took s), not at the next pass" test "$rc" -eq 0
+checks() { grep -c 'msg="check now:' "$WORK/reloader.out" || true; }
+two_checks() { (($(checks) == 2)); }
+check "the second annotation, 1 s later, is served too" wait_until 20 two_checks
+gap=$(python3 - "$WORK/reloader.out" <<'PYTHON'
+import re, sys
+from datetime import datetime
+times = [datetime.fromisoformat(re.search(r"time=(\S+)", l).group(1).replace("Z", "+00:00")).timestamp()
+         for l in open(sys.argv[1]) if 'msg="check now:' in l]
+print("%.1f" % (times[1] - times[0]))
+PYTHON
+)
+check "the two checks come at least 10 s apart ($gap s)" python3 -c "import sys; sys.exit(not float('$gap') >= 10)"
+said() { kubectl -n good get events --field-selector "involvedObject.name=app,reason=SecretsChecked" -o jsonpath='{.items[*].message}'; }
+check "an Event says what they found: no new version" wait_until 5 grep -q "no new version to roll out" <(said)
+check "and the secret's own change was rolled once" count_is good app "$((reloads + 1))"
 stop_process "$DAEMON"
 finish

@@ -135,6 +135,7 @@ mod tests {
             unwatched: 0,
             refused: Default::default(),
             dynamic: None,
+            check_now: None,
         }
     }
 

@@ -213,6 +213,12 @@ ENVIRONMENT:
 HEALTH: /healthz, /readyz and /metrics are answered by the loop as soon as they arrive,
 also while it waits for a request to Vault or the API server; a server that hangs delays
 no answer. The probes in manifests/ allow 15s.
+
+CHECK NOW: any new value of secrets-reloader.security.bank-vaults.io/check-now on a workload's
+metadata (kubectl annotate --overwrite deploy/app ...check-now=$(date +%s)) has its secrets
+checked within a second instead of at the next pass, and an Event says what was found; at
+most one check per workload every 10s (a request inside that is served when it ends). SIGHUP
+runs both passes at once, for every workload.
 ";
 
 /// Parses the command line (without the program name) and the environment.

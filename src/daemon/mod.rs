@@ -28,6 +28,9 @@ const IDLE_POLL: Duration = Duration::from_millis(50);
 /// two steps: often enough that a change is known within a moment,
 /// seldom enough that hundreds of streams cost little beside the requests.
 const STREAMS_GAP: Duration = Duration::from_millis(25);
+/// The longest a round of check-now requests holds the loop; what is left
+/// goes on at the next round.
+const CHECK_BUDGET: Duration = Duration::from_millis(500);
 
 /// The parts the loop drives.
 pub struct Daemon {
@@ -293,9 +296,40 @@ impl Loop {
         reactor::status(|status| reloaded(status, &report, ran, index)).unwrap_or(0)
     }
 
+    /// Serves the check-now requests due, within [`CHECK_BUDGET`]: its
+    /// rollouts and requests go to the metrics, with a log line.
+    fn check(&mut self) {
+        crate::daemon::logging::set_worker("reloader");
+        let started = Instant::now();
+        let mut between = Between::new(&self.lease, Some(&mut self.collector));
+        between.until = Some(started + CHECK_BUDGET);
+        let Some(report) = self
+            .reloader
+            .check(&mut self.kube, &mut self.index, &mut between)
+        else {
+            return;
+        };
+        let (vault, kube) = (self.reloader.take_requests(), self.kube.take_requests());
+        reactor::status(|status| {
+            let metrics = &mut status.metrics;
+            let vault = total(Metrics::add(&mut metrics.vault_requests, vault));
+            let kube = total(Metrics::add(&mut metrics.kube_requests, kube));
+            for id in &report.reloaded {
+                *metrics.reloads.entry(id.clone()).or_default() += 1;
+            }
+            log::info!(
+                "check now: {} secrets, {vault} Vault requests, {} reloaded, {kube} API \
+                 requests, {} ms",
+                report.lookups,
+                report.reloaded.len(),
+                started.elapsed().as_millis()
+            );
+        });
+    }
+
     /// Sleeps in the reactor until `deadline`, a stop or SIGHUP, applying
-    /// the watch events as they arrive and reopening the watches that ended
-    /// when `leading`. Whether SIGHUP came.
+    /// the watch events as they arrive, reopening the watches that ended
+    /// and serving check-now requests when `leading`. Whether SIGHUP came.
     fn idle_until(&mut self, deadline: Instant, leading: bool) -> bool {
         crate::daemon::logging::set_worker("main");
         self.lease.count_requests();
@@ -308,6 +342,7 @@ impl Loop {
                 self.collector
                     .turn(&mut self.kube, &mut self.index, &mut between);
                 show_streams(&self.collector, &self.index);
+                self.check();
                 crate::daemon::logging::set_worker("main");
                 self.collector.interests(&mut streams);
             }

@@ -82,6 +82,9 @@ pub const PREFIXES: [&str; 2] = [
     "alpha.vault.security.banzaicloud.io",
 ];
 const OPT_IN: &str = "/reload-on-secret-change";
+/// On a workload's metadata: any new value asks for its secrets to be
+/// checked at once.
+pub const CHECK_NOW: &str = "/check-now";
 const RELOAD_COUNT: &str = "/secret-reload-count";
 const MIN_INTERVAL: &str = "/min-reload-interval";
 /// `auto` or a duration: the workload's dynamic secrets are renewed by rollouts.
@@ -224,6 +227,10 @@ pub struct Metadata {
 pub struct MetaAnnotations {
     /// The observed-versions annotation, if set.
     pub state: Option<String>,
+    /// A digest of the check-now annotations (any prefix), if set: a new
+    /// value is a new request, and a digest keeps a tenant's long value
+    /// from costing memory.
+    pub check_now: Option<u64>,
     /// The bytes of all the others, keys and values, as the API server
     /// counts them against its limit on an object's annotations.
     pub others: usize,
@@ -321,14 +328,29 @@ fn state_and_size_of_others<'de, D: Deserializer<'de>>(d: D) -> Result<MetaAnnot
                 let value = map.next_value::<std::borrow::Cow<'de, str>>()?;
                 if key == state::ANNOTATION {
                     kept.state = Some(value.into_owned());
-                } else {
-                    kept.others = kept.others.saturating_add(key.len() + value.len());
+                    continue;
                 }
+                if PREFIXES
+                    .iter()
+                    .any(|p| key.strip_prefix(p) == Some(CHECK_NOW))
+                {
+                    let digest = digest(&key, &value);
+                    kept.check_now = Some(kept.check_now.map_or(digest, |d| d ^ digest));
+                }
+                kept.others = kept.others.saturating_add(key.len() + value.len());
             }
             Ok(kept)
         }
     }
     d.deserialize_any(Measure)
+}
+
+/// A digest of an annotation: the same for the same key and value.
+fn digest(key: &str, value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (key, value).hash(&mut hasher);
+    hasher.finish()
 }
 
 fn only_used_annotations<'de, D: Deserializer<'de>>(
@@ -478,6 +500,8 @@ pub struct Entry {
     pub refused: Refused,
     /// Its dynamic-secret settings, when it opted in to renewals.
     pub dynamic: Option<Dynamic>,
+    /// A digest of its check-now annotation, when set.
+    pub check_now: Option<u64>,
 }
 
 impl Workload {
@@ -552,6 +576,7 @@ impl Workload {
             unwatched,
             refused,
             dynamic,
+            check_now: self.metadata.annotations.check_now,
         })
     }
 

@@ -674,6 +674,7 @@ mod tests {
             unwatched: 0,
             refused: Default::default(),
             dynamic: None,
+            check_now: None,
         };
         let mut decision = Decision {
             changes: vec![Change {

@@ -650,6 +650,7 @@ mod tests {
             unwatched: 0,
             refused: Default::default(),
             dynamic: Some(dynamic(MaxAge::Auto, false)),
+            check_now: None,
         }
     }
 

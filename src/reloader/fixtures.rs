@@ -60,6 +60,7 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         unwatched: 0,
         refused: Default::default(),
         dynamic: None,
+        check_now: None,
     }
 }
 

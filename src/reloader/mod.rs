@@ -17,6 +17,7 @@ use lookups::ClientKey;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod checks;
 pub mod decide;
 pub mod dynamic;
 mod fair;
@@ -77,6 +78,8 @@ struct Running {
     /// Workloads with dynamic secrets whose namespace is done, with the
     /// first pass of its cycle: decided together at the end.
     renew: Vec<(WorkloadId, u64)>,
+    /// The workloads decided.
+    settled: Vec<WorkloadId>,
 }
 
 impl Running {
@@ -86,6 +89,7 @@ impl Running {
             unreachable: HashSet::new(),
             api_down: false,
             renew: Vec::new(),
+            settled: Vec::new(),
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct Reloader {
     limits: workload::Limits,
     /// Where each namespace is in its lookups, across passes.
     cycles: Cycles,
+    /// Check-now requests.
+    checks: checks::Checks,
 }
 
 impl Reloader {
@@ -154,6 +160,7 @@ impl Reloader {
             dry_run,
             limits: workload::Limits::default(),
             cycles: Cycles::default(),
+            checks: checks::Checks::default(),
         }
     }
 
@@ -190,6 +197,7 @@ impl Reloader {
     /// stops leading, as what it found may be stale when it leads again.
     pub fn forget_progress(&mut self) {
         self.cycles = Cycles::default();
+        self.checks.cycles = Cycles::default();
     }
 
     /// Revokes the Vault tokens the clients logged in for: at shutdown.
@@ -209,7 +217,7 @@ impl Reloader {
     pub fn pass(&mut self, kube: &mut Kube, index: &mut Index, steps: &mut dyn Steps) -> Report {
         let mut report = Report::default();
         self.clients().for_each(Vault::begin_pass);
-        let wanted = self.wanted(index);
+        let wanted = self.wanted(index, |_| true);
         let sources: BTreeSet<Source> = wanted
             .values()
             .flat_map(|uses| uses.sources.iter().cloned())
@@ -219,28 +227,12 @@ impl Reloader {
         report.secrets = sources.len();
         // An interrupted pass leaves no progress behind: the next leader,
         // or this one later, starts every namespace afresh.
-        let mut running = Running::new(std::mem::take(&mut self.cycles));
-        let mut turns = running.cycles.begin(wanted);
-        self.plan_listings(turns.iter_mut().map(|(_, turn)| turn));
-        let mut rounds = Rounds::new(turns, running.cycles.resume());
-        loop {
-            if !steps.keep_going() {
-                report.interrupted = true;
-                return report;
-            }
-            if !steps.in_time() {
-                break;
-            }
-            let Some((namespace, turn)) = rounds.next() else {
-                break;
-            };
-            steps.catch_up(kube, index);
-            if !self.step(namespace, turn, (kube, index), &mut report, &mut running) {
-                rounds.done();
-            }
-        }
-        report.carried = fair::carried(rounds.left());
-        running.cycles.resume_at(rounds.next_up());
+        let cycles = std::mem::take(&mut self.cycles);
+        let Some(mut running) = self.take_turns(wanted, cycles, (kube, index), steps, &mut report)
+        else {
+            report.interrupted = true;
+            return report;
+        };
         if !self.renew(kube, index, steps, &mut report, &mut running) {
             report.interrupted = true;
             return report;
@@ -249,10 +241,98 @@ impl Reloader {
         report
     }
 
-    /// The secrets and the workloads of each namespace in `index`.
-    fn wanted(&self, index: &Index) -> BTreeMap<String, Uses> {
+    /// Serves the check-now requests due ([`checks`]): looks up the
+    /// secrets of the workloads asking, namespaces in turn, and decides
+    /// each (renewals wait for the pass), with a Normal Event on each one
+    /// it did not roll out saying so. `None` when none is due.
+    pub fn check(
+        &mut self,
+        kube: &mut Kube,
+        index: &mut Index,
+        steps: &mut dyn Steps,
+    ) -> Option<Report> {
+        let now = std::time::Instant::now();
+        let due: HashSet<WorkloadId> = self.checks.due(index, now).into_iter().collect();
+        if due.is_empty() {
+            return None;
+        }
+        let mut report = Report::default();
+        self.clients().for_each(Vault::begin_pass);
+        let wanted = self.wanted(index, |id| due.contains(id));
+        let cycles = std::mem::take(&mut self.checks.cycles);
+        let Some(mut running) = self.take_turns(wanted, cycles, (kube, index), steps, &mut report)
+        else {
+            report.interrupted = true;
+            return Some(report);
+        };
+        for (id, began) in std::mem::take(&mut running.renew) {
+            self.settle(kube, index, (&id, began), None, &mut report, &mut running);
+        }
+        for id in std::mem::take(&mut running.settled) {
+            let Some(entry) = index.get(&id) else {
+                continue;
+            };
+            self.checks.served(&id, entry.check_now, now);
+            if !report.reloaded.contains(&id) {
+                let message = format!(
+                    "checked its {} secrets now ({}{}): no new version to roll out",
+                    entry.refs.len(),
+                    entry.prefix,
+                    workload::CHECK_NOW
+                );
+                log::info!("{id}: {message}");
+                record_event(
+                    kube,
+                    &id,
+                    &entry.uid,
+                    (false, "SecretsChecked", message.as_str()),
+                );
+            }
+        }
+        self.checks.cycles = running.cycles;
+        Some(report)
+    }
+
+    /// Serves `wanted`'s namespaces in rounds ([`Reloader::step`]) from
+    /// where `cycles` left them, until all are done or the time is up.
+    /// `None` when the loop asked to stop.
+    fn take_turns(
+        &mut self,
+        wanted: BTreeMap<String, Uses>,
+        cycles: Cycles,
+        (kube, index): (&mut Kube, &mut Index),
+        steps: &mut dyn Steps,
+        report: &mut Report,
+    ) -> Option<Running> {
+        let mut running = Running::new(cycles);
+        let mut turns = running.cycles.begin(wanted);
+        self.plan_listings(turns.iter_mut().map(|(_, turn)| turn));
+        let mut rounds = Rounds::new(turns, running.cycles.resume());
+        loop {
+            if !steps.keep_going() {
+                return None;
+            }
+            if !steps.in_time() {
+                break;
+            }
+            let Some((namespace, turn)) = rounds.next() else {
+                break;
+            };
+            steps.catch_up(kube, index);
+            if !self.step(namespace, turn, (kube, index), report, &mut running) {
+                rounds.done();
+            }
+        }
+        report.carried = fair::carried(rounds.left());
+        running.cycles.resume_at(rounds.next_up());
+        Some(running)
+    }
+
+    /// The secrets and the workloads of each namespace in `index`, of the
+    /// workloads `which` takes.
+    fn wanted(&self, index: &Index, which: impl Fn(&WorkloadId) -> bool) -> BTreeMap<String, Uses> {
         let mut wanted: BTreeMap<String, Uses> = BTreeMap::new();
-        for entry in index.values() {
+        for entry in index.values().filter(|entry| which(&entry.id)) {
             let route = self.route(entry);
             let uses = wanted.entry(entry.id.namespace.clone()).or_default();
             uses.workloads.push(entry.id.clone());
@@ -346,6 +426,7 @@ impl Reloader {
         let Some(entry) = index.get(id) else {
             return;
         };
+        running.settled.push(id.clone());
         let route = &self.route(entry);
         if let Err(why) = route {
             self.report_refused(kube, entry, why);
