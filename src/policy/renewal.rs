@@ -159,6 +159,13 @@ pub fn percent_at(last_rollout: u64, now: u64, lifetime: Duration) -> u64 {
     u64::try_from(elapsed * 100 / lifetime).unwrap_or(u64::MAX)
 }
 
+/// How long after the end of its lifetime a rollout at `now` comes; `None`
+/// while the lifetime that began at `last_rollout` lasts.
+pub fn overdue(last_rollout: u64, now: u64, lifetime: Duration) -> Option<Duration> {
+    let ended = last_rollout.saturating_add(lifetime.as_secs());
+    (now > ended).then(|| Duration::from_secs(now - ended))
+}
+
 /// Whether `min-reload-interval` is longer than the renewal time, so that it
 /// would push every renewal to the deadline (worth a Warning Event).
 pub fn interval_too_long(settings: &Settings) -> bool {
@@ -422,6 +429,20 @@ mod tests {
         assert!(!interval_too_long(&s));
         s.min_interval = Some(Duration::from_secs(2413));
         assert!(interval_too_long(&s));
+    }
+
+    #[test]
+    fn overdue_counts_from_the_end_of_the_lifetime() {
+        let life = Duration::from_secs(20);
+        assert_eq!(overdue(NOW - 13, NOW, life), None, "inside it");
+        assert_eq!(overdue(NOW - 20, NOW, life), None, "at its very end");
+        assert_eq!(overdue(NOW - 21, NOW, life), Some(Duration::from_secs(1)));
+        assert_eq!(
+            overdue(NOW, NOW - 5, life),
+            None,
+            "a last rollout in the future"
+        );
+        assert_eq!(overdue(u64::MAX, NOW, life), None, "sums saturate");
     }
 
     #[test]

@@ -193,8 +193,10 @@ pub fn clock(entry: &Entry) -> Clock {
         })
 }
 
-/// Why a workload is rolled out for `secret` at `now`, for its Event:
-/// `dynamic secret database/creds/app renewed (lifetime 20s, rolled at 65%)`.
+/// Why a workload is rolled out for `secret` at `now`, for its Event and
+/// its log line: `dynamic secret database/creds/app renewed (lifetime 20s,
+/// rolled at 65%)`, or, once its lifetime has ended, how long ago (its pods
+/// probably hold expired credentials: worth saying plainly).
 pub fn reason(
     secret: &SecretRef,
     clock: Clock,
@@ -202,15 +204,24 @@ pub fn reason(
     lifetime: Duration,
     now: u64,
 ) -> String {
-    let when = match (clock.last_rollout, schedule.first_sight) {
-        (Some(last), false) => format!("rolled at {}%", renewal::percent_at(last, now, lifetime)),
-        _ => "first sight: its pods' age is unknown".to_string(),
-    };
-    let lifetime = renewal::format_duration(lifetime);
-    format!(
-        "dynamic secret {} renewed (lifetime {lifetime}, {when})",
-        secret.path
-    )
+    let path = &secret.path;
+    let life = renewal::format_duration(lifetime);
+    match (clock.last_rollout, schedule.first_sight) {
+        (Some(last), false) => match renewal::overdue(last, now, lifetime) {
+            Some(late) => format!(
+                "dynamic secret {path} renewed {} after its lifetime ended (lifetime {life}): \
+                 its credentials have probably expired",
+                renewal::format_duration(late)
+            ),
+            None => format!(
+                "dynamic secret {path} renewed (lifetime {life}, rolled at {}%)",
+                renewal::percent_at(last, now, lifetime)
+            ),
+        },
+        _ => format!(
+            "dynamic secret {path} renewed (lifetime {life}, first sight: its pods' age is unknown)"
+        ),
+    }
 }
 
 /// The schedule of `entry` under `settings` at `now`: its renewal (not
@@ -886,6 +897,72 @@ mod tests {
             "Rolled out for new secret versions: vault:secret/data/a missing → v2; dynamic secret \
              database/creds/app renewed (lifetime 20s, rolled at 65%)"
         );
+    }
+
+    #[test]
+    fn the_reason_says_how_far_into_the_lifetime_or_how_late() {
+        let db = secret("database/creds/app");
+        let on_schedule = Schedule {
+            due: NOW,
+            deadline: NOW,
+            record: None,
+            first_sight: false,
+        };
+        let first_sight = Schedule {
+            first_sight: true,
+            ..on_schedule
+        };
+        let rows = [
+            (
+                Some(NOW - 13),
+                &on_schedule,
+                20,
+                "renewed (lifetime 20s, rolled at 65%)",
+            ),
+            (
+                Some(NOW - 20),
+                &on_schedule,
+                20,
+                "renewed (lifetime 20s, rolled at 100%)",
+            ),
+            (
+                Some(NOW - 487),
+                &on_schedule,
+                15,
+                "renewed 7m52s after its lifetime ended (lifetime 15s): its credentials have \
+                 probably expired",
+            ),
+            (
+                Some(NOW - 7200),
+                &on_schedule,
+                3600,
+                "renewed 1h after its lifetime ended (lifetime 1h): its credentials have probably \
+                 expired",
+            ),
+            (
+                None,
+                &first_sight,
+                20,
+                "renewed (lifetime 20s, first sight: its pods' age is unknown)",
+            ),
+            (
+                Some(NOW - 9999),
+                &first_sight,
+                20,
+                "renewed (lifetime 20s, first sight: its pods' age is unknown)",
+            ),
+        ];
+        for (last_rollout, schedule, lifetime, expected) in rows {
+            let clock = Clock {
+                last_rollout,
+                first_seen: None,
+            };
+            let said = reason(&db, clock, schedule, secs(lifetime), NOW);
+            assert_eq!(
+                said,
+                format!("dynamic secret database/creds/app {expected}")
+            );
+        }
     }
 
     #[test]
