@@ -58,3 +58,21 @@ print((meta.get("annotations") or {}).get(sys.argv[1], ""))' "$3" "${4:-template
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# need_prometheus: installs Debian's prometheus package (prometheus and
+# promtool) when promtool is missing. Its maintainer scripts would start the
+# service through invoke-rc.d, listening on every address: a policy-rc.d that
+# refuses (when there is none) keeps it from starting; the tests start their
+# own on loopback.
+need_prometheus() {
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return
+  local policy=/usr/sbin/policy-rc.d added=
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  local rc=0
+  { apt-get update -qq &&
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || rc=$?
+  [[ -n $added ]] && rm -f "$policy"
+  return "$rc"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: format and lint checks (and the module
-# layers, scripts/layers.py), unit tests,
+# layers, scripts/layers.py), unit tests, the alerting rules' promtool tests,
 # then the real local control plane, OpenBao and HashiCorp Vault
 # (scripts/testenv.sh), their self-test, the clients' integration tests
 # (tests/live.rs), the end-to-end test on both servers, the fault suite,
@@ -21,6 +21,8 @@ step "module layers (no upward import, no import cycle)"
 python3 scripts/layers.py
 step "unit tests"
 cargo test --quiet
+step "alerting rules (promtool check and test: scripts/alerts.sh)"
+scripts/alerts.sh
 
 step "test environment up"
 trap 'step "test environment down"; scripts/testenv.sh down' EXIT

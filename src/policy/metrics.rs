@@ -64,6 +64,10 @@ pub struct Metrics {
     pub vault_lookups_ok: u64,
     /// Secret version lookups that failed.
     pub vault_lookups_failed: u64,
+    /// References of workloads to secrets that the last pass found denied,
+    /// missing or unreadable, by namespace and that reason: namespaces
+    /// with such references only, replaced by each finished pass.
+    pub unavailable: BTreeMap<(String, &'static str), u64>,
     /// Opted-in workloads in the index.
     pub watched_workloads: usize,
     /// Distinct secrets they use.
@@ -239,6 +243,19 @@ impl Metrics {
                 "{PREFIX}vault_lookups_total{{result=\"{result}\"}} {n}"
             );
         }
+        header(
+            out,
+            "unavailable_secrets",
+            "gauge",
+            "Secrets used by workloads that the last pass found denied (403), missing (404) or \
+             unreadable (current version deleted or destroyed), by namespace: one per workload using each.",
+        );
+        for ((namespace, reason), n) in &self.unavailable {
+            let _ = writeln!(
+                out,
+                "{PREFIX}unavailable_secrets{{namespace=\"{namespace}\",reason=\"{reason}\"}} {n}"
+            );
+        }
         header(out, "watched_workloads", "gauge", "Opted-in workloads.");
         let _ = writeln!(out, "{PREFIX}watched_workloads {}", self.watched_workloads);
         header(
@@ -329,6 +346,40 @@ mod tests {
     use super::*;
     use crate::policy::workload::Kind;
 
+    /// The alerting rules and their promtool tests (scripts/alerts.sh) name
+    /// only metrics that `/metrics` shows: a renamed metric breaks this,
+    /// not the alerts silently.
+    #[test]
+    fn the_alerts_name_only_rendered_metrics() {
+        let rendered: Vec<String> = Metrics::default()
+            .render()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| line.split(' ').next())
+            .map(String::from)
+            .collect();
+        let root = env!("CARGO_MANIFEST_DIR");
+        for file in [
+            "manifests/optional/alerts.rules.yml",
+            "tests/alerts/rules.test.yml",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            let mut named = 0;
+            for (at, _) in text.match_indices(PREFIX) {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    rendered.contains(&name),
+                    "{file} names {name}, not in /metrics"
+                );
+                named += 1;
+            }
+            assert!(named > 0, "{file} names no metric");
+        }
+    }
+
     #[test]
     fn renders_counters_with_labels() {
         let mut metrics = Metrics::default();
@@ -345,6 +396,7 @@ mod tests {
         metrics.secrets_carried = 4321;
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
+        metrics.unavailable = [(("ns".into(), "denied"), 2)].into();
         metrics.watch_streams = (2, 3);
         metrics.watch_events = 11;
         Metrics::add(
@@ -361,6 +413,7 @@ mod tests {
             "vault_secrets_reloader_secrets_carried_over 4321",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
+            "vault_secrets_reloader_unavailable_secrets{namespace=\"ns\",reason=\"denied\"} 2",
             "vault_secrets_reloader_dynamic_secret_renewals_total{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1",
             "vault_secrets_reloader_dynamic_secret_next_renewal_timestamp_seconds{kind=\"StatefulSet\",namespace=\"ns\",name=\"db\"} 1800000013",
             "vault_secrets_reloader_dynamic_secret_lifetime_unknown_workloads 3",
