@@ -4,8 +4,8 @@
 # then the real local control plane, OpenBao and HashiCorp Vault
 # (scripts/testenv.sh), their self-test, the clients' integration tests
 # (tests/live.rs), the end-to-end test on both servers, the fault suite,
-# the watch-stream suite, the dynamic-secret suite, the hostile-tenant
-# suite, the release binaries
+# the alerting suite (a real Prometheus), the watch-stream suite, the
+# dynamic-secret suite, the hostile-tenant suite, the release binaries
 # (scripts/release.sh builds them, installing its tools when missing) and a
 # small run of the benchmark. The environment is always taken down.
 set -euo pipefail
@@ -35,6 +35,8 @@ step "end-to-end"
 scripts/e2e.sh
 step "fault suite (a fault-injecting proxy before OpenBao and before the API server)"
 scripts/e2e-faults.sh
+step "alerting suite (a real Prometheus on the daemon's /metrics: OpenBao fails, the alert fires, then resolves)"
+scripts/e2e-alerts.sh
 step "watch-stream suite (30 namespaces, an API server restart, 410 through a TLS fault proxy, watch forbidden)"
 scripts/e2e-streams.sh
 step "dynamic-secret suite (leased credentials renewed by rollouts: database and PKI roles, kill -9, first sight, 20 at once, audit)"
