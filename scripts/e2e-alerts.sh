@@ -9,7 +9,10 @@
 #     real /metrics without false alarms),
 #   - when OpenBao answers 500, VaultSecretsReloaderVaultLookupsFailing and
 #     VaultSecretsReloaderPassesFailing (reloader) fire,
-#   - once OpenBao answers again, they resolve.
+#   - once OpenBao answers again, they resolve,
+#   - a workload using a secret that does not exist sets off
+#     VaultSecretsReloaderSecretsUnavailable for its namespace, until the
+#     secret is written.
 # Runs against the test environment of scripts/testenv.sh (or the current one
 # with E2E_USE_CURRENT_ENV set), in its own namespace. RELOADER_BIN names a
 # daemon binary to use instead of building this repository's.
@@ -148,4 +151,22 @@ lookups_quiet() { ! alerts | grep -q VaultSecretsReloaderVaultLookupsFailing; }
 timed "VaultSecretsReloaderVaultLookupsFailing resolves" 30 lookups_quiet
 check "no alert is left pending or firing" wait_until 15 none_active
 if [[ -e $WORK/active ]] && ! none_active; then sort -u "$WORK/active" | sed 's/^/    /'; fi
+
+say "a workload uses a secret that does not exist"
+srv kv metadata delete secret/alerts/missing >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"m","namespace":"$NS"},
+ "spec":{"selector":{"matchLabels":{"app":"m"}},
+  "template":{"metadata":{"labels":{"app":"m"},
+    "annotations":{"$RELOADER_PREFIX/reload-on-secret-change":"true"}},
+   "spec":{"containers":[{"name":"app","image":"registry.invalid/pause:3",
+    "env":[{"name":"K","value":"vault:secret/data/alerts/missing#K"}]}]}}}}
+EOF
+mark
+timed "VaultSecretsReloaderSecretsUnavailable fires for its namespace" 30 \
+  firing VaultSecretsReloaderSecretsUnavailable "\"namespace\": \"$NS\", \"reason\": \"missing\""
+srv kv put secret/alerts/missing K=v1 >/dev/null
+mark
+unavailable_quiet() { ! alerts | grep -q VaultSecretsReloaderSecretsUnavailable; }
+timed "once the secret is written, it resolves" 30 unavailable_quiet
 finish

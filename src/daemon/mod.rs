@@ -210,6 +210,7 @@ fn reloaded(status: &mut Status, report: &reloader::Report, ran: Ran, index: &In
         status.readiness.reloaded = report.vault_failures < report.lookups || report.lookups == 0;
         metrics.reloader.record(ok, ran.took);
         metrics.secrets = report.secrets;
+        metrics.unavailable = report.unavailable.clone();
         metrics.vault_lookups_failed += report.vault_failures as u64;
         metrics.vault_lookups_ok += report.lookups.saturating_sub(report.vault_failures) as u64;
         metrics.watched_workloads = index.len();

@@ -14,7 +14,7 @@ use crate::policy::workload::{self, WorkloadId};
 use crate::vault::Vault;
 use fair::{Cycles, Rounds, Source, Turn, Uses};
 use lookups::ClientKey;
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod checks;
@@ -61,6 +61,9 @@ pub struct Report {
     /// Namespaces whose secrets were not all asked about when the pass ran
     /// out of time, with how many are left: they go on next pass.
     pub carried: BTreeMap<String, usize>,
+    /// Secrets used that were denied, missing or unreadable, by namespace
+    /// and that reason, as each workload was last decided.
+    pub unavailable: BTreeMap<(String, &'static str), u64>,
     /// Namespaces whose secrets were all known this pass after a cycle
     /// begun on an earlier one: passes are still too short for them.
     pub late: usize,
@@ -128,7 +131,15 @@ pub struct Reloader {
     cycles: Cycles,
     /// Check-now requests.
     checks: checks::Checks,
+    /// Per workload, its secrets found denied, missing or unreadable when
+    /// it was last decided, by namespace and reason
+    /// ([`notices::count_unavailable`]): a namespace not decided this pass
+    /// keeps its count.
+    unavailable: HashMap<WorkloadId, UnavailableCounts>,
 }
+
+/// Counts of unavailable secrets by namespace and reason.
+type UnavailableCounts = BTreeMap<(String, &'static str), u64>;
 
 impl Reloader {
     /// A reloader asking `vault` for `vault:` secrets and `bao` (or `vault`
@@ -161,6 +172,7 @@ impl Reloader {
             limits: workload::Limits::default(),
             cycles: Cycles::default(),
             checks: checks::Checks::default(),
+            unavailable: HashMap::new(),
         }
     }
 
@@ -238,6 +250,11 @@ impl Reloader {
             return report;
         }
         self.cycles = running.cycles;
+        for counts in self.unavailable.values() {
+            for (key, n) in counts {
+                *report.unavailable.entry(key.clone()).or_default() += n;
+            }
+        }
         report
     }
 
@@ -437,6 +454,12 @@ impl Reloader {
         };
         self.report_unavailable(kube, entry, &lookup);
         self.report_unreadable(kube, entry, &lookup);
+        let mut unavailable = UnavailableCounts::new();
+        notices::count_unavailable(&mut unavailable, entry, &lookup);
+        match unavailable.is_empty() {
+            true => self.unavailable.remove(id),
+            false => self.unavailable.insert(id.clone(), unavailable),
+        };
         self.report_counted(kube, entry, (Counted::Unwatched, entry.unwatched));
         self.report_counted(kube, entry, (Counted::Refused, entry.refused.count));
         let patching = Patching {
@@ -516,6 +539,7 @@ impl Reloader {
         }
         self.said_refused.retain(|id| refused.contains(id));
         self.said_counted.retain(|(id, _)| index.contains_key(id));
+        self.unavailable.retain(|id, _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
             let used: HashSet<&Addr> = sources.iter().filter_map(|(s, _)| s.as_ref()).collect();
             per_workload.clients.retain(|addr, _| used.contains(addr));
@@ -695,6 +719,8 @@ mod tests {
         );
         assert!(report.carried.is_empty());
         assert_eq!(report.late, 1, "evil's cycle began two passes ago");
+        let missing: UnavailableCounts = [(("evil".to_string(), "missing"), 10)].into();
+        assert_eq!(report.unavailable, missing);
         let events: Vec<String> = kube_server
             .requests()
             .into_iter()
@@ -706,5 +732,10 @@ mod tests {
             .contains("10 Vault secret paths not found: secret/data/evil/0, secret/data/evil/1, "));
         reloader.pass(&mut kube, &mut index, &mut Unattended);
         assert_eq!(kube_server.hits("/api/v1/namespaces/evil/events"), 1);
+        // A pass that does not get to decide evil keeps its count.
+        let mut budget = Budget { steps: 2, taken: 0 };
+        let report = reloader.pass(&mut kube, &mut index, &mut budget);
+        assert!(!report.carried.is_empty());
+        assert_eq!(report.unavailable, missing);
     }
 }

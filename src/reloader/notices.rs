@@ -9,6 +9,7 @@ use crate::policy::refs::SecretRef;
 use crate::policy::state;
 use crate::policy::workload::{Entry, WorkloadId};
 use crate::vault::Lookup;
+use std::collections::BTreeMap;
 
 /// Why a secret a workload uses cannot be checked, as its Event says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +109,28 @@ impl Counted {
                 ),
             ),
         }
+    }
+}
+
+/// Adds to `counts` the secrets `entry` uses that this pass found denied,
+/// missing or unreadable (`lookup`), by namespace and that reason: the
+/// `unavailable_secrets` metric. A secret Vault could not be asked about
+/// is not counted (the Vault-lookups metrics tell that).
+pub(super) fn count_unavailable(
+    counts: &mut BTreeMap<(String, &'static str), u64>,
+    entry: &Entry,
+    lookup: &LookupFn,
+) {
+    for secret in &entry.refs {
+        let reason = match lookup(secret) {
+            Some(Lookup::Denied) => "denied",
+            Some(Lookup::Missing) => "missing",
+            Some(Lookup::Unreadable(..)) => "unreadable",
+            _ => continue,
+        };
+        *counts
+            .entry((entry.id.namespace.clone(), reason))
+            .or_default() += 1;
     }
 }
 
@@ -254,8 +277,10 @@ impl Reloader {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixtures::*;
     use super::*;
-    use crate::reloader::fixtures::secret;
+    use crate::error::Error;
+    use crate::vault::Unreadable;
 
     #[test]
     fn one_notice_names_up_to_ten_paths_and_counts_the_rest() {
@@ -293,5 +318,48 @@ mod tests {
         for (kind, n, reason, message) in rows {
             assert_eq!(kind.notice(&refs[..n]), (reason, message.to_string()));
         }
+    }
+
+    #[test]
+    fn unavailable_secrets_are_counted_by_namespace_and_reason() {
+        let found = lookups(vec![
+            ("s/data/denied", Lookup::Denied),
+            ("s/data/missing", Lookup::Missing),
+            (
+                "s/data/gone",
+                Lookup::Unreadable(version(2, "t2"), Unreadable::Deleted),
+            ),
+            ("s/data/ok", Lookup::Found(version(1, "t1"))),
+            (
+                "s/data/down",
+                Lookup::Failed(Error::Transport("reset".into())),
+            ),
+        ]);
+        let lookup = |secret: &SecretRef| found.get(secret);
+        let all = [
+            "s/data/denied",
+            "s/data/missing",
+            "s/data/gone",
+            "s/data/ok",
+            "s/data/down",
+        ];
+        let mut other = entry("b", &["s/data/missing", "s/data/unasked"], None);
+        other.id.namespace = "other".into();
+        let mut counts = BTreeMap::new();
+        for e in [
+            &entry("a", &all, None),
+            &entry("c", &["s/data/denied"], None),
+            &other,
+        ] {
+            count_unavailable(&mut counts, e, &lookup);
+        }
+        let expected: BTreeMap<(String, &str), u64> = [
+            (("ns".into(), "denied"), 2),
+            (("ns".into(), "missing"), 1),
+            (("ns".into(), "unreadable"), 1),
+            (("other".into(), "missing"), 1),
+        ]
+        .into();
+        assert_eq!(counts, expected);
     }
 }
