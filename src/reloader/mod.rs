@@ -561,7 +561,6 @@ mod tests {
     use crate::collector::steps::Unattended;
     use crate::policy::refs::Provider;
     use fixtures::*;
-    use std::time::Duration;
 
     #[test]
     fn what_is_kept_about_workloads_forgets_those_that_are_gone() {
@@ -667,18 +666,7 @@ mod tests {
             _ => Reply::json(201, "{}"),
         });
         let (mut kube, _token) = crate::kube::tests::client(&kube_server);
-        let settings = crate::io::settings::VaultSettings {
-            proxies: Default::default(),
-            addr: vault.url.clone(),
-            auth: crate::io::settings::VaultAuth::Token(crate::io::settings::Redacted("t".into())),
-            namespace: None,
-            ca_file: None,
-            ca_secret: None,
-            skip_verify: false,
-            timeout: Duration::from_secs(5),
-            ignore_missing: false,
-        };
-        let client = Vault::new(&settings, None, std::path::PathBuf::new()).unwrap();
+        let client = crate::vault::tests::client(&vault);
         let mut reloader = Reloader::new((client, false), None, None, false);
         let evil: Vec<String> = (0..10).map(|n| format!("secret/data/evil/{n}")).collect();
         let evil: Vec<&str> = evil.iter().map(String::as_str).collect();

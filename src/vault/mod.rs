@@ -873,7 +873,7 @@ impl Vault {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::io::http::fake_server::{self, FakeServer, Reply, Request};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -883,7 +883,7 @@ mod tests {
         r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#;
     pub(super) const METADATA: &str = r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}}}"#;
 
-    pub(super) fn client(server: &FakeServer) -> Vault {
+    pub(crate) fn client(server: &FakeServer) -> Vault {
         let settings = VaultSettings {
             proxies: Default::default(),
             addr: server.url.clone(),
