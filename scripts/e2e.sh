@@ -94,6 +94,29 @@ state_lacks() { ! state_mentions "$@"; }
 replicasets() { kubectl -n "$NS" get rs -l "app=$1" -o name | wc -l; }
 replicasets_are() { [[ $(replicasets "$1") -eq $2 ]]; }
 log_has() { grep -qF -- "$1" "$WORK/reloader.out" "$WORK/reloader.err"; }
+# pods_of NAME: "name ready reload-count" per pod of the workload app=NAME,
+# those being deleted included (ready is then False).
+pods_of() {
+  kubectl -n "$NS" get pods -l "app=$1" -o json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    ready = not p["metadata"].get("deletionTimestamp") and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
+    count = (p["metadata"].get("annotations") or {}).get(sys.argv[1] + "/secret-reload-count", "-")
+    print(p["metadata"]["name"], ready, count)' "$PREFIX"
+}
+# pods_are NAME COUNT: it has pods, all Ready, each with reload count COUNT
+# (- for none).
+pods_are() {
+  local now
+  now=$(pods_of "$1")
+  [[ -n $now ]] && ! grep -qv " True $2\$" <<<"$now"
+}
+# pods_replaced NAME BEFORE COUNT: pods_are NAME COUNT, and none of the pods
+# named in BEFORE is left.
+pods_replaced() {
+  pods_are "$1" "$3" && ! pods_of "$1" | cut -d' ' -f1 | grep -qxF -f <(tr ' ' '\n' <<<"$2")
+}
 
 
 say "build"
@@ -257,23 +280,28 @@ say "workloads (the original walkthrough's, and more)"
 container() { # name, env list as JSON
   printf '{"name":"%s","image":"registry.invalid/pause:3","env":%s}' "$1" "$2"
 }
-workload() { # kind, name, template annotations JSON, containers JSON, [initContainers JSON]
+workload() { # kind, name, template annotations JSON, containers JSON, [initContainers JSON, [RUNS]]
   local kind=$1 name=$2 extra=''
   [[ $kind == StatefulSet ]] && extra='"serviceName":"'"$name"'",'
   cat <<EOF
 {"apiVersion":"apps/v1","kind":"$kind","metadata":{"name":"$name","namespace":"$NS"},
  "spec":{$extra"selector":{"matchLabels":{"app":"$name"}},
   "template":{"metadata":{"labels":{"app":"$name"},"annotations":$3},
-   "spec":{"containers":$4,"initContainers":${5:-[]}}}}}
+   "spec":{${6:-}"containers":$4,"initContainers":${5:-[]}}}}}
 EOF
 }
+# The pod spec fields that let a workload's pods run on the fake nodes of
+# scripts/testenv.sh (without them its pods stay Pending). Elsewhere (kind:
+# the images are not pulled) no pod runs, and only templates are checked.
+RUNS='"tolerations":[{"key":"kwok.x-k8s.io/node","operator":"Exists","effect":"NoSchedule"}],'
+FAKE_NODES=$(kubectl get nodes -l type=kwok -o name)
 ON='{"'$PREFIX'/reload-on-secret-change":"true"}'
 MYSQL='{"name":"MYSQL_PASSWORD","value":"vault:secret/data/mysql#${.MYSQL_PASSWORD}"}'
 AWS='{"name":"AWS_SECRET_ACCESS_KEY","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY"}'
 DOCKER='{"name":"DOCKER_REPO_PASSWORD","value":"vault:secret/data/dockerrepo#DOCKER_REPO_PASSWORD"}'
 OTHER='{"name":"OTHER","value":"vault:secret/data/other#X"}'
 {
-  workload Deployment to-be-reloaded "$ON" "[$(container app "[$MYSQL,$AWS]")]"
+  workload Deployment to-be-reloaded "$ON" "[$(container app "[$MYSQL,$AWS]")]" '[]' "$RUNS"
   workload Deployment no-reload '{}' "[$(container app "[$MYSQL]")]"
   workload Deployment fixed-versions-no-reload "$ON" "[$(container app \
     '[{"name":"P","value":"vault:secret/data/mysql#${.MYSQL_PASSWORD}#1"},{"name":"A","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY#1"}]')]"
@@ -350,6 +378,10 @@ check "an allowed http:// address off this host: one warning at start" \
   log_has "--allowed-vault-addrs lets workloads name http://*.plain.invalid, plain http:// to a host that is not loopback"
 check "none for VAULT_ADDR on loopback" not log_has "to a host that is not loopback: the Vault token"
 check "/healthz answers" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/healthz | grep -q ok"
+if [[ -n $FAKE_NODES ]]; then
+  check "to-be-reloaded's pod runs and is Ready" wait_until 30 pods_are to-be-reloaded -
+  PODS_BEFORE=$(pods_of to-be-reloaded | cut -d' ' -f1 | paste -sd ' ' -)
+fi
 
 say "change one secret: exactly its users roll out, once"
 srv kv patch secret/mysql MYSQL_PASSWORD=totallydifferentsecret >/dev/null
@@ -359,6 +391,10 @@ check "the StatefulSet with the older annotation prefix is reloaded under that p
 check "the workload with bad values beside a good one is reloaded" wait_until 20 count_is deployment/bad-values 1
 check "the workload with a denied path beside a good one is reloaded" wait_until 20 count_is deployment/denied 1
 check "the Deployment gets a second ReplicaSet" wait_until 30 replicasets_are to-be-reloaded 2
+if [[ -n $FAKE_NODES ]]; then
+  check "its pod is replaced: $PODS_BEFORE is gone, the new one is Ready with reload count 1" \
+    wait_until 30 pods_replaced to-be-reloaded "$PODS_BEFORE" 1
+fi
 check "the workload without the annotation is not reloaded" count_is deployment/no-reload ""
 check "the workload with only pinned versions is not reloaded" count_is deployment/fixed-versions-no-reload ""
 check "nothing is reloaded twice (after 3 more reloader passes)" stays 6 count_is deployment/to-be-reloaded 1
