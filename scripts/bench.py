@@ -865,7 +865,8 @@ control plane and OpenBao of `scripts/testenv.sh`, on {time.strftime('%Y-%m-%d')
 {took_s / 60:.0f} min in all (creating and deleting the workloads included).
 
 Machine: {os.cpu_count()} cores ({cpu}), {memory} GiB memory. Kubernetes {server} (kube-apiserver,
-etcd and kube-controller-manager on the same machine), {' '.join(command_line('bao', 'version').split()[:2])},
+etcd, kube-controller-manager, kube-scheduler and KWOK on the same machine; no workload here
+tolerates the fake nodes' taint, so no pod runs), {' '.join(command_line('bao', 'version').split()[:2])},
 {command_line('rustc', '-V')}; the reloader binary: {os.stat(args.bin).st_size / 1024 ** 2:.1f} MiB, static.
 
 Each point W/S: W opted-in workloads (Deployments, DaemonSets, StatefulSets in turn, over 20

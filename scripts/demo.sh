@@ -70,7 +70,7 @@ MYSQL='{"name":"MYSQL_PASSWORD","value":"vault:secret/data/mysql#${.MYSQL_PASSWO
   deployment fixed-version true '[{"name":"MYSQL_PASSWORD","value":"vault:secret/data/mysql#${.MYSQL_PASSWORD}#1"}]'
   deployment aws-user true '[{"name":"AWS","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY"}]'
 } | kubectl apply -f -
-echo "   (there is no kubelet here: pods stay Pending, but each rollout makes a new ReplicaSet)"
+echo "   (their pods do not tolerate the test environment's fake nodes and stay Pending, but each rollout makes a new ReplicaSet)"
 
 say "5. Start the reloader (collector every 2s, reloader every 3s)"
 LISTEN=127.0.0.1:$(free_port)
