@@ -12,7 +12,7 @@ use crate::policy::workload::WorkloadId;
 use crate::reloader::routing::Server;
 use crate::vault::prefetch::Prefetch;
 use crate::vault::Lookup;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 /// A secret on the server it is read from.
 pub(super) type Source = (Server, SecretRef);
@@ -67,8 +67,8 @@ impl Cycles {
     pub(super) fn begin(&mut self, wanted: BTreeMap<String, Uses>) -> Vec<(String, Turn)> {
         self.pass += 1;
         self.began.retain(|ns, _| wanted.contains_key(ns));
-        self.found
-            .retain(|source, _| wanted.values().any(|uses| uses.sources.contains(source)));
+        let used: HashSet<&Source> = wanted.values().flat_map(|uses| &uses.sources).collect();
+        self.found.retain(|source, _| used.contains(source));
         let mut turns = Vec::with_capacity(wanted.len());
         for (namespace, uses) in wanted {
             let began = *self.began.entry(namespace.clone()).or_insert(self.pass);
