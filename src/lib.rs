@@ -1,6 +1,6 @@
 //! vault-secrets-reloader: rolls out Kubernetes workloads when the Vault or
 //! OpenBao secrets they use get a new version. A synchronous,
-//! single-threaded daemon; see README.md for how it works.
+//! single-threaded daemon; see docs/how-it-works.md for how it works.
 //!
 //! Folders by layer, each using only those before it:
 //! `policy` (pure data and decisions) → `io` (the thread's waits, sockets,
