@@ -21,7 +21,7 @@
 #      the next is due and that namespace goes on next pass while the others
 #      are checked every pass; a workload created during the pass is in the
 #      index within 1 s, not when the pass ends; the daemon warns about it
-#      once, not every pass.
+#      once, not every pass, and once Vault is fast again, that a pass fits.
 # The issue's limits (4 s, 2 s) are measured to the millisecond from the
 # moment the change was made (its command returned), by the harness's
 # `mark` and `timed`.
@@ -345,11 +345,14 @@ versions_known() {
 check "over several passes, streams-05's secrets are all known: its baseline holds all $LONG_SECRETS" \
   wait_until 30 versions_known
 check "the baseline rolled nothing" counts_are "streams-05 long 0"
-fits_again() { since "$WORK/reloader.out" "$OUT0" | grep -q 'reloader pass fits in its period again'; }
-check "once it caught up, a pass fits again and says so" wait_until 30 fits_again
 overruns=$(since "$WORK/reloader.err" "$ERR0" | matches 'level=warn msg="reloader pass ran out')
 check "running out of its period is said once, not every pass ($overruns warnings in $(passes) passes)" \
   test "$overruns" -eq 1
+# While every request is slow, streams-05 always needs several passes (its
+# catching up still counts as over): only a fast Vault fits again.
+printf 'pass\n' >"$WORK/vault.mode"
+fits_again() { since "$WORK/reloader.out" "$OUT0" | grep -q 'reloader pass fits in its period again'; }
+check "once Vault is fast again, a pass fits and says so" wait_until 30 fits_again
 stop
 stop_process "$PROXY_PID"
 PROXY_PID=
