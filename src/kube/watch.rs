@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::io::stream::{Flow, Stream};
+use crate::policy::progress::Status;
 use crate::policy::workload::{Metadata, Spec, Unreadable, Workload};
 use serde::Deserialize;
 
@@ -33,13 +34,38 @@ struct RawEvent {
 
 /// A watch event's object: a workload, or a `Status` (with `code`) on ERROR
 /// events. Plain fields, so only the small structs are decoded and the rest
-/// of the object (managedFields, status, …) is skipped, not buffered.
+/// of the object (managedFields, …) is skipped, not buffered; of the
+/// status, only the rollout's progress.
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct RawObject {
     metadata: Metadata,
     spec: Spec,
+    status: RawStatus,
     code: Option<u16>,
+}
+
+/// A workload's status, or an ERROR event's (a word such as `Failure`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawStatus {
+    Workload(Status),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Default for RawStatus {
+    fn default() -> RawStatus {
+        RawStatus::Workload(Status::default())
+    }
+}
+
+impl RawStatus {
+    fn of_workload(self) -> Status {
+        match self {
+            RawStatus::Workload(status) => status,
+            RawStatus::Other(_) => Status::default(),
+        }
+    }
 }
 
 /// A watch event only as far as it names its object.
@@ -80,11 +106,21 @@ pub fn decode(line: &[u8]) -> Result<Event, Error> {
     let RawObject {
         metadata,
         spec,
+        status,
         code,
     } = raw.object;
+    let status = status.of_workload();
     match raw.kind.as_str() {
-        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload { metadata, spec })),
-        "DELETED" => Ok(Event::Deleted(Workload { metadata, spec })),
+        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload {
+            metadata,
+            spec,
+            status,
+        })),
+        "DELETED" => Ok(Event::Deleted(Workload {
+            metadata,
+            spec,
+            status,
+        })),
         "BOOKMARK" => Ok(Event::Bookmark(metadata.resource_version)),
         _ => Err(match code {
             Some(410) => Error::Gone,

@@ -6,6 +6,7 @@ pub mod allow;
 pub mod cost;
 pub mod metrics;
 pub mod paths;
+pub mod progress;
 pub mod refs;
 pub mod renewal;
 pub mod state;

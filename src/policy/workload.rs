@@ -3,6 +3,7 @@
 //! what is watched.
 
 use crate::policy::paths::AllowedPaths;
+use crate::policy::progress;
 use crate::policy::refs::{self, Provider, SecretRef};
 use crate::policy::renewal::{self, FirstSight};
 use crate::policy::state::{self, State};
@@ -168,6 +169,9 @@ pub struct Workload {
     /// Object spec.
     #[serde(deserialize_with = "null_as_default")]
     pub spec: Spec,
+    /// Object status: whether a rollout is in progress.
+    #[serde(deserialize_with = "null_as_default")]
+    pub status: progress::Status,
 }
 
 /// An object that does not decode as a workload (a custom resource with a
@@ -213,6 +217,9 @@ pub struct Metadata {
     /// Version for optimistic concurrency.
     #[serde(deserialize_with = "null_as_default")]
     pub resource_version: String,
+    /// The spec's generation, against the status's observed one.
+    #[serde(deserialize_with = "null_as_default")]
+    pub generation: i64,
     /// Object UID, for Events.
     #[serde(deserialize_with = "null_as_default")]
     pub uid: String,
@@ -238,11 +245,37 @@ pub struct MetaAnnotations {
 
 /// The spec fields used.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Spec {
     /// The pod template.
     #[serde(deserialize_with = "null_as_default")]
     pub template: Template,
+    /// Desired pods (Deployment, StatefulSet); `None`: the default, 1.
+    pub replicas: Option<i64>,
+    /// How pods are replaced (StatefulSet, DaemonSet).
+    #[serde(deserialize_with = "null_as_default")]
+    pub update_strategy: UpdateStrategy,
+}
+
+/// `spec.updateStrategy` (StatefulSet, DaemonSet).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct UpdateStrategy {
+    /// `RollingUpdate` (the default) or `OnDelete`.
+    #[serde(rename = "type", deserialize_with = "null_as_default")]
+    pub kind: String,
+    /// Its rolling-update settings.
+    #[serde(deserialize_with = "null_as_default")]
+    pub rolling_update: RollingUpdate,
+}
+
+/// `spec.updateStrategy.rollingUpdate`: a StatefulSet's partition (a
+/// Deployment's or DaemonSet's other fields are not used).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RollingUpdate {
+    /// Pods below this ordinal keep the old revision.
+    pub partition: Option<i64>,
 }
 
 /// The pod-template fields used.
@@ -502,6 +535,8 @@ pub struct Entry {
     pub dynamic: Option<Dynamic>,
     /// A digest of its check-now annotation, when set.
     pub check_now: Option<u64>,
+    /// Its rollout is in progress ([`progress`]).
+    pub rolling: bool,
 }
 
 impl Workload {
@@ -511,6 +546,22 @@ impl Workload {
             kind,
             namespace: self.metadata.namespace.clone(),
             name: self.metadata.name.clone(),
+        }
+    }
+
+    /// Whether its rollout is in progress, from its spec and status.
+    fn rolling(&self, kind: Kind) -> bool {
+        let strategy = progress::Strategy {
+            generation: self.metadata.generation,
+            replicas: self.spec.replicas,
+            on_delete: self.spec.update_strategy.kind == "OnDelete",
+            partition: self.spec.update_strategy.rolling_update.partition,
+        };
+        match kind {
+            Kind::Deployment => progress::deployment(&strategy, &self.status),
+            Kind::StatefulSet => progress::stateful_set(&strategy, &self.status),
+            Kind::DaemonSet => progress::daemon_set(&strategy, &self.status),
+            Kind::Rollout => progress::rollout(&self.status),
         }
     }
 
@@ -527,6 +578,7 @@ impl Workload {
         warnings: &mut Vec<String>,
     ) -> Option<Entry> {
         let id = self.id(kind);
+        let rolling = self.rolling(kind);
         let annotations = &self.spec.template.metadata.annotations;
         let prefix = PREFIXES.into_iter().find(|prefix| {
             annotations
@@ -577,6 +629,7 @@ impl Workload {
             refused,
             dynamic,
             check_now: self.metadata.annotations.check_now,
+            rolling,
         })
     }
 

@@ -1,0 +1,265 @@
+//! Whether a workload's rollout is still in progress, judged from its
+//! status the way `kubectl rollout status` judges it, a function per kind.
+//! Pure; only the fields it needs are decoded.
+
+use serde::Deserialize;
+
+/// The status fields used (all kinds in one: each reads its own).
+#[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Status {
+    /// The generation the controller has acted on (apps/v1 kinds).
+    pub observed_generation: i64,
+    /// Pods of any revision (Deployment, StatefulSet).
+    pub replicas: i64,
+    /// Pods of the current template (Deployment, StatefulSet).
+    pub updated_replicas: i64,
+    /// Ready pods (StatefulSet).
+    pub ready_replicas: i64,
+    /// Available pods (Deployment).
+    pub available_replicas: i64,
+    /// StatefulSet revisions: done when they are equal.
+    pub current_revision: String,
+    /// See `current_revision`.
+    pub update_revision: String,
+    /// Nodes that should run the DaemonSet's pod.
+    pub desired_number_scheduled: i64,
+    /// Nodes running its current template.
+    pub updated_number_scheduled: i64,
+    /// Nodes where it is available.
+    pub number_available: i64,
+    /// Argo Rollout phase (`Progressing` while it rolls).
+    pub phase: String,
+}
+
+/// What the spec says about how the workload rolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strategy {
+    /// `metadata.generation`.
+    pub generation: i64,
+    /// `spec.replicas` (`None`: the API's default, 1).
+    pub replicas: Option<i64>,
+    /// `spec.updateStrategy.type` is `OnDelete` (StatefulSet, DaemonSet):
+    /// pods change only when deleted, so a rollout never progresses by
+    /// itself.
+    pub on_delete: bool,
+    /// A StatefulSet's `rollingUpdate.partition`, if set.
+    pub partition: Option<i64>,
+}
+
+/// Whether a Deployment is still rolling out: the controller has not seen
+/// its spec yet, new pods are missing or not available, or old ones remain.
+pub fn deployment(strategy: &Strategy, status: &Status) -> bool {
+    status.observed_generation < strategy.generation
+        || status.updated_replicas < strategy.replicas.unwrap_or(1)
+        || status.replicas > status.updated_replicas
+        || status.available_replicas < status.updated_replicas
+}
+
+/// Whether a StatefulSet is still rolling out: not seen yet, a pod not
+/// ready, the pods above its partition not updated or (without one) its
+/// revisions not met. `OnDelete`: never by itself.
+pub fn stateful_set(strategy: &Strategy, status: &Status) -> bool {
+    let wanted = strategy.replicas.unwrap_or(1);
+    !strategy.on_delete
+        && (status.observed_generation < strategy.generation
+            || status.ready_replicas < wanted
+            || match strategy.partition {
+                Some(partition) => status.updated_replicas < wanted - partition,
+                None => status.update_revision != status.current_revision,
+            })
+}
+
+/// Whether a DaemonSet is still rolling out: not seen yet, or a node not
+/// running its new pod available. `OnDelete`: never by itself.
+pub fn daemon_set(strategy: &Strategy, status: &Status) -> bool {
+    !strategy.on_delete
+        && (status.observed_generation < strategy.generation
+            || status.updated_number_scheduled < status.desired_number_scheduled
+            || status.number_available < status.desired_number_scheduled)
+}
+
+/// Whether an Argo Rollout is still rolling out: its phase says so.
+pub fn rollout(status: &Status) -> bool {
+    status.phase == "Progressing"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strategy(generation: i64, replicas: i64) -> Strategy {
+        Strategy {
+            generation,
+            replicas: Some(replicas),
+            on_delete: false,
+            partition: None,
+        }
+    }
+
+    #[test]
+    fn a_deployment_rolls_until_its_new_pods_are_all_there_and_available() {
+        let done = Status {
+            observed_generation: 2,
+            replicas: 2,
+            updated_replicas: 2,
+            available_replicas: 2,
+            ..Status::default()
+        };
+        let rows: [(&str, Status, bool); 5] = [
+            ("done", done.clone(), false),
+            (
+                "not observed yet",
+                Status {
+                    observed_generation: 1,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "new pods missing",
+                Status {
+                    updated_replicas: 1,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "old pods terminating",
+                Status {
+                    replicas: 3,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "new pods not available",
+                Status {
+                    available_replicas: 1,
+                    ..done.clone()
+                },
+                true,
+            ),
+        ];
+        for (what, status, rolling) in rows {
+            assert_eq!(deployment(&strategy(2, 2), &status), rolling, "{what}");
+        }
+        let none = Status {
+            observed_generation: 2,
+            ..Status::default()
+        };
+        assert!(!deployment(&strategy(2, 0), &none), "0 replicas");
+    }
+
+    #[test]
+    fn a_statefulset_rolls_until_its_revisions_meet_or_its_partition_is_updated() {
+        let done = Status {
+            observed_generation: 3,
+            replicas: 3,
+            ready_replicas: 3,
+            updated_replicas: 3,
+            current_revision: "r2".into(),
+            update_revision: "r2".into(),
+            ..Status::default()
+        };
+        let partitioned = Strategy {
+            partition: Some(2),
+            ..strategy(3, 3)
+        };
+        let on_delete = Strategy {
+            on_delete: true,
+            ..strategy(4, 3)
+        };
+        let old = Status {
+            update_revision: "r3".into(),
+            ..done.clone()
+        };
+        let rows: [(&str, Strategy, Status, bool); 6] = [
+            ("done", strategy(3, 3), done.clone(), false),
+            ("revisions differ", strategy(3, 3), old.clone(), true),
+            (
+                "a pod not ready",
+                strategy(3, 3),
+                Status {
+                    ready_replicas: 2,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "partition: 1 of 1 updated",
+                partitioned,
+                Status {
+                    updated_replicas: 1,
+                    ..old.clone()
+                },
+                false,
+            ),
+            (
+                "partition: none updated",
+                partitioned,
+                Status {
+                    updated_replicas: 0,
+                    ..old.clone()
+                },
+                true,
+            ),
+            ("OnDelete never progresses by itself", on_delete, old, false),
+        ];
+        for (what, strategy, status, rolling) in rows {
+            assert_eq!(stateful_set(&strategy, &status), rolling, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_daemonset_rolls_until_every_node_runs_the_new_pod_available_and_a_rollout_by_phase() {
+        let done = Status {
+            observed_generation: 5,
+            desired_number_scheduled: 3,
+            updated_number_scheduled: 3,
+            number_available: 3,
+            ..Status::default()
+        };
+        let rows: [(&str, Status, bool); 4] = [
+            ("done", done.clone(), false),
+            (
+                "not observed",
+                Status {
+                    observed_generation: 4,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "a node not updated",
+                Status {
+                    updated_number_scheduled: 2,
+                    ..done.clone()
+                },
+                true,
+            ),
+            (
+                "a node not available",
+                Status {
+                    number_available: 2,
+                    ..done.clone()
+                },
+                true,
+            ),
+        ];
+        for (what, status, rolling) in rows {
+            assert_eq!(daemon_set(&strategy(5, 1), &status), rolling, "{what}");
+        }
+        let on_delete = Strategy {
+            on_delete: true,
+            ..strategy(6, 1)
+        };
+        assert!(!daemon_set(&on_delete, &Status::default()));
+        let phase = |p: &str| Status {
+            phase: p.into(),
+            ..Status::default()
+        };
+        assert!(rollout(&phase("Progressing")));
+        assert!(!rollout(&phase("Healthy")));
+    }
+}
