@@ -197,7 +197,8 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
     Ok(
         reloader::Reloader::new(vault, bao, per_workload, config.dry_run)
             .with_dynamic(dynamic)
-            .with_limits(config.limits.clone()),
+            .with_limits(config.limits.clone())
+            .with_max_concurrent(config.max_concurrent_rollouts),
     )
 }
 

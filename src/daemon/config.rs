@@ -49,6 +49,9 @@ pub struct Config {
     /// `--max-renewals-per-namespace-hour`: at most this many renewal
     /// rollouts of one namespace in any hour.
     pub max_renewals_per_namespace_hour: usize,
+    /// `--max-concurrent-rollouts`: at most this many workloads rolled out
+    /// by the daemon in progress at once; 0: no limit.
+    pub max_concurrent_rollouts: usize,
     /// `--max-secrets-per-workload` and `--allowed-secret-paths`: what one
     /// workload may name.
     pub limits: crate::policy::workload::Limits,
@@ -145,6 +148,11 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     at most N renewal rollouts of one namespace in any hour;
                                     past it its renewals wait and it gets a Warning Event
                                     [default: 3600; env MAX_RENEWALS_PER_NAMESPACE_HOUR]
+  --max-concurrent-rollouts N       at most N workloads rolled out by the reloader in progress
+                                    at once, cluster-wide (as kubectl rollout status judges
+                                    them); the others wait, oldest change first; renewals go
+                                    anyway and count [default: 0, no limit; env
+                                    MAX_CONCURRENT_ROLLOUTS]
   --max-secrets-per-workload N      watch only the first N secrets a workload names (sorted);
                                     past N it gets a Warning Event [default: 100; env
                                     MAX_SECRETS_PER_WORKLOAD]
@@ -283,6 +291,7 @@ pub fn parse(
         dynamic_default_max_age: tuning.dynamic_default_max_age,
         max_rollouts_per_pass: tuning.max_rollouts_per_pass,
         max_renewals_per_namespace_hour: tuning.max_renewals_per_namespace_hour,
+        max_concurrent_rollouts: tuning.max_concurrent_rollouts,
         limits: tuning.limits,
         list_metadata,
         kube: servers.kube,
@@ -310,6 +319,7 @@ struct Tuning {
     dynamic_default_max_age: Option<Duration>,
     max_rollouts_per_pass: Option<usize>,
     max_renewals_per_namespace_hour: usize,
+    max_concurrent_rollouts: usize,
     limits: crate::policy::workload::Limits,
 }
 
@@ -325,8 +335,9 @@ impl Tuning {
             "--dynamic-secret-default-max-age",
             "DYNAMIC_SECRET_DEFAULT_MAX_AGE",
         )?)?;
-        let max_rollouts_per_pass = at_least_one(
+        let max_rollouts_per_pass = at_least(
             "--max-rollouts-per-pass",
+            1,
             flag_or_env(
                 args,
                 env,
@@ -334,8 +345,9 @@ impl Tuning {
                 "MAX_ROLLOUTS_PER_PASS",
             )?,
         )?;
-        let max_renewals_per_namespace_hour = at_least_one(
+        let max_renewals_per_namespace_hour = at_least(
             "--max-renewals-per-namespace-hour",
+            1,
             flag_or_env(
                 args,
                 env,
@@ -344,8 +356,20 @@ impl Tuning {
             )?,
         )?
         .unwrap_or(crate::policy::renewal::PER_NAMESPACE_HOUR_DEFAULT);
-        let max_secrets = at_least_one(
+        let max_concurrent_rollouts = at_least(
+            "--max-concurrent-rollouts",
+            0,
+            flag_or_env(
+                args,
+                env,
+                "--max-concurrent-rollouts",
+                "MAX_CONCURRENT_ROLLOUTS",
+            )?,
+        )?
+        .unwrap_or(0);
+        let max_secrets = at_least(
             "--max-secrets-per-workload",
+            1,
             flag_or_env(
                 args,
                 env,
@@ -363,6 +387,7 @@ impl Tuning {
             dynamic_default_max_age,
             max_rollouts_per_pass,
             max_renewals_per_namespace_hour,
+            max_concurrent_rollouts,
             limits: crate::policy::workload::Limits {
                 max_secrets,
                 allowed_paths,
@@ -581,14 +606,14 @@ fn default_max_age(text: Option<String>) -> Result<Option<Duration>, ConfigError
 
 /// A limit given to flag `name`: a whole number of at least 1 (0 would
 /// never renew, or watch nothing).
-fn at_least_one(name: &str, text: Option<String>) -> Result<Option<usize>, ConfigError> {
+fn at_least(name: &str, least: usize, text: Option<String>) -> Result<Option<usize>, ConfigError> {
     let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
         return Ok(None);
     };
     match text.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(Some(n)),
+        Ok(n) if n >= least => Ok(Some(n)),
         _ => Err(bad(format!(
-            "{name}: '{text}' is not a whole number of at least 1"
+            "{name}: '{text}' is not a whole number of at least {least}"
         ))),
     }
 }
@@ -928,6 +953,23 @@ mod tests {
         );
         let error = run(&[], &with("maybe")).unwrap_err().0;
         assert!(error.contains("LIST_SECRET_METADATA"), "{error}");
+    }
+
+    #[test]
+    fn max_concurrent_rollouts_is_a_count_where_zero_means_no_limit() {
+        assert_eq!(run(&[], IN_CLUSTER).unwrap().max_concurrent_rollouts, 0);
+        let flag = run(&["--max-concurrent-rollouts", "5"], IN_CLUSTER).unwrap();
+        assert_eq!(flag.max_concurrent_rollouts, 5);
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("MAX_CONCURRENT_ROLLOUTS", "0"));
+        assert_eq!(run(&[], &env).unwrap().max_concurrent_rollouts, 0);
+        let error = run(&["--max-concurrent-rollouts", "-1"], IN_CLUSTER)
+            .unwrap_err()
+            .0;
+        assert!(
+            error.contains("--max-concurrent-rollouts: '-1' is not a whole number of at least 0"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Metrics {
     /// The last finished reloader pass's duration over
     /// `--reloader-run-period` ([`crate::policy::cost::judge`]).
     pub reloader_period_share: f64,
+    /// Workloads rolled out by the daemon whose rollout is in progress, and
+    /// changed ones waiting for a slot (`--max-concurrent-rollouts`).
+    pub rollouts: (usize, usize),
     /// Secrets the last finished reloader pass ran out of its period
     /// before asking about: its namespaces go on next pass.
     pub secrets_carried: usize,
@@ -201,6 +204,15 @@ impl Metrics {
             "{PREFIX}pass_period_ratio{{pass=\"reloader\"}} {:.3}",
             self.reloader_period_share
         );
+        header(
+            out,
+            "rollouts",
+            "gauge",
+            "Workloads the reloader rolled out whose rollout is in progress, and changed ones pending a free slot (--max-concurrent-rollouts).",
+        );
+        let (rolling, pending) = self.rollouts;
+        let _ = writeln!(out, "{PREFIX}rollouts{{state=\"in_progress\"}} {rolling}");
+        let _ = writeln!(out, "{PREFIX}rollouts{{state=\"pending\"}} {pending}");
         header(
             out,
             "secrets_carried_over",
@@ -394,6 +406,7 @@ mod tests {
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.reloader_period_share = 0.75;
         metrics.secrets_carried = 4321;
+        metrics.rollouts = (5, 35);
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
         metrics.unavailable = [(("ns".into(), "denied"), 2)].into();
@@ -411,6 +424,8 @@ mod tests {
             "vault_secrets_reloader_pass_duration_seconds{pass=\"reloader\"} 1.500000",
             "vault_secrets_reloader_pass_period_ratio{pass=\"reloader\"} 0.750",
             "vault_secrets_reloader_secrets_carried_over 4321",
+            "vault_secrets_reloader_rollouts{state=\"in_progress\"} 5",
+            "vault_secrets_reloader_rollouts{state=\"pending\"} 35",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
             "vault_secrets_reloader_unavailable_secrets{namespace=\"ns\",reason=\"denied\"} 2",

@@ -28,6 +28,7 @@ mod notices;
 mod patch;
 pub mod routing;
 mod said;
+pub mod waves;
 pub use dynamic::DynamicSettings;
 use notices::{record_event, Counted, Unavailable};
 use patch::{apply, Patching};
@@ -64,6 +65,9 @@ pub struct Report {
     /// Secrets used that were denied, missing or unreadable, by namespace
     /// and that reason, as each workload was last decided.
     pub unavailable: BTreeMap<(String, &'static str), u64>,
+    /// Changed workloads left waiting for a free slot
+    /// (`--max-concurrent-rollouts`).
+    pub pending: usize,
     /// Namespaces whose secrets were all known this pass after a cycle
     /// begun on an earlier one: passes are still too short for them.
     pub late: usize,
@@ -83,6 +87,12 @@ struct Running {
     renew: Vec<(WorkloadId, u64)>,
     /// The workloads decided.
     settled: Vec<WorkloadId>,
+    /// Changed workloads waiting for a free slot ([`waves`]).
+    waiting: Vec<waves::Waiting>,
+    /// Those rolled now from `waiting`, so not held again.
+    releasing: bool,
+    /// Those left waiting.
+    pending: Vec<WorkloadId>,
 }
 
 impl Running {
@@ -93,6 +103,9 @@ impl Running {
             api_down: false,
             renew: Vec::new(),
             settled: Vec::new(),
+            waiting: Vec::new(),
+            releasing: false,
+            pending: Vec::new(),
         }
     }
 }
@@ -136,6 +149,8 @@ pub struct Reloader {
     /// ([`notices::count_unavailable`]): a namespace not decided this pass
     /// keeps its count.
     unavailable: HashMap<WorkloadId, UnavailableCounts>,
+    /// `--max-concurrent-rollouts` (0: no limit).
+    max_concurrent: usize,
 }
 
 /// Counts of unavailable secrets by namespace and reason.
@@ -173,6 +188,7 @@ impl Reloader {
             cycles: Cycles::default(),
             checks: checks::Checks::default(),
             unavailable: HashMap::new(),
+            max_concurrent: 0,
         }
     }
 
@@ -180,6 +196,13 @@ impl Reloader {
     /// as the collector does.
     pub fn with_limits(mut self, limits: workload::Limits) -> Reloader {
         self.limits = limits;
+        self
+    }
+
+    /// The same reloader rolling out at most `n` workloads at once
+    /// ([`waves`]; 0: no limit).
+    pub fn with_max_concurrent(mut self, n: usize) -> Reloader {
+        self.max_concurrent = n;
         self
     }
 
@@ -285,14 +308,25 @@ impl Reloader {
         for (id, began) in std::mem::take(&mut running.renew) {
             self.settle(kube, index, (&id, began), None, &mut report, &mut running);
         }
-        for id in std::mem::take(&mut running.settled) {
+        let pending: HashSet<WorkloadId> = running.pending.iter().cloned().collect();
+        for id in std::mem::take(&mut running.settled)
+            .into_iter()
+            .chain(pending.iter().cloned())
+        {
             let Some(entry) = index.get(&id) else {
                 continue;
             };
             self.checks.served(&id, entry.check_now, now);
             if !report.reloaded.contains(&id) {
+                let found = match pending.contains(&id) {
+                    true => {
+                        "a new version, whose rollout waits for a free slot \
+                             (--max-concurrent-rollouts)"
+                    }
+                    false => "no new version to roll out",
+                };
                 let message = format!(
-                    "checked its {} secrets now ({}{}): no new version to roll out",
+                    "checked its {} secrets now ({}{}): {found}",
                     entry.refs.len(),
                     entry.prefix,
                     workload::CHECK_NOW
@@ -342,6 +376,7 @@ impl Reloader {
         }
         report.carried = fair::carried(rounds.left());
         running.cycles.resume_at(rounds.next_up());
+        self.release(kube, index, report, &mut running);
         Some(running)
     }
 
@@ -443,15 +478,21 @@ impl Reloader {
         let Some(entry) = index.get(id) else {
             return;
         };
-        running.settled.push(id.clone());
         let route = &self.route(entry);
-        if let Err(why) = route {
-            self.report_refused(kube, entry, why);
-        }
         let cycles = &running.cycles;
         let lookup = |secret: &SecretRef| {
             cycles.fresh(&(Self::server(route, secret)?, secret.clone()), began)
         };
+        if renewal.is_none() && !running.releasing {
+            if let Some(oldest) = self.must_wait(entry, &lookup) {
+                running.waiting.push((oldest, id.clone(), began));
+                return;
+            }
+        }
+        running.settled.push(id.clone());
+        if let Err(why) = route {
+            self.report_refused(kube, entry, why);
+        }
         self.report_unavailable(kube, entry, &lookup);
         self.report_unreadable(kube, entry, &lookup);
         let mut unavailable = UnavailableCounts::new();

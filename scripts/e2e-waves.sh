@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Rollout waves (issue 21, --max-concurrent-rollouts): 40 Deployments whose
+# pods really run (KWOK's fake nodes, scripts/testenv.sh) share one secret;
+# it changes; with --max-concurrent-rollouts 5 the daemon never has more
+# than 5 of them rolling at once (sampled every 0.2 s from the API server,
+# judged as kubectl rollout status judges it: the maximum seen is reported),
+# and all 40 are rolled out, each exactly once. minReadySeconds keeps each
+# rollout in progress a few seconds, as real pods would.
+# Runs against the test environment of scripts/testenv.sh. The daemon
+# binary: RELOADER_BIN, else this repository's release build.
+# E2E_KEEP_LOGS=DIR keeps the logs in DIR. Ends with "N passed, M failed".
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+# shellcheck source=scripts/harness.sh
+source scripts/harness.sh
+
+use_test_env
+PREFIX=$RELOADER_PREFIX
+NS=waves
+COUNT=40
+LIMIT=5
+WORK=$(mktemp -d)
+SAMPLER_PID=
+
+cleanup() {
+  stop_process "$SAMPLER_PID"
+  stop_process "${RELOADER_PID:-}"
+  kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+  daemon_log_on_failure "$WORK"
+  if [[ -n ${E2E_KEEP_LOGS:-} ]]; then cp -r "$WORK" "$E2E_KEEP_LOGS"; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# The Python half: the Deployments, and the sampler of rollouts in progress.
+cat >"$WORK/waves.py" <<'PYTHON'
+import json, subprocess, sys, time
+
+def deployments(namespace, count, prefix):
+    items = []
+    for i in range(count):
+        name = f"app-{i:02d}"
+        items.append({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": 1, "minReadySeconds": 3,
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {
+                         "metadata": {"labels": {"app": name},
+                                      "annotations": {prefix + "/reload-on-secret-change": "true"}},
+                         "spec": {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
+                                                   "effect": "NoSchedule"}],
+                                  "containers": [{"name": "app", "image": "registry.invalid/pause:3",
+                                                  "env": [{"name": "K",
+                                                           "value": "vault:secret/data/waves/shared#K"}]}]}}}})
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+def rolling(d):
+    """kubectl rollout status's judgement of a Deployment."""
+    spec, status = d["spec"], d.get("status", {})
+    if status.get("observedGeneration", 0) < d["metadata"].get("generation", 0):
+        return True
+    updated = status.get("updatedReplicas", 0)
+    return (updated < spec.get("replicas", 1) or status.get("replicas", 0) > updated
+            or status.get("availableReplicas", 0) < updated)
+
+def sample(namespace, out):
+    """Every 0.2 s: how many are rolling, and each one's reload count."""
+    with open(out, "a") as f:
+        while True:
+            items = json.loads(subprocess.check_output(
+                ["kubectl", "-n", namespace, "get", "deploy", "-o", "json"]))["items"]
+            counts = [d["spec"]["template"]["metadata"].get("annotations", {}).get(
+                sys.argv[4] + "/secret-reload-count", "0") for d in items]
+            # Rolled by the daemon: a reload count. (A Deployment's
+            # generation moves with its annotations too, so the daemon's
+            # baseline makes the others look busy for a moment.)
+            busy = sum(rolling(d) for d, c in zip(items, counts) if c != "0")
+            print(busy, " ".join(counts), flush=True, file=f)
+            time.sleep(0.2)
+
+if sys.argv[1] == "deployments":
+    print(json.dumps(deployments(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
+elif sys.argv[1] == "sample":
+    sample(sys.argv[2], sys.argv[3])
+PYTHON
+
+say "build and setup"
+build_daemon
+check "the daemon binary is there ($BIN)" test -x "$BIN"
+check "the fake nodes are there" test "$(kubectl get nodes -o name | wc -l)" -ge 1
+reloader_identity "$WORK"
+kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+kubectl create namespace "$NS" >/dev/null
+srv kv put secret/waves/shared K="v-$RANDOM" >/dev/null
+python3 "$WORK/waves.py" deployments "$NS" "$COUNT" "$PREFIX" | kubectl apply -f - >/dev/null
+available() {
+  [[ $(kubectl -n "$NS" get deploy -o jsonpath='{range .items[*]}{.status.availableReplicas}{"\n"}{end}' | grep -c '^1$') -eq $COUNT ]]
+}
+check "the $COUNT Deployments' pods run: all Available" wait_until 120 available
+LISTEN=127.0.0.1:$(free_port)
+start_reloader "$BIN" "$WORK" "$LISTEN" --reloader-run-period 2s --collector-sync-period 5s \
+  --namespaces "$NS" --max-concurrent-rollouts "$LIMIT"
+baselined() {
+  [[ $(kubectl -n "$NS" get deploy -o json | grep -c '"secrets-reloader.security.bank-vaults.io/observed-versions"') -eq $COUNT ]]
+}
+check "each gets its baseline" wait_until 30 baselined
+
+say "the shared secret changes"
+python3 "$WORK/waves.py" sample "$NS" "$WORK/samples" "$PREFIX" &
+SAMPLER_PID=$!
+srv kv put secret/waves/shared K="v-$RANDOM" >/dev/null
+all_once() {
+  local last
+  last=$(tail -n 1 "$WORK/samples" 2>/dev/null) || return 1
+  read -r rolling counts <<<"$last"
+  [[ $rolling == 0 && $(tr ' ' '\n' <<<"$counts" | grep -c '^1$') -eq $COUNT ]]
+}
+check "all $COUNT are rolled out within 3 minutes" wait_until 180 all_once
+stop_process "$SAMPLER_PID"
+SAMPLER_PID=
+most=$(awk '{ if ($1 > m) m = $1 } END { print m + 0 }' "$WORK/samples")
+samples=$(wc -l <"$WORK/samples")
+check "never more than $LIMIT in progress at once (at most $most in $samples samples)" test "$most" -le "$LIMIT"
+check "several did roll at once" test "$most" -ge 2
+once_at_most() { awk '{ for (i = 2; i <= NF; i++) if ($i > 1) bad = 1 } END { exit bad }' "$WORK/samples"; }
+check "none was rolled twice" once_at_most
+pending=$(curl -sf "http://$LISTEN/metrics" | awk '$1 == "vault_secrets_reloader_rollouts{state=\"pending\"}" { print $2 }')
+check "nothing is pending after ($pending)" test "${pending:-x}" = 0
+check "the waits were said in the log" grep -q 'rollouts pending: .* at most 5 at once (--max-concurrent-rollouts)' "$WORK/reloader.out"
+stop_process "$RELOADER_PID"
+finish
