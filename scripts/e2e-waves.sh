@@ -5,7 +5,9 @@
 # than 5 of them rolling at once (sampled every 0.2 s from the API server,
 # judged as kubectl rollout status judges it: the maximum seen is reported),
 # and all 40 are rolled out, each exactly once. minReadySeconds keeps each
-# rollout in progress a few seconds, as real pods would.
+# rollout in progress a few seconds, as real pods would. Then a workload
+# annotated <prefix>/reload-paused: "true" is not rolled out (one Warning
+# Event) until the annotation goes.
 # Runs against the test environment of scripts/testenv.sh. The daemon
 # binary: RELOADER_BIN, else this repository's release build.
 # E2E_KEEP_LOGS=DIR keeps the logs in DIR. Ends with "N passed, M failed".
@@ -132,5 +134,29 @@ check "none was rolled twice" once_at_most
 pending=$(curl -sf "http://$LISTEN/metrics" | awk '$1 == "vault_secrets_reloader_rollouts{state=\"pending\"}" { print $2 }')
 check "nothing is pending after ($pending)" test "${pending:-x}" = 0
 check "the waits were said in the log" grep -q 'rollouts pending: .* at most 5 at once (--max-concurrent-rollouts)' "$WORK/reloader.out"
+
+say "a paused workload waits, and is rolled out once resumed"
+srv kv put secret/waves/solo K="v-$RANDOM" >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"solo","namespace":"$NS",
+  "annotations":{"$PREFIX/reload-paused":"true"}},
+ "spec":{"replicas":0,"selector":{"matchLabels":{"app":"solo"}},
+  "template":{"metadata":{"labels":{"app":"solo"},"annotations":{"$PREFIX/reload-on-secret-change":"true"}},
+   "spec":{"containers":[{"name":"app","image":"registry.invalid/pause:3",
+    "env":[{"name":"K","value":"vault:secret/data/waves/solo#K"}]}]}}}}
+EOF
+solo_count() { annotation "$NS" deployment/solo "$PREFIX/secret-reload-count"; }
+solo_baselined() { [[ -n $(annotation "$NS" deployment/solo "$PREFIX/observed-versions" meta) ]]; }
+check "the paused workload gets its baseline" wait_until 20 solo_baselined
+srv kv put secret/waves/solo K="v-$RANDOM" >/dev/null
+paused_events() { kubectl -n "$NS" get events --field-selector "involvedObject.name=solo,reason=RolloutPaused" -o name | wc -l; }
+one_paused_event() { (($(paused_events) == 1)); }
+check "a Warning Event RolloutPaused says its change waits" wait_until 10 one_paused_event
+sleep 6
+check "three passes later it is still not rolled out, and told once ($(paused_events) Event)" \
+  test "$(solo_count):$(paused_events)" = ":1"
+kubectl -n "$NS" annotate deploy/solo "$PREFIX/reload-paused-" >/dev/null
+solo_once() { [[ $(solo_count) == 1 ]]; }
+check "resumed, it is rolled out once" wait_until 10 solo_once
 stop_process "$RELOADER_PID"
 finish

@@ -136,6 +136,7 @@ mod tests {
             refused: Default::default(),
             dynamic: None,
             check_now: None,
+            paused: false,
             rolling: false,
         }
     }

@@ -86,6 +86,10 @@ const OPT_IN: &str = "/reload-on-secret-change";
 /// On a workload's metadata: any new value asks for its secrets to be
 /// checked at once.
 pub const CHECK_NOW: &str = "/check-now";
+/// On a workload's metadata, `"true"`: its secret changes are not rolled
+/// out (they wait) until it goes. On the metadata, so that pausing and
+/// resuming do not roll the pods themselves.
+pub const PAUSED: &str = "/reload-paused";
 const RELOAD_COUNT: &str = "/secret-reload-count";
 const MIN_INTERVAL: &str = "/min-reload-interval";
 /// `auto` or a duration: the workload's dynamic secrets are renewed by rollouts.
@@ -238,6 +242,8 @@ pub struct MetaAnnotations {
     /// value is a new request, and a digest keeps a tenant's long value
     /// from costing memory.
     pub check_now: Option<u64>,
+    /// The reload-paused annotation (any prefix) is `"true"`.
+    pub paused: bool,
     /// The bytes of all the others, keys and values, as the API server
     /// counts them against its limit on an object's annotations.
     pub others: usize,
@@ -369,6 +375,9 @@ fn state_and_size_of_others<'de, D: Deserializer<'de>>(d: D) -> Result<MetaAnnot
                 {
                     let digest = digest(&key, &value);
                     kept.check_now = Some(kept.check_now.map_or(digest, |d| d ^ digest));
+                }
+                if PREFIXES.iter().any(|p| key.strip_prefix(p) == Some(PAUSED)) {
+                    kept.paused |= value == "true";
                 }
                 kept.others = kept.others.saturating_add(key.len() + value.len());
             }
@@ -535,6 +544,8 @@ pub struct Entry {
     pub dynamic: Option<Dynamic>,
     /// A digest of its check-now annotation, when set.
     pub check_now: Option<u64>,
+    /// Its rollouts are paused ([`PAUSED`]).
+    pub paused: bool,
     /// Its rollout is in progress ([`progress`]).
     pub rolling: bool,
 }
@@ -629,6 +640,7 @@ impl Workload {
             refused,
             dynamic,
             check_now: self.metadata.annotations.check_now,
+            paused: self.metadata.annotations.paused,
             rolling,
         })
     }
@@ -1012,8 +1024,41 @@ mod tests {
         let others = "kubectl.kubernetes.io/last-applied-configuration{\"big\":true}\
                       deployment.kubernetes.io/revision3";
         assert_eq!(w.metadata.annotations.others, others.len());
+        assert_eq!(
+            (
+                w.metadata.annotations.check_now,
+                w.metadata.annotations.paused
+            ),
+            (None, false)
+        );
         assert_eq!(w.spec.template.metadata.annotations.len(), 1);
         assert_eq!(w.spec.template.spec.containers[0].env.len(), 1);
+    }
+
+    #[test]
+    fn check_now_and_pause_are_read_from_the_metadata_under_either_prefix() {
+        let meta = |annotations: serde_json::Value| -> MetaAnnotations {
+            let metadata: Metadata =
+                serde_json::from_value(json!({"annotations": annotations})).unwrap();
+            metadata.annotations
+        };
+        let paused = meta(json!({"alpha.vault.security.banzaicloud.io/reload-paused": "true"}));
+        assert!(paused.paused);
+        let not = meta(json!({"secrets-reloader.security.bank-vaults.io/reload-paused": "false"}));
+        assert!(!not.paused);
+        let key = "secrets-reloader.security.bank-vaults.io/check-now";
+        let (one, two) = (meta(json!({key: "1"})), meta(json!({key: "2"})));
+        assert!(one.check_now.is_some() && one.check_now != two.check_now);
+        assert_eq!(
+            one.check_now,
+            meta(json!({key: "1"})).check_now,
+            "the same value, the same request"
+        );
+        assert_eq!(
+            one.others,
+            key.len() + 1,
+            "counted against the annotations' limit"
+        );
     }
 
     #[test]

@@ -675,6 +675,7 @@ mod tests {
             refused: Default::default(),
             dynamic: None,
             check_now: None,
+            paused: false,
             rolling: false,
         };
         let mut decision = Decision {

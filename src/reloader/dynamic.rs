@@ -662,6 +662,7 @@ mod tests {
             refused: Default::default(),
             dynamic: Some(dynamic(MaxAge::Auto, false)),
             check_now: None,
+            paused: false,
             rolling: false,
         }
     }

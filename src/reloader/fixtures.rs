@@ -61,6 +61,7 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         refused: Default::default(),
         dynamic: None,
         check_now: None,
+        paused: false,
         rolling: false,
     }
 }

@@ -132,6 +132,8 @@ pub struct Reloader {
     said_unreadable: Said<(WorkloadId, SecretRef), u64>,
     /// Refused `vault-addr` annotations reported, per workload: why.
     said_refused: Said<WorkloadId, String>,
+    /// Paused workloads told their change waits.
+    said_paused: Said<WorkloadId>,
     /// Secrets not watched or left out of the state, reported per
     /// workload: how many.
     said_counted: Said<(WorkloadId, Counted), usize>,
@@ -181,6 +183,7 @@ impl Reloader {
             said_unavailable: Said::default(),
             said_unreadable: Said::default(),
             said_refused: Said::default(),
+            said_paused: Said::default(),
             said_counted: Said::default(),
             renewals: dynamic::Memory::default(),
             dry_run,
@@ -320,8 +323,8 @@ impl Reloader {
             if !report.reloaded.contains(&id) {
                 let found = match pending.contains(&id) {
                     true => {
-                        "a new version, whose rollout waits for a free slot \
-                             (--max-concurrent-rollouts)"
+                        "a new version, whose rollout waits (reload-paused, or \
+                         --max-concurrent-rollouts)"
                     }
                     false => "no new version to roll out",
                 };
@@ -484,10 +487,22 @@ impl Reloader {
             cycles.fresh(&(Self::server(route, secret)?, secret.clone()), began)
         };
         if renewal.is_none() && !running.releasing {
-            if let Some(oldest) = self.must_wait(entry, &lookup) {
-                running.waiting.push((oldest, id.clone(), began));
-                return;
+            match self.must_wait(entry, &lookup) {
+                Some(waves::Wait::Slot(oldest)) => {
+                    running.waiting.push((oldest, id.clone(), began));
+                    return;
+                }
+                Some(waves::Wait::Paused) => {
+                    self.report_paused(kube, entry);
+                    running.pending.push(id.clone());
+                    report.pending += 1;
+                    return;
+                }
+                None => {}
             }
+        }
+        if !entry.paused {
+            self.said_paused.forget(id);
         }
         running.settled.push(id.clone());
         if let Err(why) = route {
@@ -579,6 +594,7 @@ impl Reloader {
             said.retain(|source| sources.contains(source));
         }
         self.said_refused.retain(|id| refused.contains(id));
+        self.said_paused.retain(|id| index.contains_key(id));
         self.said_counted.retain(|(id, _)| index.contains_key(id));
         self.unavailable.retain(|id, _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {

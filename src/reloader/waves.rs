@@ -5,7 +5,9 @@
 //! failover keeps every pending rollout. Pending ones go oldest change
 //! first, then by kind, namespace and name, so a restart does not reshuffle
 //! them. Renewals of dynamic secrets are not held (their deadline matters
-//! more) but count as in progress.
+//! more) but count as in progress. A workload whose metadata says
+//! `<prefix>/reload-paused: "true"` waits the same way until that goes,
+//! with one Warning Event.
 
 use super::decide::{decide, LookupFn};
 use super::{Reloader, Report, Running};
@@ -17,6 +19,15 @@ use crate::policy::workload::{Entry, WorkloadId};
 /// (as [`instant_key`] orders it), then which workload, with the first pass
 /// of its namespace's cycle.
 pub(super) type Waiting = ((String, String), WorkloadId, u64);
+
+/// Why a changed workload is not rolled out now.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// For a free slot; its oldest change's time, as [`instant_key`] orders.
+    Slot((String, String)),
+    /// Its rollouts are paused.
+    Paused,
+}
 
 /// A Vault `created_time` (RFC 3339, UTC, 0 to 9 fraction digits) as a key
 /// that orders like the instant: the seconds, then the fraction padded.
@@ -37,10 +48,10 @@ pub fn in_progress(index: &Index) -> usize {
 
 impl Reloader {
     /// Whether `entry`, decided on `lookup` now, would be rolled out for a
-    /// secret change while waves are on: then it waits for
-    /// [`Reloader::release`], with the key it is ordered by.
-    pub(super) fn must_wait(&self, entry: &Entry, lookup: &LookupFn) -> Option<(String, String)> {
-        if self.max_concurrent == 0 || self.dry_run {
+    /// secret change while it must wait: paused, or waves are on (then for
+    /// [`Reloader::release`], with the key it is ordered by).
+    pub(super) fn must_wait(&self, entry: &Entry, lookup: &LookupFn) -> Option<Wait> {
+        if self.dry_run || (self.max_concurrent == 0 && !entry.paused) {
             return None;
         }
         let now = super::unix_now();
@@ -60,7 +71,27 @@ impl Reloader {
             .iter()
             .map(|c| instant_key(&c.new.created))
             .min();
-        oldest.filter(|_| rolls && decision.held_by.is_empty())
+        let oldest = oldest.filter(|_| rolls && decision.held_by.is_empty())?;
+        Some(match entry.paused {
+            true => Wait::Paused,
+            false => Wait::Slot(oldest),
+        })
+    }
+
+    /// One warning and one Warning Event for a paused workload whose change
+    /// waits, until it is resumed.
+    pub(super) fn report_paused(&mut self, kube: &mut Kube, entry: &Entry) {
+        if !self.said_paused.news(entry.id.clone(), ()) {
+            return;
+        }
+        let message = format!(
+            "a secret it uses has a new version; its rollout waits while {}{} is \"true\"",
+            entry.prefix,
+            crate::policy::workload::PAUSED
+        );
+        log::warn!("{}: {message}", entry.id);
+        let event = (true, "RolloutPaused", message.as_str());
+        super::notices::record_event(kube, &entry.id, &entry.uid, event);
     }
 
     /// Rolls out the waiting workloads that fit in the free slots, oldest
@@ -89,7 +120,9 @@ impl Reloader {
             );
         }
         let left = waiting.split_off(free.min(waiting.len()));
-        running.pending = left.into_iter().map(|(_, id, _)| id).collect();
+        running
+            .pending
+            .extend(left.into_iter().map(|(_, id, _)| id));
         running.releasing = true;
         for (_, id, began) in waiting {
             self.settle(kube, index, (&id, began), None, report, running);
@@ -162,12 +195,10 @@ mod tests {
         })
     }
 
-    #[test]
-    fn pending_rollouts_wait_for_a_free_slot_oldest_change_first() {
-        use crate::collector::steps::Unattended;
+    /// A fake Vault: every secret at version 2, `b`'s written first.
+    fn fake_vault() -> crate::io::http::fake_server::FakeServer {
         use crate::io::http::fake_server::{self, Reply};
-        // Both secrets are at version 2; b's was written first.
-        let vault = fake_server::start(|r| match r.path.as_str() {
+        fake_server::start(|r| match r.path.as_str() {
             "/v1/auth/token/lookup-self" => Reply::json(200, r#"{"data":{"ttl":3600}}"#),
             p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(
                 200,
@@ -184,22 +215,29 @@ mod tests {
                 );
                 Reply::json(200, &body)
             }
-        });
+        })
+    }
+
+    /// A Deployment `ns/NAME` using `secret/data/NAME`, rolled out before
+    /// at its version 1.
+    fn workload(name: &str) -> Entry {
+        let path = format!("secret/data/{name}");
+        let mut e = entry(name, &[&path], None);
+        let version = crate::reloader::fixtures::version(1, "t1");
+        let mut state = crate::reloader::fixtures::state(&[(&path, Some(version))]);
+        state.last_reload = Some(1);
+        e.state = Some(state);
+        e
+    }
+
+    #[test]
+    fn pending_rollouts_wait_for_a_free_slot_oldest_change_first() {
+        use crate::collector::steps::Unattended;
+        let vault = fake_vault();
         let kube_server = fake_kube();
         let (mut kube, _token) = crate::kube::tests::client(&kube_server);
         let client = crate::vault::tests::client(&vault);
         let mut reloader = Reloader::new((client, false), None, None, false).with_max_concurrent(1);
-        let workload = |name: &str| {
-            let path = format!("secret/data/{name}");
-            let mut e = entry(name, &[&path], None);
-            let mut state = crate::reloader::fixtures::state(&[(
-                &path,
-                Some(crate::reloader::fixtures::version(1, "t1")),
-            )]);
-            state.last_reload = Some(1);
-            e.state = Some(state);
-            e
-        };
         let mut index: Index = [workload("a"), workload("b")].into_iter().collect();
         let rolled = |report: &Report| -> Vec<String> {
             report.reloaded.iter().map(|id| id.name.clone()).collect()
@@ -230,5 +268,37 @@ mod tests {
             (rolled(&report), report.pending),
             (vec!["a".to_string()], 0)
         );
+    }
+
+    #[test]
+    fn a_paused_workload_waits_with_one_event_until_resumed() {
+        use crate::collector::steps::Unattended;
+        let vault = fake_vault();
+        let kube_server = fake_kube();
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let client = crate::vault::tests::client(&vault);
+        let mut reloader = Reloader::new((client, false), None, None, false);
+        let mut paused = workload("a");
+        paused.paused = true;
+        let mut index: Index = [paused.clone()].into_iter().collect();
+        let events = || kube_server.hits("/api/v1/namespaces/ns/events");
+        for _ in 0..2 {
+            let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+            assert!(report.reloaded.is_empty());
+            assert_eq!(report.pending, 1);
+        }
+        assert_eq!(events(), 1, "one RolloutPaused Event");
+        assert_eq!(
+            kube_server.hits("/apis/apps/v1/namespaces/ns/deployments/a"),
+            0
+        );
+        paused.paused = false;
+        index.apply(crate::collector::index::Update::Stored(
+            paused.id.clone(),
+            Some(paused),
+        ));
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        let rolled: Vec<&str> = report.reloaded.iter().map(|id| id.name.as_str()).collect();
+        assert_eq!(rolled, ["a"]);
     }
 }
