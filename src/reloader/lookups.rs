@@ -9,7 +9,11 @@ use crate::error::Error;
 use crate::policy::refs::{Provider, SecretRef};
 use crate::reloader::routing::Server;
 use crate::vault::Lookup;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+
+/// The name of the listings' turn: no namespace is named so, and it comes
+/// first in the order of the rounds.
+pub(super) const LISTINGS: &str = "";
 
 /// Which client asks about a secret: its server, and whether it is the
 /// `bao:` client (`bao:` secrets share the Vault client without BAO_ADDR).
@@ -22,22 +26,54 @@ impl Reloader {
         (server.clone(), bao)
     }
 
-    /// Plans the listings of each namespace's directories, as its first
-    /// steps. Sends nothing.
-    pub(super) fn plan_listings<'t>(&mut self, turns: impl Iterator<Item = &'t mut Turn>) {
-        for turn in turns {
-            let mut by_client: BTreeMap<ClientKey, Vec<&str>> = BTreeMap::new();
-            for source in &turn.queue {
-                let key = self.client_key(source);
-                by_client.entry(key).or_default().push(&source.1.path);
-            }
-            for ((server, bao), paths) in by_client {
-                let provider = if bao { Provider::Bao } else { Provider::Vault };
-                if let Ok((client, _)) = self.client(&server, provider) {
-                    turn.lists.push(((server, bao), client.prefetch(&paths)));
-                }
-            }
+    /// Plans the listings of the directories the namespaces' secrets are
+    /// in, each directory once for all of them, as the steps of a turn of
+    /// its own that takes its place in the rounds ([`LISTINGS`], first):
+    /// listing is fair to the namespaces like their lookups. Each
+    /// namespace asks about the secrets of a listed directory last, so
+    /// that the listing has most often settled them by then; one not
+    /// settled yet is read on its own, never waited for. Sends nothing.
+    pub(super) fn plan_listings(&mut self, turns: &mut Vec<(String, Turn)>, began: u64) {
+        let mut by_client: BTreeMap<ClientKey, BTreeSet<String>> = BTreeMap::new();
+        for source in turns.iter().flat_map(|(_, turn)| &turn.queue) {
+            let key = self.client_key(source);
+            by_client
+                .entry(key)
+                .or_default()
+                .insert(source.1.path.clone());
         }
+        let (mut lists, mut listed) = (Vec::new(), HashSet::new());
+        for ((server, bao), paths) in by_client {
+            let provider = if bao { Provider::Bao } else { Provider::Vault };
+            let Ok((client, _)) = self.client(&server, provider) else {
+                continue;
+            };
+            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let plan = client.prefetch(&paths);
+            let key = (server, bao);
+            listed.extend(plan.paths().map(|path| (key.clone(), path.to_string())));
+            lists.push((key, plan));
+        }
+        if listed.is_empty() {
+            return;
+        }
+        for (_, turn) in turns.iter_mut() {
+            let (later, now): (VecDeque<Source>, VecDeque<Source>) =
+                std::mem::take(&mut turn.queue)
+                    .into_iter()
+                    .partition(|source| {
+                        listed.contains(&(self.client_key(source), source.1.path.clone()))
+                    });
+            turn.queue = now.into_iter().chain(later).collect();
+        }
+        let listings = Turn {
+            began,
+            lists,
+            queue: VecDeque::new(),
+            workloads: Vec::new(),
+            settle: None,
+        };
+        turns.insert(0, (LISTINGS.to_string(), listings));
     }
 
     /// Lists the next directory `turn` planned; `false` when none is left

@@ -360,7 +360,7 @@ impl Reloader {
     ) -> Option<Running> {
         let mut running = Running::new(cycles);
         let mut turns = running.cycles.begin(wanted);
-        self.plan_listings(turns.iter_mut().map(|(_, turn)| turn));
+        self.plan_listings(&mut turns, running.cycles.pass());
         let mut rounds = Rounds::new(turns, running.cycles.resume());
         loop {
             if !steps.keep_going() {
@@ -782,5 +782,66 @@ mod tests {
         let report = reloader.pass(&mut kube, &mut index, &mut budget);
         assert!(!report.carried.is_empty());
         assert_eq!(report.unavailable, missing);
+    }
+
+    #[test]
+    fn a_directory_several_namespaces_use_is_listed_once_a_pass() {
+        use crate::io::http::fake_server::{self, Reply};
+        // secret/team/ lists a (v3), b (destroyed), c/ and d (without
+        // metadata); every metadata read answers version 3.
+        const PAGE: &str = r#"{"data":{"keys":["a","b","c/","d"],"key_info":{
+            "a":{"current_version":3,"versions":{"3":{"created_time":"2024-01-01T00:00:00Z"}}},
+            "b":{"current_version":2,"versions":{"2":{"created_time":"2024-02-01T00:00:00Z","destroyed":true}}},
+            "c/":{"current_version":0},"d":null}}}"#;
+        let vault = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, r#"{"data":{"ttl":3600}}"#),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(
+                200,
+                r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#,
+            ),
+            p if p.starts_with("/v1/secret/detailed-metadata/team/") => Reply::json(200, PAGE),
+            _ => Reply::json(
+                200,
+                r#"{"data":{"current_version":3,"versions":{"3":{"created_time":"t3"}}}}"#,
+            ),
+        });
+        let kube_server = fake_server::start(|_| Reply::json(201, "{}"));
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let client = crate::vault::tests::client(&vault).with_listing();
+        let mut reloader = Reloader::new((client, false), None, None, true);
+        let x = workload(
+            "x",
+            "w",
+            &[
+                "secret/data/team/a",
+                "secret/data/team/b",
+                "secret/data/x/1",
+            ],
+        );
+        let y = workload("y", "w", &["secret/data/team/d", "secret/data/y/1"]);
+        let mut index: Index = [x, y].into_iter().collect();
+        // The first pass learns the mount; the second lists.
+        reloader.pass(&mut kube, &mut index, &mut Unattended);
+        let read_before = vault.hits("/v1/secret/metadata/");
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(
+            vault.hits("/v1/secret/detailed-metadata/"),
+            1,
+            "one listing for both"
+        );
+        let read: Vec<String> = vault
+            .requests()
+            .into_iter()
+            .filter_map(|r| {
+                r.path
+                    .strip_prefix("/v1/secret/metadata/")
+                    .map(String::from)
+            })
+            .skip(read_before)
+            .collect();
+        // Each namespace asks its own directory's secret first; team/d was
+        // listed without metadata, so it is read.
+        assert_eq!(read, ["x/1", "y/1", "team/d"]);
+        assert_eq!(report.lookups, 5);
     }
 }

@@ -53,6 +53,14 @@ pub struct Prefetch {
     token: Option<String>,
 }
 
+impl Prefetch {
+    /// The data paths the directories left to list hold.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let due = self.due.as_slice().iter();
+        due.flat_map(|(_, (_, wanted))| wanted.values().map(String::as_str))
+    }
+}
+
 impl Vault {
     /// Turns listing on: [`Vault::prefetch`] lists directories, which needs
     /// `list` on `MOUNT/detailed-metadata/*` (OpenBao only).
@@ -73,8 +81,8 @@ impl Vault {
         self.listing.as_mut()?.found.remove(path)
     }
 
-    /// Before a pass's lookups of the data paths `paths` (one namespace's,
-    /// say), with listing on: plans which directories to list — each
+    /// Before a pass's lookups of the data paths `paths`, with listing on:
+    /// plans which directories to list — each
     /// holding at least [`listing::MIN_WANTED`] of them under a KV v2 mount
     /// Vault answered to an earlier lookup, and not paused. Sends nothing;
     /// [`Vault::list_next`] lists them one by one, a step each.
