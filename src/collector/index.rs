@@ -5,7 +5,7 @@
 //! The passes read it.
 
 use crate::policy::workload::{Entry, Kind, WorkloadId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// What the API server said about workloads: the one way the index changes.
 // An update is applied as soon as it is made, never kept: its size is moot.
@@ -33,6 +33,9 @@ pub enum Update {
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     entries: BTreeMap<WorkloadId, Entry>,
+    /// Workloads whose check-now annotation took a new value since
+    /// [`Index::take_asked`] (not at first sight: it was there before).
+    asked: BTreeSet<WorkloadId>,
 }
 
 /// Whether a scope of `kind` in `namespace` (`None`: all) holds `id`.
@@ -50,10 +53,12 @@ impl Index {
     pub fn apply(&mut self, change: Update) {
         match change {
             Update::Stored(id, Some(entry)) => {
+                self.note_asked(&id, &entry);
                 self.entries.insert(id, entry);
             }
             Update::Stored(id, None) | Update::Deleted(id) => {
                 self.entries.remove(&id);
+                self.asked.remove(&id);
             }
             Update::Listed {
                 kind,
@@ -61,12 +66,32 @@ impl Index {
                 mut entries,
             } => {
                 let namespace = namespace.as_deref();
+                for (id, entry) in &entries {
+                    self.note_asked(id, entry);
+                }
                 self.entries.retain(|id, _| !holds(kind, namespace, id));
+                let entries_now = &entries;
+                self.asked
+                    .retain(|id| !holds(kind, namespace, id) || entries_now.contains_key(id));
                 // Moved over whole, never copied: at 10,000 workloads a copy
                 // is megabytes the allocator keeps.
                 self.entries.append(&mut entries);
             }
         }
+    }
+
+    /// Notes a check-now request: `entry` replaces a known workload whose
+    /// check-now value differs.
+    fn note_asked(&mut self, id: &WorkloadId, entry: &Entry) {
+        let before = self.entries.get(id).map(|old| old.check_now);
+        if before.is_some_and(|old| old != entry.check_now) && entry.check_now.is_some() {
+            self.asked.insert(id.clone());
+        }
+    }
+
+    /// The workloads that asked for a check since the last call.
+    pub fn take_asked(&mut self) -> BTreeSet<WorkloadId> {
+        std::mem::take(&mut self.asked)
     }
 
     /// The entry of workload `id`.

@@ -10,54 +10,52 @@
 use super::fair::Cycles;
 use crate::collector::index::Index;
 use crate::policy::workload::WorkloadId;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// The least time between two checks of one workload.
 pub const GAP: Duration = Duration::from_secs(10);
 
-/// What is known of each workload's check-now requests.
+/// The check-now requests not served yet, and the recent checks.
 #[derive(Debug, Default)]
 pub(super) struct Checks {
-    /// Per workload: the check-now digest last served (or first seen), and
-    /// when it was last checked.
-    served: HashMap<WorkloadId, (Option<u64>, Option<Instant>)>,
+    /// Workloads that asked ([`Index::take_asked`]) and were not checked
+    /// since.
+    waiting: BTreeSet<WorkloadId>,
+    /// When workloads were checked, within the last [`GAP`].
+    last: HashMap<WorkloadId, Instant>,
     /// The lookups of checks not done yet, by namespace.
     pub(super) cycles: Cycles,
 }
 
 impl Checks {
-    /// The workloads asking for a check at `now`: their check-now digest is
-    /// not the one last served and their last check is [`GAP`] ago. A
-    /// workload seen for the first time has nothing to serve: its
-    /// annotation was there before (or it is new, and its first pass
-    /// records its baseline). Forgets the workloads gone.
-    pub(super) fn due(&mut self, index: &Index, now: Instant) -> Vec<WorkloadId> {
-        self.served.retain(|id, _| index.contains_key(id));
-        let mut due = Vec::new();
-        for entry in index.values() {
-            let Some((digest, checked)) = self.served.get(&entry.id) else {
-                self.served
-                    .insert(entry.id.clone(), (entry.check_now, None));
-                continue;
-            };
-            let waited = checked.is_none_or(|at| now.saturating_duration_since(at) >= GAP);
-            if *digest != entry.check_now && waited {
-                due.push(entry.id.clone());
-            }
-        }
-        due
+    /// The workloads to check at `now`: those that asked (the index tells,
+    /// so nothing is scanned while none did) and were not checked within
+    /// [`GAP`]. Forgets the workloads gone.
+    pub(super) fn due(&mut self, index: &mut Index, now: Instant) -> Vec<WorkloadId> {
+        self.waiting.extend(index.take_asked());
+        self.waiting.retain(|id| index.contains_key(id));
+        self.last
+            .retain(|_, at| now.saturating_duration_since(*at) < GAP);
+        let recent = |id: &&WorkloadId| self.last.contains_key(*id);
+        self.waiting
+            .iter()
+            .filter(|id| !recent(id))
+            .cloned()
+            .collect()
     }
 
-    /// `id` was checked at `now`, for the request `digest`.
-    pub(super) fn served(&mut self, id: &WorkloadId, digest: Option<u64>, now: Instant) {
-        self.served.insert(id.clone(), (digest, Some(now)));
+    /// `id` was checked at `now`.
+    pub(super) fn served(&mut self, id: &WorkloadId, now: Instant) {
+        self.waiting.remove(id);
+        self.last.insert(id.clone(), now);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::index::Update;
     use crate::reloader::fixtures::entry;
 
     #[test]
@@ -71,29 +69,32 @@ mod tests {
         let names =
             |ids: Vec<WorkloadId>| -> Vec<String> { ids.into_iter().map(|id| id.name).collect() };
         // First sight: the annotation was there already.
-        assert!(checks.due(&index, at(0)).is_empty());
+        assert!(checks.due(&mut index, at(0)).is_empty());
         let ask = |index: &mut Index, digest| {
             let mut changed = app.clone();
             changed.check_now = Some(digest);
-            index.apply(crate::collector::index::Update::Stored(
-                app.id.clone(),
-                Some(changed),
-            ));
+            index.apply(Update::Stored(app.id.clone(), Some(changed)));
         };
         ask(&mut index, 2);
-        assert_eq!(names(checks.due(&index, at(1))), ["app"]);
-        checks.served(&app.id, Some(2), at(1));
-        assert!(checks.due(&index, at(2)).is_empty(), "served");
+        assert_eq!(names(checks.due(&mut index, at(1))), ["app"]);
+        checks.served(&app.id, at(1));
+        assert!(checks.due(&mut index, at(2)).is_empty(), "served");
         // Asked again a second later: served when the gap ends.
         ask(&mut index, 3);
-        assert!(checks.due(&index, at(2)).is_empty(), "within the gap");
-        assert!(checks.due(&index, at(10)).is_empty(), "still within it");
-        assert_eq!(names(checks.due(&index, at(11))), ["app"]);
-        checks.served(&app.id, Some(3), at(11));
+        assert!(checks.due(&mut index, at(2)).is_empty(), "within the gap");
+        assert!(checks.due(&mut index, at(10)).is_empty(), "still within it");
+        assert_eq!(names(checks.due(&mut index, at(11))), ["app"]);
+        checks.served(&app.id, at(11));
+        // The same value again, or the annotation removed, asks nothing.
+        ask(&mut index, 3);
+        let mut removed = app.clone();
+        removed.check_now = None;
+        index.apply(Update::Stored(app.id.clone(), Some(removed)));
+        assert!(checks.due(&mut index, at(30)).is_empty());
         // A workload gone is forgotten.
         ask(&mut index, 4);
-        index.apply(crate::collector::index::Update::Deleted(app.id.clone()));
-        assert!(checks.due(&index, at(30)).is_empty());
-        assert!(checks.served.is_empty());
+        index.apply(Update::Deleted(app.id.clone()));
+        assert!(checks.due(&mut index, at(40)).is_empty());
+        assert!(checks.waiting.is_empty() && checks.last.is_empty());
     }
 }

@@ -319,7 +319,7 @@ impl Reloader {
             let Some(entry) = index.get(&id) else {
                 continue;
             };
-            self.checks.served(&id, entry.check_now, now);
+            self.checks.served(&id, now);
             if !report.reloaded.contains(&id) {
                 let found = match pending.contains(&id) {
                     true => {
