@@ -34,25 +34,23 @@ impl Reloader {
     /// that the listing has most often settled them by then; one not
     /// settled yet is read on its own, never waited for. Sends nothing.
     pub(super) fn plan_listings(&mut self, turns: &mut Vec<(String, Turn)>, began: u64) {
-        let mut by_client: BTreeMap<ClientKey, BTreeSet<String>> = BTreeMap::new();
+        let mut by_client: BTreeMap<ClientKey, BTreeSet<&str>> = BTreeMap::new();
         for source in turns.iter().flat_map(|(_, turn)| &turn.queue) {
             let key = self.client_key(source);
-            by_client
-                .entry(key)
-                .or_default()
-                .insert(source.1.path.clone());
+            by_client.entry(key).or_default().insert(&source.1.path);
         }
+        // The paths listed, whichever server: a path listed on one server
+        // and read on another is only asked later in its turn.
         let (mut lists, mut listed) = (Vec::new(), HashSet::new());
         for ((server, bao), paths) in by_client {
             let provider = if bao { Provider::Bao } else { Provider::Vault };
             let Ok((client, _)) = self.client(&server, provider) else {
                 continue;
             };
-            let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let paths: Vec<&str> = paths.into_iter().collect();
             let plan = client.prefetch(&paths);
-            let key = (server, bao);
-            listed.extend(plan.paths().map(|path| (key.clone(), path.to_string())));
-            lists.push((key, plan));
+            listed.extend(plan.paths().map(String::from));
+            lists.push(((server, bao), plan));
         }
         if listed.is_empty() {
             return;
@@ -61,9 +59,7 @@ impl Reloader {
             let (later, now): (VecDeque<Source>, VecDeque<Source>) =
                 std::mem::take(&mut turn.queue)
                     .into_iter()
-                    .partition(|source| {
-                        listed.contains(&(self.client_key(source), source.1.path.clone()))
-                    });
+                    .partition(|(_, secret)| listed.contains(secret.path.as_str()));
             turn.queue = now.into_iter().chain(later).collect();
         }
         let listings = Turn {

@@ -256,13 +256,11 @@ impl Reloader {
         let mut report = Report::default();
         self.clients().for_each(Vault::begin_pass);
         let wanted = self.wanted(index, |_| true);
-        let sources: BTreeSet<Source> = wanted
-            .values()
-            .flat_map(|uses| uses.sources.iter().cloned())
-            .collect();
+        let sources: BTreeSet<&Source> = wanted.values().flat_map(|uses| &uses.sources).collect();
         self.forget_what_is_gone(index, &sources);
-        self.note_unannotated(index);
         report.secrets = sources.len();
+        drop(sources);
+        self.note_unannotated(index);
         // An interrupted pass leaves no progress behind: the next leader,
         // or this one later, starts every namespace afresh.
         let cycles = std::mem::take(&mut self.cycles);
@@ -575,7 +573,7 @@ impl Reloader {
 
     /// Drops what is kept about workloads, secrets and servers no longer in
     /// the index, so nothing grows with workloads that came and went.
-    fn forget_what_is_gone(&mut self, index: &Index, sources: &BTreeSet<Source>) {
+    fn forget_what_is_gone(&mut self, index: &Index, sources: &BTreeSet<&Source>) {
         let refused: HashSet<&WorkloadId> = index
             .values()
             .filter(|entry| self.route(entry).is_err())
@@ -591,7 +589,7 @@ impl Reloader {
             &mut self.said_missing,
             &mut self.said_unknown,
         ] {
-            said.retain(|source| sources.contains(source));
+            said.retain(|source| sources.contains(&source));
         }
         self.said_refused.retain(|id| refused.contains(id));
         self.said_paused.retain(|id| index.contains_key(id));
@@ -645,7 +643,8 @@ mod tests {
         assert!(client && reloader.per_workload.as_ref().unwrap().clients.len() == 1);
         // Only `stays` is left, and its own address is refused.
         let index: Index = [stays.clone()].into_iter().collect();
-        let sources = [(None, secret("s/data/a"))].into();
+        let kept = (None, secret("s/data/a"));
+        let sources = [&kept].into();
         reloader.forget_what_is_gone(&index, &sources);
         let ids: Vec<&str> = reloader
             .said_unavailable
