@@ -90,6 +90,9 @@ impl Steps for Between<'_> {
         collector.catch_up(kube, index);
         show_streams(collector, index);
         crate::daemon::logging::set_worker("reloader");
+        // A stretch of steps without a request (thousands of workloads
+        // decided at rest) would otherwise leave /healthz unanswered.
+        reactor::serve_ready();
         self.last_read = Instant::now();
     }
 
@@ -500,6 +503,41 @@ mod tests {
         Reactor::uninstall();
         let asked = lease_server.hits(lease_path);
         assert!(asked >= 3, "the Lease was looked at {asked} times");
+    }
+
+    #[test]
+    fn health_checks_are_answered_between_steps_that_send_no_request() {
+        use crate::io::http::fake_server::{self, Reply};
+        use std::io::{Read, Write};
+        let server = crate::io::serve::Server::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        Reactor::new(Some(server), reactor::Signals::default()).install();
+        let api = fake_server::start(|_| Reply::json(404, "{}"));
+        let (mut kube, _token) = crate::kube::tests::client(&api);
+        let mut collector = Collector::new(&[], &[], &[]).without_watches();
+        let mut index = Index::new();
+        let alone = Lease(Rc::new(RefCell::new(None)));
+        let mut between = Between::new(&alone, Some(&mut collector));
+        let prober = std::thread::spawn(move || {
+            let mut client = std::net::TcpStream::connect(address).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            client
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut reply = vec![0; 64];
+            let n = client.read(&mut reply).unwrap_or(0);
+            String::from_utf8_lossy(&reply[..n]).into_owned()
+        });
+        // Steps of a pass that sends nothing: only the catching up between.
+        for _ in 0..40 {
+            std::thread::sleep(STREAMS_GAP);
+            between.catch_up(&mut kube, &mut index);
+        }
+        let reply = prober.join().unwrap();
+        Reactor::uninstall();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply:?}");
     }
 
     #[test]

@@ -200,6 +200,13 @@ pub fn sleep(streams: &[Interest], timeout: Duration) {
     with(Reactor::serve);
 }
 
+/// Answers what the health listener and its clients have sent, without
+/// waiting: between two steps of a pass, which may send no request (and so
+/// not wait in [`wait_for`]) for a long stretch.
+pub fn serve_ready() {
+    sleep(&[], Duration::ZERO);
+}
+
 /// Whether SIGTERM or SIGINT came: the loop stops at its next step.
 pub fn stopping() -> bool {
     with(|reactor| reactor.signals.stop.load(Ordering::Relaxed)).unwrap_or(false)
