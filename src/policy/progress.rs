@@ -65,7 +65,7 @@ pub fn stateful_set(strategy: &Strategy, status: &Status) -> bool {
         && (status.observed_generation < strategy.generation
             || status.ready_replicas < wanted
             || match strategy.partition {
-                Some(partition) => status.updated_replicas < wanted - partition,
+                Some(partition) => status.updated_replicas < wanted.saturating_sub(partition),
                 None => status.update_revision != status.current_revision,
             })
 }
@@ -209,6 +209,13 @@ mod tests {
         for (what, strategy, status, rolling) in rows {
             assert_eq!(stateful_set(&strategy, &status), rolling, "{what}");
         }
+        // The API server keeps these to int32 and a partition >= 0; an
+        // impossible one never overflows here (it reads as not all updated).
+        let huge = Strategy {
+            partition: Some(i64::MIN),
+            ..strategy(3, 3)
+        };
+        assert!(stateful_set(&huge, &done));
     }
 
     #[test]
