@@ -163,6 +163,8 @@ mod tests {
             check_now: None,
             paused: false,
             rolling: false,
+            failed: false,
+            releases_hold: None,
         }
     }
 

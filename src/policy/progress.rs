@@ -30,6 +30,32 @@ pub struct Status {
     pub number_available: i64,
     /// Argo Rollout phase (`Progressing` while it rolls).
     pub phase: String,
+    /// A Deployment's `Progressing` condition is `False` with reason
+    /// `ProgressDeadlineExceeded`: its rollout failed. Only that is kept of
+    /// its conditions.
+    #[serde(rename = "conditions", deserialize_with = "deadline_exceeded")]
+    pub deadline_exceeded: bool,
+}
+
+/// One status condition, as far as [`deadline_exceeded`] reads it (any
+/// field may be missing).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Condition<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    reason: std::borrow::Cow<'a, str>,
+}
+
+/// Whether `conditions` say the progress deadline was exceeded.
+fn deadline_exceeded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let conditions: Option<Vec<Condition>> = Deserialize::deserialize(d)?;
+    Ok(conditions.unwrap_or_default().iter().any(|c| {
+        c.kind == "Progressing" && c.status == "False" && c.reason == "ProgressDeadlineExceeded"
+    }))
 }
 
 /// What the spec says about how the workload rolls.
@@ -82,6 +108,19 @@ pub fn daemon_set(strategy: &Strategy, status: &Status) -> bool {
 /// Whether an Argo Rollout is still rolling out: its phase says so.
 pub fn rollout(status: &Status) -> bool {
     status.phase == "Progressing"
+}
+
+/// Whether the workload's own status says its rollout failed: a
+/// Deployment past its progress deadline, an Argo Rollout `Degraded`.
+/// Other kinds say nothing of the kind ([`timed_out`] judges them).
+pub fn failed(status: &Status) -> bool {
+    status.deadline_exceeded || status.phase == "Degraded"
+}
+
+/// Whether a rollout that began at `began` and is still in progress at
+/// `now` (Unix seconds) has taken longer than `timeout` seconds.
+pub fn timed_out(began: u64, now: u64, timeout: u64) -> bool {
+    now.saturating_sub(began) > timeout
 }
 
 #[cfg(test)]
@@ -268,5 +307,47 @@ mod tests {
         };
         assert!(rollout(&phase("Progressing")));
         assert!(!rollout(&phase("Healthy")));
+    }
+
+    #[test]
+    fn only_a_progressing_condition_past_its_deadline_is_a_failure() {
+        let status = |conditions: &str| -> Status {
+            serde_json::from_str(&format!(r#"{{"conditions":{conditions}}}"#)).unwrap()
+        };
+        let condition = |kind: &str, value: &str, reason: &str| {
+            format!(r#"{{"type":"{kind}","status":"{value}","reason":"{reason}"}}"#)
+        };
+        let rows = [
+            (
+                "past the deadline",
+                condition("Progressing", "False", "ProgressDeadlineExceeded"),
+                true,
+            ),
+            (
+                "progressing",
+                condition("Progressing", "True", "ReplicaSetUpdated"),
+                false,
+            ),
+            (
+                "another condition",
+                condition("Available", "False", "ProgressDeadlineExceeded"),
+                false,
+            ),
+            (
+                "no reason",
+                r#"{"type":"Progressing","status":"False"}"#.to_string(),
+                false,
+            ),
+        ];
+        for (what, condition, want) in rows {
+            assert_eq!(failed(&status(&format!("[{condition}]"))), want, "{what}");
+        }
+        assert!(!failed(&status("null")));
+        let degraded = Status {
+            phase: "Degraded".into(),
+            ..Status::default()
+        };
+        assert!(failed(&degraded), "an Argo Rollout degraded");
+        assert!(timed_out(100, 701, 600) && !timed_out(100, 700, 600) && !timed_out(800, 700, 1));
     }
 }

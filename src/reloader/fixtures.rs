@@ -33,6 +33,7 @@ pub(super) fn state(entries: &[(&str, Option<Version>)]) -> State {
             .collect(),
         last_reload: None,
         first_seen: None,
+        cause: Vec::new(),
     }
 }
 
@@ -63,6 +64,8 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         check_now: None,
         paused: false,
         rolling: false,
+        failed: false,
+        releases_hold: None,
     }
 }
 
