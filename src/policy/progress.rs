@@ -8,7 +8,9 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Status {
-    /// The generation the controller has acted on (apps/v1 kinds).
+    /// The generation the controller has acted on (apps/v1 kinds; an Argo
+    /// Rollout writes it as a string).
+    #[serde(deserialize_with = "generation")]
     pub observed_generation: i64,
     /// Pods of any revision (Deployment, StatefulSet).
     pub replicas: i64,
@@ -35,6 +37,24 @@ pub struct Status {
     /// its conditions.
     #[serde(rename = "conditions", deserialize_with = "deadline_exceeded")]
     pub deadline_exceeded: bool,
+}
+
+/// A generation written as a number or as a string of one (Argo
+/// Rollouts); anything else is 0, not seen.
+fn generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written<'a> {
+        Number(i64),
+        #[serde(borrow)]
+        Text(std::borrow::Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Written::deserialize(d)? {
+        Written::Number(n) => n,
+        Written::Text(text) => text.parse().unwrap_or(0),
+        Written::Other(_) => 0,
+    })
 }
 
 /// One status condition, as far as [`deadline_exceeded`] reads it (any
@@ -111,10 +131,13 @@ pub fn rollout(status: &Status) -> bool {
 }
 
 /// Whether the workload's own status says its rollout failed: a
-/// Deployment past its progress deadline, an Argo Rollout `Degraded`.
+/// Deployment past its progress deadline, an Argo Rollout `Degraded`. Only
+/// once the controller has seen the spec at `generation`: until then the
+/// status is the last rollout's, and a fix just written is not a failure.
 /// Other kinds say nothing of the kind ([`timed_out`] judges them).
-pub fn failed(status: &Status) -> bool {
-    status.deadline_exceeded || status.phase == "Degraded"
+pub fn failed(generation: i64, status: &Status) -> bool {
+    let says = status.deadline_exceeded || status.phase == "Degraded";
+    says && status.observed_generation >= generation
 }
 
 /// Whether a rollout that began at `began` and is still in progress at
@@ -340,14 +363,27 @@ mod tests {
             ),
         ];
         for (what, condition, want) in rows {
-            assert_eq!(failed(&status(&format!("[{condition}]"))), want, "{what}");
+            assert_eq!(
+                failed(0, &status(&format!("[{condition}]"))),
+                want,
+                "{what}"
+            );
         }
-        assert!(!failed(&status("null")));
+        assert!(!failed(0, &status("null")));
+        let past = condition("Progressing", "False", "ProgressDeadlineExceeded");
+        let mut stale = status(&format!("[{past}]"));
+        stale.observed_generation = 3;
+        assert!(!failed(4, &stale), "not seen by its controller yet");
+        for (written, generation) in [("7", 7), (r#""7""#, 7), (r#""x""#, 0), ("{}", 0)] {
+            let status: Status =
+                serde_json::from_str(&format!(r#"{{"observedGeneration":{written}}}"#)).unwrap();
+            assert_eq!(status.observed_generation, generation, "{written}");
+        }
         let degraded = Status {
             phase: "Degraded".into(),
             ..Status::default()
         };
-        assert!(failed(&degraded), "an Argo Rollout degraded");
+        assert!(failed(0, &degraded), "an Argo Rollout degraded");
         assert!(timed_out(100, 701, 600) && !timed_out(100, 700, 600) && !timed_out(800, 700, 1));
     }
 }

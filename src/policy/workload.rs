@@ -659,7 +659,7 @@ impl Workload {
             check_now: self.metadata.annotations.check_now,
             paused: self.metadata.annotations.paused,
             releases_hold: self.metadata.annotations.releases_hold,
-            failed: progress::failed(&self.status),
+            failed: progress::failed(self.metadata.generation, &self.status),
             rolling,
         })
     }
