@@ -7,7 +7,13 @@
 # and all 40 are rolled out, each exactly once. minReadySeconds keeps each
 # rollout in progress a few seconds, as real pods would. Then a workload
 # annotated <prefix>/reload-paused: "true" is not rolled out (one Warning
-# Event) until the annotation goes.
+# Event) until the annotation goes. Then the health gate, with
+# --canary-rollouts 1: 40 more Deployments share another secret, and the
+# canary's pods never become Ready (KWOK's never-ready stage, standing for
+# a bad value); it fails past its progress deadline, the other 39 are held
+# with one Warning Event each and stay unrolled, also after a kill -9 of
+# the daemon; the fix (a newer version, the canary healthy again) rolls
+# each of them out once.
 # Runs against the test environment of scripts/testenv.sh. The daemon
 # binary: RELOADER_BIN, else this repository's release build.
 # E2E_KEEP_LOGS=DIR keeps the logs in DIR. Ends with "N passed, M failed".
@@ -42,10 +48,10 @@ trap cleanup EXIT
 cat >"$WORK/waves.py" <<'PYTHON'
 import json, subprocess, sys, time
 
-def deployments(namespace, count, prefix):
+def deployments(namespace, count, prefix, stem="app", secret="waves/shared"):
     items = []
     for i in range(count):
-        name = f"app-{i:02d}"
+        name = f"{stem}-{i:02d}"
         items.append({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": namespace},
@@ -58,7 +64,7 @@ def deployments(namespace, count, prefix):
                                                    "effect": "NoSchedule"}],
                                   "containers": [{"name": "app", "image": "registry.invalid/pause:3",
                                                   "env": [{"name": "K",
-                                                           "value": "vault:secret/data/waves/shared#K"}]}]}}}})
+                                                           "value": f"vault:secret/data/{secret}#K"}]}]}}}})
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 def rolling(d):
@@ -86,7 +92,7 @@ def sample(namespace, out):
             time.sleep(0.2)
 
 if sys.argv[1] == "deployments":
-    print(json.dumps(deployments(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
+    print(json.dumps(deployments(sys.argv[2], int(sys.argv[3]), *sys.argv[4:])))
 elif sys.argv[1] == "sample":
     sample(sys.argv[2], sys.argv[3])
 PYTHON
@@ -159,4 +165,66 @@ kubectl -n "$NS" annotate deploy/solo "$PREFIX/reload-paused-" >/dev/null
 solo_once() { [[ $(solo_count) == 1 ]]; }
 check "resumed, it is rolled out once" wait_until 10 solo_once
 stop_process "$RELOADER_PID"
+
+say "canaries and the health gate: a canary whose pods never become Ready holds the others"
+CNS=canary
+kubectl delete namespace "$CNS" --ignore-not-found --wait=true >/dev/null
+kubectl create namespace "$CNS" >/dev/null
+srv kv put secret/waves/canary K="v-$RANDOM" >/dev/null
+python3 "$WORK/waves.py" deployments "$CNS" "$COUNT" "$PREFIX" can waves/canary | kubectl apply -f - >/dev/null
+# can-00 comes first (same change, then by name): the canary, never Ready.
+NEVER=vault-secrets-reloader.test/never-ready
+kubectl -n "$CNS" patch deploy/can-00 --type merge >/dev/null -p \
+  "{\"spec\":{\"progressDeadlineSeconds\":15,\"template\":{\"metadata\":{\"labels\":{\"$NEVER\":\"true\"}}}}}"
+others_available() {
+  [[ $(kubectl -n "$CNS" get deploy -o jsonpath='{range .items[*]}{.status.availableReplicas}{"\n"}{end}' | grep -c '^1$') -ge $((COUNT - 1)) ]]
+}
+check "the other $((COUNT - 1)) Deployments' pods run" wait_until 120 others_available
+canary_daemon() {
+  start_reloader "$BIN" "$WORK" "$LISTEN" --reloader-run-period 2s --collector-sync-period 5s \
+    --namespaces "$CNS" --max-concurrent-rollouts "$LIMIT" --canary-rollouts 1
+}
+canary_daemon
+canary_baselined() {
+  [[ $(kubectl -n "$CNS" get deploy -o json | grep -c '"secrets-reloader.security.bank-vaults.io/observed-versions"') -eq $COUNT ]]
+}
+check "each gets its baseline" wait_until 30 canary_baselined
+counts() { kubectl -n "$CNS" get deploy -o jsonpath="{range .items[*]}{.metadata.name}={.spec.template.metadata.annotations.${PREFIX//./\\.}/secret-reload-count}{\"\\n\"}{end}"; }
+rolled_others() { counts | grep -v '^can-00=' | grep -c '=[0-9]' || true; }
+srv kv put secret/waves/canary K="bad-$RANDOM" >/dev/null
+canary_rolled() { counts | grep -q '^can-00=1$'; }
+check "the canary alone is rolled out" wait_until 15 canary_rolled
+check "the others wait for it ($(rolled_others) rolled)" test "$(rolled_others)" = 0
+held_events() { kubectl -n "$CNS" get events --field-selector reason=RolloutHeld -o name | wc -l; }
+all_held() { (($(held_events) == COUNT - 1)); }
+check "past its progress deadline it has failed: one RolloutHeld Event on each of the others" wait_until 60 all_held
+check "the Event names the failed workload and the version" \
+  bash -c "kubectl -n $CNS get events --field-selector reason=RolloutHeld -o jsonpath='{.items[0].message}' | grep -q 'vault:secret/data/waves/canary v2 is held: the rollout of Deployment $CNS/can-00 for that version failed'"
+metric() { curl -sf "http://$LISTEN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+held_metric() { [[ $(metric 'vault_secrets_reloader_rollouts{state="held"}') == $((COUNT - 1)) ]]; }
+check "/metrics counts them held" wait_until 10 held_metric
+sleep 6
+check "three passes later none is rolled out ($(rolled_others)) and each was told once ($(held_events) Events)" \
+  test "$(rolled_others):$(held_events)" = "0:$((COUNT - 1))"
+kill -9 "$RELOADER_PID"
+wait "$RELOADER_PID" 2>/dev/null || true
+canary_daemon
+check "after a kill -9 the new daemon holds them too" wait_until 20 held_metric
+sleep 6
+check "and rolls none of them out ($(rolled_others))" test "$(rolled_others)" = 0
+
+say "the fix: a newer version, and the canary healthy again"
+srv kv put secret/waves/canary K="good-$RANDOM" >/dev/null
+kubectl -n "$CNS" patch deploy/can-00 --type json >/dev/null \
+  -p "[{\"op\":\"remove\",\"path\":\"/spec/template/metadata/labels/${NEVER//\//~1}\"}]"
+fixed() {
+  local all
+  all=$(counts)
+  grep -q '^can-00=2$' <<<"$all" && [[ $(grep -v '^can-00=' <<<"$all" | grep -c '=1$') -eq $((COUNT - 1)) ]]
+}
+check "the canary, then each of the others, is rolled out once" wait_until 180 fixed
+done_metric() { [[ $(metric 'vault_secrets_reloader_rollouts{state="held"}'):$(metric 'vault_secrets_reloader_rollouts{state="pending"}') == 0:0 ]]; }
+check "nothing is held or pending after" wait_until 10 done_metric
+stop_process "$RELOADER_PID"
+kubectl delete namespace "$CNS" --wait=false >/dev/null 2>&1 || true
 finish

@@ -44,7 +44,7 @@ step "dynamic-secret suite (leased credentials renewed by rollouts: database and
 scripts/e2e-dynamic.sh
 step "hostile-tenant suite (5,500 missing and denied paths, a spy, renewals at 1%, health abuse: another namespace is not delayed)"
 scripts/e2e-tenants.sh
-step "rollout waves (40 Deployments whose pods run on KWOK share a secret: at most 5 roll at once)"
+step "rollout waves (40 Deployments whose pods run on KWOK share a secret: at most 5 roll at once; a failed canary holds the rest)"
 scripts/e2e-waves.sh
 step "release binaries (musl x86-64 and arm64, the arm64 one under qemu)"
 scripts/e2e-release.sh
