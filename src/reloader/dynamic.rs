@@ -76,6 +76,8 @@ pub struct Renewal {
     pub roll: Option<String>,
     /// Its next due time should it be rolled out now (Unix seconds).
     pub due_after_rollout: u64,
+    /// Its schedule's deadline (Unix seconds): 90% of the lifetime.
+    pub deadline: u64,
     /// What it was planned from, to plan it again ([`Renewal::again`]).
     pub basis: Option<(Settings, SecretRef)>,
 }
@@ -244,6 +246,7 @@ pub fn plan(
         record: schedule.record,
         roll: None,
         due_after_rollout: renewal::schedule(rolled, settings, now).due,
+        deadline: schedule.deadline,
         basis: Some((*settings, secret.clone())),
     };
     let why = reason(secret, clock, &schedule, settings.lifetime, now);
@@ -806,6 +809,7 @@ mod tests {
             record: None,
             roll: Some("dynamic secret database/creds/app renewed".into()),
             due_after_rollout: NOW + 13,
+            deadline: NOW + 13,
             basis: None,
         };
         let first = Renewal {

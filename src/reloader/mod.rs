@@ -497,7 +497,15 @@ impl Reloader {
         let lookup = |secret: &SecretRef| {
             cycles.fresh(&(Self::server(route, secret)?, secret.clone()), began)
         };
-        if renewal.is_none() && !running.releasing {
+        let renews = renewal.filter(|r| r.roll.is_some());
+        if let Some(renewal) = renews {
+            if !self.renewal_goes(kube, index, entry, renewal) {
+                running.pending.push(id.clone());
+                report.pending += 1;
+                return;
+            }
+        }
+        if renews.is_none() && !running.releasing {
             match self.must_wait(entry, &lookup) {
                 Some(waves::Wait::Turn(oldest, causes)) => {
                     let id = id.clone();

@@ -186,7 +186,70 @@ pub(super) fn verdict(
     verdict
 }
 
+/// What a due renewal does while rollouts must wait.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RenewalTurn {
+    /// Nothing holds it.
+    Go,
+    /// It waits for a later pass, still before its deadline.
+    Wait,
+    /// It goes although rollouts must wait (said why): its deadline would
+    /// pass first, and expiring credentials are worse than a busy cluster.
+    Forced(&'static str),
+}
+
+/// A renewal's turn when `blocked` says why rollouts must wait now, if they
+/// must: it waits while its `deadline` comes after the next pass (at
+/// `next_pass`), Unix seconds.
+pub(super) fn renewal_turn(
+    blocked: Option<&'static str>,
+    deadline: u64,
+    next_pass: u64,
+) -> RenewalTurn {
+    match blocked {
+        None => RenewalTurn::Go,
+        Some(_) if deadline > next_pass => RenewalTurn::Wait,
+        Some(why) => RenewalTurn::Forced(why),
+    }
+}
+
 impl Reloader {
+    /// Whether the due `renewal` of `entry` goes now: paused workloads and
+    /// full slots hold it until its deadline would pass, then it goes
+    /// with a Warning Event `RenewalForced`.
+    pub(super) fn renewal_goes(
+        &mut self,
+        kube: &mut Kube,
+        index: &Index,
+        entry: &Entry,
+        renewal: &super::dynamic::Renewal,
+    ) -> bool {
+        let max = self.waves.max_concurrent;
+        let blocked = match entry.paused {
+            true => Some("its rollouts are paused (reload-paused)"),
+            false if max > 0 && self.in_progress(index) >= max => {
+                Some("--max-concurrent-rollouts are in progress")
+            }
+            false => None,
+        };
+        let now = super::unix_now();
+        let next_pass = now.saturating_add(self.renewals.settings.period.as_secs().max(1));
+        match renewal_turn(blocked, renewal.deadline, next_pass) {
+            RenewalTurn::Go => true,
+            RenewalTurn::Wait => false,
+            RenewalTurn::Forced(why) => {
+                let message = format!(
+                    "its dynamic secrets are renewed now although {why}: the renewal's \
+                     deadline comes before the next pass"
+                );
+                log::warn!("{}: {message}", entry.id);
+                let event = (true, "RenewalForced", message.as_str());
+                super::notices::record_event(kube, &entry.id, &entry.uid, event);
+                true
+            }
+        }
+    }
+
     /// Whether `entry`, decided on `lookup` now, would be rolled out for a
     /// secret change while it must wait: paused, or waves are on (then for
     /// [`Reloader::release`], with what it is ordered by).
@@ -598,6 +661,31 @@ mod tests {
                 Verdict::Go,
                 "{what}: v3"
             );
+        }
+    }
+
+    #[test]
+    fn a_renewal_waits_for_its_turn_until_its_deadline_would_pass() {
+        let why = "--max-concurrent-rollouts are in progress";
+        // name, blocked, deadline, next pass at 100, turn
+        let rows = [
+            ("nothing holds it", None, 50, RenewalTurn::Go),
+            ("blocked, time left", Some(why), 101, RenewalTurn::Wait),
+            (
+                "blocked, deadline before the next pass",
+                Some(why),
+                99,
+                RenewalTurn::Forced(why),
+            ),
+            (
+                "blocked, deadline at the next pass",
+                Some(why),
+                100,
+                RenewalTurn::Forced(why),
+            ),
+        ];
+        for (what, blocked, deadline, want) in rows {
+            assert_eq!(renewal_turn(blocked, deadline, 100), want, "{what}");
         }
     }
 
