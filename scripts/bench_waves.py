@@ -1,5 +1,6 @@
 """The Python half of scripts/bench-waves.sh: the fake nodes and Deployments,
-the sampler of rollouts in progress, and the BENCHMARKS.md section."""
+the sampler of rollouts in progress, and the BENCHMARKS.md section. The
+Deployment and the judgement of one in progress are also scripts/e2e-waves.sh's."""
 import json, os, subprocess, sys, time
 
 HEADING = "## Rolling out a shared secret in waves"
@@ -22,11 +23,13 @@ def nodes(count, limit):
     } for i in range(wanted)]}
 
 
-def deployment(namespace, i, prefix):
-    name = f"w-{i:04d}"
+def deployment(namespace, name, prefix, secret, min_ready=0):
+    """A Deployment of one replica whose pod runs on the fake nodes, using
+    secret/data/SECRET."""
     return {"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "spec": {"replicas": 1, "minReadySeconds": min_ready,
+                     "selector": {"matchLabels": {"app": name}},
                      "template": {
                          "metadata": {"labels": {"app": name},
                                       "annotations": {prefix + "/reload-on-secret-change": "true"}},
@@ -34,7 +37,7 @@ def deployment(namespace, i, prefix):
                                                    "effect": "NoSchedule"}],
                                   "containers": [{"name": "app", "image": "registry.invalid/pause:3",
                                                   "env": [{"name": "K",
-                                                           "value": "vault:secret/data/bench-waves/shared#K"}]}]}}}}
+                                                           "value": f"vault:secret/data/{secret}#K"}]}]}}}}
 
 
 def deployments(namespace):
@@ -68,7 +71,8 @@ def setup(namespace, count, prefix):
     subprocess.run(["kubectl", "taint", "nodes", "-l", "bench-waves=true",
                     "node.kubernetes.io/not-ready:NoSchedule-"], capture_output=True)
     for start in range(0, count, 100):
-        items = [deployment(namespace, i, prefix) for i in range(start, min(count, start + 100))]
+        items = [deployment(namespace, f"w-{i:04d}", prefix, "bench-waves/shared")
+                 for i in range(start, min(count, start + 100))]
         kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     available = lambda: sum(d.get("status", {}).get("availableReplicas", 0) == 1
                             for d in deployments(namespace)) == count

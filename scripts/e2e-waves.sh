@@ -44,37 +44,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The Python half: the Deployments, and the sampler of rollouts in progress.
+# The Python half: the Deployments, and the sampler of rollouts in progress
+# (with scripts/bench_waves.py's Deployment and judgement of one in progress).
 cat >"$WORK/waves.py" <<'PYTHON'
 import json, subprocess, sys, time
+from bench_waves import deployment, rolling
 
 def deployments(namespace, count, prefix, stem="app", secret="waves/shared"):
-    items = []
-    for i in range(count):
-        name = f"{stem}-{i:02d}"
-        items.append({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {"replicas": 1, "minReadySeconds": 3,
-                     "selector": {"matchLabels": {"app": name}},
-                     "template": {
-                         "metadata": {"labels": {"app": name},
-                                      "annotations": {prefix + "/reload-on-secret-change": "true"}},
-                         "spec": {"tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists",
-                                                   "effect": "NoSchedule"}],
-                                  "containers": [{"name": "app", "image": "registry.invalid/pause:3",
-                                                  "env": [{"name": "K",
-                                                           "value": f"vault:secret/data/{secret}#K"}]}]}}}})
+    items = [deployment(namespace, f"{stem}-{i:02d}", prefix, secret, min_ready=3) for i in range(count)]
     return {"apiVersion": "v1", "kind": "List", "items": items}
-
-def rolling(d):
-    """kubectl rollout status's judgement of a Deployment."""
-    spec, status = d["spec"], d.get("status", {})
-    if status.get("observedGeneration", 0) < d["metadata"].get("generation", 0):
-        return True
-    updated = status.get("updatedReplicas", 0)
-    return (updated < spec.get("replicas", 1) or status.get("replicas", 0) > updated
-            or status.get("availableReplicas", 0) < updated)
 
 def sample(namespace, out):
     """Every 0.2 s: how many are rolling, and each one's reload count."""
@@ -97,6 +75,8 @@ elif sys.argv[1] == "sample":
     sample(sys.argv[2], sys.argv[3])
 PYTHON
 
+waves_py() { PYTHONPATH="$REPO/scripts" python3 "$WORK/waves.py" "$@"; }
+
 say "build and setup"
 build_daemon
 check "the daemon binary is there ($BIN)" test -x "$BIN"
@@ -105,7 +85,7 @@ reloader_identity "$WORK"
 kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$NS" >/dev/null
 srv kv put secret/waves/shared K="v-$RANDOM" >/dev/null
-python3 "$WORK/waves.py" deployments "$NS" "$COUNT" "$PREFIX" | kubectl apply -f - >/dev/null
+waves_py deployments "$NS" "$COUNT" "$PREFIX" | kubectl apply -f - >/dev/null
 available() {
   [[ $(kubectl -n "$NS" get deploy -o jsonpath='{range .items[*]}{.status.availableReplicas}{"\n"}{end}' | grep -c '^1$') -eq $COUNT ]]
 }
@@ -119,7 +99,7 @@ baselined() {
 check "each gets its baseline" wait_until 30 baselined
 
 say "the shared secret changes"
-python3 "$WORK/waves.py" sample "$NS" "$WORK/samples" "$PREFIX" &
+PYTHONPATH="$REPO/scripts" python3 "$WORK/waves.py" sample "$NS" "$WORK/samples" "$PREFIX" &
 SAMPLER_PID=$!
 srv kv put secret/waves/shared K="v-$RANDOM" >/dev/null
 all_once() {
@@ -171,7 +151,7 @@ CNS=canary
 kubectl delete namespace "$CNS" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$CNS" >/dev/null
 srv kv put secret/waves/canary K="v-$RANDOM" >/dev/null
-python3 "$WORK/waves.py" deployments "$CNS" "$COUNT" "$PREFIX" can waves/canary | kubectl apply -f - >/dev/null
+waves_py deployments "$CNS" "$COUNT" "$PREFIX" can waves/canary | kubectl apply -f - >/dev/null
 # can-00 comes first (same change, then by name): the canary, never Ready.
 NEVER=vault-secrets-reloader.test/never-ready
 kubectl -n "$CNS" patch deploy/can-00 --type merge >/dev/null -p \
