@@ -676,6 +676,7 @@ mod tests {
             dynamic: None,
             check_now: None,
             paused: false,
+            window: None,
             rolling: false,
         };
         let mut decision = Decision {

@@ -663,6 +663,7 @@ mod tests {
             dynamic: Some(dynamic(MaxAge::Auto, false)),
             check_now: None,
             paused: false,
+            window: None,
             rolling: false,
         }
     }
