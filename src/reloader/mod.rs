@@ -29,6 +29,7 @@ mod patch;
 pub mod routing;
 mod said;
 pub mod waves;
+mod windows;
 pub use dynamic::DynamicSettings;
 use notices::{record_event, Counted, Unavailable};
 use patch::{apply, Patching};
@@ -134,6 +135,8 @@ pub struct Reloader {
     said_refused: Said<WorkloadId, String>,
     /// Paused workloads told their change waits.
     said_paused: Said<WorkloadId>,
+    /// Workloads told their change waits for their window: when it opens.
+    said_window: Said<WorkloadId, Option<i64>>,
     /// Secrets not watched or left out of the state, reported per
     /// workload: how many.
     said_counted: Said<(WorkloadId, Counted), usize>,
@@ -153,6 +156,8 @@ pub struct Reloader {
     unavailable: HashMap<WorkloadId, UnavailableCounts>,
     /// `--max-concurrent-rollouts` (0: no limit).
     max_concurrent: usize,
+    /// `--reload-window`, for the workloads without their own.
+    window: Option<crate::policy::window::Window>,
 }
 
 /// Counts of unavailable secrets by namespace and reason.
@@ -184,6 +189,7 @@ impl Reloader {
             said_unreadable: Said::default(),
             said_refused: Said::default(),
             said_paused: Said::default(),
+            said_window: Said::default(),
             said_counted: Said::default(),
             renewals: dynamic::Memory::default(),
             dry_run,
@@ -192,6 +198,7 @@ impl Reloader {
             checks: checks::Checks::default(),
             unavailable: HashMap::new(),
             max_concurrent: 0,
+            window: None,
         }
     }
 
@@ -321,8 +328,8 @@ impl Reloader {
             if !report.reloaded.contains(&id) {
                 let found = match pending.contains(&id) {
                     true => {
-                        "a new version, whose rollout waits (reload-paused, or \
-                         --max-concurrent-rollouts)"
+                        "a new version, whose rollout waits (reload-paused, \
+                         reload-window or --max-concurrent-rollouts)"
                     }
                     false => "no new version to roll out",
                 };
@@ -496,12 +503,19 @@ impl Reloader {
                     report.pending += 1;
                     return;
                 }
+                Some(waves::Wait::Window(opens)) => {
+                    self.report_window(kube, entry, opens);
+                    running.pending.push(id.clone());
+                    report.pending += 1;
+                    return;
+                }
                 None => {}
             }
         }
         if !entry.paused {
             self.said_paused.forget(id);
         }
+        self.said_window.forget(id);
         running.settled.push(id.clone());
         if let Err(why) = route {
             self.report_refused(kube, entry, why);
@@ -593,6 +607,7 @@ impl Reloader {
         }
         self.said_refused.retain(|id| refused.contains(id));
         self.said_paused.retain(|id| index.contains_key(id));
+        self.said_window.retain(|id| index.contains_key(id));
         self.said_counted.retain(|(id, _)| index.contains_key(id));
         self.unavailable.retain(|id, _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {
