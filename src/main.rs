@@ -198,7 +198,7 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
         reloader::Reloader::new(vault, bao, per_workload, config.dry_run)
             .with_dynamic(dynamic)
             .with_limits(config.limits.clone())
-            .with_max_concurrent(config.max_concurrent_rollouts)
+            .with_waves(config.waves)
             .with_reload_window(config.reload_window.clone()),
     )
 }

@@ -164,6 +164,8 @@ mod tests {
             paused: false,
             window: None,
             rolling: false,
+            failed: false,
+            releases_hold: None,
         }
     }
 

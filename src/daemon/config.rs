@@ -50,9 +50,9 @@ pub struct Config {
     /// `--max-renewals-per-namespace-hour`: at most this many renewal
     /// rollouts of one namespace in any hour.
     pub max_renewals_per_namespace_hour: usize,
-    /// `--max-concurrent-rollouts`: at most this many workloads rolled out
-    /// by the daemon in progress at once; 0: no limit.
-    pub max_concurrent_rollouts: usize,
+    /// `--max-concurrent-rollouts`, `--canary-rollouts` and
+    /// `--rollout-timeout`: how rollouts go in waves.
+    pub waves: crate::reloader::waves::Settings,
     /// `--reload-window`: when the secret changes of workloads without a
     /// window of their own may be rolled out; `None`: at any time.
     pub reload_window: Option<Window>,
@@ -154,9 +154,18 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     [default: 3600; env MAX_RENEWALS_PER_NAMESPACE_HOUR]
   --max-concurrent-rollouts N       at most N workloads rolled out by the reloader in progress
                                     at once, cluster-wide (as kubectl rollout status judges
-                                    them); the others wait, oldest change first; renewals go
-                                    anyway and count [default: 0, no limit; env
-                                    MAX_CONCURRENT_ROLLOUTS]
+                                    them); the others wait, oldest change first; renewals
+                                    count, and wait unless their deadline would pass
+                                    [default: 0, no limit; env MAX_CONCURRENT_ROLLOUTS]
+  --canary-rollouts N               for each new secret version, the first N workloads using
+                                    it roll alone; the others wait until those are done
+                                    [default: 0, none; env CANARY_ROLLOUTS]
+  --rollout-timeout DURATION        with waves on (either flag above), a rollout not done
+                                    after this long fails, for kinds whose status cannot say
+                                    so (StatefulSet, DaemonSet; a Deployment fails past its
+                                    progressDeadlineSeconds); a failed rollout holds the
+                                    pending ones of the same secret version [default: 10m;
+                                    env ROLLOUT_TIMEOUT]
   --reload-window SPEC              when secret changes of workloads without their own
                                     <prefix>/reload-window annotation may be rolled out:
                                     DAYS HH:MM[:SS]-HH:MM[:SS] ZONE, several separated by
@@ -302,7 +311,7 @@ pub fn parse(
         dynamic_default_max_age: tuning.dynamic_default_max_age,
         max_rollouts_per_pass: tuning.max_rollouts_per_pass,
         max_renewals_per_namespace_hour: tuning.max_renewals_per_namespace_hour,
-        max_concurrent_rollouts: tuning.max_concurrent_rollouts,
+        waves: tuning.waves,
         reload_window: tuning.reload_window,
         limits: tuning.limits,
         list_metadata,
@@ -331,7 +340,7 @@ struct Tuning {
     dynamic_default_max_age: Option<Duration>,
     max_rollouts_per_pass: Option<usize>,
     max_renewals_per_namespace_hour: usize,
-    max_concurrent_rollouts: usize,
+    waves: crate::reloader::waves::Settings,
     reload_window: Option<Window>,
     limits: crate::policy::workload::Limits,
 }
@@ -380,6 +389,18 @@ impl Tuning {
             )?,
         )?
         .unwrap_or(0);
+        let canaries = at_least(
+            "--canary-rollouts",
+            0,
+            flag_or_env(args, env, "--canary-rollouts", "CANARY_ROLLOUTS")?,
+        )?
+        .unwrap_or(0);
+        let timeout = rollout_timeout(flag_or_env(
+            args,
+            env,
+            "--rollout-timeout",
+            "ROLLOUT_TIMEOUT",
+        )?)?;
         let reload_window = flag_or_env(args, env, "--reload-window", "RELOAD_WINDOW")?
             .filter(|text| !text.trim().is_empty())
             .map(|text| window::parse(&text))
@@ -405,7 +426,11 @@ impl Tuning {
             dynamic_default_max_age,
             max_rollouts_per_pass,
             max_renewals_per_namespace_hour,
-            max_concurrent_rollouts,
+            waves: crate::reloader::waves::Settings {
+                max_concurrent: max_concurrent_rollouts,
+                canaries,
+                timeout,
+            },
             reload_window,
             limits: crate::policy::workload::Limits {
                 max_secrets,
@@ -621,6 +646,21 @@ fn default_max_age(text: Option<String>) -> Result<Option<Duration>, ConfigError
         return Err(bad(format!("{name}: '{text}' is shorter than 10s")));
     }
     Ok(Some(value))
+}
+
+/// `--rollout-timeout` in seconds: a duration of at least 1s, 10m when
+/// not given.
+fn rollout_timeout(text: Option<String>) -> Result<u64, ConfigError> {
+    let text = text.filter(|t| !t.trim().is_empty());
+    let text = text.unwrap_or_else(|| "10m".to_string());
+    let value = crate::policy::time::parse_duration(text.trim())
+        .map_err(|why| bad(format!("--rollout-timeout: {why}")))?;
+    if value < Duration::from_secs(1) {
+        return Err(bad(format!(
+            "--rollout-timeout: '{text}' is shorter than 1s"
+        )));
+    }
+    Ok(value.as_secs())
 }
 
 /// A limit given to flag `name`: a whole number of at least 1 (0 would
@@ -975,13 +1015,39 @@ mod tests {
     }
 
     #[test]
+    fn canaries_and_the_rollout_timeout_have_defaults_flags_and_environment() {
+        let waves = run(&[], IN_CLUSTER).unwrap().waves;
+        assert_eq!((waves.canaries, waves.timeout), (0, 600));
+        let flags = ["--canary-rollouts", "2", "--rollout-timeout", "90s"];
+        let waves = run(&flags, IN_CLUSTER).unwrap().waves;
+        assert_eq!((waves.canaries, waves.timeout), (2, 90));
+        let mut env = IN_CLUSTER.to_vec();
+        env.extend([("CANARY_ROLLOUTS", "1"), ("ROLLOUT_TIMEOUT", "1h")]);
+        let waves = run(&[], &env).unwrap().waves;
+        assert_eq!((waves.canaries, waves.timeout), (1, 3600));
+        for (flags, error) in [
+            (
+                ["--rollout-timeout", "0s"],
+                "--rollout-timeout: '0s' is shorter than 1s",
+            ),
+            (
+                ["--canary-rollouts", "x"],
+                "--canary-rollouts: 'x' is not a whole number",
+            ),
+        ] {
+            let got = run(&flags, IN_CLUSTER).unwrap_err().0;
+            assert!(got.contains(error), "{got}");
+        }
+    }
+
+    #[test]
     fn max_concurrent_rollouts_is_a_count_where_zero_means_no_limit() {
-        assert_eq!(run(&[], IN_CLUSTER).unwrap().max_concurrent_rollouts, 0);
+        assert_eq!(run(&[], IN_CLUSTER).unwrap().waves.max_concurrent, 0);
         let flag = run(&["--max-concurrent-rollouts", "5"], IN_CLUSTER).unwrap();
-        assert_eq!(flag.max_concurrent_rollouts, 5);
+        assert_eq!(flag.waves.max_concurrent, 5);
         let mut env = IN_CLUSTER.to_vec();
         env.push(("MAX_CONCURRENT_ROLLOUTS", "0"));
-        assert_eq!(run(&[], &env).unwrap().max_concurrent_rollouts, 0);
+        assert_eq!(run(&[], &env).unwrap().waves.max_concurrent, 0);
         let error = run(&["--max-concurrent-rollouts", "-1"], IN_CLUSTER)
             .unwrap_err()
             .0;

@@ -214,7 +214,7 @@ fn reloaded(status: &mut Status, report: &reloader::Report, ran: Ran, index: &In
         metrics.reloader.record(ok, ran.took);
         metrics.secrets = report.secrets;
         metrics.unavailable = report.unavailable.clone();
-        metrics.rollouts = (reloader::waves::in_progress(index), report.pending);
+        metrics.rollouts = (report.in_progress, report.pending, report.held);
         metrics.vault_lookups_failed += report.vault_failures as u64;
         metrics.vault_lookups_ok += report.lookups.saturating_sub(report.vault_failures) as u64;
         metrics.watched_workloads = index.len();

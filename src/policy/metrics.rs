@@ -53,9 +53,10 @@ pub struct Metrics {
     /// The last finished reloader pass's duration over
     /// `--reloader-run-period` ([`crate::policy::cost::judge`]).
     pub reloader_period_share: f64,
-    /// Workloads rolled out by the daemon whose rollout is in progress, and
-    /// changed ones waiting for a slot (`--max-concurrent-rollouts`).
-    pub rollouts: (usize, usize),
+    /// Workloads rolled out by the daemon whose rollout is in progress,
+    /// changed ones waiting for their turn, and changed ones held by a
+    /// failed rollout.
+    pub rollouts: (usize, usize, usize),
     /// Secrets the last finished reloader pass ran out of its period
     /// before asking about: its namespaces go on next pass.
     pub secrets_carried: usize,
@@ -208,11 +209,12 @@ impl Metrics {
             out,
             "rollouts",
             "gauge",
-            "Workloads the reloader rolled out whose rollout is in progress, and changed ones pending a free slot (--max-concurrent-rollouts).",
+            "Workloads the reloader rolled out whose rollout is in progress, changed ones pending their turn (--max-concurrent-rollouts, --canary-rollouts, paused), and changed ones held because a rollout of the same secret version failed.",
         );
-        let (rolling, pending) = self.rollouts;
+        let (rolling, pending, held) = self.rollouts;
         let _ = writeln!(out, "{PREFIX}rollouts{{state=\"in_progress\"}} {rolling}");
         let _ = writeln!(out, "{PREFIX}rollouts{{state=\"pending\"}} {pending}");
+        let _ = writeln!(out, "{PREFIX}rollouts{{state=\"held\"}} {held}");
         header(
             out,
             "secrets_carried_over",
@@ -406,7 +408,7 @@ mod tests {
         metrics.reloader.record(true, Duration::from_millis(1500));
         metrics.reloader_period_share = 0.75;
         metrics.secrets_carried = 4321;
-        metrics.rollouts = (5, 35);
+        metrics.rollouts = (5, 35, 2);
         metrics.collector.record(false, Duration::ZERO);
         metrics.secrets = 7;
         metrics.unavailable = [(("ns".into(), "denied"), 2)].into();
@@ -426,6 +428,7 @@ mod tests {
             "vault_secrets_reloader_secrets_carried_over 4321",
             "vault_secrets_reloader_rollouts{state=\"in_progress\"} 5",
             "vault_secrets_reloader_rollouts{state=\"pending\"} 35",
+            "vault_secrets_reloader_rollouts{state=\"held\"} 2",
             "vault_secrets_reloader_last_success_timestamp_seconds{pass=\"collector\"} 0",
             "vault_secrets_reloader_watched_secrets 7",
             "vault_secrets_reloader_unavailable_secrets{namespace=\"ns\",reason=\"denied\"} 2",

@@ -8,7 +8,9 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize, Clone, PartialEq, Eq)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Status {
-    /// The generation the controller has acted on (apps/v1 kinds).
+    /// The generation the controller has acted on (apps/v1 kinds; an Argo
+    /// Rollout writes it as a string).
+    #[serde(deserialize_with = "generation")]
     pub observed_generation: i64,
     /// Pods of any revision (Deployment, StatefulSet).
     pub replicas: i64,
@@ -30,6 +32,50 @@ pub struct Status {
     pub number_available: i64,
     /// Argo Rollout phase (`Progressing` while it rolls).
     pub phase: String,
+    /// A Deployment's `Progressing` condition is `False` with reason
+    /// `ProgressDeadlineExceeded`: its rollout failed. Only that is kept of
+    /// its conditions.
+    #[serde(rename = "conditions", deserialize_with = "deadline_exceeded")]
+    pub deadline_exceeded: bool,
+}
+
+/// A generation written as a number or as a string of one (Argo
+/// Rollouts); anything else is 0, not seen.
+fn generation<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written<'a> {
+        Number(i64),
+        #[serde(borrow)]
+        Text(std::borrow::Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Written::deserialize(d)? {
+        Written::Number(n) => n,
+        Written::Text(text) => text.parse().unwrap_or(0),
+        Written::Other(_) => 0,
+    })
+}
+
+/// One status condition, as far as [`deadline_exceeded`] reads it (any
+/// field may be missing).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Condition<'a> {
+    #[serde(borrow, rename = "type")]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    status: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    reason: std::borrow::Cow<'a, str>,
+}
+
+/// Whether `conditions` say the progress deadline was exceeded.
+fn deadline_exceeded<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let conditions: Option<Vec<Condition>> = Deserialize::deserialize(d)?;
+    Ok(conditions.unwrap_or_default().iter().any(|c| {
+        c.kind == "Progressing" && c.status == "False" && c.reason == "ProgressDeadlineExceeded"
+    }))
 }
 
 /// What the spec says about how the workload rolls.
@@ -82,6 +128,22 @@ pub fn daemon_set(strategy: &Strategy, status: &Status) -> bool {
 /// Whether an Argo Rollout is still rolling out: its phase says so.
 pub fn rollout(status: &Status) -> bool {
     status.phase == "Progressing"
+}
+
+/// Whether the workload's own status says its rollout failed: a
+/// Deployment past its progress deadline, an Argo Rollout `Degraded`. Only
+/// once the controller has seen the spec at `generation`: until then the
+/// status is the last rollout's, and a fix just written is not a failure.
+/// Other kinds say nothing of the kind ([`timed_out`] judges them).
+pub fn failed(generation: i64, status: &Status) -> bool {
+    let says = status.deadline_exceeded || status.phase == "Degraded";
+    says && status.observed_generation >= generation
+}
+
+/// Whether a rollout that began at `began` and is still in progress at
+/// `now` (Unix seconds) has taken longer than `timeout` seconds.
+pub fn timed_out(began: u64, now: u64, timeout: u64) -> bool {
+    now.saturating_sub(began) > timeout
 }
 
 #[cfg(test)]
@@ -268,5 +330,60 @@ mod tests {
         };
         assert!(rollout(&phase("Progressing")));
         assert!(!rollout(&phase("Healthy")));
+    }
+
+    #[test]
+    fn only_a_progressing_condition_past_its_deadline_is_a_failure() {
+        let status = |conditions: &str| -> Status {
+            serde_json::from_str(&format!(r#"{{"conditions":{conditions}}}"#)).unwrap()
+        };
+        let condition = |kind: &str, value: &str, reason: &str| {
+            format!(r#"{{"type":"{kind}","status":"{value}","reason":"{reason}"}}"#)
+        };
+        let rows = [
+            (
+                "past the deadline",
+                condition("Progressing", "False", "ProgressDeadlineExceeded"),
+                true,
+            ),
+            (
+                "progressing",
+                condition("Progressing", "True", "ReplicaSetUpdated"),
+                false,
+            ),
+            (
+                "another condition",
+                condition("Available", "False", "ProgressDeadlineExceeded"),
+                false,
+            ),
+            (
+                "no reason",
+                r#"{"type":"Progressing","status":"False"}"#.to_string(),
+                false,
+            ),
+        ];
+        for (what, condition, want) in rows {
+            assert_eq!(
+                failed(0, &status(&format!("[{condition}]"))),
+                want,
+                "{what}"
+            );
+        }
+        assert!(!failed(0, &status("null")));
+        let past = condition("Progressing", "False", "ProgressDeadlineExceeded");
+        let mut stale = status(&format!("[{past}]"));
+        stale.observed_generation = 3;
+        assert!(!failed(4, &stale), "not seen by its controller yet");
+        for (written, generation) in [("7", 7), (r#""7""#, 7), (r#""x""#, 0), ("{}", 0)] {
+            let status: Status =
+                serde_json::from_str(&format!(r#"{{"observedGeneration":{written}}}"#)).unwrap();
+            assert_eq!(status.observed_generation, generation, "{written}");
+        }
+        let degraded = Status {
+            phase: "Degraded".into(),
+            ..Status::default()
+        };
+        assert!(failed(0, &degraded), "an Argo Rollout degraded");
+        assert!(timed_out(100, 701, 600) && !timed_out(100, 700, 600) && !timed_out(800, 700, 1));
     }
 }

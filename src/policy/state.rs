@@ -17,8 +17,14 @@ pub const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 pub const MAX_BYTES: usize = 64 * 1024;
 
 /// Room kept for the rollout times a renewal may add after the state was
-/// cut to its budget.
-const TIMES: usize = r#","r":18446744073709551615,"f":18446744073709551615"#.len();
+/// cut to its budget, and for the cause of the last rollout.
+const TIMES: usize = r#","r":18446744073709551615,"f":18446744073709551615"#.len()
+    + r#","c":[]"#.len()
+    + MAX_CAUSE * ",65535".len();
+
+/// How many of the secrets whose change caused a rollout are recorded as its
+/// cause (the health gate's "caused by the same secret version").
+pub const MAX_CAUSE: usize = 10;
 
 /// Room left for the other annotations to grow (a Deployment's revision,
 /// a change cause), so the state never makes another writer's update fail.
@@ -64,12 +70,17 @@ pub struct State {
     /// last rollout (Unix seconds): its first-sight rollout is due from
     /// there, so a restart does not move it. Cleared by a rollout.
     pub first_seen: Option<u64>,
+    /// The keys of the secrets whose new versions caused the last rollout
+    /// (at most [`MAX_CAUSE`], each in `versions`): that rollout was for
+    /// these keys at their recorded versions. Empty for a renewal.
+    pub cause: Vec<String>,
 }
 
 /// The compact JSON form:
 /// `{"v":{"vault:secret/data/x":[3,"2026-…Z"],"vault:gone":null},"r":1795851811}`,
-/// or with `"f":1795851811` (first seen) instead of `r`. Annotations written
-/// before `f` existed decode unchanged.
+/// or with `"f":1795851811` (first seen) instead of `r`, and `"c":[0]`: the
+/// positions in `v` (in key order) of the cause of the last rollout.
+/// Annotations written before `f` or `c` existed decode unchanged.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
@@ -78,6 +89,8 @@ struct Wire {
     r: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     f: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    c: Vec<u16>,
 }
 
 /// The annotation could not be read; the text says why, never its content.
@@ -104,6 +117,14 @@ impl State {
                 .collect(),
             r: self.last_reload,
             f: self.first_seen,
+            c: self
+                .versions
+                .keys()
+                .enumerate()
+                .filter(|(_, key)| self.cause.contains(key))
+                .filter_map(|(at, _)| u16::try_from(at).ok())
+                .take(MAX_CAUSE)
+                .collect(),
         };
         serde_json::to_string(&wire).expect("a map of strings and numbers always serializes")
     }
@@ -115,6 +136,8 @@ impl State {
     /// pass.
     pub fn within(mut self, budget: usize) -> (State, usize) {
         let all = std::mem::take(&mut self.versions);
+        // The cause is counted in the room kept for it (TIMES).
+        let cause = std::mem::take(&mut self.cause);
         let mut size = self.encode().len();
         let mut left_out = 0;
         for (key, version) in all {
@@ -131,6 +154,10 @@ impl State {
                 _ => left_out += 1,
             }
         }
+        self.cause = cause
+            .into_iter()
+            .filter(|key| self.versions.contains_key(key))
+            .collect();
         (self, left_out)
     }
 
@@ -147,7 +174,16 @@ impl State {
         {
             return Err(Corrupt("an entry is not a secret key".into()));
         }
+        let keys: Vec<&String> = wire.v.keys().collect();
+        let cause = wire
+            .c
+            .iter()
+            .map(|&at| keys.get(usize::from(at)).map(|key| (*key).clone()))
+            .collect::<Option<Vec<String>>>()
+            .filter(|cause| cause.len() <= MAX_CAUSE)
+            .ok_or_else(|| Corrupt("a cause is not one of its secrets".into()))?;
         Ok(State {
+            cause,
             versions: wire
                 .v
                 .into_iter()
@@ -211,6 +247,30 @@ mod tests {
         assert_eq!(text, r#"{"v":{},"f":1795851800}"#);
         assert_eq!(State::decode(&text), Ok(seen));
         assert!(State::decode(r#"{"v":{},"f":-1}"#).is_err());
+    }
+
+    #[test]
+    fn the_cause_of_a_rollout_is_kept_as_positions_of_its_secrets() {
+        let mut state = State {
+            last_reload: Some(1_795_851_811),
+            cause: vec!["vault:secret/data/b".into()],
+            ..State::default()
+        };
+        for key in ["vault:secret/data/a", "vault:secret/data/b"] {
+            state.versions.insert(key.into(), v(2, "t"));
+        }
+        let text = state.encode();
+        assert!(text.ends_with(r#","r":1795851811,"c":[1]}"#), "{text}");
+        assert_eq!(State::decode(&text), Ok(state.clone()));
+        let (cut, left_out) =
+            state.within(r#"{"v":{"vault:secret/data/a":[2,"t"]},"r":1795851811}"#.len());
+        assert_eq!(
+            (cut.cause.len(), left_out),
+            (0, 1),
+            "no cause outside the state"
+        );
+        let beyond = r#"{"v":{"vault:secret/data/a":[2,"t"]},"c":[1]}"#;
+        assert!(State::decode(beyond).is_err());
     }
 
     #[test]

@@ -94,6 +94,10 @@ pub const PAUSED: &str = "/reload-paused";
 /// On the pod template, a window spec ([`window`]): its secret changes are
 /// rolled out only while the window is open (they wait, pending, outside).
 pub const RELOAD_WINDOW: &str = "/reload-window";
+/// On a workload's metadata, `"release"`: the rollouts held because a
+/// rollout of the same secret version failed go ahead. Removed by the
+/// rollout it releases, so it releases one hold, not every later one.
+pub const ROLLOUT_HOLD: &str = "/rollout-hold";
 const RELOAD_COUNT: &str = "/secret-reload-count";
 const MIN_INTERVAL: &str = "/min-reload-interval";
 /// `auto` or a duration: the workload's dynamic secrets are renewed by rollouts.
@@ -249,6 +253,8 @@ pub struct MetaAnnotations {
     pub check_now: Option<u64>,
     /// The reload-paused annotation (any prefix) is `"true"`.
     pub paused: bool,
+    /// The prefix of a rollout-hold annotation saying `"release"`.
+    pub releases_hold: Option<&'static str>,
     /// The bytes of all the others, keys and values, as the API server
     /// counts them against its limit on an object's annotations.
     pub others: usize,
@@ -383,6 +389,12 @@ fn state_and_size_of_others<'de, D: Deserializer<'de>>(d: D) -> Result<MetaAnnot
                 }
                 if PREFIXES.iter().any(|p| key.strip_prefix(p) == Some(PAUSED)) {
                     kept.paused |= value == "true";
+                }
+                let hold = PREFIXES
+                    .into_iter()
+                    .find(|p| key.strip_prefix(p) == Some(ROLLOUT_HOLD));
+                if value == "release" {
+                    kept.releases_hold = kept.releases_hold.or(hold);
                 }
                 kept.others = kept.others.saturating_add(key.len() + value.len());
             }
@@ -556,6 +568,11 @@ pub struct Entry {
     pub window: Option<Box<Window>>,
     /// Its rollout is in progress ([`progress`]).
     pub rolling: bool,
+    /// Its status says its rollout failed ([`progress::failed`]).
+    pub failed: bool,
+    /// The prefix of its rollout-hold annotation, when that releases held
+    /// rollouts ([`ROLLOUT_HOLD`]).
+    pub releases_hold: Option<&'static str>,
 }
 
 impl Workload {
@@ -651,6 +668,8 @@ impl Workload {
             check_now: self.metadata.annotations.check_now,
             paused: self.metadata.annotations.paused,
             window,
+            releases_hold: self.metadata.annotations.releases_hold,
+            failed: progress::failed(self.metadata.generation, &self.status),
             rolling,
         })
     }
@@ -1079,6 +1098,13 @@ mod tests {
         assert!(paused.paused);
         let not = meta(json!({"secrets-reloader.security.bank-vaults.io/reload-paused": "false"}));
         assert!(!not.paused);
+        let hold = "alpha.vault.security.banzaicloud.io/rollout-hold";
+        let release = meta(json!({hold: "release"}));
+        assert_eq!(
+            release.releases_hold,
+            Some("alpha.vault.security.banzaicloud.io")
+        );
+        assert_eq!(meta(json!({hold: "keep"})).releases_hold, None);
         let key = "secrets-reloader.security.bank-vaults.io/check-now";
         let (one, two) = (meta(json!({key: "1"})), meta(json!({key: "2"})));
         assert!(one.check_now.is_some() && one.check_now != two.check_now);

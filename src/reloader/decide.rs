@@ -124,10 +124,15 @@ pub fn decide(
         }
         _ => None,
     };
-    // A rollout ends the first sight of a workload using dynamic secrets.
-    (state.last_reload, state.first_seen) = match changes.is_empty() {
-        true => (last_reload, stored.and_then(|s| s.first_seen)),
-        false => (Some(now), None),
+    // A rollout ends the first sight of a workload using dynamic secrets,
+    // and is caused by the secrets that changed.
+    (state.last_reload, state.first_seen, state.cause) = match changes.is_empty() {
+        true => (
+            last_reload,
+            stored.and_then(|s| s.first_seen),
+            stored.map(|s| s.cause.clone()).unwrap_or_default(),
+        ),
+        false => (Some(now), None, cause(&changes)),
     };
     let (state, left_out) = state.within(budget);
     let write_state = match stored {
@@ -144,6 +149,12 @@ pub fn decide(
         renewal: None,
         left_out,
     }
+}
+
+/// The keys recorded as what caused a rollout for `changes`.
+fn cause(changes: &[Change]) -> Vec<String> {
+    let keys = changes.iter().map(|c| c.secret.key());
+    keys.take(crate::policy::state::MAX_CAUSE).collect()
 }
 
 /// The changes among `refs` since `stored`, and the versions to store:
@@ -263,6 +274,11 @@ pub fn patch_body(entry: &Entry, decision: &Decision) -> serde_json::Value {
         patch["spec"] = json!({"template": {"metadata": {"annotations": {
             (workload::reload_count_annotation(entry.prefix)): count
         }}}});
+        // A release is used up by the rollout it let go.
+        if let Some(prefix) = entry.releases_hold {
+            let hold = format!("{prefix}{}", workload::ROLLOUT_HOLD);
+            patch["metadata"]["annotations"][hold] = serde_json::Value::Null;
+        }
     }
     patch
 }
@@ -678,6 +694,8 @@ mod tests {
             paused: false,
             window: None,
             rolling: false,
+            failed: false,
+            releases_hold: None,
         };
         let mut decision = Decision {
             changes: vec![Change {

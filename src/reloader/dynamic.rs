@@ -262,6 +262,9 @@ pub fn with_renewal(mut decision: Decision, renewal: &Renewal, now: u64) -> Deci
         decision.held_by.clear();
         decision.state.last_reload = Some(now);
         decision.state.first_seen = None;
+        if decision.changes.is_empty() {
+            decision.state.cause.clear();
+        }
         decision.write_state = true;
         decision.renewal = Some(why.clone());
         return decision;
@@ -665,6 +668,8 @@ mod tests {
             paused: false,
             window: None,
             rolling: false,
+            failed: false,
+            releases_hold: None,
         }
     }
 

@@ -33,6 +33,7 @@ pub(super) fn state(entries: &[(&str, Option<Version>)]) -> State {
             .collect(),
         last_reload: None,
         first_seen: None,
+        cause: Vec::new(),
     }
 }
 
@@ -64,6 +65,8 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         paused: false,
         window: None,
         rolling: false,
+        failed: false,
+        releases_hold: None,
     }
 }
 

@@ -66,9 +66,15 @@ pub struct Report {
     /// Secrets used that were denied, missing or unreadable, by namespace
     /// and that reason, as each workload was last decided.
     pub unavailable: BTreeMap<(String, &'static str), u64>,
-    /// Changed workloads left waiting for a free slot
-    /// (`--max-concurrent-rollouts`).
+    /// Changed workloads left waiting for their turn
+    /// (`--max-concurrent-rollouts`, `--canary-rollouts`, paused).
     pub pending: usize,
+    /// Changed workloads held because a rollout of the same secret
+    /// version failed ([`waves`]).
+    pub held: usize,
+    /// Workloads rolled out by this daemon whose rollout is in progress,
+    /// as the pass ended.
+    pub in_progress: usize,
     /// Namespaces whose secrets were all known this pass after a cycle
     /// begun on an earlier one: passes are still too short for them.
     pub late: usize,
@@ -88,7 +94,7 @@ struct Running {
     renew: Vec<(WorkloadId, u64)>,
     /// The workloads decided.
     settled: Vec<WorkloadId>,
-    /// Changed workloads waiting for a free slot ([`waves`]).
+    /// Changed workloads waiting for their turn ([`waves`]).
     waiting: Vec<waves::Waiting>,
     /// Those rolled now from `waiting`, so not held again.
     releasing: bool,
@@ -137,6 +143,8 @@ pub struct Reloader {
     said_paused: Said<WorkloadId>,
     /// Workloads told their change waits for their window: when it opens.
     said_window: Said<WorkloadId, Option<i64>>,
+    /// Held workloads told so: by which failed rollout of which version.
+    said_held: Said<WorkloadId, (WorkloadId, waves::Cause)>,
     /// Secrets not watched or left out of the state, reported per
     /// workload: how many.
     said_counted: Said<(WorkloadId, Counted), usize>,
@@ -154,8 +162,10 @@ pub struct Reloader {
     /// ([`notices::count_unavailable`]): a namespace not decided this pass
     /// keeps its count.
     unavailable: HashMap<WorkloadId, UnavailableCounts>,
-    /// `--max-concurrent-rollouts` (0: no limit).
-    max_concurrent: usize,
+    /// How rollouts go in waves.
+    waves: waves::Settings,
+    /// Secret versions whose failed rollout an operator released.
+    released: HashSet<waves::Cause>,
     /// `--reload-window`, for the workloads without their own.
     window: Option<crate::policy::window::Window>,
 }
@@ -190,6 +200,7 @@ impl Reloader {
             said_refused: Said::default(),
             said_paused: Said::default(),
             said_window: Said::default(),
+            said_held: Said::default(),
             said_counted: Said::default(),
             renewals: dynamic::Memory::default(),
             dry_run,
@@ -197,7 +208,8 @@ impl Reloader {
             cycles: Cycles::default(),
             checks: checks::Checks::default(),
             unavailable: HashMap::new(),
-            max_concurrent: 0,
+            waves: waves::Settings::default(),
+            released: HashSet::new(),
             window: None,
         }
     }
@@ -209,10 +221,9 @@ impl Reloader {
         self
     }
 
-    /// The same reloader rolling out at most `n` workloads at once
-    /// ([`waves`]; 0: no limit).
-    pub fn with_max_concurrent(mut self, n: usize) -> Reloader {
-        self.max_concurrent = n;
+    /// The same reloader rolling out in waves ([`waves`]).
+    pub fn with_waves(mut self, waves: waves::Settings) -> Reloader {
+        self.waves = waves;
         self
     }
 
@@ -281,6 +292,7 @@ impl Reloader {
             return report;
         }
         self.cycles = running.cycles;
+        report.in_progress = self.in_progress(index);
         for counts in self.unavailable.values() {
             for (key, n) in counts {
                 *report.unavailable.entry(key.clone()).or_default() += n;
@@ -328,8 +340,9 @@ impl Reloader {
             if !report.reloaded.contains(&id) {
                 let found = match pending.contains(&id) {
                     true => {
-                        "a new version, whose rollout waits (reload-paused, \
-                         reload-window or --max-concurrent-rollouts)"
+                        "a new version, whose rollout waits (reload-paused, reload-window, \
+                         --max-concurrent-rollouts, --canary-rollouts, or held after a \
+                         failed rollout)"
                     }
                     false => "no new version to roll out",
                 };
@@ -493,8 +506,15 @@ impl Reloader {
         };
         if renewal.is_none() && !running.releasing {
             match self.must_wait(entry, &lookup) {
-                Some(waves::Wait::Slot(oldest)) => {
-                    running.waiting.push((oldest, id.clone(), began));
+                Some(waves::Wait::Turn(oldest, causes)) => {
+                    let id = id.clone();
+                    let waiting = waves::Waiting {
+                        oldest,
+                        id,
+                        began,
+                        causes,
+                    };
+                    running.waiting.push(waiting);
                     return;
                 }
                 Some(waves::Wait::Paused) => {
@@ -516,6 +536,7 @@ impl Reloader {
             self.said_paused.forget(id);
         }
         self.said_window.forget(id);
+        self.said_held.forget(id);
         running.settled.push(id.clone());
         if let Err(why) = route {
             self.report_refused(kube, entry, why);
@@ -608,6 +629,7 @@ impl Reloader {
         self.said_refused.retain(|id| refused.contains(id));
         self.said_paused.retain(|id| index.contains_key(id));
         self.said_window.retain(|id| index.contains_key(id));
+        self.said_held.retain(|id| index.contains_key(id));
         self.said_counted.retain(|(id, _)| index.contains_key(id));
         self.unavailable.retain(|id, _| index.contains_key(id));
         if let Some(per_workload) = self.per_workload.as_mut() {

@@ -1,31 +1,69 @@
-//! Waves (`--max-concurrent-rollouts`): at most N workloads this daemon
-//! rolled out are in progress at once, cluster-wide. A changed workload
-//! that must wait is *pending*: its recorded versions are simply not the
-//! current ones yet, so nothing is stored for it, and a restart or a
-//! failover keeps every pending rollout. Pending ones go oldest change
-//! first, then by kind, namespace and name, so a restart does not reshuffle
-//! them. Renewals of dynamic secrets are not held (their deadline matters
-//! more) but count as in progress. A workload whose metadata says
-//! `<prefix>/reload-paused: "true"` waits the same way until that goes,
-//! with one Warning Event; so does one outside its reload window
-//! ([`super::windows`]) until it opens.
+//! Waves (`--max-concurrent-rollouts`, `--canary-rollouts`) with a health
+//! gate: at most N workloads this daemon rolled out are in progress at
+//! once, cluster-wide; for each new secret version the first canaries roll
+//! alone and the rest wait until they are done; a rollout of a version
+//! that fails holds every pending rollout of that version. A changed
+//! workload that must wait is *pending*: its recorded versions are simply
+//! not the current ones yet, so nothing is stored for it, and a restart or
+//! a failover keeps every pending rollout. What caused a rollout is in its
+//! state ([`State::cause`]), so a restart keeps every hold too. Pending
+//! ones go oldest change first, then by kind, namespace and name, so a
+//! restart does not reshuffle them. Renewals of dynamic secrets are not
+//! held (their deadline matters more) but count as in progress. A workload
+//! whose metadata says `<prefix>/reload-paused: "true"` waits the same way
+//! until that goes, with one Warning Event; so does one outside its reload
+//! window ([`super::windows`]) until it opens.
+//!
+//! [`State::cause`]: crate::policy::state::State::cause
 
 use super::decide::{decide, LookupFn};
 use super::{Reloader, Report, Running};
 use crate::collector::index::Index;
 use crate::kube::Kube;
-use crate::policy::workload::{Entry, WorkloadId};
+use crate::policy::progress;
+use crate::policy::workload::{Entry, Kind, WorkloadId};
+use std::collections::{HashMap, HashSet};
 
-/// A changed workload waiting for a free slot: its oldest change's time
-/// (as [`instant_key`] orders it), then which workload, with the first pass
-/// of its namespace's cycle.
-pub(super) type Waiting = ((String, String), WorkloadId, u64);
+/// A secret version: its key and version number.
+pub(super) type Cause = (String, u64);
+
+/// How waves roll out: all zero is no waves (every change at once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `--max-concurrent-rollouts` (0: no limit).
+    pub max_concurrent: usize,
+    /// `--canary-rollouts`: per new secret version, how many roll alone
+    /// first (0: none).
+    pub canaries: usize,
+    /// `--rollout-timeout` in seconds: a rollout of a kind whose status
+    /// cannot say it failed (StatefulSet, DaemonSet) fails past it.
+    pub timeout: u64,
+}
+
+impl Settings {
+    /// Whether changes may have to wait for others' rollouts.
+    fn on(&self) -> bool {
+        self.max_concurrent > 0 || self.canaries > 0
+    }
+}
+
+/// A changed workload waiting for its turn: its oldest change's time (as
+/// [`instant_key`] orders it), which workload, the first pass of its
+/// namespace's cycle, and the secret versions it would roll out for.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct Waiting {
+    pub(super) oldest: (String, String),
+    pub(super) id: WorkloadId,
+    pub(super) began: u64,
+    pub(super) causes: Vec<Cause>,
+}
 
 /// Why a changed workload is not rolled out now.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Wait {
-    /// For a free slot; its oldest change's time, as [`instant_key`] orders.
-    Slot((String, String)),
+    /// For its turn ([`Reloader::release`]): its oldest change's time, as
+    /// [`instant_key`] orders, and the versions it would roll out for.
+    Turn((String, String), Vec<Cause>),
     /// Its rollouts are paused.
     Paused,
     /// For its reload window ([`super::windows`]), which opens then (Unix
@@ -41,23 +79,125 @@ pub(super) fn instant_key(created: &str) -> (String, String) {
     (seconds.to_string(), format!("{fraction:0<9}"))
 }
 
-/// How many workloads rolled out by this daemon (they carry a last
-/// rollout in their state) are in progress.
-pub fn in_progress(index: &Index) -> usize {
+/// Where a rollout this daemon made stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Done, or never rolled out by this daemon.
+    Done,
+    /// In progress.
+    Rolling,
+    /// Failed: its status says so, or it took longer than the timeout.
+    Failed,
+}
+
+/// Where `entry`'s last rollout by this daemon stands at `now` (Unix
+/// seconds) with a `timeout` for the kinds whose status cannot say it
+/// failed.
+pub fn progress(entry: &Entry, now: u64, timeout: u64) -> Progress {
+    let Some(last) = entry.state.as_ref().and_then(|s| s.last_reload) else {
+        return Progress::Done;
+    };
+    let says_itself = matches!(entry.id.kind, Kind::Deployment | Kind::Rollout);
+    match (entry.rolling, entry.failed) {
+        (_, true) => Progress::Failed,
+        (true, false) if !says_itself && progress::timed_out(last, now, timeout) => {
+            Progress::Failed
+        }
+        (true, false) => Progress::Rolling,
+        (false, false) => Progress::Done,
+    }
+}
+
+/// How many workloads rolled out by this daemon are in progress at `now`
+/// (a failed one is not: it would hold a slot for ever).
+pub fn in_progress(index: &Index, now: u64, timeout: u64) -> usize {
     index
         .values()
-        .filter(|e| e.rolling && e.state.as_ref().is_some_and(|s| s.last_reload.is_some()))
+        .filter(|e| progress(e, now, timeout) == Progress::Rolling)
         .count()
+}
+
+/// The rollouts made for one secret version.
+#[derive(Debug, Default)]
+pub(super) struct Rollouts {
+    /// When each began (Unix seconds), and whether it is in progress.
+    began: Vec<(u64, bool)>,
+    /// One that failed, if any.
+    failed: Option<WorkloadId>,
+}
+
+/// The rollouts made for each secret version, from what caused each
+/// workload's last rollout ([`State::cause`](crate::policy::state::State)).
+pub(super) fn rollouts(index: &Index, now: u64, timeout: u64) -> HashMap<Cause, Rollouts> {
+    let mut known: HashMap<Cause, Rollouts> = HashMap::new();
+    for entry in index.values() {
+        let Some(state) = &entry.state else { continue };
+        let (Some(last), progress) = (state.last_reload, progress(entry, now, timeout)) else {
+            continue;
+        };
+        for key in &state.cause {
+            let Some(Some(version)) = state.versions.get(key) else {
+                continue;
+            };
+            let rollouts = known.entry((key.clone(), version.number)).or_default();
+            rollouts.began.push((last, progress == Progress::Rolling));
+            if progress == Progress::Failed {
+                rollouts.failed.get_or_insert_with(|| entry.id.clone());
+            }
+        }
+    }
+    known
+}
+
+/// Whether a waiting workload may go now, and if not why.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// It may go (when there is a free slot).
+    Go,
+    /// A rollout of one of its versions failed: the failed workload and
+    /// the version.
+    Held(WorkloadId, Cause),
+    /// The canaries of one of its versions are still rolling.
+    AfterCanaries,
+}
+
+/// Whether a workload rolling out for `causes` may go, given the rollouts
+/// made for each version, `canaries` per version, and the versions whose
+/// hold an operator `released`. A version none of whose rollouts failed
+/// lets it go once its first `canaries` rollouts (by start) are done, or
+/// while fewer have started (it is one of them).
+pub(super) fn verdict(
+    causes: &[Cause],
+    known: &HashMap<Cause, Rollouts>,
+    canaries: usize,
+    released: &HashSet<Cause>,
+) -> Verdict {
+    let mut verdict = Verdict::Go;
+    for cause in causes.iter().filter(|c| !released.contains(*c)) {
+        let Some(rollouts) = known.get(cause) else {
+            continue;
+        };
+        if let Some(failed) = &rollouts.failed {
+            return Verdict::Held(failed.clone(), cause.clone());
+        }
+        let mut began = rollouts.began.clone();
+        began.sort();
+        let first = &began[..canaries.min(began.len())];
+        if began.len() >= canaries && first.iter().any(|(_, rolling)| *rolling) {
+            verdict = Verdict::AfterCanaries;
+        }
+    }
+    verdict
 }
 
 impl Reloader {
     /// Whether `entry`, decided on `lookup` now, would be rolled out for a
     /// secret change while it must wait: paused, its reload window closed,
-    /// or waves are on (then for [`Reloader::release`], with the key it is
+    /// or waves are on (then for [`Reloader::release`], with what it is
     /// ordered by).
     pub(super) fn must_wait(&self, entry: &Entry, lookup: &LookupFn) -> Option<Wait> {
         let window = self.window(entry);
-        if self.dry_run || (self.max_concurrent == 0 && !entry.paused && window.is_none()) {
+        if self.dry_run || (!self.waves.on() && !entry.paused && window.is_none()) {
             return None;
         }
         let now = super::unix_now();
@@ -84,7 +224,9 @@ impl Reloader {
         if let Some(wait) = window.and_then(|w| super::windows::closed(w, now)) {
             return Some(wait);
         }
-        (self.max_concurrent > 0).then_some(Wait::Slot(oldest))
+        let causes = decision.changes.iter();
+        let causes = causes.map(|c| (c.secret.key(), c.new.number)).collect();
+        self.waves.on().then_some(Wait::Turn(oldest, causes))
     }
 
     /// One warning and one Warning Event for a paused workload whose change
@@ -103,8 +245,39 @@ impl Reloader {
         super::notices::record_event(kube, &entry.id, &entry.uid, event);
     }
 
-    /// Rolls out the waiting workloads that fit in the free slots, oldest
-    /// change first; the others stay pending (counted in `report`).
+    /// One warning and one Warning Event `RolloutHeld` for a workload held
+    /// by `failed`'s rollout of `cause`, until what holds it changes.
+    fn report_held(
+        &mut self,
+        kube: &mut Kube,
+        entry: &Entry,
+        (failed, cause): (WorkloadId, Cause),
+    ) {
+        let said = (failed, cause);
+        if !self.said_held.news(entry.id.clone(), said.clone()) {
+            return;
+        }
+        let ((failed, (key, number)), prefix) = (said, entry.prefix);
+        let hold = crate::policy::workload::ROLLOUT_HOLD;
+        let message = format!(
+            "its rollout for {key} v{number} is held: the rollout of {failed} for that version \
+             failed; it goes when {failed} is healthy, when a newer version is written, or with \
+             {prefix}{hold}: release on this workload"
+        );
+        log::warn!("{}: {message}", entry.id);
+        let event = (true, "RolloutHeld", message.as_str());
+        super::notices::record_event(kube, &entry.id, &entry.uid, event);
+    }
+
+    /// How many workloads rolled out by this daemon are in progress now.
+    pub fn in_progress(&self, index: &Index) -> usize {
+        in_progress(index, super::unix_now(), self.waves.timeout)
+    }
+
+    /// Rolls out the waiting workloads whose turn it is, oldest change
+    /// first: those no failed rollout holds and no canary keeps waiting,
+    /// while there are free slots. The others stay pending (counted in
+    /// `report`, the held ones apart).
     pub(super) fn release(
         &mut self,
         kube: &mut Kube,
@@ -117,26 +290,88 @@ impl Reloader {
             return;
         }
         waiting.sort();
-        let busy = in_progress(index);
-        let free = self.max_concurrent.saturating_sub(busy);
-        report.pending += waiting.len().saturating_sub(free);
-        if waiting.len() > free {
+        let now = super::unix_now();
+        let mut known = rollouts(index, now, self.waves.timeout);
+        self.release_holds(index, &waiting, &known);
+        let busy = in_progress(index, now, self.waves.timeout);
+        let mut free = match self.waves.max_concurrent {
+            0 => usize::MAX,
+            n => n.saturating_sub(busy),
+        };
+        let mut go = Vec::new();
+        for waits in waiting {
+            let canaries = self.waves.canaries;
+            match verdict(&waits.causes, &known, canaries, &self.released) {
+                Verdict::Held(failed, cause) => {
+                    if let Some(entry) = index.get(&waits.id) {
+                        self.report_held(kube, entry, (failed, cause));
+                    }
+                    report.held += 1;
+                }
+                Verdict::Go if free > 0 => {
+                    free -= 1;
+                    for cause in &waits.causes {
+                        known
+                            .entry(cause.clone())
+                            .or_default()
+                            .began
+                            .push((now, true));
+                    }
+                    go.push(waits);
+                    continue;
+                }
+                Verdict::Go | Verdict::AfterCanaries => report.pending += 1,
+            }
+            running.pending.push(waits.id);
+        }
+        if report.pending > 0 {
             log::info!(
                 "{} rollouts pending: {busy} in progress, at most {} at once \
-                 (--max-concurrent-rollouts)",
-                waiting.len() - free,
-                self.max_concurrent
+                 (--max-concurrent-rollouts), {} canaries per version (--canary-rollouts)",
+                report.pending,
+                self.waves.max_concurrent,
+                self.waves.canaries
             );
         }
-        let left = waiting.split_off(free.min(waiting.len()));
-        running
-            .pending
-            .extend(left.into_iter().map(|(_, id, _)| id));
         running.releasing = true;
-        for (_, id, began) in waiting {
-            self.settle(kube, index, (&id, began), None, report, running);
+        for waits in go {
+            self.settle(kube, index, (&waits.id, waits.began), None, report, running);
         }
         running.releasing = false;
+    }
+
+    /// Lets go the versions held by a failed rollout that a waiting
+    /// workload's `<prefix>/rollout-hold: release` names; forgets released
+    /// versions no workload waits for any more, so the set stays small.
+    fn release_holds(
+        &mut self,
+        index: &Index,
+        waiting: &[Waiting],
+        known: &HashMap<Cause, Rollouts>,
+    ) {
+        let waited: HashSet<&Cause> = waiting.iter().flat_map(|w| &w.causes).collect();
+        self.released.retain(|cause| waited.contains(cause));
+        for waits in waiting {
+            if index
+                .get(&waits.id)
+                .is_none_or(|e| e.releases_hold.is_none())
+            {
+                continue;
+            }
+            for cause in &waits.causes {
+                let failed = known.get(cause).and_then(|r| r.failed.as_ref());
+                if let Some(failed) = failed {
+                    if self.released.insert(cause.clone()) {
+                        log::warn!(
+                            "{}: releases the rollouts of {} v{} held since {failed}'s failed",
+                            waits.id,
+                            cause.0,
+                            cause.1
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -178,11 +413,12 @@ mod tests {
         let mut theirs = entry("theirs", &[], None);
         (theirs.rolling, theirs.state) = (true, Some(state(None)));
         let index: Index = [ours, done, theirs].into_iter().collect();
-        assert_eq!(in_progress(&index), 1);
+        assert_eq!(in_progress(&index, 2, 600), 1);
     }
 
     /// A fake API server whose PATCH stores the patched annotations on a
-    /// Deployment using `secret/data/NAME`, its rollout in progress.
+    /// Deployment using `secret/data/NAME` (`secret/data/shared` for names
+    /// beginning `s-`), its rollout in progress.
     fn fake_kube() -> crate::io::http::fake_server::FakeServer {
         use crate::io::http::fake_server::{self, Reply};
         fake_server::start(|r| {
@@ -190,14 +426,21 @@ mod tests {
                 return Reply::json(201, "{}");
             }
             let name = r.path.rsplit('/').next().unwrap_or_default().to_string();
-            let patch: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let secret = match name.starts_with("s-") {
+                true => "shared",
+                false => &name,
+            };
+            let mut patch: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            // A merge patch's null removes the annotation.
+            let annotations = patch["metadata"]["annotations"].as_object_mut().unwrap();
+            annotations.retain(|_, value| !value.is_null());
             let object = serde_json::json!({
                 "metadata": {"name": name, "namespace": "ns", "uid": "u", "resourceVersion": "2",
                              "generation": 2, "annotations": patch["metadata"]["annotations"]},
                 "spec": {"template": {"metadata": {"annotations": {
                     "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}},
                     "spec": {"containers": [{"name": "c", "env": [
-                        {"name": "P", "value": format!("vault:secret/data/{name}#k")}]}]}}},
+                        {"name": "P", "value": format!("vault:secret/data/{secret}#k")}]}]}}},
                 "status": {"observedGeneration": 1}
             });
             Reply::json(200, &object.to_string())
@@ -246,7 +489,10 @@ mod tests {
         let kube_server = fake_kube();
         let (mut kube, _token) = crate::kube::tests::client(&kube_server);
         let client = crate::vault::tests::client(&vault);
-        let mut reloader = Reloader::new((client, false), None, None, false).with_max_concurrent(1);
+        let mut reloader = Reloader::new((client, false), None, None, false).with_waves(Settings {
+            max_concurrent: 1,
+            ..Settings::default()
+        });
         let mut index: Index = [workload("a"), workload("b")].into_iter().collect();
         let rolled = |report: &Report| -> Vec<String> {
             report.reloaded.iter().map(|id| id.name.clone()).collect()
@@ -257,7 +503,11 @@ mod tests {
             (rolled(&report), report.pending),
             (vec!["b".to_string()], 1)
         );
-        assert_eq!(in_progress(&index), 1, "b rolls");
+        assert_eq!(
+            in_progress(&index, crate::reloader::unix_now(), 600),
+            1,
+            "b rolls"
+        );
         // While b rolls, a waits and nothing is written for it.
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
         assert_eq!((rolled(&report), report.pending), (vec![], 1));
@@ -320,6 +570,264 @@ mod tests {
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
         let rolled: Vec<&str> = report.reloaded.iter().map(|id| id.name.as_str()).collect();
         assert_eq!(rolled, ["a"]);
+    }
+
+    #[test]
+    fn a_version_holds_after_a_failure_and_waits_for_its_canaries() {
+        let rolled = |began: &[(u64, bool)], failed: bool| Rollouts {
+            began: began.to_vec(),
+            failed: failed.then(|| entry("bad", &[], None).id),
+        };
+        let v = |n: u64| ("vault:secret/data/db".to_string(), n);
+        let none = HashSet::new();
+        let bad = entry("bad", &[], None).id;
+        // name, rollouts of v2, canaries, released, verdict
+        let rows = [
+            ("none yet: a canary", None, 1, false, Verdict::Go),
+            (
+                "canary rolling",
+                Some(rolled(&[(5, true)], false)),
+                1,
+                false,
+                Verdict::AfterCanaries,
+            ),
+            (
+                "canary done",
+                Some(rolled(&[(5, false)], false)),
+                1,
+                false,
+                Verdict::Go,
+            ),
+            (
+                "second canary",
+                Some(rolled(&[(5, true)], false)),
+                2,
+                false,
+                Verdict::Go,
+            ),
+            (
+                "a later wave rolling",
+                Some(rolled(&[(5, false), (9, true)], false)),
+                1,
+                false,
+                Verdict::Go,
+            ),
+            (
+                "no canaries",
+                Some(rolled(&[(5, true)], false)),
+                0,
+                false,
+                Verdict::Go,
+            ),
+            (
+                "failed",
+                Some(rolled(&[(5, false)], true)),
+                0,
+                false,
+                Verdict::Held(bad.clone(), v(2)),
+            ),
+            (
+                "failed, released",
+                Some(rolled(&[(5, true)], true)),
+                1,
+                true,
+                Verdict::Go,
+            ),
+        ];
+        for (what, rollouts, canaries, released, want) in rows {
+            let known: HashMap<Cause, Rollouts> = rollouts.map(|r| (v(2), r)).into_iter().collect();
+            let released: HashSet<Cause> = match released {
+                true => [v(2)].into(),
+                false => none.clone(),
+            };
+            assert_eq!(
+                verdict(&[v(2)], &known, canaries, &released),
+                want,
+                "{what}"
+            );
+            assert_eq!(
+                verdict(&[v(3)], &known, canaries, &none),
+                Verdict::Go,
+                "{what}: v3"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rollout_fails_by_its_status_or_past_the_timeout_for_kinds_without_one() {
+        let rolled = |kind, rolling, failed, last: Option<u64>| {
+            let mut e = entry("w", &[], None);
+            (e.id.kind, e.rolling, e.failed) = (kind, rolling, failed);
+            e.state = last.map(|last| crate::policy::state::State {
+                last_reload: Some(last),
+                ..Default::default()
+            });
+            e
+        };
+        let (d, s) = (Kind::Deployment, Kind::StatefulSet);
+        // name, entry, progress at 1000 with a timeout of 600
+        let rows = [
+            (
+                "not rolled by the daemon",
+                rolled(d, true, false, None),
+                Progress::Done,
+            ),
+            ("done", rolled(s, false, false, Some(100)), Progress::Done),
+            (
+                "rolling",
+                rolled(s, true, false, Some(500)),
+                Progress::Rolling,
+            ),
+            (
+                "past the timeout",
+                rolled(s, true, false, Some(399)),
+                Progress::Failed,
+            ),
+            (
+                "a Deployment says so itself",
+                rolled(d, true, false, Some(1)),
+                Progress::Rolling,
+            ),
+            (
+                "past its deadline",
+                rolled(d, true, true, Some(900)),
+                Progress::Failed,
+            ),
+            (
+                "failed, then rolled no more",
+                rolled(d, false, true, Some(900)),
+                Progress::Failed,
+            ),
+        ];
+        for (what, entry, want) in rows {
+            assert_eq!(progress(&entry, 1000, 600), want, "{what}");
+        }
+    }
+
+    /// A fake Vault where `secret/data/shared` is at the version `version`
+    /// holds (written at the same time whatever the version).
+    fn shared_vault(
+        version: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> crate::io::http::fake_server::FakeServer {
+        use crate::io::http::fake_server::{self, Reply};
+        fake_server::start(move |r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, r#"{"data":{"ttl":3600}}"#),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(
+                200,
+                r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#,
+            ),
+            _ => {
+                let n = version.load(std::sync::atomic::Ordering::SeqCst);
+                let body = format!(
+                    r#"{{"data":{{"current_version":{n},"versions":{{"{n}":{{"created_time":"2026-01-02T00:00:00Z"}}}}}}}}"#
+                );
+                Reply::json(200, &body)
+            }
+        })
+    }
+
+    /// Workloads `s-a`, `s-b` and `s-c` sharing `secret/data/shared`, at
+    /// version 2 in Vault, 1 in their state, after a pass with one canary:
+    /// `s-a` rolled alone, and its rollout then failed.
+    fn held_after_a_failed_canary() -> (
+        Reloader,
+        Index,
+        Kube,
+        [crate::io::http::fake_server::FakeServer; 2],
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        use crate::collector::steps::Unattended;
+        let version = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(2));
+        let vault = shared_vault(version.clone());
+        let kube_server = fake_kube();
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let client = crate::vault::tests::client(&vault);
+        let canaries = Settings {
+            canaries: 1,
+            timeout: 600,
+            ..Settings::default()
+        };
+        let mut reloader = Reloader::new((client, false), None, None, false).with_waves(canaries);
+        let names = ["s-a", "s-b", "s-c"];
+        let mut index: Index = names.iter().map(|n| sharing(n)).collect();
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((rolled(&report), report.pending), (vec!["s-a"], 2));
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        let waits = (rolled(&report), report.pending, report.held);
+        assert_eq!(waits, (vec![], 2, 0), "while the canary rolls");
+        let mut canary = index.get(&sharing("s-a").id).unwrap().clone();
+        canary.failed = true;
+        index.apply(crate::collector::index::Update::Stored(
+            canary.id.clone(),
+            Some(canary),
+        ));
+        (reloader, index, kube, [vault, kube_server], version)
+    }
+
+    /// `ns/NAME` using `secret/data/shared`, rolled out before at version 1.
+    fn sharing(name: &str) -> Entry {
+        let path = "secret/data/shared";
+        let mut e = entry(name, &[path], None);
+        let version = crate::reloader::fixtures::version(1, "t1");
+        let mut state = crate::reloader::fixtures::state(&[(path, Some(version))]);
+        state.last_reload = Some(1);
+        e.state = Some(state);
+        e
+    }
+
+    fn rolled(report: &Report) -> Vec<&str> {
+        report.reloaded.iter().map(|id| id.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_failed_canary_holds_the_others_once_each_until_one_is_released() {
+        use crate::collector::steps::Unattended;
+        let (mut reloader, mut index, mut kube, [_vault, kube_server], _) =
+            held_after_a_failed_canary();
+        let events = || kube_server.hits("/api/v1/namespaces/ns/events");
+        let before = events();
+        for _ in 0..2 {
+            let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+            let held = (rolled(&report), report.pending, report.held);
+            assert_eq!(held, (vec![], 0, 2));
+        }
+        assert_eq!(events() - before, 2, "one RolloutHeld Event each");
+        assert_eq!(
+            kube_server.hits("/apis/apps/v1/namespaces/ns/deployments/s-b"),
+            0
+        );
+        let mut released = index.get(&sharing("s-b").id).unwrap().clone();
+        released.releases_hold = Some(crate::policy::workload::PREFIXES[0]);
+        index.apply(crate::collector::index::Update::Stored(
+            released.id.clone(),
+            Some(released),
+        ));
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((rolled(&report), report.held), (vec!["s-b", "s-c"], 0));
+        let patches = kube_server.requests();
+        let patch = patches.iter().find(|r| r.path.ends_with("/s-b")).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&patch.body).unwrap();
+        let hold = "secrets-reloader.security.bank-vaults.io/rollout-hold";
+        assert!(body["metadata"]["annotations"][hold].is_null());
+        assert!(
+            body["metadata"]["annotations"]
+                .as_object()
+                .unwrap()
+                .contains_key(hold),
+            "removed"
+        );
+    }
+
+    #[test]
+    fn a_newer_version_of_the_secret_is_not_held_by_the_failed_one() {
+        use crate::collector::steps::Unattended;
+        let (mut reloader, mut index, mut kube, _servers, version) = held_after_a_failed_canary();
+        version.store(3, std::sync::atomic::Ordering::SeqCst);
+        // v3 has a canary of its own (the failed workload, first by name);
+        // the others wait for it, and none is held.
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        let waits = (rolled(&report), report.pending, report.held);
+        assert_eq!(waits, (vec!["s-a"], 2, 0));
     }
 
     #[test]
