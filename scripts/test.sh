@@ -5,8 +5,8 @@
 # (scripts/testenv.sh), their self-test, the clients' integration tests
 # (tests/live.rs), the end-to-end test on both servers, the fault suite,
 # the alerting suite (a real Prometheus), the watch-stream suite, the
-# dynamic-secret suite, the hostile-tenant suite, rollout waves, the
-# release binaries
+# dynamic-secret suite, the hostile-tenant suite, rollout waves, reload
+# windows, the release binaries
 # (scripts/release.sh builds them, installing its tools when missing) and a
 # small run of the benchmark. The environment is always taken down.
 set -euo pipefail
@@ -46,6 +46,8 @@ step "hostile-tenant suite (5,500 missing and denied paths, a spy, renewals at 1
 scripts/e2e-tenants.sh
 step "rollout waves (40 Deployments whose pods run on KWOK share a secret: at most 5 roll at once; a failed canary holds the rest)"
 scripts/e2e-waves.sh
+step "reload windows (a window closes for 40 s: a change waits and is rolled once when it opens; a bad window is none)"
+scripts/e2e-windows.sh
 step "release binaries (musl x86-64 and arm64, the arm64 one under qemu)"
 scripts/e2e-release.sh
 step "benchmark smoke run (ns5:50/50; the full run is scripts/bench.sh)"

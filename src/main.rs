@@ -198,7 +198,8 @@ fn reloader(config: &Config, kube: &mut kube::Kube) -> Result<reloader::Reloader
         reloader::Reloader::new(vault, bao, per_workload, config.dry_run)
             .with_dynamic(dynamic)
             .with_limits(config.limits.clone())
-            .with_waves(config.waves),
+            .with_waves(config.waves)
+            .with_reload_window(config.reload_window.clone()),
     )
 }
 

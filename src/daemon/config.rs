@@ -5,6 +5,7 @@ use crate::io::settings::{KubeSettings, Redacted, VaultAuth, VaultSettings};
 use crate::kube::kubeconfig::{self, Base, Explicit, Kubeconfig};
 use crate::policy::allow::{Addr, AllowList};
 use crate::policy::paths::AllowedPaths;
+use crate::policy::window::{self, Window};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,6 +53,9 @@ pub struct Config {
     /// `--max-concurrent-rollouts`, `--canary-rollouts` and
     /// `--rollout-timeout`: how rollouts go in waves.
     pub waves: crate::reloader::waves::Settings,
+    /// `--reload-window`: when the secret changes of workloads without a
+    /// window of their own may be rolled out; `None`: at any time.
+    pub reload_window: Option<Window>,
     /// `--max-secrets-per-workload` and `--allowed-secret-paths`: what one
     /// workload may name.
     pub limits: crate::policy::workload::Limits,
@@ -162,6 +166,13 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     progressDeadlineSeconds); a failed rollout holds the
                                     pending ones of the same secret version [default: 10m;
                                     env ROLLOUT_TIMEOUT]
+  --reload-window SPEC              when secret changes of workloads without their own
+                                    <prefix>/reload-window annotation may be rolled out:
+                                    DAYS HH:MM[:SS]-HH:MM[:SS] ZONE, several separated by
+                                    ';', e.g. 'Mon-Fri 22:00-06:00 Europe/Berlin; Sat,Sun
+                                    00:00-24:00 UTC' (IANA zones); outside it they wait,
+                                    pending; renewals go anyway [default: none, any time; env
+                                    RELOAD_WINDOW]
   --max-secrets-per-workload N      watch only the first N secrets a workload names (sorted);
                                     past N it gets a Warning Event [default: 100; env
                                     MAX_SECRETS_PER_WORKLOAD]
@@ -301,6 +312,7 @@ pub fn parse(
         max_rollouts_per_pass: tuning.max_rollouts_per_pass,
         max_renewals_per_namespace_hour: tuning.max_renewals_per_namespace_hour,
         waves: tuning.waves,
+        reload_window: tuning.reload_window,
         limits: tuning.limits,
         list_metadata,
         kube: servers.kube,
@@ -329,6 +341,7 @@ struct Tuning {
     max_rollouts_per_pass: Option<usize>,
     max_renewals_per_namespace_hour: usize,
     waves: crate::reloader::waves::Settings,
+    reload_window: Option<Window>,
     limits: crate::policy::workload::Limits,
 }
 
@@ -388,6 +401,11 @@ impl Tuning {
             "--rollout-timeout",
             "ROLLOUT_TIMEOUT",
         )?)?;
+        let reload_window = flag_or_env(args, env, "--reload-window", "RELOAD_WINDOW")?
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| window::parse(&text))
+            .transpose()
+            .map_err(|why| bad(format!("--reload-window: {why}")))?;
         let max_secrets = at_least(
             "--max-secrets-per-workload",
             1,
@@ -413,6 +431,7 @@ impl Tuning {
                 canaries,
                 timeout,
             },
+            reload_window,
             limits: crate::policy::workload::Limits {
                 max_secrets,
                 allowed_paths,
@@ -1039,6 +1058,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_window_by_flag_or_environment_and_a_bad_one_stops_the_start() {
+        assert_eq!(run(&[], IN_CLUSTER).unwrap().reload_window, None);
+        let spec = "Mon-Fri 22:00-06:00 Europe/Berlin; Sat,Sun 00:00-24:00 UTC";
+        let flag = run(&["--reload-window", spec], IN_CLUSTER).unwrap();
+        assert_eq!(flag.reload_window, Some(window::parse(spec).unwrap()));
+        let mut env = IN_CLUSTER.to_vec();
+        env.push(("RELOAD_WINDOW", "* 01:00-02:00 UTC"));
+        let from_env = run(&[], &env).unwrap().reload_window;
+        assert_eq!(from_env, Some(window::parse("* 01:00-02:00 UTC").unwrap()));
+        let error = run(
+            &["--reload-window", "Mon 10:00-11:00 Mars/Olympus"],
+            IN_CLUSTER,
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            error,
+            "--reload-window: range 1: 'Mars/Olympus' is not an IANA time zone (or UTC)"
+        );
+    }
+
+    #[test]
     fn dynamic_secret_flags() {
         let config = run(
             &[
@@ -1286,6 +1327,8 @@ mod tests {
             "MAX_ROLLOUTS_PER_PASS",
             "--list-secret-metadata",
             "LIST_SECRET_METADATA",
+            "--reload-window",
+            "RELOAD_WINDOW",
             "--kube-api-url",
             "--kube-token-file",
             "--kube-ca-file",

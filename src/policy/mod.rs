@@ -11,4 +11,5 @@ pub mod refs;
 pub mod renewal;
 pub mod state;
 pub mod time;
+pub mod window;
 pub mod workload;

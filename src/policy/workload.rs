@@ -7,6 +7,7 @@ use crate::policy::progress;
 use crate::policy::refs::{self, Provider, SecretRef};
 use crate::policy::renewal::{self, FirstSight};
 use crate::policy::state::{self, State};
+use crate::policy::window::{self, Window};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -90,6 +91,9 @@ pub const CHECK_NOW: &str = "/check-now";
 /// out (they wait) until it goes. On the metadata, so that pausing and
 /// resuming do not roll the pods themselves.
 pub const PAUSED: &str = "/reload-paused";
+/// On the pod template, a window spec ([`window`]): its secret changes are
+/// rolled out only while the window is open (they wait, pending, outside).
+pub const RELOAD_WINDOW: &str = "/reload-window";
 /// On a workload's metadata, `"release"`: the rollouts held because a
 /// rollout of the same secret version failed go ahead. Removed by the
 /// rollout it releases, so it releases one hold, not every later one.
@@ -156,6 +160,7 @@ fn template_annotation_used(key: &str) -> bool {
                 OPT_IN,
                 RELOAD_COUNT,
                 MIN_INTERVAL,
+                RELOAD_WINDOW,
                 MAX_AGE,
                 RENEWAL_PERCENT,
                 FIRST_SIGHT,
@@ -558,6 +563,9 @@ pub struct Entry {
     pub check_now: Option<u64>,
     /// Its rollouts are paused ([`PAUSED`]).
     pub paused: bool,
+    /// Its own reload window ([`RELOAD_WINDOW`]); `None`: the default
+    /// (`--reload-window`). Boxed: most workloads have none.
+    pub window: Option<Box<Window>>,
     /// Its rollout is in progress ([`progress`]).
     pub rolling: bool,
     /// Its status says its rollout failed ([`progress::failed`]).
@@ -616,6 +624,7 @@ impl Workload {
         })?;
         let reload_count = reload_count(annotations, prefix, &id, warnings);
         let min_reload_interval = min_reload_interval(annotations, prefix, &id, warnings);
+        let window = reload_window(annotations, &id, warnings);
         let vault_addr = VAULT_ADDR
             .iter()
             .find_map(|name| annotations.get(*name))
@@ -658,6 +667,7 @@ impl Workload {
             dynamic,
             check_now: self.metadata.annotations.check_now,
             paused: self.metadata.annotations.paused,
+            window,
             releases_hold: self.metadata.annotations.releases_hold,
             failed: progress::failed(self.metadata.generation, &self.status),
             rolling,
@@ -862,6 +872,29 @@ fn reload_count(
             0
         }
     }
+}
+
+/// The reload window of annotations under any prefix (the newest first).
+/// One that does not parse gives a warning naming the annotation and why
+/// (quoting at most an excerpt) and means no window at all, as if it were
+/// open at every instant: the default window does not apply either, so a
+/// typo never holds a rollout for good, and the warning says so.
+fn reload_window(
+    annotations: &BTreeMap<String, String>,
+    id: &WorkloadId,
+    warnings: &mut Vec<String>,
+) -> Option<Box<Window>> {
+    let (key, text) = PREFIXES.iter().find_map(|prefix| {
+        let key = format!("{prefix}{RELOAD_WINDOW}");
+        annotations.get(&key).map(|text| (key, text))
+    })?;
+    let window = window::parse(text).unwrap_or_else(|why| {
+        warnings.push(format!(
+            "{id}: annotation {key} is not a reload window: {why}; its rollouts have no window"
+        ));
+        Window::always()
+    });
+    Some(Box::new(window))
 }
 
 /// The minimum reload interval of annotations under `prefix`; one that is
@@ -1155,6 +1188,39 @@ mod tests {
         assert_eq!(entry.prefix, "alpha.vault.security.banzaicloud.io");
         assert_eq!(entry.id.to_string(), "StatefulSet ns/app");
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn a_reload_window_is_read_under_either_prefix_and_a_bad_one_means_none() {
+        let entry = |window: Option<(&str, &str)>| {
+            let mut annotations = json!({
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"});
+            if let Some((prefix, value)) = window {
+                annotations[format!("{prefix}{RELOAD_WINDOW}")] = json!(value);
+            }
+            let mut warnings = Vec::new();
+            let entry = workload(annotations, json!([]))
+                .into_entry(Kind::Deployment, &Limits::default(), &mut warnings)
+                .unwrap();
+            (entry.window, warnings)
+        };
+        assert_eq!(entry(None), (None, vec![]));
+        let spec = "Sat,Sun 00:00-24:00 UTC";
+        let (window, warnings) = entry(Some((PREFIXES[1], spec)));
+        assert_eq!(window.as_deref(), Some(&window::parse(spec).unwrap()));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let bad = format!("Mon 10:00-11:00 {}", "Z".repeat(5000));
+        let (window, warnings) = entry(Some((PREFIXES[0], &bad)));
+        assert_eq!(window.as_deref(), Some(&Window::always()), "no window");
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with(
+                "Deployment ns/app: annotation \
+                 secrets-reloader.security.bank-vaults.io/reload-window is not a reload window: "
+            ),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].len() < 300, "a capped excerpt: {warnings:?}");
     }
 
     #[test]

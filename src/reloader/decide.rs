@@ -692,6 +692,7 @@ mod tests {
             dynamic: None,
             check_now: None,
             paused: false,
+            window: None,
             rolling: false,
             failed: false,
             releases_hold: None,

@@ -669,6 +669,7 @@ mod tests {
             dynamic: Some(dynamic(MaxAge::Auto, false)),
             check_now: None,
             paused: false,
+            window: None,
             rolling: false,
             failed: false,
             releases_hold: None,

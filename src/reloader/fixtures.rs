@@ -63,6 +63,7 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         dynamic: None,
         check_now: None,
         paused: false,
+        window: None,
         rolling: false,
         failed: false,
         releases_hold: None,

@@ -29,6 +29,7 @@ mod patch;
 pub mod routing;
 mod said;
 pub mod waves;
+mod windows;
 pub use dynamic::DynamicSettings;
 use notices::{record_event, Counted, Unavailable};
 use patch::{apply, Patching};
@@ -140,6 +141,8 @@ pub struct Reloader {
     said_refused: Said<WorkloadId, String>,
     /// Paused workloads told their change waits.
     said_paused: Said<WorkloadId>,
+    /// Workloads told their change waits for their window: when it opens.
+    said_window: Said<WorkloadId, Option<i64>>,
     /// Held workloads told so: by which failed rollout of which version.
     said_held: Said<WorkloadId, (WorkloadId, waves::Cause)>,
     /// Secrets not watched or left out of the state, reported per
@@ -163,6 +166,8 @@ pub struct Reloader {
     waves: waves::Settings,
     /// Secret versions whose failed rollout an operator released.
     released: HashSet<waves::Cause>,
+    /// `--reload-window`, for the workloads without their own.
+    window: Option<crate::policy::window::Window>,
 }
 
 /// Counts of unavailable secrets by namespace and reason.
@@ -194,6 +199,7 @@ impl Reloader {
             said_unreadable: Said::default(),
             said_refused: Said::default(),
             said_paused: Said::default(),
+            said_window: Said::default(),
             said_held: Said::default(),
             said_counted: Said::default(),
             renewals: dynamic::Memory::default(),
@@ -204,6 +210,7 @@ impl Reloader {
             unavailable: HashMap::new(),
             waves: waves::Settings::default(),
             released: HashSet::new(),
+            window: None,
         }
     }
 
@@ -333,7 +340,7 @@ impl Reloader {
             if !report.reloaded.contains(&id) {
                 let found = match pending.contains(&id) {
                     true => {
-                        "a new version, whose rollout waits (reload-paused, \
+                        "a new version, whose rollout waits (reload-paused, reload-window, \
                          --max-concurrent-rollouts, --canary-rollouts, or held after a \
                          failed rollout)"
                     }
@@ -524,12 +531,19 @@ impl Reloader {
                     report.pending += 1;
                     return;
                 }
+                Some(waves::Wait::Window(opens)) => {
+                    self.report_window(kube, entry, opens);
+                    running.pending.push(id.clone());
+                    report.pending += 1;
+                    return;
+                }
                 None => {}
             }
         }
         if !entry.paused {
             self.said_paused.forget(id);
         }
+        self.said_window.forget(id);
         self.said_held.forget(id);
         running.settled.push(id.clone());
         if let Err(why) = route {
@@ -622,6 +636,7 @@ impl Reloader {
         }
         self.said_refused.retain(|id| refused.contains(id));
         self.said_paused.retain(|id| index.contains_key(id));
+        self.said_window.retain(|id| index.contains_key(id));
         self.said_held.retain(|id| index.contains_key(id));
         self.said_counted.retain(|(id, _)| index.contains_key(id));
         self.unavailable.retain(|id, _| index.contains_key(id));

@@ -8,10 +8,13 @@
 //! a failover keeps every pending rollout. What caused a rollout is in its
 //! state ([`State::cause`]), so a restart keeps every hold too. Pending
 //! ones go oldest change first, then by kind, namespace and name, so a
-//! restart does not reshuffle them. Renewals of dynamic secrets are not
-//! held (their deadline matters more) but count as in progress. A workload
-//! whose metadata says `<prefix>/reload-paused: "true"` waits the same way
-//! until that goes, with one Warning Event.
+//! restart does not reshuffle them. A workload whose metadata says
+//! `<prefix>/reload-paused: "true"` waits the same way until that goes,
+//! with one Warning Event; so does one outside its reload window
+//! ([`super::windows`]) until it opens. Renewals of dynamic secrets count
+//! as in progress and wait for a slot, a pause or a window only while
+//! their deadline is after the next pass ([`renewal_turn`]): expiring
+//! credentials are worse than a busy cluster.
 //!
 //! [`State::cause`]: crate::policy::state::State::cause
 
@@ -65,6 +68,9 @@ pub(super) enum Wait {
     Turn((String, String), Vec<Cause>),
     /// Its rollouts are paused.
     Paused,
+    /// For its reload window ([`super::windows`]), which opens then (Unix
+    /// seconds; `None`: not in the next two weeks).
+    Window(Option<i64>),
 }
 
 /// A Vault `created_time` (RFC 3339, UTC, 0 to 9 fraction digits) as a key
@@ -214,9 +220,9 @@ pub(super) fn renewal_turn(
 }
 
 impl Reloader {
-    /// Whether the due `renewal` of `entry` goes now: paused workloads and
-    /// full slots hold it until its deadline would pass, then it goes
-    /// with a Warning Event `RenewalForced`.
+    /// Whether the due `renewal` of `entry` goes now: a pause, a closed
+    /// reload window and full slots hold it until its deadline would pass,
+    /// then it goes with a Warning Event `RenewalForced`.
     pub(super) fn renewal_goes(
         &mut self,
         kube: &mut Kube,
@@ -225,14 +231,18 @@ impl Reloader {
         renewal: &super::dynamic::Renewal,
     ) -> bool {
         let max = self.waves.max_concurrent;
-        let blocked = match entry.paused {
-            true => Some("its rollouts are paused (reload-paused)"),
-            false if max > 0 && self.in_progress(index) >= max => {
+        let now = super::unix_now();
+        let closed = self
+            .window(entry)
+            .and_then(|w| super::windows::closed(w, now));
+        let blocked = match (entry.paused, closed) {
+            (true, _) => Some("its rollouts are paused (reload-paused)"),
+            (false, Some(_)) => Some("its reload window is closed"),
+            _ if max > 0 && self.in_progress(index) >= max => {
                 Some("--max-concurrent-rollouts are in progress")
             }
-            false => None,
+            _ => None,
         };
-        let now = super::unix_now();
         let next_pass = now.saturating_add(self.renewals.settings.period.as_secs().max(1));
         match renewal_turn(blocked, renewal.deadline, next_pass) {
             RenewalTurn::Go => true,
@@ -251,10 +261,12 @@ impl Reloader {
     }
 
     /// Whether `entry`, decided on `lookup` now, would be rolled out for a
-    /// secret change while it must wait: paused, or waves are on (then for
-    /// [`Reloader::release`], with what it is ordered by).
+    /// secret change while it must wait: paused, its reload window closed,
+    /// or waves are on (then for [`Reloader::release`], with what it is
+    /// ordered by).
     pub(super) fn must_wait(&self, entry: &Entry, lookup: &LookupFn) -> Option<Wait> {
-        if self.dry_run || (!self.waves.on() && !entry.paused) {
+        let window = self.window(entry);
+        if self.dry_run || (!self.waves.on() && !entry.paused && window.is_none()) {
             return None;
         }
         let now = super::unix_now();
@@ -275,12 +287,15 @@ impl Reloader {
             .map(|c| instant_key(&c.new.created))
             .min();
         let oldest = oldest.filter(|_| rolls && decision.held_by.is_empty())?;
+        if entry.paused {
+            return Some(Wait::Paused);
+        }
+        if let Some(wait) = window.and_then(|w| super::windows::closed(w, now)) {
+            return Some(wait);
+        }
         let causes = decision.changes.iter();
         let causes = causes.map(|c| (c.secret.key(), c.new.number)).collect();
-        Some(match entry.paused {
-            true => Wait::Paused,
-            false => Wait::Turn(oldest, causes),
-        })
+        self.waves.on().then_some(Wait::Turn(oldest, causes))
     }
 
     /// One warning and one Warning Event for a paused workload whose change
@@ -581,6 +596,49 @@ mod tests {
             (rolled(&report), report.pending),
             (vec!["a".to_string()], 0)
         );
+    }
+
+    #[test]
+    fn a_workload_outside_its_window_waits_with_one_event_until_it_opens() {
+        use crate::collector::steps::Unattended;
+        use crate::policy::window;
+        let vault = fake_vault();
+        let kube_server = fake_kube();
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let client = crate::vault::tests::client(&vault);
+        // The default window opens in two hours, for an hour: closed now.
+        let hour = crate::reloader::unix_now() / 3600 % 24;
+        let closed = format!("* {:02}:00-{:02}:00 UTC", (hour + 2) % 24, (hour + 3) % 24);
+        let mut reloader = Reloader::new((client, false), None, None, false)
+            .with_reload_window(Some(window::parse(&closed).unwrap()));
+        let mut index: Index = [workload("a")].into_iter().collect();
+        for _ in 0..2 {
+            let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+            assert!(report.reloaded.is_empty());
+            assert_eq!(report.pending, 1);
+        }
+        let events: Vec<_> = kube_server
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/v1/namespaces/ns/events")
+            .map(|r| String::from_utf8(r.body).unwrap())
+            .collect();
+        assert_eq!(events.len(), 1, "one Event: {events:?}");
+        assert!(events[0].contains("RolloutWaitsForWindow") && events[0].contains("opens at"));
+        assert_eq!(
+            kube_server.hits("/apis/apps/v1/namespaces/ns/deployments/a"),
+            0
+        );
+        // Its own window, open now, wins over the default: it goes.
+        let mut open = workload("a");
+        open.window = Some(Box::new(window::parse("* 00:00-24:00 UTC").unwrap()));
+        index.apply(crate::collector::index::Update::Stored(
+            open.id.clone(),
+            Some(open),
+        ));
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        let rolled: Vec<&str> = report.reloaded.iter().map(|id| id.name.as_str()).collect();
+        assert_eq!(rolled, ["a"]);
     }
 
     #[test]
