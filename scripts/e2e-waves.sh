@@ -12,8 +12,9 @@
 # canary's pods never become Ready (KWOK's never-ready stage, standing for
 # a bad value); it fails past its progress deadline, the other 39 are held
 # with one Warning Event each and stay unrolled, also after a kill -9 of
-# the daemon; the fix (a newer version, the canary healthy again) rolls
-# each of them out once.
+# the daemon; <prefix>/rollout-hold: release on one of them lets them all
+# go, once each; the fix (a newer version, the canary healthy again) rolls
+# each of them out once more.
 # Runs against the test environment of scripts/testenv.sh. The daemon
 # binary: RELOADER_BIN, else this repository's release build.
 # E2E_KEEP_LOGS=DIR keeps the logs in DIR. Ends with "N passed, M failed".
@@ -172,14 +173,15 @@ check "each gets its baseline" wait_until 30 canary_baselined
 counts() { kubectl -n "$CNS" get deploy -o jsonpath="{range .items[*]}{.metadata.name}={.spec.template.metadata.annotations.${PREFIX//./\\.}/secret-reload-count}{\"\\n\"}{end}"; }
 rolled_others() { counts | grep -v '^can-00=' | grep -c '=[0-9]' || true; }
 srv kv put secret/waves/canary K="bad-$RANDOM" >/dev/null
+BAD=v$(srv kv metadata get -format=json secret/waves/canary | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["current_version"])')
 canary_rolled() { counts | grep -q '^can-00=1$'; }
 check "the canary alone is rolled out" wait_until 15 canary_rolled
 check "the others wait for it ($(rolled_others) rolled)" test "$(rolled_others)" = 0
 held_events() { kubectl -n "$CNS" get events --field-selector reason=RolloutHeld -o name | wc -l; }
 all_held() { (($(held_events) == COUNT - 1)); }
 check "past its progress deadline it has failed: one RolloutHeld Event on each of the others" wait_until 60 all_held
-check "the Event names the failed workload and the version" \
-  bash -c "kubectl -n $CNS get events --field-selector reason=RolloutHeld -o jsonpath='{.items[0].message}' | grep -q 'vault:secret/data/waves/canary v2 is held: the rollout of Deployment $CNS/can-00 for that version failed'"
+check "the Event names the failed workload and the version ($BAD)" \
+  bash -c "kubectl -n $CNS get events --field-selector reason=RolloutHeld -o jsonpath='{.items[0].message}' | grep -q 'vault:secret/data/waves/canary $BAD is held: the rollout of Deployment $CNS/can-00 for that version failed'"
 metric() { curl -sf "http://$LISTEN/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 held_metric() { [[ $(metric 'vault_secrets_reloader_rollouts{state="held"}') == $((COUNT - 1)) ]]; }
 check "/metrics counts them held" wait_until 10 held_metric
@@ -193,16 +195,20 @@ check "after a kill -9 the new daemon holds them too" wait_until 20 held_metric
 sleep 6
 check "and rolls none of them out ($(rolled_others))" test "$(rolled_others)" = 0
 
+say "an operator releases the hold on one held workload: all held by that version go"
+kubectl -n "$CNS" annotate deploy/can-07 "$PREFIX/rollout-hold=release" >/dev/null
+others_at() { [[ $(counts | grep -v '^can-00=' | grep -c "=$1\$") -eq $((COUNT - 1)) ]]; }
+others_once() { others_at 1; }
+check "each of the $((COUNT - 1)) others is rolled out once" wait_until 120 others_once
+check "the release was used up by the rollout it let go" \
+  test -z "$(annotation "$CNS" deployment/can-07 "$PREFIX/rollout-hold" meta)"
+
 say "the fix: a newer version, and the canary healthy again"
 srv kv put secret/waves/canary K="good-$RANDOM" >/dev/null
 kubectl -n "$CNS" patch deploy/can-00 --type json >/dev/null \
   -p "[{\"op\":\"remove\",\"path\":\"/spec/template/metadata/labels/${NEVER//\//~1}\"}]"
-fixed() {
-  local all
-  all=$(counts)
-  grep -q '^can-00=2$' <<<"$all" && [[ $(grep -v '^can-00=' <<<"$all" | grep -c '=1$') -eq $((COUNT - 1)) ]]
-}
-check "the canary, then each of the others, is rolled out once" wait_until 180 fixed
+fixed() { counts | grep -q '^can-00=2$' && others_at 2; }
+check "the canary, then each of the others, is rolled out once more" wait_until 180 fixed
 done_metric() { [[ $(metric 'vault_secrets_reloader_rollouts{state="held"}'):$(metric 'vault_secrets_reloader_rollouts{state="pending"}') == 0:0 ]]; }
 check "nothing is held or pending after" wait_until 10 done_metric
 stop_process "$RELOADER_PID"
