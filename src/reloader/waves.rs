@@ -748,6 +748,84 @@ mod tests {
     }
 
     #[test]
+    fn a_renewal_waits_for_a_slot_then_goes_with_an_event_before_its_deadline() {
+        use crate::collector::steps::Unattended;
+        use crate::io::http::fake_server::{self, Reply};
+        use crate::policy::renewal::FirstSight;
+        use crate::policy::workload::{Dynamic, MaxAge};
+        let vault = fake_server::start(|r| match r.path.as_str() {
+            "/v1/auth/token/lookup-self" => Reply::json(200, r#"{"data":{"ttl":3600}}"#),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/database") => Reply::json(
+                200,
+                r#"{"data":{"path":"database/","type":"database","options":null}}"#,
+            ),
+            p if p.starts_with("/v1/sys/internal/ui/mounts/") => Reply::json(
+                200,
+                r#"{"data":{"path":"secret/","type":"kv","options":{"version":"2"}}}"#,
+            ),
+            _ => Reply::json(
+                200,
+                r#"{"data":{"current_version":2,"versions":{"2":{"created_time":"t2"}}}}"#,
+            ),
+        });
+        let kube_server = fake_kube();
+        let (mut kube, _token) = crate::kube::tests::client(&kube_server);
+        let client = crate::vault::tests::client(&vault);
+        let one = Settings {
+            max_concurrent: 1,
+            ..Settings::default()
+        };
+        let mut reloader = Reloader::new((client, false), None, None, false)
+            .with_waves(one)
+            .with_dynamic(super::super::DynamicSettings {
+                default_max_age: None,
+                max_rollouts: None,
+                period: std::time::Duration::from_secs(2),
+                per_namespace_hour: 3600,
+            });
+        let now = crate::reloader::unix_now();
+        // In progress, up to date: it takes the one slot.
+        let mut busy = workload("busy");
+        busy.rolling = true;
+        let state = busy.state.as_mut().unwrap();
+        state
+            .versions
+            .values_mut()
+            .for_each(|v| *v = Some(crate::reloader::fixtures::version(2, "t2")));
+        state.last_reload = Some(now);
+        // Renewed every 20 s at 67%; its 90% deadline 18 s after the last.
+        let renewing = |last: u64| {
+            let mut e = entry("renewing", &["database/creds/app"], None);
+            e.dynamic = Some(Dynamic {
+                max_age: MaxAge::Fixed(std::time::Duration::from_secs(20)),
+                percent: 67,
+                first_sight: FirstSight::Rollout,
+                daemon_mode: false,
+                written: Vec::new(),
+            });
+            e.state = Some(crate::policy::state::State {
+                last_reload: Some(last),
+                ..Default::default()
+            });
+            e
+        };
+        let patches = || kube_server.hits("/apis/apps/v1/namespaces/ns/deployments/renewing");
+        let events = || kube_server.hits("/api/v1/namespaces/ns/events");
+        // Due, its deadline 3 s away, after the next pass: it waits.
+        let mut index: Index = [busy.clone(), renewing(now - 15)].into_iter().collect();
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((rolled(&report), report.pending, patches()), (vec![], 1, 0));
+        // Its deadline 1 s away, before the next pass: it goes, said once.
+        let mut index: Index = [busy, renewing(now - 17)].into_iter().collect();
+        let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!(
+            (rolled(&report), report.pending, patches()),
+            (vec!["renewing"], 0, 1)
+        );
+        assert_eq!(events(), 2, "RenewalForced, then SecretsReloaded");
+    }
+
+    #[test]
     fn a_rollout_fails_by_its_status_or_past_the_timeout_for_kinds_without_one() {
         let rolled = |kind, rolling, failed, last: Option<u64>| {
             let mut e = entry("w", &[], None);
