@@ -164,8 +164,9 @@ pub struct Reloader {
     unavailable: HashMap<WorkloadId, UnavailableCounts>,
     /// How rollouts go in waves.
     waves: waves::Settings,
-    /// Secret versions whose failed rollout an operator released.
-    released: HashSet<waves::Cause>,
+    /// Secret versions whose failed rollout an operator released, by the
+    /// namespace released in.
+    released: HashMap<String, HashSet<waves::Cause>>,
     /// `--reload-window`, for the workloads without their own.
     window: Option<crate::policy::window::Window>,
 }
@@ -209,7 +210,7 @@ impl Reloader {
             checks: checks::Checks::default(),
             unavailable: HashMap::new(),
             waves: waves::Settings::default(),
-            released: HashSet::new(),
+            released: HashMap::new(),
             window: None,
         }
     }

@@ -368,9 +368,11 @@ impl Reloader {
             n => n.saturating_sub(busy),
         };
         let mut go = Vec::new();
+        let none = HashSet::new();
         for waits in waiting {
             let canaries = self.waves.canaries;
-            match verdict(&waits.causes, &known, canaries, &self.released) {
+            let released = self.released.get(&waits.id.namespace).unwrap_or(&none);
+            match verdict(&waits.causes, &known, canaries, released) {
                 Verdict::Held(failed, cause) => {
                     if let Some(entry) = index.get(&waits.id) {
                         self.report_held(kube, entry, (failed, cause));
@@ -409,17 +411,25 @@ impl Reloader {
         running.releasing = false;
     }
 
-    /// Lets go the versions held by a failed rollout that a waiting
-    /// workload's `<prefix>/rollout-hold: release` names; forgets released
-    /// versions no workload waits for any more, so the set stays small.
+    /// Lets go, in its namespace, the versions held by a failed rollout
+    /// that a waiting workload's `<prefix>/rollout-hold: release` names (a
+    /// tenant releases its own workloads, not another's that share the
+    /// secret); forgets released versions no workload of the namespace
+    /// waits for any more, so what is kept stays small.
     fn release_holds(
         &mut self,
         index: &Index,
         waiting: &[Waiting],
         known: &HashMap<Cause, Rollouts>,
     ) {
-        let waited: HashSet<&Cause> = waiting.iter().flat_map(|w| &w.causes).collect();
-        self.released.retain(|cause| waited.contains(cause));
+        let waited: HashSet<(&str, &Cause)> = waiting
+            .iter()
+            .flat_map(|w| w.causes.iter().map(|c| (w.id.namespace.as_str(), c)))
+            .collect();
+        self.released.retain(|namespace, causes| {
+            causes.retain(|cause| waited.contains(&(namespace.as_str(), cause)));
+            !causes.is_empty()
+        });
         for waits in waiting {
             if index
                 .get(&waits.id)
@@ -429,10 +439,13 @@ impl Reloader {
             }
             for cause in &waits.causes {
                 let failed = known.get(cause).and_then(|r| r.failed.as_ref());
+                let namespace = waits.id.namespace.clone();
                 if let Some(failed) = failed {
-                    if self.released.insert(cause.clone()) {
+                    let released = self.released.entry(namespace).or_default();
+                    if released.insert(cause.clone()) {
                         log::warn!(
-                            "{}: releases the rollouts of {} v{} held since {failed}'s failed",
+                            "{}: releases the rollouts of {} v{} in its namespace, held since \
+                             {failed}'s failed",
                             waits.id,
                             cause.0,
                             cause.1
@@ -898,9 +911,10 @@ mod tests {
         })
     }
 
-    /// Workloads `s-a`, `s-b` and `s-c` sharing `secret/data/shared`, at
-    /// version 2 in Vault, 1 in their state, after a pass with one canary:
-    /// `s-a` rolled alone, and its rollout then failed.
+    /// Workloads `s-a`, `s-b`, `s-c` and (in namespace `other`) `s-d`
+    /// sharing `secret/data/shared`, at version 2 in Vault, 1 in their
+    /// state, after a pass with one canary: `s-a` rolled alone, and its
+    /// rollout then failed.
     fn held_after_a_failed_canary() -> (
         Reloader,
         Index,
@@ -922,11 +936,17 @@ mod tests {
         let mut reloader = Reloader::new((client, false), None, None, false).with_waves(canaries);
         let names = ["s-a", "s-b", "s-c"];
         let mut index: Index = names.iter().map(|n| sharing(n)).collect();
+        let mut other = sharing("s-d");
+        other.id.namespace = "other".into();
+        index.apply(crate::collector::index::Update::Stored(
+            other.id.clone(),
+            Some(other),
+        ));
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
-        assert_eq!((rolled(&report), report.pending), (vec!["s-a"], 2));
+        assert_eq!((rolled(&report), report.pending), (vec!["s-a"], 3));
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
         let waits = (rolled(&report), report.pending, report.held);
-        assert_eq!(waits, (vec![], 2, 0), "while the canary rolls");
+        assert_eq!(waits, (vec![], 3, 0), "while the canary rolls");
         let mut canary = index.get(&sharing("s-a").id).unwrap().clone();
         canary.failed = true;
         index.apply(crate::collector::index::Update::Stored(
@@ -961,9 +981,10 @@ mod tests {
         for _ in 0..2 {
             let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
             let held = (rolled(&report), report.pending, report.held);
-            assert_eq!(held, (vec![], 0, 2));
+            assert_eq!(held, (vec![], 0, 3));
         }
         assert_eq!(events() - before, 2, "one RolloutHeld Event each");
+        assert_eq!(kube_server.hits("/api/v1/namespaces/other/events"), 1);
         assert_eq!(
             kube_server.hits("/apis/apps/v1/namespaces/ns/deployments/s-b"),
             0
@@ -974,8 +995,9 @@ mod tests {
             released.id.clone(),
             Some(released),
         ));
+        // Released in its namespace only: another tenant's stays held.
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
-        assert_eq!((rolled(&report), report.held), (vec!["s-b", "s-c"], 0));
+        assert_eq!((rolled(&report), report.held), (vec!["s-b", "s-c"], 1));
         let patches = kube_server.requests();
         let patch = patches.iter().find(|r| r.path.ends_with("/s-b")).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&patch.body).unwrap();
@@ -999,7 +1021,7 @@ mod tests {
         // the others wait for it, and none is held.
         let report = reloader.pass(&mut kube, &mut index, &mut Unattended);
         let waits = (rolled(&report), report.pending, report.held);
-        assert_eq!(waits, (vec!["s-a"], 2, 0));
+        assert_eq!(waits, (vec!["s-a"], 3, 0));
     }
 
     #[test]
