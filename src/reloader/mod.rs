@@ -502,8 +502,18 @@ impl Reloader {
         };
         let route = &self.route(entry);
         let cycles = &running.cycles;
-        let lookup = |secret: &SecretRef| {
+        let fresh = |secret: &SecretRef| {
             cycles.fresh(&(Self::server(route, secret)?, secret.clone()), began)
+        };
+        // Each secret is asked about several times below (the notices, the
+        // decision): found once here; a workload read again after a
+        // conflict may name others.
+        let mut found: Vec<(SecretRef, Option<&crate::vault::Lookup>)> =
+            entry.refs.iter().map(|s| (s.clone(), fresh(s))).collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let lookup = |secret: &SecretRef| match found.binary_search_by(|(s, _)| s.cmp(secret)) {
+            Ok(at) => found[at].1,
+            Err(_) => fresh(secret),
         };
         let renews = renewal.filter(|r| r.roll.is_some());
         if let Some(renewal) = renews {
