@@ -76,7 +76,8 @@ fn run(config: Config) -> Result<u8, String> {
     let kinds = kinds(&mut kube);
     let mut collector =
         collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces)
-            .with_limits(config.limits.clone());
+            .with_limits(config.limits.clone())
+            .with_config_maps();
     if config.once {
         collector = collector.without_watches();
     }

@@ -118,7 +118,7 @@ fn lists_page_by_page_then_watches_only_changes() {
     let mut token: Option<String> = None;
     let mut pages = 0;
     let resource_version = loop {
-        let page = kube
+        let page: vault_secrets_reloader::kube::Page = kube
             .list(
                 Kind::Deployment,
                 Some(&ns),

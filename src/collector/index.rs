@@ -3,11 +3,20 @@
 //! reloader's own patches and reads — is a [`Update`] that goes through
 //! [`Index::apply`], as kube-runtime's reflector store has one `Writer`.
 //! The passes read it.
+//!
+//! It also holds the references of the ConfigMaps the workloads name, and
+//! joins them into each naming workload's entry whenever either changes,
+//! so an entry's `refs` are always the whole set the webhook injects.
 
+use crate::policy::sources::{self, Held};
 use crate::policy::workload::{Entry, Kind, WorkloadId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// What the API server said about workloads: the one way the index changes.
+/// A ConfigMap: namespace and name.
+pub type ConfigMapId = (String, String);
+
+/// What the API server said about workloads and ConfigMaps: the one way
+/// the index changes.
 // An update is applied as soon as it is made, never kept: its size is moot.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
@@ -27,6 +36,17 @@ pub enum Update {
         /// The opted-in workloads the listing found, by workload.
         entries: BTreeMap<WorkloadId, Entry>,
     },
+    /// A ConfigMap as stored now; `None`: deleted or not found. Kept only
+    /// while some workload names it.
+    ConfigMap(ConfigMapId, Option<Held>),
+    /// ConfigMaps listed anew in `namespace` (`None`: all): every named
+    /// one missing from `found` is missing from the cluster.
+    ConfigMapsListed {
+        /// The namespace listed, or all.
+        namespace: Option<String>,
+        /// The named ConfigMaps the listing found.
+        found: BTreeMap<ConfigMapId, Held>,
+    },
 }
 
 /// The opted-in workloads and what they use, by workload.
@@ -36,11 +56,23 @@ pub struct Index {
     /// Workloads whose check-now annotation took a new value since
     /// [`Index::take_asked`] (not at first sight: it was there before).
     asked: BTreeSet<WorkloadId>,
+    /// The ConfigMaps some entry names, once read: `None` when missing.
+    config_maps: BTreeMap<ConfigMapId, Option<Held>>,
+    /// The entries naming each ConfigMap.
+    users: BTreeMap<ConfigMapId, BTreeSet<WorkloadId>>,
+    /// Warnings of joins not taken yet, by workload (the latest only).
+    said: BTreeMap<WorkloadId, Vec<String>>,
 }
 
 /// Whether a scope of `kind` in `namespace` (`None`: all) holds `id`.
 pub fn holds(kind: Kind, namespace: Option<&str>, id: &WorkloadId) -> bool {
     id.kind == kind && namespace.is_none_or(|ns| ns == id.namespace)
+}
+
+/// The ConfigMaps `entry` names.
+fn named(entry: &Entry) -> impl Iterator<Item = ConfigMapId> + '_ {
+    let named = entry.sources.iter().flat_map(|s| &s.named);
+    named.map(|n| (entry.id.namespace.clone(), n.name.clone()))
 }
 
 impl Index {
@@ -54,12 +86,10 @@ impl Index {
         match change {
             Update::Stored(id, Some(entry)) => {
                 self.note_asked(&id, &entry);
-                self.entries.insert(id, entry);
+                self.unlink(&id);
+                self.insert(entry);
             }
-            Update::Stored(id, None) | Update::Deleted(id) => {
-                self.entries.remove(&id);
-                self.asked.remove(&id);
-            }
+            Update::Stored(id, None) | Update::Deleted(id) => self.remove(&id),
             Update::Listed {
                 kind,
                 namespace,
@@ -69,14 +99,33 @@ impl Index {
                 for (id, entry) in &entries {
                     self.note_asked(id, entry);
                 }
+                let gone: Vec<WorkloadId> = self
+                    .entries
+                    .keys()
+                    .filter(|id| holds(kind, namespace, id))
+                    .cloned()
+                    .collect();
+                for id in &gone {
+                    self.unlink(id);
+                }
                 self.entries.retain(|id, _| !holds(kind, namespace, id));
                 let entries_now = &entries;
                 self.asked
                     .retain(|id| !holds(kind, namespace, id) || entries_now.contains_key(id));
+                for entry in entries.values_mut() {
+                    self.link(entry);
+                }
                 // Moved over whole, never copied: at 10,000 workloads a copy
                 // is megabytes the allocator keeps.
                 self.entries.append(&mut entries);
             }
+            Update::ConfigMap(id, held) => {
+                if self.users.contains_key(&id) {
+                    self.config_maps.insert(id.clone(), held);
+                    self.rejoin(&id);
+                }
+            }
+            Update::ConfigMapsListed { namespace, found } => self.listed(namespace, found),
         }
     }
 
@@ -92,6 +141,106 @@ impl Index {
     /// The workloads that asked for a check since the last call.
     pub fn take_asked(&mut self) -> BTreeSet<WorkloadId> {
         std::mem::take(&mut self.asked)
+    }
+
+    fn insert(&mut self, mut entry: Entry) {
+        self.link(&mut entry);
+        self.entries.insert(entry.id.clone(), entry);
+    }
+
+    fn remove(&mut self, id: &WorkloadId) {
+        self.unlink(id);
+        self.entries.remove(id);
+        self.asked.remove(id);
+    }
+
+    /// Records what `entry` names and joins their references into it.
+    fn link(&mut self, entry: &mut Entry) {
+        if entry.sources.is_none() {
+            self.said.remove(&entry.id);
+            return;
+        }
+        for config_map in named(entry) {
+            let users = self.users.entry(config_map).or_default();
+            users.insert(entry.id.clone());
+        }
+        let config_maps = &self.config_maps;
+        let namespace = entry.id.namespace.clone();
+        let held = |name: &str| {
+            let id = (namespace.clone(), name.to_string());
+            config_maps.get(&id).and_then(Option::as_ref)
+        };
+        let warnings = sources::join(entry, held);
+        self.said.insert(entry.id.clone(), warnings);
+    }
+
+    /// Forgets what the entry of `id` names; ConfigMaps no entry names any
+    /// more are dropped.
+    fn unlink(&mut self, id: &WorkloadId) {
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
+        for config_map in named(entry) {
+            if let Some(users) = self.users.get_mut(&config_map) {
+                users.remove(id);
+                if users.is_empty() {
+                    self.users.remove(&config_map);
+                    self.config_maps.remove(&config_map);
+                }
+            }
+        }
+    }
+
+    /// Joins again the entries naming ConfigMap `id`.
+    fn rejoin(&mut self, id: &ConfigMapId) {
+        let users: Vec<WorkloadId> = self.users.get(id).into_iter().flatten().cloned().collect();
+        for user in users {
+            if let Some(mut entry) = self.entries.remove(&user) {
+                self.link(&mut entry);
+                self.entries.insert(user, entry);
+            }
+        }
+    }
+
+    /// A listing of ConfigMaps in `namespace` (or all): the named ones it
+    /// found are read, the others missing; their users are joined again.
+    fn listed(&mut self, namespace: Option<String>, mut found: BTreeMap<ConfigMapId, Held>) {
+        let named: Vec<ConfigMapId> = self
+            .users
+            .keys()
+            .filter(|(ns, _)| namespace.as_ref().is_none_or(|n| n == ns))
+            .cloned()
+            .collect();
+        for id in named {
+            let held = found.remove(&id);
+            if self.config_maps.get(&id) != Some(&held) {
+                self.config_maps.insert(id.clone(), held);
+                self.rejoin(&id);
+            }
+        }
+    }
+
+    /// The ConfigMaps some entry names that were not read yet (neither
+    /// found nor known missing): for the collector to read.
+    pub fn unread_config_maps(&self) -> impl Iterator<Item = &ConfigMapId> {
+        let read = &self.config_maps;
+        self.users.keys().filter(move |id| !read.contains_key(*id))
+    }
+
+    /// Whether some entry names ConfigMap `id`.
+    pub fn names(&self, id: &ConfigMapId) -> bool {
+        self.users.contains_key(id)
+    }
+
+    /// How many ConfigMaps named by some entry were found.
+    pub fn config_maps(&self) -> usize {
+        self.config_maps.values().filter(|h| h.is_some()).count()
+    }
+
+    /// The warnings of the joins since the last call, by workload: an
+    /// empty list says a workload's earlier warnings are gone.
+    pub fn take_warnings(&mut self) -> BTreeMap<WorkloadId, Vec<String>> {
+        std::mem::take(&mut self.said)
     }
 
     /// The entry of workload `id`.
@@ -139,6 +288,7 @@ impl FromIterator<Entry> for Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::sources::Held;
 
     fn entry(kind: Kind, namespace: &str, name: &str) -> Entry {
         let id = WorkloadId {
@@ -166,6 +316,7 @@ mod tests {
             rolling: false,
             failed: false,
             releases_hold: None,
+            sources: None,
         }
     }
 
@@ -203,6 +354,118 @@ mod tests {
             entries: BTreeMap::new(),
         });
         assert_eq!(names(&index), ["StatefulSet a/other-kind"]);
+    }
+
+    /// Deployment `name` in namespace `a` naming ConfigMap `shared` whole.
+    fn naming(name: &str) -> Entry {
+        let workload: crate::policy::workload::Workload =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "a"},
+                "spec": {"template": {"metadata": {"annotations": {
+                    "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}},
+                    "spec": {"containers": [{"name": "c",
+                        "envFrom": [{"configMapRef": {"name": "shared"}}]}]}}}
+            }))
+            .unwrap();
+        let limits = Default::default();
+        workload
+            .into_entry(Kind::Deployment, &limits, &mut Vec::new())
+            .unwrap()
+    }
+
+    fn held(values: &[(&str, &str)]) -> Held {
+        let kept = values
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let values = crate::policy::sources::Values { kept, dropped: 0 };
+        Held::read(values, "a", None)
+    }
+
+    fn paths(index: &Index, name: &str) -> Vec<String> {
+        let id = WorkloadId {
+            kind: Kind::Deployment,
+            namespace: "a".into(),
+            name: name.into(),
+        };
+        index
+            .get(&id)
+            .unwrap()
+            .refs
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
+    fn shared() -> ConfigMapId {
+        ("a".into(), "shared".into())
+    }
+
+    #[test]
+    fn a_config_map_joins_its_references_into_every_workload_naming_it() {
+        let mut index: Index = [naming("one"), naming("two")].into_iter().collect();
+        assert_eq!(index.unread_config_maps().collect::<Vec<_>>(), [&shared()]);
+        let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
+        index.apply(Update::ConfigMap(shared(), Some(db)));
+        assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
+        assert_eq!(paths(&index, "two"), ["secret/data/shared/db"]);
+        assert_eq!(index.config_maps(), 1);
+        assert_eq!(index.unread_config_maps().count(), 0);
+        // An edit that adds a reference adds it; a workload stored again
+        // (its own event, a patch) keeps the join.
+        let both = held(&[
+            ("DB_PASS", "vault:secret/data/shared/db#password"),
+            ("API", "vault:secret/data/shared/api#key"),
+        ]);
+        index.apply(Update::ConfigMap(shared(), Some(both)));
+        index.apply(Update::Stored(naming("two").id, Some(naming("two"))));
+        let want = ["secret/data/shared/api", "secret/data/shared/db"];
+        assert_eq!(paths(&index, "one"), want);
+        assert_eq!(paths(&index, "two"), want);
+        // Deleted: its references go, and it is known missing.
+        index.apply(Update::ConfigMap(shared(), None));
+        assert!(paths(&index, "one").is_empty());
+        assert_eq!(index.unread_config_maps().count(), 0);
+        assert_eq!(index.config_maps(), 0);
+    }
+
+    #[test]
+    fn only_named_config_maps_are_kept_and_only_while_named() {
+        let mut index = Index::new();
+        let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
+        index.apply(Update::ConfigMap(shared(), Some(db.clone())));
+        assert_eq!(index.config_maps(), 0, "nobody names it");
+        index.apply(Update::Stored(naming("one").id, Some(naming("one"))));
+        index.apply(Update::ConfigMapsListed {
+            namespace: Some("a".into()),
+            found: [(shared(), db)].into_iter().collect(),
+        });
+        assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
+        index.apply(Update::Deleted(naming("one").id));
+        assert_eq!(index.config_maps(), 0);
+        assert!(!index.names(&shared()));
+        // A listing without it: known missing, nothing to read.
+        index.apply(Update::Stored(naming("one").id, Some(naming("one"))));
+        index.apply(Update::ConfigMapsListed {
+            namespace: None,
+            found: BTreeMap::new(),
+        });
+        assert!(paths(&index, "one").is_empty());
+        assert_eq!(index.unread_config_maps().count(), 0);
+    }
+
+    #[test]
+    fn the_warnings_of_a_join_are_handed_over_once() {
+        let mut index: Index = [naming("one")].into_iter().collect();
+        let bad = held(&[("BAD", "vault:#x")]);
+        index.apply(Update::ConfigMap(shared(), Some(bad)));
+        let said = index.take_warnings();
+        let warnings = &said[&naming("one").id];
+        assert_eq!(
+            warnings,
+            &["Deployment a/one: skipping a reference in key BAD of ConfigMap shared: empty path"]
+        );
+        assert!(index.take_warnings().is_empty());
     }
 
     #[test]

@@ -10,18 +10,23 @@ pub mod index;
 pub mod steps;
 
 use crate::collector::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
-use crate::collector::index::{Index, Update};
+use crate::collector::index::{ConfigMapId, Index, Update};
 use crate::collector::steps::Steps;
 use crate::error::Error;
 use crate::io::poll::Interest;
 use crate::io::stream::Flow;
 use crate::kube::watch::{Event, Watch};
-use crate::kube::Kube;
-use crate::policy::workload::{Entry, Kind, Unreadable, Workload, WorkloadId};
+use crate::kube::{Kube, Resource};
+use crate::policy::sources::{ConfigMap, Held};
+use crate::policy::workload::{Entry, Kind, Listed, Unreadable, Workload, WorkloadId};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
+
+/// The most ConfigMaps read one by one in a turn (workloads that began to
+/// name them); the rest wait for the next turns.
+const READS_PER_TURN: usize = 10;
 
 /// Items per list page, at first.
 const PAGE_SIZE: u32 = 500;
@@ -49,7 +54,7 @@ fn watch_seconds(i: usize) -> u32 {
 
 /// One kind in one namespace (or all), and how it is followed.
 struct Scope {
-    kind: Kind,
+    resource: Resource,
     namespace: Option<String>,
     /// Where it stands ([`crate::collector::follow`]).
     follow: Follow,
@@ -59,7 +64,10 @@ struct Scope {
 
 impl Scope {
     fn holds(&self, id: &WorkloadId) -> bool {
-        crate::collector::index::holds(self.kind, self.namespace.as_deref(), id)
+        let Resource::Workloads(kind) = self.resource else {
+            return false;
+        };
+        crate::collector::index::holds(kind, self.namespace.as_deref(), id)
     }
 
     /// Steps its standing; the watch closes when it no longer watches.
@@ -101,6 +109,11 @@ pub struct Collector {
     events: u64,
     /// What one workload may name.
     limits: crate::policy::workload::Limits,
+    /// A hash of the warnings of the last join per workload (its
+    /// ConfigMaps' references), logged once like `warned`.
+    joined: HashMap<WorkloadId, u64>,
+    /// Named ConfigMaps whose reading failed: read again at the next pass.
+    tried: BTreeSet<ConfigMapId>,
     /// The API server could not be reached: turns bring no scope up until
     /// the next pass tries again, so streams noticed cut one after the
     /// other cost one failed request, not one each.
@@ -121,7 +134,7 @@ impl Collector {
             .copied()
             .flat_map(|kind| {
                 namespaces.iter().map(move |namespace| Scope {
-                    kind,
+                    resource: Resource::Workloads(kind),
                     namespace: namespace.clone(),
                     follow: Follow::default(),
                     watch: None,
@@ -132,6 +145,8 @@ impl Collector {
             scopes,
             exclude: exclude.to_vec(),
             warned: HashMap::new(),
+            joined: HashMap::new(),
+            tried: BTreeSet::new(),
             page_bytes: crate::kube::ANSWER_LIMIT,
             watching: true,
             events: 0,
@@ -143,6 +158,23 @@ impl Collector {
     /// The same collector holding workloads to `limits`.
     pub fn with_limits(mut self, limits: crate::policy::workload::Limits) -> Collector {
         self.limits = limits;
+        self
+    }
+
+    /// The same collector following the ConfigMaps of its namespaces too,
+    /// after the workloads (so that a first listing knows which are named).
+    pub fn with_config_maps(mut self) -> Collector {
+        let namespaces: Vec<Option<String>> =
+            self.scopes.iter().map(|s| s.namespace.clone()).collect();
+        let mut namespaces = namespaces;
+        namespaces.dedup();
+        let scopes = namespaces.into_iter().map(|namespace| Scope {
+            resource: Resource::ConfigMaps,
+            namespace,
+            follow: Follow::default(),
+            watch: None,
+        });
+        self.scopes.extend(scopes);
         self
     }
 
@@ -178,6 +210,11 @@ impl Collector {
                 }
             }
         }
+        if !self.unreachable && !report.interrupted {
+            self.tried.clear();
+            self.read_named(kube, index);
+        }
+        self.log_warnings(index);
         report.events = std::mem::take(&mut self.events);
         report.watches = self.watches();
         report
@@ -214,6 +251,7 @@ impl Collector {
                 Err(_) => {}
             }
         }
+        self.read_named(kube, index);
     }
 
     /// What the open watches wait for: bytes to read.
@@ -233,8 +271,8 @@ impl Collector {
     fn describe(&self, i: usize) -> String {
         let scope = &self.scopes[i];
         match &scope.namespace {
-            Some(ns) => format!("{} in namespace {ns}", scope.kind.plural()),
-            None => scope.kind.plural().to_string(),
+            Some(ns) => format!("{} in namespace {ns}", scope.resource.plural()),
+            None => scope.resource.plural().to_string(),
         }
     }
 
@@ -268,7 +306,7 @@ impl Collector {
         let scope = &self.scopes[i];
         let since = scope.follow.since().unwrap_or_default().to_string();
         match kube.open_watch(
-            scope.kind,
+            scope.resource,
             scope.namespace.as_deref(),
             &since,
             watch_seconds(i),
@@ -294,17 +332,74 @@ impl Collector {
         index: &mut Index,
         steps: &mut dyn Steps,
     ) -> Result<bool, Error> {
-        let kind = self.scopes[i].kind;
         let namespace = self.scopes[i].namespace.clone();
-        let mut seen = BTreeMap::new();
+        let (update, resource_version) = match self.scopes[i].resource {
+            Resource::Workloads(kind) => {
+                let mut seen = BTreeMap::new();
+                let each = |this: &mut Collector, item: Listed| {
+                    let entry = match item.0 {
+                        Ok(workload) => this.entry(kind, workload),
+                        Err(unreadable) => this.unreadable(kind, unreadable),
+                    };
+                    if let Some(entry) = entry {
+                        seen.insert(entry.id.clone(), entry);
+                    }
+                };
+                let Some(rv) = self.pages(i, kube, steps, each)? else {
+                    return Ok(false);
+                };
+                let scope = &self.scopes[i];
+                let kept = |id: &WorkloadId| !scope.holds(id) || seen.contains_key(id);
+                self.warned.retain(|id, _| kept(id));
+                self.joined.retain(|id, _| kept(id));
+                log::debug!("listed {}: {} opted in", self.describe(i), seen.len());
+                let entries = seen;
+                (
+                    Update::Listed {
+                        kind,
+                        namespace,
+                        entries,
+                    },
+                    rv,
+                )
+            }
+            Resource::ConfigMaps => {
+                let mut found = BTreeMap::new();
+                let each = |this: &mut Collector, item: ConfigMap| {
+                    if let Some((id, held)) = this.held(index, item) {
+                        found.insert(id, held);
+                    }
+                };
+                let Some(rv) = self.pages(i, kube, steps, each)? else {
+                    return Ok(false);
+                };
+                log::debug!("listed {}: {} named", self.describe(i), found.len());
+                (Update::ConfigMapsListed { namespace, found }, rv)
+            }
+        };
+        index.apply(update);
+        self.scopes[i].step(Happened::Listed(&resource_version));
+        Ok(true)
+    }
+
+    /// Reads scope `i` page by page, handing each item to `each`; the
+    /// list's resourceVersion, or `None` when the loop asked to stop.
+    fn pages<T: serde::de::DeserializeOwned>(
+        &mut self,
+        i: usize,
+        kube: &mut Kube,
+        steps: &mut dyn Steps,
+        mut each: impl FnMut(&mut Collector, T),
+    ) -> Result<Option<String>, Error> {
+        let (resource, namespace) = (self.scopes[i].resource, self.scopes[i].namespace.clone());
         let mut continue_token: Option<String> = None;
         let mut page_size = PAGE_SIZE;
-        let resource_version = loop {
+        loop {
             if !steps.keep_going() {
-                return Ok(false);
+                return Ok(None);
             }
             let page = match kube.list(
-                kind,
+                resource,
                 namespace.as_deref(),
                 page_size,
                 continue_token.as_deref(),
@@ -319,46 +414,57 @@ impl Collector {
                 Err(e) => return Err(e),
             };
             for item in page.items {
-                let entry = match item.0 {
-                    Ok(workload) => self.entry(kind, workload),
-                    Err(unreadable) => self.unreadable(kind, unreadable),
-                };
-                if let Some(entry) = entry {
-                    seen.insert(entry.id.clone(), entry);
-                }
+                each(self, item);
             }
             if page.metadata.continue_token.is_empty() {
-                break page.metadata.resource_version;
+                return Ok(Some(page.metadata.resource_version));
             }
             continue_token = Some(page.metadata.continue_token);
-        };
-        let scope = &self.scopes[i];
-        self.warned
-            .retain(|id, _| !scope.holds(id) || seen.contains_key(id));
-        log::debug!("listed {}: {} opted in", self.describe(i), seen.len());
-        index.apply(Update::Listed {
-            kind,
-            namespace,
-            entries: seen,
-        });
-        self.scopes[i].step(Happened::Listed(&resource_version));
-        Ok(true)
+        }
+    }
+
+    /// What is kept of ConfigMap `item`: `None` when no workload names it
+    /// (or it is in an excluded namespace).
+    fn held(&self, index: &Index, item: ConfigMap) -> Option<(ConfigMapId, Held)> {
+        let id = (item.metadata.namespace, item.metadata.name);
+        if self.exclude.contains(&id.0) || !index.names(&id) {
+            return None;
+        }
+        let held = Held::read(item.data, &id.0, self.limits.allowed_paths.as_ref());
+        Some((id, held))
     }
 
     /// Applies the events every open watch has delivered, without waiting
     /// and without a request, and decides what follows a watch that ended
     /// (reopening it is the next [`Collector::turn`]'s).
     pub fn catch_up(&mut self, kube: &mut Kube, index: &mut Index) {
-        let mut events = Vec::new();
         for i in 0..self.scopes.len() {
+            let resource = self.scopes[i].resource;
             let Some(watch) = self.scopes[i].watch.as_mut() else {
                 continue;
             };
-            let result = watch.events(&mut events);
             let age = watch.age();
-            for event in events.drain(..) {
-                self.apply(i, event, index);
-            }
+            let result = match resource {
+                Resource::Workloads(kind) => {
+                    let mut events = Vec::new();
+                    let result = watch.events(&mut events);
+                    for event in events {
+                        let rv = self.apply(kind, event, index);
+                        self.delivered(i, &rv);
+                    }
+                    result
+                }
+                Resource::ConfigMaps => {
+                    let mut events = Vec::new();
+                    let result = watch.events(&mut events);
+                    for event in events {
+                        let rv = self.apply_config_map(event, index);
+                        self.delivered(i, &rv);
+                    }
+                    result
+                }
+            };
+            self.log_warnings(index);
             match result {
                 Ok(Flow::Open)
                     if age <= Duration::from_secs(watch_seconds(i).into()) + WATCH_GRACE => {}
@@ -422,10 +528,15 @@ impl Collector {
         }
     }
 
-    /// Applies one event of scope `i`'s watch.
-    fn apply(&mut self, i: usize, event: Event, index: &mut Index) {
-        let kind = self.scopes[i].kind;
-        let resource_version = match event {
+    /// Scope `i`'s watch delivered an event up to `resource_version`.
+    fn delivered(&mut self, i: usize, resource_version: &str) {
+        self.events += 1;
+        self.scopes[i].step(Happened::Delivered(resource_version));
+    }
+
+    /// Applies one event of a watch of `kind`; its resourceVersion.
+    fn apply(&mut self, kind: Kind, event: Event, index: &mut Index) -> String {
+        match event {
             Event::Applied(workload) => {
                 let rv = workload.metadata.resource_version.clone();
                 let id = workload.id(kind);
@@ -436,6 +547,7 @@ impl Collector {
             Event::Deleted(workload) => {
                 let id = workload.id(kind);
                 self.warned.remove(&id);
+                self.joined.remove(&id);
                 index.apply(Update::Deleted(id));
                 workload.metadata.resource_version
             }
@@ -451,9 +563,82 @@ impl Collector {
                 index.apply(Update::Stored(id, entry));
                 rv
             }
+        }
+    }
+
+    /// Applies one event of a watch of ConfigMaps; its resourceVersion.
+    fn apply_config_map(&mut self, event: Event<ConfigMap>, index: &mut Index) -> String {
+        match event {
+            Event::Applied(item) => {
+                let rv = item.metadata.resource_version.clone();
+                if let Some((id, held)) = self.held(index, item) {
+                    index.apply(Update::ConfigMap(id, Some(held)));
+                }
+                rv
+            }
+            Event::Deleted(item) => {
+                let id = (item.metadata.namespace, item.metadata.name);
+                index.apply(Update::ConfigMap(id, None));
+                item.metadata.resource_version
+            }
+            Event::Bookmark(rv) => rv,
+            // Its data is a map of strings to the API server: seen only of
+            // a ConfigMap that is not one, which the webhook cannot read.
+            Event::Unreadable(unreadable) => {
+                let id = (unreadable.namespace, unreadable.name);
+                index.apply(Update::ConfigMap(id, None));
+                unreadable.resource_version
+            }
+        }
+    }
+
+    /// Reads the ConfigMaps some workload names that no listing or event
+    /// brought yet (a workload that began to name them), once each: a
+    /// ConfigMap not found is missing, the watch says when it comes.
+    fn read_named(&mut self, kube: &mut Kube, index: &mut Index) {
+        let listed = |namespace: &str| {
+            self.scopes.iter().any(|s| {
+                s.resource == Resource::ConfigMaps
+                    && s.follow.since().is_some()
+                    && s.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            })
         };
-        self.events += 1;
-        self.scopes[i].step(Happened::Delivered(&resource_version));
+        let unread: Vec<ConfigMapId> = index
+            .unread_config_maps()
+            .filter(|id| listed(&id.0) && !self.tried.contains(*id))
+            .take(READS_PER_TURN)
+            .cloned()
+            .collect();
+        for id in unread {
+            match kube.get_config_map(&id.0, &id.1) {
+                Ok(item) => {
+                    let held = self.held(index, item).map(|(_, held)| held);
+                    index.apply(Update::ConfigMap(id, held));
+                }
+                Err(Error::NotFound) => index.apply(Update::ConfigMap(id, None)),
+                Err(e) => {
+                    log::warn!("reading ConfigMap {}/{} failed: {e}", id.0, id.1);
+                    self.tried.insert(id);
+                }
+            }
+        }
+        self.log_warnings(index);
+    }
+
+    /// Logs the warnings of the index's joins, each once.
+    fn log_warnings(&mut self, index: &mut Index) {
+        for (id, warnings) in index.take_warnings() {
+            let mut hasher = DefaultHasher::new();
+            warnings.hash(&mut hasher);
+            let digest = hasher.finish();
+            if warnings.is_empty() {
+                self.joined.remove(&id);
+            } else if self.joined.insert(id, digest) != Some(digest) {
+                for warning in &warnings {
+                    log::warn!("{warning}");
+                }
+            }
+        }
     }
 
     /// Nothing for an object that does not decode as a workload, after one
@@ -727,6 +912,111 @@ mod tests {
         collector.turn(&mut kube, &mut index, &mut Unattended);
         let requests: u64 = kube.take_requests().values().sum();
         assert_eq!(requests, 1, "the pass's one, and no turn after it");
+    }
+
+    /// ConfigMap `name` in namespace `ns` with `data`.
+    fn config_map(name: &str, rv: &str, data: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv},
+            "data": data})
+    }
+
+    #[test]
+    fn config_maps_are_listed_once_then_watched_and_joined_into_their_workloads() {
+        let server = fake_server::start(|r| {
+            let configmaps = r.path.contains("/configmaps");
+            match (configmaps, r.path.contains("watch=1")) {
+                (false, false) => {
+                    let mut app = deployment("app", 0);
+                    app["spec"]["template"]["spec"] = serde_json::json!({"containers": [
+                        {"name": "c", "envFrom": [{"configMapRef": {"name": "shared"}}]}]});
+                    let body = serde_json::json!({"items": [app],
+                        "metadata": {"resourceVersion": "5", "continue": ""}});
+                    Reply::json(200, &body.to_string())
+                }
+                (true, false) => {
+                    let shared = config_map(
+                        "shared",
+                        "6",
+                        serde_json::json!({
+                        "DB_PASS": "vault:secret/data/shared/db#password", "PLAIN": "x"}),
+                    );
+                    let other = config_map(
+                        "other",
+                        "6",
+                        serde_json::json!({
+                        "K": "vault:secret/data/other#k"}),
+                    );
+                    let body = serde_json::json!({"items": [shared, other],
+                        "metadata": {"resourceVersion": "6", "continue": ""}});
+                    Reply::json(200, &body.to_string())
+                }
+                (false, true) => Reply::json(200, ""),
+                (true, true) => events(&[serde_json::json!({"type": "MODIFIED",
+                    "object": config_map("shared", "7", serde_json::json!({
+                        "DB_PASS": "vault:secret/data/shared/db#password",
+                        "API": "vault:secret/data/shared/api#key"}))})]),
+            }
+        });
+        let mut kube = client(&server.url);
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]).with_config_maps();
+        let mut index = Index::new();
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((report.failures, report.watches), (0, (2, 2)));
+        let paths = |index: &Index| -> Vec<String> {
+            let entry = index.values().next().unwrap();
+            entry.refs.iter().map(|r| r.path.clone()).collect()
+        };
+        assert_eq!(paths(&index), ["secret/data/shared/db"]);
+        assert_eq!(
+            index.config_maps(),
+            1,
+            "the one no workload names is not kept"
+        );
+        turn_until(&mut collector, &mut kube, &mut index, &server, 4);
+        assert_eq!(
+            paths(&index),
+            ["secret/data/shared/api", "secret/data/shared/db"]
+        );
+        let asked: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+        assert!(
+            asked[2].starts_with("/api/v1/configmaps?limit"),
+            "{asked:?}"
+        );
+        assert!(asked.iter().all(|p| !p.contains("/secrets")), "{asked:?}");
+    }
+
+    #[test]
+    fn a_config_map_a_workload_begins_to_name_is_read_once() {
+        let server = fake_server::start(|r| match r.path.as_str() {
+            "/api/v1/namespaces/ns/configmaps/shared" => Reply::json(404, r#"{"code":404}"#),
+            p if p.contains("watch=1") => Reply::json(200, ""),
+            _ => Reply::json(
+                200,
+                r#"{"items": [], "metadata": {"resourceVersion": "5", "continue": ""}}"#,
+            ),
+        });
+        let mut kube = client(&server.url);
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[])
+            .with_config_maps()
+            .without_watches();
+        let mut index = Index::new();
+        collector.pass(&mut kube, &mut index, &mut Unattended);
+        let mut app = deployment("app", 0);
+        app["spec"]["template"]["spec"] = serde_json::json!({"containers": [
+            {"name": "c", "envFrom": [{"configMapRef": {"name": "shared"}}]}]});
+        let workload: Workload = serde_json::from_value(app).unwrap();
+        let rv = collector.apply(Kind::Deployment, Event::Applied(workload), &mut index);
+        assert_eq!(rv, "5");
+        for _ in 0..3 {
+            collector.turn(&mut kube, &mut index, &mut Unattended);
+        }
+        let gets = server
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/shared"))
+            .count();
+        assert_eq!(gets, 1, "missing is known, not asked again");
+        assert_eq!(index.unread_config_maps().count(), 0);
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Lease {
 fn show_streams(collector: &Collector, index: &Index) {
     reactor::status(|status| {
         status.metrics.watched_workloads = index.len();
+        status.metrics.watched_config_maps = index.config_maps();
         status.metrics.watch_streams = collector.watches();
     });
 }
@@ -170,6 +171,7 @@ fn collected(
         status.readiness.collected = ok;
         metrics.collector.record(ok, took);
         metrics.watched_workloads = index.len();
+        metrics.watched_config_maps = index.config_maps();
         metrics.watch_streams = report.watches;
         metrics.watch_events += report.events;
         log::info!(

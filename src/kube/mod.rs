@@ -157,15 +157,53 @@ pub struct LeaseSpec {
     pub lease_transitions: Option<u32>,
 }
 
-/// One page of a list.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Page {
+/// One page of a list: of workloads by default.
+#[derive(Debug, Deserialize)]
+pub struct Page<T = crate::policy::workload::Listed> {
     /// The items, reduced to the fields used; one that does not decode as
     /// a workload is named, not a failure of the page.
-    pub items: Vec<crate::policy::workload::Listed>,
+    #[serde(default = "Vec::new")]
+    pub items: Vec<T>,
     /// List metadata.
+    #[serde(default)]
     pub metadata: ListMeta,
+}
+
+/// A collection the collector follows: a workload kind, or ConfigMaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// Workloads of one kind.
+    Workloads(Kind),
+    /// core/v1 ConfigMaps.
+    ConfigMaps,
+}
+
+impl Resource {
+    /// The resource name in API paths.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Resource::Workloads(kind) => kind.plural(),
+            Resource::ConfigMaps => "configmaps",
+        }
+    }
+
+    /// Its collection's path in `namespace`, or in all.
+    fn collection(self, namespace: Option<&str>) -> String {
+        let group = match self {
+            Resource::Workloads(kind) => format!("/apis/{}", kind.api_version()),
+            Resource::ConfigMaps => "/api/v1".to_string(),
+        };
+        match namespace {
+            Some(ns) => format!("{group}/namespaces/{ns}/{}", self.plural()),
+            None => format!("{group}/{}", self.plural()),
+        }
+    }
+}
+
+impl From<Kind> for Resource {
+    fn from(kind: Kind) -> Resource {
+        Resource::Workloads(kind)
+    }
 }
 
 /// The list metadata used.
@@ -303,11 +341,7 @@ impl Kube {
     }
 
     fn collection(kind: Kind, namespace: Option<&str>) -> String {
-        let group = kind.api_version();
-        match namespace {
-            Some(ns) => format!("/apis/{group}/namespaces/{ns}/{}", kind.plural()),
-            None => format!("/apis/{group}/{}", kind.plural()),
-        }
+        Resource::Workloads(kind).collection(namespace)
     }
 
     /// Whether the API server serves `kind` (discovery of its group version).
@@ -331,26 +365,27 @@ impl Kube {
         }
     }
 
-    /// One page of at most `limit` workloads of `kind` (in `namespace`, or
-    /// all), continuing after `continue_token` when given.
-    pub fn list(
+    /// One page of at most `limit` objects of `resource` (in `namespace`,
+    /// or all), continuing after `continue_token` when given.
+    pub fn list<T: serde::de::DeserializeOwned>(
         &mut self,
-        kind: Kind,
+        resource: impl Into<Resource>,
         namespace: Option<&str>,
         limit: u32,
         continue_token: Option<&str>,
         max_bytes: u64,
-    ) -> Result<Page, Error> {
+    ) -> Result<Page<T>, Error> {
         let limit = limit.to_string();
         let mut query = vec![("limit", limit.as_str())];
         if let Some(token) = continue_token {
             query.push(("continue", token));
         }
-        let response = self.send("list", &Self::collection(kind, namespace), &query, None)?;
+        let path = resource.into().collection(namespace);
+        let response = self.send("list", &path, &query, None)?;
         http::read_json(response, max_bytes)
     }
 
-    /// Opens a watch of `kind` (in `namespace`, or all) from
+    /// Opens a watch of `resource` (in `namespace`, or all) from
     /// `resource_version`, with bookmarks, that the server ends after
     /// `timeout_seconds`. Opening is bounded by [`REQUEST_TIMEOUT`]; the
     /// events are then read as they arrive ([`Watch::events`]), each at most
@@ -358,7 +393,7 @@ impl Kube {
     /// read: [`Error::Gone`] when the version is too old.
     pub fn open_watch(
         &mut self,
-        kind: Kind,
+        resource: impl Into<Resource>,
         namespace: Option<&str>,
         resource_version: &str,
         timeout_seconds: u32,
@@ -366,7 +401,7 @@ impl Kube {
         let path = format!(
             "{}?watch=1&allowWatchBookmarks=true&timeoutSeconds={timeout_seconds}\
              &resourceVersion={}",
-            Self::collection(kind, namespace),
+            resource.into().collection(namespace),
             http::encode_query(resource_version)
         );
         let authorization = self.authorization()?;
@@ -401,6 +436,17 @@ impl Kube {
     /// One workload as it is now.
     pub fn get(&mut self, kind: Kind, namespace: &str, name: &str) -> Result<Workload, Error> {
         let response = self.send("get", &Self::object(kind, namespace, name), &[], None)?;
+        http::read_json(response, ANSWER_LIMIT)
+    }
+
+    /// One ConfigMap as it is now; [`Error::NotFound`] when there is none.
+    pub fn get_config_map(
+        &mut self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::policy::sources::ConfigMap, Error> {
+        let collection = Resource::ConfigMaps.collection(Some(namespace));
+        let response = self.send("get", &format!("{collection}/{name}"), &[], None)?;
         http::read_json(response, ANSWER_LIMIT)
     }
 
@@ -682,7 +728,7 @@ pub(crate) mod tests {
             body: Vec::new(),
         });
         let (mut kube, _token) = client(&server);
-        let result = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
+        let result: Result<Page, _> = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
         assert!(
             matches!(result, Err(Error::Redirect { code: 307, .. })),
             "{result:?}"
@@ -700,7 +746,7 @@ pub(crate) mod tests {
         );
         let server = fake_server::start(move |_| Reply::json(200, &page));
         let (mut kube, _token) = client(&server);
-        let result = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
+        let result: Result<Page, _> = kube.list(Kind::Deployment, None, 10, None, ANSWER_LIMIT);
         assert!(
             matches!(
                 result,

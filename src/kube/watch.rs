@@ -4,6 +4,7 @@
 use crate::error::Error;
 use crate::io::stream::{Flow, Stream};
 use crate::policy::progress::Status;
+use crate::policy::sources::ConfigMap;
 use crate::policy::workload::{Metadata, Spec, Unreadable, Workload};
 use serde::Deserialize;
 
@@ -11,13 +12,60 @@ use serde::Deserialize;
 /// events is applied over several turns of the loop, not in one long one.
 const READ_BUDGET: usize = 1024 * 1024;
 
-/// One event of a watch.
+/// What a watch's events carry: the object as decoded, which also holds
+/// the `Status` code of an ERROR event.
+pub trait Watched: Sized {
+    /// The event's object as decoded: plain fields, so only the small
+    /// structs are decoded and the rest is skipped, not buffered.
+    type Raw: serde::de::DeserializeOwned + Default;
+    /// The object, and the code of an ERROR event's `Status`.
+    fn from_raw(raw: Self::Raw) -> (Self, Option<u16>);
+    /// Its resourceVersion.
+    fn resource_version(&self) -> &str;
+}
+
+impl Watched for Workload {
+    type Raw = RawObject;
+    fn from_raw(raw: RawObject) -> (Workload, Option<u16>) {
+        let RawObject {
+            metadata,
+            spec,
+            status,
+            code,
+        } = raw;
+        let status = status.of_workload();
+        (
+            Workload {
+                metadata,
+                spec,
+                status,
+            },
+            code,
+        )
+    }
+    fn resource_version(&self) -> &str {
+        &self.metadata.resource_version
+    }
+}
+
+impl Watched for ConfigMap {
+    type Raw = ConfigMap;
+    fn from_raw(raw: ConfigMap) -> (ConfigMap, Option<u16>) {
+        let code = raw.code;
+        (raw, code)
+    }
+    fn resource_version(&self) -> &str {
+        &self.metadata.resource_version
+    }
+}
+
+/// One event of a watch (of workloads unless said).
 #[derive(Debug)]
-pub enum Event {
-    /// A workload was created or changed.
-    Applied(Workload),
-    /// A workload was deleted.
-    Deleted(Workload),
+pub enum Event<T = Workload> {
+    /// An object was created or changed.
+    Applied(T),
+    /// An object was deleted.
+    Deleted(T),
     /// Nothing changed up to this resourceVersion.
     Bookmark(String),
     /// A workload was created, changed or deleted, but does not decode as
@@ -26,10 +74,10 @@ pub enum Event {
 }
 
 #[derive(Deserialize)]
-struct RawEvent {
+struct RawEvent<R> {
     #[serde(rename = "type")]
     kind: String,
-    object: RawObject,
+    object: R,
 }
 
 /// A watch event's object: a workload, or a `Status` (with `code`) on ERROR
@@ -38,7 +86,7 @@ struct RawEvent {
 /// status, only the rollout's progress.
 #[derive(Default, Deserialize)]
 #[serde(default)]
-struct RawObject {
+pub struct RawObject {
     metadata: Metadata,
     spec: Spec,
     status: RawStatus,
@@ -86,8 +134,8 @@ struct NamedObject {
 /// ([`Error::Gone`] for 410). A workload event whose object does not decode
 /// is [`Event::Unreadable`]; only a line that is no event at all is an error
 /// (where it failed, never what it held).
-pub fn decode(line: &[u8]) -> Result<Event, Error> {
-    let raw: RawEvent = match serde_json::from_slice(line) {
+pub fn decode<T: Watched>(line: &[u8]) -> Result<Event<T>, Error> {
+    let raw: RawEvent<T::Raw> = match serde_json::from_slice(line) {
         Ok(raw) => raw,
         Err(e) => {
             let at = format!(
@@ -103,25 +151,11 @@ pub fn decode(line: &[u8]) -> Result<Event, Error> {
             };
         }
     };
-    let RawObject {
-        metadata,
-        spec,
-        status,
-        code,
-    } = raw.object;
-    let status = status.of_workload();
+    let (object, code) = T::from_raw(raw.object);
     match raw.kind.as_str() {
-        "ADDED" | "MODIFIED" => Ok(Event::Applied(Workload {
-            metadata,
-            spec,
-            status,
-        })),
-        "DELETED" => Ok(Event::Deleted(Workload {
-            metadata,
-            spec,
-            status,
-        })),
-        "BOOKMARK" => Ok(Event::Bookmark(metadata.resource_version)),
+        "ADDED" | "MODIFIED" => Ok(Event::Applied(object)),
+        "DELETED" => Ok(Event::Deleted(object)),
+        "BOOKMARK" => Ok(Event::Bookmark(object.resource_version().to_string())),
         _ => Err(match code {
             Some(410) => Error::Gone,
             code => Error::Status {
@@ -150,7 +184,7 @@ impl Watch {
     /// Appends the events that have arrived to `events`, without waiting.
     /// On an error (an ERROR event, an undecodable line, a failed stream)
     /// the events before it are in `events` and stand; the watch is over.
-    pub fn events(&mut self, events: &mut Vec<Event>) -> Result<Flow, Error> {
+    pub fn events<T: Watched>(&mut self, events: &mut Vec<Event<T>>) -> Result<Flow, Error> {
         let flow = self.stream.read(&mut self.lines, READ_BUDGET);
         for line in self.lines.drain(..) {
             if line.iter().all(u8::is_ascii_whitespace) {

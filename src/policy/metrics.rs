@@ -74,6 +74,8 @@ pub struct Metrics {
     pub unavailable: BTreeMap<(String, &'static str), u64>,
     /// Opted-in workloads in the index.
     pub watched_workloads: usize,
+    /// ConfigMaps that opted-in workloads name, found and followed.
+    pub watched_config_maps: usize,
     /// Distinct secrets they use.
     pub secrets: usize,
     /// Open watch streams, and the scopes (kinds × namespaces) followed.
@@ -272,6 +274,17 @@ impl Metrics {
         }
         header(out, "watched_workloads", "gauge", "Opted-in workloads.");
         let _ = writeln!(out, "{PREFIX}watched_workloads {}", self.watched_workloads);
+        header(
+            out,
+            "watched_configmaps",
+            "gauge",
+            "ConfigMaps the watched workloads take references from.",
+        );
+        let _ = writeln!(
+            out,
+            "{PREFIX}watched_configmaps {}",
+            self.watched_config_maps
+        );
         header(
             out,
             "watched_secrets",

@@ -9,6 +9,7 @@ pub mod paths;
 pub mod progress;
 pub mod refs;
 pub mod renewal;
+pub mod sources;
 pub mod state;
 pub mod time;
 pub mod window;

@@ -330,25 +330,96 @@ pub struct PodSpec {
 
 /// A container: its name and the env values that may hold references.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Container {
     /// Container name.
     #[serde(deserialize_with = "null_as_default")]
     pub name: String,
-    /// Env vars whose value mentions `vault:` or `bao:` (others are dropped).
+    /// Env vars whose value mentions `vault:` or `bao:`, or that take their
+    /// value from a ConfigMap key (others are dropped).
     #[serde(deserialize_with = "only_reference_env")]
     pub env: Vec<EnvVar>,
+    /// Where whole ConfigMaps become env vars.
+    #[serde(deserialize_with = "null_as_default")]
+    pub env_from: Vec<EnvFrom>,
 }
 
 /// One env var that may hold references.
 #[derive(Debug, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct EnvVar {
     /// Variable name.
     #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     /// Its literal value.
     pub value: Option<String>,
+    /// Where its value comes from otherwise.
+    #[serde(deserialize_with = "null_as_default")]
+    pub value_from: ValueFrom,
+}
+
+/// An env var's `valueFrom`, as far as it names a ConfigMap key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ValueFrom {
+    /// `configMapKeyRef`.
+    pub config_map_key_ref: Option<KeyRef>,
+}
+
+/// A `configMapKeyRef`: which ConfigMap, which key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct KeyRef {
+    /// The ConfigMap's name.
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
+    /// The key.
+    #[serde(deserialize_with = "null_as_default")]
+    pub key: String,
+}
+
+/// One `envFrom` source, as far as it names a ConfigMap (its `prefix`
+/// renames variables, not which secret they hold).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EnvFrom {
+    /// `configMapRef`.
+    pub config_map_ref: Option<ObjectRef>,
+}
+
+/// A reference to an object by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ObjectRef {
+    /// The object's name.
+    #[serde(deserialize_with = "null_as_default")]
+    pub name: String,
+}
+
+/// A ConfigMap a workload takes values from: all of it (`envFrom`) or one
+/// key (`valueFrom.configMapKeyRef`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Named {
+    /// The ConfigMap's name, in the workload's namespace.
+    pub name: String,
+    /// The key, or `None` for every key.
+    pub key: Option<String>,
+}
+
+/// What a workload that names ConfigMaps holds besides its entry's joined
+/// references, so they can be joined again when a ConfigMap changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sources {
+    /// The ConfigMaps it names, distinct and sorted.
+    pub named: Vec<Named>,
+    /// Its own references (env values, annotations), allowed, not capped.
+    pub refs: Vec<SecretRef>,
+    /// Its own write-on-inject references, not capped (dynamic only).
+    pub written: Vec<SecretRef>,
+    /// Where its own references name refused paths.
+    pub refused: Refused,
+    /// `--max-secrets-per-workload` when it was read: the cap of the join.
+    pub max_secrets: usize,
 }
 
 /// The field's value, or its default when it is `null`: the API server
@@ -454,9 +525,11 @@ fn only_reference_env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvVar>, D:
         .unwrap_or_default()
         .into_iter()
         .filter(|var| {
-            var.value
-                .as_deref()
-                .is_some_and(|v| v.contains("vault:") || v.contains("bao:"))
+            var.value_from.config_map_key_ref.is_some()
+                || var
+                    .value
+                    .as_deref()
+                    .is_some_and(|v| v.contains("vault:") || v.contains("bao:"))
         })
         .collect())
 }
@@ -505,7 +578,8 @@ impl Refused {
     /// How many places are named.
     pub const SHOWN: usize = 5;
 
-    fn add(&mut self, place: String) {
+    /// Counts `place`, once however many references it holds in a row.
+    pub fn add(&mut self, place: String) {
         if self.last.as_ref() == Some(&place) {
             return;
         }
@@ -573,6 +647,10 @@ pub struct Entry {
     /// The prefix of its rollout-hold annotation, when that releases held
     /// rollouts ([`ROLLOUT_HOLD`]).
     pub releases_hold: Option<&'static str>,
+    /// What it takes from ConfigMaps, when it names any: then `refs`,
+    /// `refused`, `unwatched` and the written references are the join of
+    /// its own and theirs ([`crate::policy::sources::join`]).
+    pub sources: Option<Box<Sources>>,
 }
 
 impl Workload {
@@ -637,8 +715,21 @@ impl Workload {
             warnings,
         );
         let max_secrets = limits.max_secrets;
+        let sources = self.named().map(|named| {
+            Box::new(Sources {
+                named,
+                refs: refs.clone(),
+                written: dynamic
+                    .as_ref()
+                    .map(|d| d.written.clone())
+                    .unwrap_or_default(),
+                refused: refused.clone(),
+                max_secrets,
+            })
+        });
         let unwatched = cap_secrets(&mut refs, dynamic.as_mut(), max_secrets);
-        if unwatched > 0 {
+        // With ConfigMaps, the join counts (and warns about) the whole.
+        if unwatched > 0 && sources.is_none() {
             warnings.push(format!(
                 "{id}: it names {} secrets, more than --max-secrets-per-workload ({max_secrets}); \
                  only the first {max_secrets} are watched",
@@ -671,7 +762,37 @@ impl Workload {
             releases_hold: self.metadata.annotations.releases_hold,
             failed: progress::failed(self.metadata.generation, &self.status),
             rolling,
+            sources,
         })
+    }
+
+    /// The ConfigMaps its containers and init containers name, distinct
+    /// and sorted; `None` when there are none.
+    fn named(&self) -> Option<Vec<Named>> {
+        let pod = &self.spec.template.spec;
+        let containers = pod.init_containers.iter().chain(&pod.containers);
+        let mut named = Vec::new();
+        for container in containers {
+            let whole = container
+                .env_from
+                .iter()
+                .filter_map(|e| e.config_map_ref.as_ref());
+            named.extend(whole.map(|r| Named {
+                name: r.name.clone(),
+                key: None,
+            }));
+            let keys = container
+                .env
+                .iter()
+                .filter_map(|v| v.value_from.config_map_key_ref.as_ref());
+            named.extend(keys.map(|r| Named {
+                name: r.name.clone(),
+                key: Some(r.key.clone()),
+            }));
+        }
+        named.sort();
+        named.dedup();
+        (!named.is_empty()).then_some(named)
     }
 
     /// The distinct secrets the workload names, sorted (the write-on-inject
@@ -961,6 +1082,46 @@ mod tests {
             max_secrets,
             allowed_paths: None,
         }
+    }
+
+    #[test]
+    fn the_config_maps_its_containers_name_are_kept_whatever_the_prefix() {
+        let opted_in = json!({
+            "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"
+        });
+        let mut w = workload(
+            opted_in.clone(),
+            json!([
+                {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "keys", "key": "DB_PASS"}}},
+                {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "C", "value": "plain"}
+            ]),
+        );
+        let init = &mut w.spec.template.spec.init_containers[0];
+        init.env_from = serde_json::from_value(json!([
+            {"prefix": "X_", "configMapRef": {"name": "whole"}},
+            {"configMapRef": {"name": "whole"}},
+            {"secretRef": {"name": "not-followed"}}
+        ]))
+        .unwrap();
+        let mut warnings = Vec::new();
+        let entry = w
+            .into_entry(Kind::Deployment, &limit(100), &mut warnings)
+            .unwrap();
+        let sources = entry.sources.expect("it names ConfigMaps");
+        let named = [("keys", Some("DB_PASS")), ("whole", None)].map(|(name, key)| Named {
+            name: name.into(),
+            key: key.map(String::from),
+        });
+        assert_eq!(sources.named, named);
+        assert_eq!(sources.refs, [vault("secret/data/init")]);
+        assert_eq!(sources.max_secrets, 100);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // Without ConfigMaps nothing more is kept.
+        let plain = workload(opted_in, json!([]))
+            .into_entry(Kind::Deployment, &limit(100), &mut Vec::new())
+            .unwrap();
+        assert_eq!(plain.sources, None);
     }
 
     #[test]

@@ -696,6 +696,7 @@ mod tests {
             rolling: false,
             failed: false,
             releases_hold: None,
+            sources: None,
         };
         let mut decision = Decision {
             changes: vec![Change {

@@ -673,6 +673,7 @@ mod tests {
             rolling: false,
             failed: false,
             releases_hold: None,
+            sources: None,
         }
     }
 

@@ -67,6 +67,7 @@ pub(super) fn entry(name: &str, refs: &[&str], vault_addr: Option<&str>) -> Entr
         rolling: false,
         failed: false,
         releases_hold: None,
+        sources: None,
     }
 }
 
