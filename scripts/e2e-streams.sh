@@ -46,7 +46,8 @@ NS_COUNT=30
 NAMESPACES=()
 for ((i = 1; i <= NS_COUNT; i++)); do NAMESPACES+=("$(printf 'streams-%02d' "$i")"); done
 NS_LIST=$(IFS=,; echo "${NAMESPACES[*]}")
-SCOPES=$((3 * NS_COUNT))
+# Deployments, DaemonSets, StatefulSets and ConfigMaps in each namespace.
+SCOPES=$((4 * NS_COUNT))
 # The opted-in Deployments at first: NAME NAMESPACE SECRET.
 WORKLOADS=("s1 streams-01 s1" "s2 streams-10 s2" "s3 streams-20 s3" "s4 streams-30 s4")
 RELOAD_LIMIT=4 # the issue: a secret change reloads within 4 s (2 s period)

@@ -150,7 +150,7 @@ check "the Rollout API is served" wait_until 30 rollouts_served
 say "cluster: RBAC from manifests/, a token of its ServiceAccount"
 # A clean slate even when the environment is reused.
 for mount in team/kv kv1 private; do srv secrets disable "$mount" >/dev/null; done
-for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge lifecycle; do
+for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge lifecycle shared/db shared/api; do
   srv kv metadata delete "secret/$path" >/dev/null
 done
 srv secrets enable -path=team/kv -version=2 kv >/dev/null
@@ -173,6 +173,7 @@ granted() {
       awk 'NR > 1 && $2 == "[]"' | tr -s ' ' | sort)
 }
 cat >"$WORK/expected-rbac" <<EOF
+configmaps [] [] [get list watch]
 daemonsets.apps [] [] [get list watch patch]
 deployments.apps [] [] [get list watch patch]
 events [] [] [create]
@@ -192,6 +193,8 @@ yes watch daemonsets.apps $NS
 yes get statefulsets.apps $NS
 yes patch deployments.apps $NS
 yes create events $NS
+yes watch configmaps $NS
+no patch configmaps $NS
 yes patch rollouts.argoproj.io $NS
 yes update leases.coordination.k8s.io $SA_NS
 yes create leases.coordination.k8s.io $SA_NS
@@ -221,6 +224,8 @@ srv kv put secret/scoped S=1 >/dev/null
 srv kv put secret/hostile H=1 >/dev/null
 srv kv put secret/abuse A=1 >/dev/null
 srv kv put secret/lifecycle L=lifecycle-secret-1 >/dev/null
+srv kv put secret/shared/db password=shared-db-1 >/dev/null
+srv kv put secret/shared/api key=shared-api-1 >/dev/null
 srv kv put team/kv/app KEY=k >/dev/null
 srv kv put kv1/legacy K=v >/dev/null
 srv kv put private/app K=v >/dev/null
@@ -300,7 +305,18 @@ MYSQL='{"name":"MYSQL_PASSWORD","value":"vault:secret/data/mysql#${.MYSQL_PASSWO
 AWS='{"name":"AWS_SECRET_ACCESS_KEY","value":"vault:secret/data/accounts/aws#AWS_SECRET_ACCESS_KEY"}'
 DOCKER='{"name":"DOCKER_REPO_PASSWORD","value":"vault:secret/data/dockerrepo#DOCKER_REPO_PASSWORD"}'
 OTHER='{"name":"OTHER","value":"vault:secret/data/other#X"}'
+# The webhook injects the vault: values of the ConfigMaps a container names.
+shared_refs() { # extra data JSON fields
+  printf '{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"shared-refs","namespace":"%s"},
+ "data":{"DB_PASS":"vault:secret/data/shared/db#password","PLAIN":"x","BROKEN":"vault:cm-s3cr3t-without-key"%s}}' "$NS" "${1:-}"
+}
+CM_KEYS='[{"name":"DB_PASS","valueFrom":{"configMapKeyRef":{"name":"shared-refs","key":"DB_PASS"}}},
+ {"name":"API_KEY","valueFrom":{"configMapKeyRef":{"name":"shared-refs","key":"API_KEY","optional":true}}}]'
 {
+  shared_refs
+  workload Deployment cm-envfrom "$ON" \
+    '[{"name":"app","image":"registry.invalid/pause:3","envFrom":[{"prefix":"CM_","configMapRef":{"name":"shared-refs"}}]}]'
+  workload StatefulSet cm-keyref "$ON" "[$(container app "$CM_KEYS")]"
   workload Deployment to-be-reloaded "$ON" "[$(container app "[$MYSQL,$AWS]")]" '[]' "$RUNS"
   workload Deployment no-reload '{}' "[$(container app "[$MYSQL]")]"
   workload Deployment fixed-versions-no-reload "$ON" "[$(container app \
@@ -338,7 +354,7 @@ kubectl -n "$NS" annotate deployment bad-values "$PREFIX/observed-versions={not 
 WATCHING=(deployment/to-be-reloaded daemonset/daemonset statefulset/statefulset deployment/from-path
   deployment/inline deployment/slash-mount deployment/init-only deployment/drop-secret deployment/bad-values
   deployment/second-vault deployment/hostile-vault deployment/health-abuse deployment/throttled rollout.argoproj.io/rollout
-  deployment/lifecycle deployment/denied)
+  deployment/lifecycle deployment/denied deployment/cm-envfrom statefulset/cm-keyref)
 OPTED_IN=("${WATCHING[@]}" deployment/fixed-versions-no-reload deployment/from-path-pinned)
 wait_until 60 replicasets_are to-be-reloaded 1 || true
 
@@ -434,6 +450,33 @@ check "the dropped secret leaves its state" wait_until 15 state_lacks deployment
 srv kv patch secret/dockerrepo DOCKER_REPO_PASSWORD=dockerrepopassword3 >/dev/null
 check "the DaemonSet still using it is reloaded" wait_until 20 count_is daemonset/daemonset 2
 check "the workload that dropped it is not (count still $before)" stays 3 count_is deployment/drop-secret "$before"
+
+say "ConfigMaps named by envFrom and configMapKeyRef"
+both_at() { count_is deployment/cm-envfrom "$1" && count_is statefulset/cm-keyref "$1"; }
+check "a malformed ConfigMap value is warned about, naming the workload, the ConfigMap and the key" \
+  log_has "Deployment $NS/cm-envfrom: skipping a reference in key BROKEN of ConfigMap shared-refs"
+check "the warning never shows the value" bash -c "! grep -q cm-s3cr3t '$WORK/reloader.err' '$WORK/reloader.out'"
+srv kv patch secret/shared/db password=shared-db-2 >/dev/null
+check "a new version reloads the Deployment (envFrom) and the StatefulSet (configMapKeyRef)" wait_until 20 both_at 1
+check "each exactly once (after 3 more reloader passes)" stays 6 both_at 1
+shared_refs ',"API_KEY":"vault:secret/data/shared/api#key"' | kubectl apply -f - >/dev/null
+cm_api_baseline() { state_mentions deployment/cm-envfrom shared/api && state_mentions statefulset/cm-keyref shared/api; }
+check "an edit adding a reference gives it a baseline" wait_until 15 cm_api_baseline
+check "and no rollout" stays 4 both_at 1
+srv kv patch secret/shared/api key=shared-api-2 >/dev/null
+check "a later change of that second secret reloads both" wait_until 20 both_at 2
+check "once" stays 4 both_at 2
+kubectl -n "$NS" delete configmap shared-refs >/dev/null
+cm_gone() { state_lacks deployment/cm-envfrom shared/ && state_lacks statefulset/cm-keyref shared/; }
+check "a deleted ConfigMap's references leave the states" wait_until 15 cm_gone
+srv kv patch secret/shared/db password=shared-db-3 >/dev/null
+check "and its secrets reload nothing" stays 5 both_at 2
+check "no error or warning about it" \
+  bash -c "! grep -E 'level=(error|warn)' '$WORK/reloader.err' | grep -i configmap | grep -qv 'key BROKEN'"
+shared_refs | kubectl apply -f - >/dev/null
+check "a ConfigMap that appears later is picked up (a baseline, no rollout)" \
+  wait_until 15 state_mentions deployment/cm-envfrom shared/db
+check "still no rollout" both_at 2
 
 say "inline references, initContainers, a mount with a slash"
 srv kv patch secret/inline DB_USER=user2 >/dev/null
@@ -665,6 +708,7 @@ metric_line() {
 check "/metrics counts patches by verb and status" metric_line 'kubernetes_requests_total{verb="patch",code="2xx"}'
 check "/metrics counts Vault metadata reads" metric_line 'vault_requests_total{request="metadata",code="2xx"}'
 check "/metrics shows the watched workloads" metric_line 'watched_workloads'
+check "/metrics shows the watched ConfigMaps" metric_line 'watched_configmaps'
 check "/readyz is ready" bash -c "curl -sf http://127.0.0.1:$HEALTH_PORT/readyz >/dev/null"
 kill -TERM "$DAEMON_PID"
 term_sent=$SECONDS
