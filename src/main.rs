@@ -77,7 +77,7 @@ fn run(config: Config) -> Result<u8, String> {
     let mut collector =
         collector::Collector::new(&kinds, &config.namespaces, &config.exclude_namespaces)
             .with_limits(config.limits.clone())
-            .with_config_maps();
+            .with_sources();
     if config.once {
         collector = collector.without_watches();
     }

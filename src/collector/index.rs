@@ -4,18 +4,27 @@
 //! [`Index::apply`], as kube-runtime's reflector store has one `Writer`.
 //! The passes read it.
 //!
-//! It also holds the references of the ConfigMaps the workloads name, and
-//! joins them into each naming workload's entry whenever either changes,
-//! so an entry's `refs` are always the whole set the webhook injects.
+//! It also holds the references of the ConfigMaps (and Secrets) the
+//! workloads name, and joins them into each naming workload's entry
+//! whenever either changes, so an entry's `refs` are always the whole set
+//! the webhook injects.
 
 use crate::policy::sources::{self, Held};
-use crate::policy::workload::{Entry, Kind, WorkloadId};
+use crate::policy::workload::{Entry, Kind, Source, WorkloadId};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A ConfigMap: namespace and name.
-pub type ConfigMapId = (String, String);
+/// A ConfigMap or Secret: kind, namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceId {
+    /// ConfigMap or Secret.
+    pub source: Source,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
 
-/// What the API server said about workloads and ConfigMaps: the one way
+/// What the API server said about workloads, ConfigMaps and Secrets: the one way
 /// the index changes.
 // An update is applied as soon as it is made, never kept: its size is moot.
 #[allow(clippy::large_enum_variant)]
@@ -36,16 +45,18 @@ pub enum Update {
         /// The opted-in workloads the listing found, by workload.
         entries: BTreeMap<WorkloadId, Entry>,
     },
-    /// A ConfigMap as stored now; `None`: deleted or not found. Kept only
-    /// while some workload names it.
-    ConfigMap(ConfigMapId, Option<Held>),
-    /// ConfigMaps listed anew in `namespace` (`None`: all): every named
-    /// one missing from `found` is missing from the cluster.
-    ConfigMapsListed {
+    /// A ConfigMap or Secret as stored now; `None`: deleted or not found.
+    /// Kept only while some workload names it.
+    Source(SourceId, Option<Held>),
+    /// ConfigMaps or Secrets listed anew in `namespace` (`None`: all):
+    /// every named one missing from `found` is missing from the cluster.
+    SourcesListed {
+        /// ConfigMaps or Secrets.
+        source: Source,
         /// The namespace listed, or all.
         namespace: Option<String>,
-        /// The named ConfigMaps the listing found.
-        found: BTreeMap<ConfigMapId, Held>,
+        /// The named objects the listing found.
+        found: BTreeMap<SourceId, Held>,
     },
 }
 
@@ -56,10 +67,10 @@ pub struct Index {
     /// Workloads whose check-now annotation took a new value since
     /// [`Index::take_asked`] (not at first sight: it was there before).
     asked: BTreeSet<WorkloadId>,
-    /// The ConfigMaps some entry names, once read: `None` when missing.
-    config_maps: BTreeMap<ConfigMapId, Option<Held>>,
-    /// The entries naming each ConfigMap.
-    users: BTreeMap<ConfigMapId, BTreeSet<WorkloadId>>,
+    /// The objects some entry names, once read: `None` when missing.
+    sources: BTreeMap<SourceId, Option<Held>>,
+    /// The entries naming each object.
+    users: BTreeMap<SourceId, BTreeSet<WorkloadId>>,
     /// Warnings of joins not taken yet, by workload (the latest only).
     said: BTreeMap<WorkloadId, Vec<String>>,
 }
@@ -69,10 +80,14 @@ pub fn holds(kind: Kind, namespace: Option<&str>, id: &WorkloadId) -> bool {
     id.kind == kind && namespace.is_none_or(|ns| ns == id.namespace)
 }
 
-/// The ConfigMaps `entry` names.
-fn named(entry: &Entry) -> impl Iterator<Item = ConfigMapId> + '_ {
+/// The objects `entry` names.
+fn named(entry: &Entry) -> impl Iterator<Item = SourceId> + '_ {
     let named = entry.sources.iter().flat_map(|s| &s.named);
-    named.map(|n| (entry.id.namespace.clone(), n.name.clone()))
+    named.map(|n| SourceId {
+        source: n.source,
+        namespace: entry.id.namespace.clone(),
+        name: n.name.clone(),
+    })
 }
 
 impl Index {
@@ -119,13 +134,17 @@ impl Index {
                 // is megabytes the allocator keeps.
                 self.entries.append(&mut entries);
             }
-            Update::ConfigMap(id, held) => {
+            Update::Source(id, held) => {
                 if self.users.contains_key(&id) {
-                    self.config_maps.insert(id.clone(), held);
+                    self.sources.insert(id.clone(), held);
                     self.rejoin(&id);
                 }
             }
-            Update::ConfigMapsListed { namespace, found } => self.listed(namespace, found),
+            Update::SourcesListed {
+                source,
+                namespace,
+                found,
+            } => self.listed(source, namespace, found),
         }
     }
 
@@ -160,39 +179,43 @@ impl Index {
             self.said.remove(&entry.id);
             return;
         }
-        for config_map in named(entry) {
-            let users = self.users.entry(config_map).or_default();
+        for source in named(entry) {
+            let users = self.users.entry(source).or_default();
             users.insert(entry.id.clone());
         }
-        let config_maps = &self.config_maps;
+        let sources = &self.sources;
         let namespace = entry.id.namespace.clone();
-        let held = |name: &str| {
-            let id = (namespace.clone(), name.to_string());
-            config_maps.get(&id).and_then(Option::as_ref)
+        let held = |source, name: &str| {
+            let id = SourceId {
+                source,
+                namespace: namespace.clone(),
+                name: name.to_string(),
+            };
+            sources.get(&id).and_then(Option::as_ref)
         };
         let warnings = sources::join(entry, held);
         self.said.insert(entry.id.clone(), warnings);
     }
 
-    /// Forgets what the entry of `id` names; ConfigMaps no entry names any
+    /// Forgets what the entry of `id` names; objects no entry names any
     /// more are dropped.
     fn unlink(&mut self, id: &WorkloadId) {
         let Some(entry) = self.entries.get(id) else {
             return;
         };
-        for config_map in named(entry) {
-            if let Some(users) = self.users.get_mut(&config_map) {
+        for source in named(entry) {
+            if let Some(users) = self.users.get_mut(&source) {
                 users.remove(id);
                 if users.is_empty() {
-                    self.users.remove(&config_map);
-                    self.config_maps.remove(&config_map);
+                    self.users.remove(&source);
+                    self.sources.remove(&source);
                 }
             }
         }
     }
 
-    /// Joins again the entries naming ConfigMap `id`.
-    fn rejoin(&mut self, id: &ConfigMapId) {
+    /// Joins again the entries naming object `id`.
+    fn rejoin(&mut self, id: &SourceId) {
         let users: Vec<WorkloadId> = self.users.get(id).into_iter().flatten().cloned().collect();
         for user in users {
             if let Some(mut entry) = self.entries.remove(&user) {
@@ -202,39 +225,50 @@ impl Index {
         }
     }
 
-    /// A listing of ConfigMaps in `namespace` (or all): the named ones it
-    /// found are read, the others missing; their users are joined again.
-    fn listed(&mut self, namespace: Option<String>, mut found: BTreeMap<ConfigMapId, Held>) {
-        let named: Vec<ConfigMapId> = self
+    /// A listing of `source` objects in `namespace` (or all): the named
+    /// ones it found are read, the others missing; their users are joined
+    /// again.
+    fn listed(
+        &mut self,
+        source: Source,
+        namespace: Option<String>,
+        mut found: BTreeMap<SourceId, Held>,
+    ) {
+        let named: Vec<SourceId> = self
             .users
             .keys()
-            .filter(|(ns, _)| namespace.as_ref().is_none_or(|n| n == ns))
+            .filter(|id| id.source == source)
+            .filter(|id| namespace.as_ref().is_none_or(|n| *n == id.namespace))
             .cloned()
             .collect();
         for id in named {
             let held = found.remove(&id);
-            if self.config_maps.get(&id) != Some(&held) {
-                self.config_maps.insert(id.clone(), held);
+            if self.sources.get(&id) != Some(&held) {
+                self.sources.insert(id.clone(), held);
                 self.rejoin(&id);
             }
         }
     }
 
-    /// The ConfigMaps some entry names that were not read yet (neither
-    /// found nor known missing): for the collector to read.
-    pub fn unread_config_maps(&self) -> impl Iterator<Item = &ConfigMapId> {
-        let read = &self.config_maps;
+    /// The objects some entry names that were not read yet (neither found
+    /// nor known missing): for the collector to read.
+    pub fn unread_sources(&self) -> impl Iterator<Item = &SourceId> {
+        let read = &self.sources;
         self.users.keys().filter(move |id| !read.contains_key(*id))
     }
 
-    /// Whether some entry names ConfigMap `id`.
-    pub fn names(&self, id: &ConfigMapId) -> bool {
+    /// Whether some entry names object `id`.
+    pub fn names(&self, id: &SourceId) -> bool {
         self.users.contains_key(id)
     }
 
-    /// How many ConfigMaps named by some entry were found.
-    pub fn config_maps(&self) -> usize {
-        self.config_maps.values().filter(|h| h.is_some()).count()
+    /// How many `source` objects named by some entry were found.
+    pub fn sources(&self, source: Source) -> usize {
+        let found = self
+            .sources
+            .iter()
+            .filter(|(id, h)| id.source == source && h.is_some());
+        found.count()
     }
 
     /// The warnings of the joins since the last call, by workload: an
@@ -397,68 +431,74 @@ mod tests {
             .collect()
     }
 
-    fn shared() -> ConfigMapId {
-        ("a".into(), "shared".into())
+    fn shared() -> SourceId {
+        SourceId {
+            source: Source::ConfigMap,
+            namespace: "a".into(),
+            name: "shared".into(),
+        }
     }
 
     #[test]
     fn a_config_map_joins_its_references_into_every_workload_naming_it() {
         let mut index: Index = [naming("one"), naming("two")].into_iter().collect();
-        assert_eq!(index.unread_config_maps().collect::<Vec<_>>(), [&shared()]);
+        assert_eq!(index.unread_sources().collect::<Vec<_>>(), [&shared()]);
         let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
-        index.apply(Update::ConfigMap(shared(), Some(db)));
+        index.apply(Update::Source(shared(), Some(db)));
         assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
         assert_eq!(paths(&index, "two"), ["secret/data/shared/db"]);
-        assert_eq!(index.config_maps(), 1);
-        assert_eq!(index.unread_config_maps().count(), 0);
+        assert_eq!(index.sources(Source::ConfigMap), 1);
+        assert_eq!(index.unread_sources().count(), 0);
         // An edit that adds a reference adds it; a workload stored again
         // (its own event, a patch) keeps the join.
         let both = held(&[
             ("DB_PASS", "vault:secret/data/shared/db#password"),
             ("API", "vault:secret/data/shared/api#key"),
         ]);
-        index.apply(Update::ConfigMap(shared(), Some(both)));
+        index.apply(Update::Source(shared(), Some(both)));
         index.apply(Update::Stored(naming("two").id, Some(naming("two"))));
         let want = ["secret/data/shared/api", "secret/data/shared/db"];
         assert_eq!(paths(&index, "one"), want);
         assert_eq!(paths(&index, "two"), want);
         // Deleted: its references go, and it is known missing.
-        index.apply(Update::ConfigMap(shared(), None));
+        index.apply(Update::Source(shared(), None));
         assert!(paths(&index, "one").is_empty());
-        assert_eq!(index.unread_config_maps().count(), 0);
-        assert_eq!(index.config_maps(), 0);
+        assert_eq!(index.unread_sources().count(), 0);
+        assert_eq!(index.sources(Source::ConfigMap), 0);
     }
 
     #[test]
     fn only_named_config_maps_are_kept_and_only_while_named() {
         let mut index = Index::new();
         let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
-        index.apply(Update::ConfigMap(shared(), Some(db.clone())));
-        assert_eq!(index.config_maps(), 0, "nobody names it");
+        index.apply(Update::Source(shared(), Some(db.clone())));
+        assert_eq!(index.sources(Source::ConfigMap), 0, "nobody names it");
         index.apply(Update::Stored(naming("one").id, Some(naming("one"))));
-        index.apply(Update::ConfigMapsListed {
+        index.apply(Update::SourcesListed {
+            source: Source::ConfigMap,
             namespace: Some("a".into()),
             found: [(shared(), db)].into_iter().collect(),
         });
         assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
         index.apply(Update::Deleted(naming("one").id));
-        assert_eq!(index.config_maps(), 0);
+        assert_eq!(index.sources(Source::ConfigMap), 0);
         assert!(!index.names(&shared()));
         // A listing without it: known missing, nothing to read.
         index.apply(Update::Stored(naming("one").id, Some(naming("one"))));
-        index.apply(Update::ConfigMapsListed {
+        index.apply(Update::SourcesListed {
+            source: Source::ConfigMap,
             namespace: None,
             found: BTreeMap::new(),
         });
         assert!(paths(&index, "one").is_empty());
-        assert_eq!(index.unread_config_maps().count(), 0);
+        assert_eq!(index.unread_sources().count(), 0);
     }
 
     #[test]
     fn the_warnings_of_a_join_are_handed_over_once() {
         let mut index: Index = [naming("one")].into_iter().collect();
         let bad = held(&[("BAD", "vault:#x")]);
-        index.apply(Update::ConfigMap(shared(), Some(bad)));
+        index.apply(Update::Source(shared(), Some(bad)));
         let said = index.take_warnings();
         let warnings = &said[&naming("one").id];
         assert_eq!(

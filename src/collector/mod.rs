@@ -10,21 +10,23 @@ pub mod index;
 pub mod steps;
 
 use crate::collector::follow::{Follow, Happened, Say, Standing, FAILED_TRIES};
-use crate::collector::index::{ConfigMapId, Index, Update};
+use crate::collector::index::{Index, SourceId, Update};
 use crate::collector::steps::Steps;
 use crate::error::Error;
 use crate::io::poll::Interest;
 use crate::io::stream::Flow;
+use crate::kube::watch::Watched;
 use crate::kube::watch::{Event, Watch};
 use crate::kube::{Kube, Resource};
-use crate::policy::sources::{ConfigMap, Held};
-use crate::policy::workload::{Entry, Kind, Listed, Unreadable, Workload, WorkloadId};
+use crate::policy::sources::{ConfigMap, Held, Object, Secret};
+use crate::policy::workload::{Entry, Kind, Listed, Source, Unreadable, Workload, WorkloadId};
+use serde::de::DeserializeOwned;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-/// The most ConfigMaps read one by one in a turn (workloads that began to
+/// The most ConfigMaps (and Secrets) read one by one in a turn (workloads that began to
 /// name them); the rest wait for the next turns.
 const READS_PER_TURN: usize = 10;
 
@@ -110,10 +112,13 @@ pub struct Collector {
     /// What one workload may name.
     limits: crate::policy::workload::Limits,
     /// A hash of the warnings of the last join per workload (its
-    /// ConfigMaps' references), logged once like `warned`.
+    /// ConfigMaps' and Secrets' references), logged once like `warned`.
     joined: HashMap<WorkloadId, u64>,
-    /// Named ConfigMaps whose reading failed: read again at the next pass.
-    tried: BTreeSet<ConfigMapId>,
+    /// Named objects whose reading failed: read again at the next pass.
+    tried: BTreeSet<SourceId>,
+    /// Workloads told once that the Secrets they take env from are not
+    /// followed (without `--follow-secret-refs`).
+    told: BTreeSet<WorkloadId>,
     /// The API server could not be reached: turns bring no scope up until
     /// the next pass tries again, so streams noticed cut one after the
     /// other cost one failed request, not one each.
@@ -147,6 +152,7 @@ impl Collector {
             warned: HashMap::new(),
             joined: HashMap::new(),
             tried: BTreeSet::new(),
+            told: BTreeSet::new(),
             page_bytes: crate::kube::ANSWER_LIMIT,
             watching: true,
             events: 0,
@@ -162,19 +168,26 @@ impl Collector {
     }
 
     /// The same collector following the ConfigMaps of its namespaces too,
-    /// after the workloads (so that a first listing knows which are named).
-    pub fn with_config_maps(mut self) -> Collector {
-        let namespaces: Vec<Option<String>> =
+    /// and their Secrets when its limits say `follow_secrets`, after the
+    /// workloads (so that a first listing knows which are named).
+    pub fn with_sources(mut self) -> Collector {
+        let mut namespaces: Vec<Option<String>> =
             self.scopes.iter().map(|s| s.namespace.clone()).collect();
-        let mut namespaces = namespaces;
+        namespaces.sort();
         namespaces.dedup();
-        let scopes = namespaces.into_iter().map(|namespace| Scope {
-            resource: Resource::ConfigMaps,
-            namespace,
-            follow: Follow::default(),
-            watch: None,
-        });
-        self.scopes.extend(scopes);
+        let mut sources = vec![Source::ConfigMap];
+        if self.limits.follow_secrets {
+            sources.push(Source::Secret);
+        }
+        for source in sources {
+            let scopes = namespaces.iter().map(|namespace| Scope {
+                resource: Resource::Sources(source),
+                namespace: namespace.clone(),
+                follow: Follow::default(),
+                watch: None,
+            });
+            self.scopes.extend(scopes.collect::<Vec<_>>());
+        }
         self
     }
 
@@ -363,18 +376,17 @@ impl Collector {
                     rv,
                 )
             }
-            Resource::ConfigMaps => {
-                let mut found = BTreeMap::new();
-                let each = |this: &mut Collector, item: ConfigMap| {
-                    if let Some((id, held)) = this.held(index, item) {
-                        found.insert(id, held);
-                    }
-                };
-                let Some(rv) = self.pages(i, kube, steps, each)? else {
-                    return Ok(false);
-                };
-                log::debug!("listed {}: {} named", self.describe(i), found.len());
-                (Update::ConfigMapsListed { namespace, found }, rv)
+            Resource::Sources(Source::ConfigMap) => {
+                match self.list_sources::<ConfigMap>(i, kube, index, steps)? {
+                    Some(listed) => listed,
+                    None => return Ok(false),
+                }
+            }
+            Resource::Sources(Source::Secret) => {
+                match self.list_sources::<Secret>(i, kube, index, steps)? {
+                    Some(listed) => listed,
+                    None => return Ok(false),
+                }
             }
         };
         index.apply(update);
@@ -423,14 +435,50 @@ impl Collector {
         }
     }
 
-    /// What is kept of ConfigMap `item`: `None` when no workload names it
-    /// (or it is in an excluded namespace).
-    fn held(&self, index: &Index, item: ConfigMap) -> Option<(ConfigMapId, Held)> {
-        let id = (item.metadata.namespace, item.metadata.name);
-        if self.exclude.contains(&id.0) || !index.names(&id) {
+    /// Lists scope `i` of ConfigMaps or Secrets: the update keeping the
+    /// named ones and its resourceVersion; `None` when the loop asked to stop.
+    fn list_sources<T: Object + DeserializeOwned>(
+        &mut self,
+        i: usize,
+        kube: &mut Kube,
+        index: &Index,
+        steps: &mut dyn Steps,
+    ) -> Result<Option<(Update, String)>, Error> {
+        let mut found = BTreeMap::new();
+        let each = |this: &mut Collector, item: T| {
+            if let Some((id, held)) = this.held(index, item) {
+                found.insert(id, held);
+            }
+        };
+        let Some(rv) = self.pages(i, kube, steps, each)? else {
+            return Ok(None);
+        };
+        log::debug!("listed {}: {} named", self.describe(i), found.len());
+        let namespace = self.scopes[i].namespace.clone();
+        let source = T::SOURCE;
+        Ok(Some((
+            Update::SourcesListed {
+                source,
+                namespace,
+                found,
+            },
+            rv,
+        )))
+    }
+
+    /// What is kept of `item`: `None` when no workload names it (or it is
+    /// in an excluded namespace).
+    fn held<T: Object>(&self, index: &Index, item: T) -> Option<(SourceId, Held)> {
+        let (meta, values) = item.parts();
+        let id = SourceId {
+            source: T::SOURCE,
+            namespace: meta.namespace,
+            name: meta.name,
+        };
+        if self.exclude.contains(&id.namespace) || !index.names(&id) {
             return None;
         }
-        let held = Held::read(item.data, &id.0, self.limits.allowed_paths.as_ref());
+        let held = Held::read(values, &id.namespace, self.limits.allowed_paths.as_ref());
         Some((id, held))
     }
 
@@ -439,30 +487,20 @@ impl Collector {
     /// (reopening it is the next [`Collector::turn`]'s).
     pub fn catch_up(&mut self, kube: &mut Kube, index: &mut Index) {
         for i in 0..self.scopes.len() {
-            let resource = self.scopes[i].resource;
-            let Some(watch) = self.scopes[i].watch.as_mut() else {
+            let Some(age) = self.scopes[i].watch.as_ref().map(Watch::age) else {
                 continue;
             };
-            let age = watch.age();
-            let result = match resource {
+            let result = match self.scopes[i].resource {
                 Resource::Workloads(kind) => {
-                    let mut events = Vec::new();
-                    let result = watch.events(&mut events);
+                    let (events, result) = self.take_events(i);
                     for event in events {
                         let rv = self.apply(kind, event, index);
                         self.delivered(i, &rv);
                     }
                     result
                 }
-                Resource::ConfigMaps => {
-                    let mut events = Vec::new();
-                    let result = watch.events(&mut events);
-                    for event in events {
-                        let rv = self.apply_config_map(event, index);
-                        self.delivered(i, &rv);
-                    }
-                    result
-                }
+                Resource::Sources(Source::ConfigMap) => self.source_events::<ConfigMap>(i, index),
+                Resource::Sources(Source::Secret) => self.source_events::<Secret>(i, index),
             };
             self.log_warnings(index);
             match result {
@@ -566,63 +604,107 @@ impl Collector {
         }
     }
 
-    /// Applies one event of a watch of ConfigMaps; its resourceVersion.
-    fn apply_config_map(&mut self, event: Event<ConfigMap>, index: &mut Index) -> String {
+    /// The events scope `i`'s watch has delivered, and how it stands.
+    fn take_events<T: Watched>(&mut self, i: usize) -> (Vec<Event<T>>, Result<Flow, Error>) {
+        let mut events = Vec::new();
+        let result = match self.scopes[i].watch.as_mut() {
+            Some(watch) => watch.events(&mut events),
+            None => Ok(Flow::Ended),
+        };
+        (events, result)
+    }
+
+    /// Reads and applies the events scope `i`'s watch of ConfigMaps or
+    /// Secrets has delivered.
+    fn source_events<T: Object + Watched>(
+        &mut self,
+        i: usize,
+        index: &mut Index,
+    ) -> Result<Flow, Error> {
+        let (events, result) = self.take_events::<T>(i);
+        for event in events {
+            let rv = self.apply_source(event, index);
+            self.delivered(i, &rv);
+        }
+        result
+    }
+
+    /// Applies one event of a watch of ConfigMaps or Secrets; its
+    /// resourceVersion.
+    fn apply_source<T: Object + Watched>(&mut self, event: Event<T>, index: &mut Index) -> String {
+        let id = |namespace, name| SourceId {
+            source: T::SOURCE,
+            namespace,
+            name,
+        };
         match event {
             Event::Applied(item) => {
-                let rv = item.metadata.resource_version.clone();
+                let rv = item.resource_version().to_string();
                 if let Some((id, held)) = self.held(index, item) {
-                    index.apply(Update::ConfigMap(id, Some(held)));
+                    index.apply(Update::Source(id, Some(held)));
                 }
                 rv
             }
             Event::Deleted(item) => {
-                let id = (item.metadata.namespace, item.metadata.name);
-                index.apply(Update::ConfigMap(id, None));
-                item.metadata.resource_version
+                let (meta, _) = item.parts();
+                index.apply(Update::Source(id(meta.namespace, meta.name), None));
+                meta.resource_version
             }
             Event::Bookmark(rv) => rv,
             // Its data is a map of strings to the API server: seen only of
-            // a ConfigMap that is not one, which the webhook cannot read.
+            // an object that is not one, which the webhook cannot read.
             Event::Unreadable(unreadable) => {
-                let id = (unreadable.namespace, unreadable.name);
-                index.apply(Update::ConfigMap(id, None));
+                let named = id(unreadable.namespace, unreadable.name);
+                index.apply(Update::Source(named, None));
                 unreadable.resource_version
             }
         }
     }
 
-    /// Reads the ConfigMaps some workload names that no listing or event
-    /// brought yet (a workload that began to name them), once each: a
-    /// ConfigMap not found is missing, the watch says when it comes.
+    /// Reads the ConfigMaps and Secrets some workload names that no listing
+    /// or event brought yet (a workload that began to name them), once
+    /// each: one not found is missing, the watch says when it comes.
     fn read_named(&mut self, kube: &mut Kube, index: &mut Index) {
-        let listed = |namespace: &str| {
+        let listed = |id: &SourceId| {
             self.scopes.iter().any(|s| {
-                s.resource == Resource::ConfigMaps
+                s.resource == Resource::Sources(id.source)
                     && s.follow.since().is_some()
-                    && s.namespace.as_deref().is_none_or(|ns| ns == namespace)
+                    && s.namespace.as_deref().is_none_or(|ns| ns == id.namespace)
             })
         };
-        let unread: Vec<ConfigMapId> = index
-            .unread_config_maps()
-            .filter(|id| listed(&id.0) && !self.tried.contains(*id))
+        let unread: Vec<SourceId> = index
+            .unread_sources()
+            .filter(|id| listed(id) && !self.tried.contains(*id))
             .take(READS_PER_TURN)
             .cloned()
             .collect();
         for id in unread {
-            match kube.get_config_map(&id.0, &id.1) {
-                Ok(item) => {
-                    let held = self.held(index, item).map(|(_, held)| held);
-                    index.apply(Update::ConfigMap(id, held));
-                }
-                Err(Error::NotFound) => index.apply(Update::ConfigMap(id, None)),
+            let read = match id.source {
+                Source::ConfigMap => self.read_one::<ConfigMap>(kube, index, &id),
+                Source::Secret => self.read_one::<Secret>(kube, index, &id),
+            };
+            match read {
+                Ok(held) => index.apply(Update::Source(id, held)),
+                Err(Error::NotFound) => index.apply(Update::Source(id, None)),
                 Err(e) => {
-                    log::warn!("reading ConfigMap {}/{} failed: {e}", id.0, id.1);
+                    let kind = id.source.name();
+                    log::warn!("reading {kind} {}/{} failed: {e}", id.namespace, id.name);
                     self.tried.insert(id);
                 }
             }
         }
         self.log_warnings(index);
+    }
+
+    /// What is kept of object `id`, as it is now.
+    fn read_one<T: Object + DeserializeOwned>(
+        &self,
+        kube: &mut Kube,
+        index: &Index,
+        id: &SourceId,
+    ) -> Result<Option<Held>, Error> {
+        let item: T = kube.get_source(id.source, &id.namespace, &id.name)?;
+        Ok(self.held(index, item).map(|(_, held)| held))
     }
 
     /// Logs the warnings of the index's joins, each once.
@@ -666,8 +748,15 @@ impl Collector {
             return None;
         }
         let id = workload.id(kind);
+        let takes_secrets = !self.limits.follow_secrets && workload.takes_secrets();
         let mut warnings = Vec::new();
         let entry = workload.into_entry(kind, &self.limits, &mut warnings);
+        if takes_secrets && entry.is_some() && self.told.insert(id.clone()) {
+            log::info!(
+                "{id} takes env from a Secret (envFrom); vault: references in Secrets are not \
+                 followed (--follow-secret-refs does)"
+            );
+        }
         self.warn_once(id, warnings);
         entry
     }
@@ -958,7 +1047,7 @@ mod tests {
             }
         });
         let mut kube = client(&server.url);
-        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]).with_config_maps();
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[]).with_sources();
         let mut index = Index::new();
         let report = collector.pass(&mut kube, &mut index, &mut Unattended);
         assert_eq!((report.failures, report.watches), (0, (2, 2)));
@@ -968,7 +1057,7 @@ mod tests {
         };
         assert_eq!(paths(&index), ["secret/data/shared/db"]);
         assert_eq!(
-            index.config_maps(),
+            index.sources(Source::ConfigMap),
             1,
             "the one no workload names is not kept"
         );
@@ -978,11 +1067,51 @@ mod tests {
             ["secret/data/shared/api", "secret/data/shared/db"]
         );
         let asked: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
-        assert!(
-            asked[2].starts_with("/api/v1/configmaps?limit"),
-            "{asked:?}"
-        );
+        let lists = asked
+            .iter()
+            .filter(|p| p.starts_with("/api/v1/configmaps?limit"));
+        assert_eq!(lists.count(), 1, "{asked:?}");
         assert!(asked.iter().all(|p| !p.contains("/secrets")), "{asked:?}");
+    }
+
+    #[test]
+    fn with_follow_secrets_the_secrets_named_are_followed_too() {
+        use base64::Engine;
+        let server = fake_server::start(|r| {
+            if r.path.contains("watch=1") {
+                return Reply::json(200, "");
+            }
+            let items = if r.path.starts_with("/api/v1/secrets") {
+                let value = base64::engine::general_purpose::STANDARD
+                    .encode("vault:secret/data/from-secret#k");
+                serde_json::json!([{"metadata": {"name": "creds", "namespace": "ns"},
+                    "data": {"K": value}}])
+            } else if r.path.starts_with("/api/v1/configmaps") {
+                serde_json::json!([])
+            } else {
+                let mut app = deployment("app", 0);
+                app["spec"]["template"]["spec"] = serde_json::json!({"containers": [
+                    {"name": "c", "envFrom": [{"secretRef": {"name": "creds"}}]}]});
+                serde_json::json!([app])
+            };
+            let body = serde_json::json!({"items": items,
+                "metadata": {"resourceVersion": "5", "continue": ""}});
+            Reply::json(200, &body.to_string())
+        });
+        let mut kube = client(&server.url);
+        let limits = crate::policy::workload::Limits {
+            follow_secrets: true,
+            ..Default::default()
+        };
+        let mut collector = Collector::new(&[Kind::Deployment], &[], &[])
+            .with_limits(limits)
+            .with_sources();
+        let mut index = Index::new();
+        let report = collector.pass(&mut kube, &mut index, &mut Unattended);
+        assert_eq!((report.failures, report.watches.1), (0, 3));
+        let entry = index.values().next().unwrap();
+        assert_eq!(entry.refs[0].path, "secret/data/from-secret");
+        assert_eq!(index.sources(Source::Secret), 1);
     }
 
     #[test]
@@ -997,7 +1126,7 @@ mod tests {
         });
         let mut kube = client(&server.url);
         let mut collector = Collector::new(&[Kind::Deployment], &[], &[])
-            .with_config_maps()
+            .with_sources()
             .without_watches();
         let mut index = Index::new();
         collector.pass(&mut kube, &mut index, &mut Unattended);
@@ -1016,7 +1145,7 @@ mod tests {
             .filter(|r| r.path.ends_with("/shared"))
             .count();
         assert_eq!(gets, 1, "missing is known, not asked again");
-        assert_eq!(index.unread_config_maps().count(), 0);
+        assert_eq!(index.unread_sources().count(), 0);
     }
 
     #[test]

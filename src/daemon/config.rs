@@ -188,6 +188,11 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     MOUNT/detailed-metadata/*) instead of one read each; a
                                     refused or unsupported listing falls back to the reads
                                     [default: off; env LIST_SECRET_METADATA]
+  --follow-secret-refs              also follow the vault: references in the Secrets that
+                                    containers name (envFrom secretRef, secretKeyRef), as
+                                    the webhook injects them; needs get, list and watch on
+                                    Secrets (manifests/optional/follow-secret-refs.yaml)
+                                    [default: off; env FOLLOW_SECRET_REFS]
   --kubeconfig PATH                 run outside a cluster with a kubeconfig's context: its
                                     server, CA (or insecure-skip-tls-verify) and user: token,
                                     tokenFile or client certificate; not exec or auth-provider
@@ -260,11 +265,9 @@ pub fn parse(
     let (args, dry_run) = take_bool_flag(args, "--dry-run")?;
     let (args, once) = take_bool_flag(args, "--once")?;
     let (args, per_workload_vault_addr) = take_bool_flag(args, "--per-workload-vault-addr")?;
-    let (args, list_flag) = take_bool_flag(args, "--list-secret-metadata")?;
-    let list_metadata = match env("LIST_SECRET_METADATA") {
-        Some(value) if !list_flag => parse_bool("LIST_SECRET_METADATA", &value)?,
-        _ => list_flag,
-    };
+    let (args, list_metadata) =
+        switch(args, env, "--list-secret-metadata", "LIST_SECRET_METADATA")?;
+    let (args, follow_secrets) = switch(args, env, "--follow-secret-refs", "FOLLOW_SECRET_REFS")?;
     let mut args = pico_args::Arguments::from_vec(args);
     if args.contains(["-h", "--help"]) {
         return Ok(Command::Help);
@@ -313,7 +316,10 @@ pub fn parse(
         max_renewals_per_namespace_hour: tuning.max_renewals_per_namespace_hour,
         waves: tuning.waves,
         reload_window: tuning.reload_window,
-        limits: tuning.limits,
+        limits: crate::policy::workload::Limits {
+            follow_secrets,
+            ..tuning.limits
+        },
         list_metadata,
         kube: servers.kube,
         jwt_file: servers.jwt_file,
@@ -435,6 +441,7 @@ impl Tuning {
             limits: crate::policy::workload::Limits {
                 max_secrets,
                 allowed_paths,
+                follow_secrets: false,
             },
         })
     }
@@ -566,6 +573,21 @@ fn double_dash(arg: std::ffi::OsString) -> std::ffi::OsString {
 
 /// Removes a Go-style boolean flag (`--name` or `--name=true|false`) from
 /// `args`, returning whether it was set.
+/// A switch given by `flag` (which wins) or by the environment's `var`.
+fn switch(
+    args: Vec<std::ffi::OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+    flag: &str,
+    var: &str,
+) -> Result<(Vec<std::ffi::OsString>, bool), ConfigError> {
+    let (args, given) = take_bool_flag(args, flag)?;
+    let value = match env(var) {
+        Some(value) if !given => parse_bool(var, &value)?,
+        _ => given,
+    };
+    Ok((args, value))
+}
+
 fn take_bool_flag(
     args: Vec<std::ffi::OsString>,
     name: &str,
@@ -1077,6 +1099,19 @@ mod tests {
             error,
             "--reload-window: range 1: 'Mars/Olympus' is not an IANA time zone (or UTC)"
         );
+    }
+
+    #[test]
+    fn secrets_are_followed_only_when_asked_for() {
+        let follows = |args: &[&str], env: &[(&str, &str)]| {
+            let mut all = IN_CLUSTER.to_vec();
+            all.extend_from_slice(env);
+            run(args, &all).unwrap().limits.follow_secrets
+        };
+        assert!(!follows(&[], &[]));
+        assert!(follows(&["--follow-secret-refs"], &[]));
+        assert!(follows(&[], &[("FOLLOW_SECRET_REFS", "true")]));
+        assert!(!follows(&["--follow-secret-refs=false"], &[]));
     }
 
     #[test]

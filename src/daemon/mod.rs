@@ -15,6 +15,7 @@ use crate::kube::lease::Elector;
 use crate::kube::Kube;
 use crate::policy::cost;
 use crate::policy::metrics::{Counts, Metrics};
+use crate::policy::workload::Source;
 use crate::reloader::{self, Reloader};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -150,7 +151,8 @@ impl Lease {
 fn show_streams(collector: &Collector, index: &Index) {
     reactor::status(|status| {
         status.metrics.watched_workloads = index.len();
-        status.metrics.watched_config_maps = index.config_maps();
+        status.metrics.watched_config_maps = index.sources(Source::ConfigMap);
+        status.metrics.watched_kube_secrets = index.sources(Source::Secret);
         status.metrics.watch_streams = collector.watches();
     });
 }
@@ -171,7 +173,8 @@ fn collected(
         status.readiness.collected = ok;
         metrics.collector.record(ok, took);
         metrics.watched_workloads = index.len();
-        metrics.watched_config_maps = index.config_maps();
+        metrics.watched_config_maps = index.sources(Source::ConfigMap);
+        metrics.watched_kube_secrets = index.sources(Source::Secret);
         metrics.watch_streams = report.watches;
         metrics.watch_events += report.events;
         log::info!(

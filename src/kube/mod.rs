@@ -12,7 +12,7 @@ use crate::io::http;
 use crate::io::settings::{KubeCredentials, KubeSettings, Source};
 use crate::io::stream::{Stream, Target};
 use crate::kube::watch::Watch;
-use crate::policy::workload::{Kind, Workload};
+use crate::policy::workload::{self, Kind, Workload};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -169,13 +169,14 @@ pub struct Page<T = crate::policy::workload::Listed> {
     pub metadata: ListMeta,
 }
 
-/// A collection the collector follows: a workload kind, or ConfigMaps.
+/// A collection the collector follows: a workload kind, or ConfigMaps or
+/// Secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
     /// Workloads of one kind.
     Workloads(Kind),
-    /// core/v1 ConfigMaps.
-    ConfigMaps,
+    /// core/v1 ConfigMaps or Secrets.
+    Sources(workload::Source),
 }
 
 impl Resource {
@@ -183,7 +184,8 @@ impl Resource {
     pub fn plural(self) -> &'static str {
         match self {
             Resource::Workloads(kind) => kind.plural(),
-            Resource::ConfigMaps => "configmaps",
+            Resource::Sources(workload::Source::ConfigMap) => "configmaps",
+            Resource::Sources(workload::Source::Secret) => "secrets",
         }
     }
 
@@ -191,7 +193,7 @@ impl Resource {
     fn collection(self, namespace: Option<&str>) -> String {
         let group = match self {
             Resource::Workloads(kind) => format!("/apis/{}", kind.api_version()),
-            Resource::ConfigMaps => "/api/v1".to_string(),
+            Resource::Sources(_) => "/api/v1".to_string(),
         };
         match namespace {
             Some(ns) => format!("{group}/namespaces/{ns}/{}", self.plural()),
@@ -439,13 +441,15 @@ impl Kube {
         http::read_json(response, ANSWER_LIMIT)
     }
 
-    /// One ConfigMap as it is now; [`Error::NotFound`] when there is none.
-    pub fn get_config_map(
+    /// One ConfigMap or Secret as it is now, decoded as `T`;
+    /// [`Error::NotFound`] when there is none.
+    pub fn get_source<T: serde::de::DeserializeOwned>(
         &mut self,
+        source: workload::Source,
         namespace: &str,
         name: &str,
-    ) -> Result<crate::policy::sources::ConfigMap, Error> {
-        let collection = Resource::ConfigMaps.collection(Some(namespace));
+    ) -> Result<T, Error> {
+        let collection = Resource::Sources(source).collection(Some(namespace));
         let response = self.send("get", &format!("{collection}/{name}"), &[], None)?;
         http::read_json(response, ANSWER_LIMIT)
     }

@@ -4,7 +4,7 @@
 use crate::error::Error;
 use crate::io::stream::{Flow, Stream};
 use crate::policy::progress::Status;
-use crate::policy::sources::ConfigMap;
+use crate::policy::sources::{ConfigMap, Secret};
 use crate::policy::workload::{Metadata, Spec, Unreadable, Workload};
 use serde::Deserialize;
 
@@ -51,6 +51,17 @@ impl Watched for Workload {
 impl Watched for ConfigMap {
     type Raw = ConfigMap;
     fn from_raw(raw: ConfigMap) -> (ConfigMap, Option<u16>) {
+        let code = raw.code;
+        (raw, code)
+    }
+    fn resource_version(&self) -> &str {
+        &self.metadata.resource_version
+    }
+}
+
+impl Watched for Secret {
+    type Raw = Secret;
+    fn from_raw(raw: Secret) -> (Secret, Option<u16>) {
         let code = raw.code;
         (raw, code)
     }

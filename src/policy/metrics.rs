@@ -76,6 +76,9 @@ pub struct Metrics {
     pub watched_workloads: usize,
     /// ConfigMaps that opted-in workloads name, found and followed.
     pub watched_config_maps: usize,
+    /// Secrets that opted-in workloads name, found and followed
+    /// (`--follow-secret-refs`).
+    pub watched_kube_secrets: usize,
     /// Distinct secrets they use.
     pub secrets: usize,
     /// Open watch streams, and the scopes (kinds × namespaces) followed.

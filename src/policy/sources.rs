@@ -1,12 +1,13 @@
-//! ConfigMaps as sources of references: the webhook injects the `vault:`
-//! values a container takes from ConfigMaps (`envFrom`, `valueFrom`) like
-//! its own. What is kept of a ConfigMap (only its values that may be
-//! references, parsed), and the pure join of a workload's own references
-//! with those of the ConfigMaps it names.
+//! ConfigMaps and Secrets as sources of references: the webhook injects the
+//! `vault:` values a container takes from them (`envFrom`, `valueFrom`)
+//! like its own. What is kept of one (only its values that may be
+//! references, parsed: nothing else of a Secret), and the pure join of a
+//! workload's own references with those of the objects it names.
 
 use crate::policy::paths::AllowedPaths;
 use crate::policy::refs::{self, Malformed, SecretRef};
-use crate::policy::workload::Entry;
+use crate::policy::workload::{Entry, Source};
+use base64::Engine;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
@@ -27,6 +28,43 @@ pub struct ConfigMap {
     pub data: Values,
     /// The `Status` code of a watch's ERROR event.
     pub code: Option<u16>,
+}
+
+/// A Secret as listed or watched (with `--follow-secret-refs`): what names
+/// it, and its values that, decoded, mention `vault:` or `bao:`; the others
+/// are dropped while decoding, never held.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct Secret {
+    /// Name, namespace, resourceVersion.
+    pub metadata: Meta,
+    /// The values that may hold references, decoded, by key.
+    #[serde(deserialize_with = "encoded_reference_values")]
+    pub data: Values,
+    /// The `Status` code of a watch's ERROR event.
+    pub code: Option<u16>,
+}
+
+/// An object whose values may hold references.
+pub trait Object {
+    /// Which kind it is.
+    const SOURCE: Source;
+    /// What names it, and its values that may hold references.
+    fn parts(self) -> (Meta, Values);
+}
+
+impl Object for ConfigMap {
+    const SOURCE: Source = Source::ConfigMap;
+    fn parts(self) -> (Meta, Values) {
+        (self.metadata, self.data)
+    }
+}
+
+impl Object for Secret {
+    const SOURCE: Source = Source::Secret;
+    fn parts(self) -> (Meta, Values) {
+        (self.metadata, self.data)
+    }
 }
 
 /// The metadata used of an object that is not a workload.
@@ -51,35 +89,54 @@ pub struct Values {
 }
 
 fn reference_values<'de, D: Deserializer<'de>>(d: D) -> Result<Values, D::Error> {
-    struct Filter;
-    impl<'de> Visitor<'de> for Filter {
-        type Value = Values;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a map of strings")
-        }
-        fn visit_unit<E>(self) -> Result<Values, E> {
-            Ok(Values::default())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Values, A::Error> {
-            let mut values = Values::default();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                let value = map.next_value::<std::borrow::Cow<'de, str>>()?;
-                if !(value.contains("vault:") || value.contains("bao:")) {
-                    continue;
-                }
-                if values.kept.len() < KEPT_VALUES {
-                    values.kept.push((key.into_owned(), value.into_owned()));
-                } else {
-                    values.dropped += 1;
-                }
-            }
-            Ok(values)
-        }
-    }
-    d.deserialize_any(Filter)
+    d.deserialize_any(Filter { encoded: false })
 }
 
-/// What one value of a ConfigMap refers to.
+fn encoded_reference_values<'de, D: Deserializer<'de>>(d: D) -> Result<Values, D::Error> {
+    d.deserialize_any(Filter { encoded: true })
+}
+
+/// Keeps the values of a string map that may hold references, decoding
+/// base64 first when `encoded` (a Secret's `data`).
+struct Filter {
+    encoded: bool,
+}
+
+impl<'de> Visitor<'de> for Filter {
+    type Value = Values;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of strings")
+    }
+    fn visit_unit<E>(self) -> Result<Values, E> {
+        Ok(Values::default())
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Values, A::Error> {
+        let mut values = Values::default();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let value = map.next_value::<std::borrow::Cow<'de, str>>()?;
+            let value = match self.encoded {
+                false => Some(value.into_owned()),
+                // Not base64 of text: the webhook finds no reference in it either.
+                true => base64::engine::general_purpose::STANDARD
+                    .decode(value.as_bytes())
+                    .ok()
+                    .and_then(|bytes| String::from_utf8(bytes).ok()),
+            };
+            let Some(value) = value else { continue };
+            if !(value.contains("vault:") || value.contains("bao:")) {
+                continue;
+            }
+            if values.kept.len() < KEPT_VALUES {
+                values.kept.push((key.into_owned(), value));
+            } else {
+                values.dropped += 1;
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// What one value of a ConfigMap or Secret refers to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRefs {
     /// The key.
@@ -94,7 +151,7 @@ pub struct KeyRefs {
     pub refused: bool,
 }
 
-/// What is kept of a ConfigMap some workload names: its references by key
+/// What is kept of a ConfigMap or Secret some workload names: its references by key
 /// (no value itself), in a form every workload naming it can join.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
@@ -105,7 +162,7 @@ pub struct Held {
 }
 
 impl Held {
-    /// The references of ConfigMap `values` in `namespace`, within
+    /// The references of the `values` of an object in `namespace`, within
     /// `allowed` paths; a value with nothing in it is not kept.
     pub fn read(values: Values, namespace: &str, allowed: Option<&AllowedPaths>) -> Held {
         let mut keys = Vec::new();
@@ -143,14 +200,14 @@ impl Held {
     }
 }
 
-/// Joins `entry`'s own references with those of the ConfigMaps it names
-/// (`held` gives each by name; `None`: missing or not read yet, skipped as
-/// the webhook skips it), and caps the whole at its
+/// Joins `entry`'s own references with those of the objects it names
+/// (`held` gives each by kind and name; `None`: missing or not read yet,
+/// skipped as the webhook skips it), and caps the whole at its
 /// `--max-secrets-per-workload`: sets `refs`, the written references,
 /// `refused` and `unwatched`. Returns the warnings about the join, each
-/// naming the workload, the ConfigMap and the key, never a value. An entry
-/// naming no ConfigMap is left as it is.
-pub fn join<'a>(entry: &mut Entry, held: impl Fn(&str) -> Option<&'a Held>) -> Vec<String> {
+/// naming the workload, the object and the key, never a value. An entry
+/// naming none is left as it is.
+pub fn join<'a>(entry: &mut Entry, held: impl Fn(Source, &str) -> Option<&'a Held>) -> Vec<String> {
     let Some(sources) = entry.sources.as_deref() else {
         return Vec::new();
     };
@@ -159,12 +216,13 @@ pub fn join<'a>(entry: &mut Entry, held: impl Fn(&str) -> Option<&'a Held>) -> V
     let mut refused = sources.refused.clone();
     let mut warnings = Vec::new();
     for named in &sources.named {
-        let Some(config_map) = held(&named.name) else {
+        let Some(config_map) = held(named.source, &named.name) else {
             continue;
         };
         let keys = config_map.keys.iter();
         for k in keys.filter(|k| named.key.as_ref().is_none_or(|key| *key == k.key)) {
-            let place = format!("key {} of ConfigMap {}", k.key, named.name);
+            let kind = named.source.name();
+            let place = format!("key {} of {kind} {}", k.key, named.name);
             if let Some(why) = k.malformed {
                 warnings.push(format!("{id}: skipping a reference in {place}: {why}"));
             }
@@ -180,8 +238,10 @@ pub fn join<'a>(entry: &mut Entry, held: impl Fn(&str) -> Option<&'a Held>) -> V
         }
         if config_map.dropped > 0 && named.key.is_none() {
             warnings.push(format!(
-                "{id}: ConfigMap {} holds more than {KEPT_VALUES} references; {} are not read",
-                named.name, config_map.dropped
+                "{id}: {} {} holds more than {KEPT_VALUES} references; {} are not read",
+                named.source.name(),
+                named.name,
+                config_map.dropped
             ));
         }
     }
@@ -247,12 +307,14 @@ mod tests {
                 "spec": {"containers": [{"name": "c",
                     "envFrom": [{"configMapRef": {"name": "shared"}}],
                     "env": [{"name": "OWN", "value": "vault:secret/data/own#k"},
-                        {"name": "ONE", "valueFrom": {"configMapKeyRef": {"name": "keys", "key": "ONE"}}}]}]}}}
+                        {"name": "ONE", "valueFrom": {"configMapKeyRef": {"name": "keys", "key": "ONE"}}},
+                        {"name": "S", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "S"}}}]}]}}}
         }))
         .unwrap();
         let limits = Limits {
             max_secrets,
             allowed_paths: None,
+            follow_secrets: true,
         };
         workload
             .into_entry(Kind::Deployment, &limits, &mut Vec::new())
@@ -288,6 +350,21 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_keeps_only_its_decoded_references_and_nothing_else() {
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "creds", "namespace": "ns", "resourceVersion": "3"},
+            "data": {"PASSWORD": encode("hunter2"), "DB": encode("vault:secret/data/db#p"),
+                "NOT_BASE64": "vault:secret/data/raw#p", "BINARY": encode("\u{0}\u{ff}")}
+        }))
+        .unwrap();
+        let (meta, values) = secret.parts();
+        assert_eq!(meta.name, "creds");
+        let db = ("DB".to_string(), "vault:secret/data/db#p".to_string());
+        assert_eq!((values.kept, values.dropped), (vec![db], 0));
+    }
+
+    #[test]
     fn a_config_map_with_too_many_references_is_cut() {
         let data: serde_json::Map<String, serde_json::Value> = (0..KEPT_VALUES + 5)
             .map(|i| (format!("K{i}"), json!(format!("vault:s/data/{i}#k"))))
@@ -308,7 +385,7 @@ mod tests {
         assert_eq!(held.keys[0].refs, [vault("secret/data/ns/db")]);
         assert!(held.keys[1].refs.is_empty() && held.keys[1].refused);
         let mut app = entry(100, false);
-        let warnings = join(&mut app, |name| (name == "shared").then_some(&held));
+        let warnings = join(&mut app, |_, name| (name == "shared").then_some(&held));
         assert_eq!(app.refused.count, 1);
         assert_eq!(
             warnings,
@@ -335,15 +412,22 @@ mod tests {
             None,
         );
         let mut app = entry(100, false);
-        let warnings = join(&mut app, |_| None);
+        let warnings = join(&mut app, |_, _| None);
         assert_eq!(app.refs, [vault("secret/data/own")], "missing: skipped");
         assert!(warnings.is_empty());
-        let warnings = join(&mut app, |name| match name {
-            "shared" => Some(&shared),
-            "keys" => Some(&keys),
+        let creds = Held::read(
+            config_map(json!({"S": "vault:secret/data/creds#k", "T": "vault:"})).data,
+            "ns",
+            None,
+        );
+        let warnings = join(&mut app, |source, name| match (source, name) {
+            (Source::ConfigMap, "shared") => Some(&shared),
+            (Source::ConfigMap, "keys") => Some(&keys),
+            (Source::Secret, "creds") => Some(&creds),
             _ => None,
         });
         let want = [
+            "secret/data/creds",
             "secret/data/one",
             "secret/data/own",
             "secret/data/shared/db",
@@ -370,7 +454,7 @@ mod tests {
             None,
         );
         let mut app = entry(2, true);
-        let warnings = join(&mut app, |name| (name == "shared").then_some(&shared));
+        let warnings = join(&mut app, |_, name| (name == "shared").then_some(&shared));
         assert_eq!(app.refs, ["secret/data/a", "secret/data/b"].map(vault));
         assert_eq!(app.unwatched, 2, "own and the written one");
         assert!(app.dynamic.as_ref().unwrap().written.is_empty());
@@ -382,7 +466,7 @@ mod tests {
             ]
         );
         let mut app = entry(10, true);
-        join(&mut app, |name| (name == "shared").then_some(&shared));
+        join(&mut app, |_, name| (name == "shared").then_some(&shared));
         assert_eq!(app.refs.len(), 3);
         assert_eq!(app.dynamic.unwrap().written, [vault("database/creds/app")]);
     }

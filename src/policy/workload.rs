@@ -122,6 +122,8 @@ pub struct Limits {
     pub max_secrets: usize,
     /// `--allowed-secret-paths`; `None`: every path.
     pub allowed_paths: Option<AllowedPaths>,
+    /// `--follow-secret-refs`: the Secrets a workload names are sources too.
+    pub follow_secrets: bool,
 }
 
 impl Default for Limits {
@@ -129,6 +131,7 @@ impl Default for Limits {
         Limits {
             max_secrets: MAX_SECRETS_DEFAULT,
             allowed_paths: None,
+            follow_secrets: false,
         }
     }
 }
@@ -358,19 +361,21 @@ pub struct EnvVar {
     pub value_from: ValueFrom,
 }
 
-/// An env var's `valueFrom`, as far as it names a ConfigMap key.
+/// An env var's `valueFrom`, as far as it names a ConfigMap or Secret key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct ValueFrom {
     /// `configMapKeyRef`.
     pub config_map_key_ref: Option<KeyRef>,
+    /// `secretKeyRef`.
+    pub secret_key_ref: Option<KeyRef>,
 }
 
-/// A `configMapKeyRef`: which ConfigMap, which key.
+/// A `configMapKeyRef` or `secretKeyRef`: which object, which key.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct KeyRef {
-    /// The ConfigMap's name.
+    /// The object's name.
     #[serde(deserialize_with = "null_as_default")]
     pub name: String,
     /// The key.
@@ -378,13 +383,15 @@ pub struct KeyRef {
     pub key: String,
 }
 
-/// One `envFrom` source, as far as it names a ConfigMap (its `prefix`
-/// renames variables, not which secret they hold).
+/// One `envFrom` source, as far as it names a ConfigMap or a Secret (its
+/// `prefix` renames variables, not which secret they hold).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct EnvFrom {
     /// `configMapRef`.
     pub config_map_ref: Option<ObjectRef>,
+    /// `secretRef`.
+    pub secret_ref: Option<ObjectRef>,
 }
 
 /// A reference to an object by name.
@@ -396,21 +403,42 @@ pub struct ObjectRef {
     pub name: String,
 }
 
-/// A ConfigMap a workload takes values from: all of it (`envFrom`) or one
-/// key (`valueFrom.configMapKeyRef`).
+/// The kinds of object a container takes env values from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// core/v1 ConfigMap.
+    ConfigMap,
+    /// core/v1 Secret (with `--follow-secret-refs` only).
+    Secret,
+}
+
+impl Source {
+    /// The kind as Kubernetes spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::ConfigMap => "ConfigMap",
+            Source::Secret => "Secret",
+        }
+    }
+}
+
+/// An object a workload takes values from: all of it (`envFrom`) or one key
+/// (`valueFrom.configMapKeyRef`, `valueFrom.secretKeyRef`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Named {
-    /// The ConfigMap's name, in the workload's namespace.
+    /// A ConfigMap or a Secret.
+    pub source: Source,
+    /// The object's name, in the workload's namespace.
     pub name: String,
     /// The key, or `None` for every key.
     pub key: Option<String>,
 }
 
-/// What a workload that names ConfigMaps holds besides its entry's joined
+/// What a workload that names ConfigMaps (or Secrets) holds besides its entry's joined
 /// references, so they can be joined again when a ConfigMap changes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sources {
-    /// The ConfigMaps it names, distinct and sorted.
+    /// The ConfigMaps (and Secrets) it names, distinct and sorted.
     pub named: Vec<Named>,
     /// Its own references (env values, annotations), allowed, not capped.
     pub refs: Vec<SecretRef>,
@@ -526,6 +554,7 @@ fn only_reference_env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<EnvVar>, D:
         .into_iter()
         .filter(|var| {
             var.value_from.config_map_key_ref.is_some()
+                || var.value_from.secret_key_ref.is_some()
                 || var
                     .value
                     .as_deref()
@@ -654,6 +683,14 @@ pub struct Entry {
 }
 
 impl Workload {
+    /// Whether a container or init container takes a whole Secret as env
+    /// (`envFrom[].secretRef`).
+    pub fn takes_secrets(&self) -> bool {
+        let pod = &self.spec.template.spec;
+        let mut containers = pod.init_containers.iter().chain(&pod.containers);
+        containers.any(|c| c.env_from.iter().any(|from| from.secret_ref.is_some()))
+    }
+
     /// Which workload this is, once its kind is known.
     pub fn id(&self, kind: Kind) -> WorkloadId {
         WorkloadId {
@@ -715,7 +752,7 @@ impl Workload {
             warnings,
         );
         let max_secrets = limits.max_secrets;
-        let sources = self.named().map(|named| {
+        let sources = self.named(limits.follow_secrets).map(|named| {
             Box::new(Sources {
                 named,
                 refs: refs.clone(),
@@ -766,29 +803,38 @@ impl Workload {
         })
     }
 
-    /// The ConfigMaps its containers and init containers name, distinct
-    /// and sorted; `None` when there are none.
-    fn named(&self) -> Option<Vec<Named>> {
+    /// The ConfigMaps (and with `secrets` the Secrets) its containers and
+    /// init containers name, distinct and sorted; `None` when there are none.
+    fn named(&self, secrets: bool) -> Option<Vec<Named>> {
         let pod = &self.spec.template.spec;
         let containers = pod.init_containers.iter().chain(&pod.containers);
         let mut named = Vec::new();
+        let mut add = |source, name: &str, key: Option<&str>| {
+            if source == Source::ConfigMap || secrets {
+                named.push(Named {
+                    source,
+                    name: name.to_string(),
+                    key: key.map(String::from),
+                })
+            }
+        };
         for container in containers {
-            let whole = container
-                .env_from
-                .iter()
-                .filter_map(|e| e.config_map_ref.as_ref());
-            named.extend(whole.map(|r| Named {
-                name: r.name.clone(),
-                key: None,
-            }));
-            let keys = container
-                .env
-                .iter()
-                .filter_map(|v| v.value_from.config_map_key_ref.as_ref());
-            named.extend(keys.map(|r| Named {
-                name: r.name.clone(),
-                key: Some(r.key.clone()),
-            }));
+            for from in &container.env_from {
+                if let Some(r) = &from.config_map_ref {
+                    add(Source::ConfigMap, &r.name, None);
+                }
+                if let Some(r) = &from.secret_ref {
+                    add(Source::Secret, &r.name, None);
+                }
+            }
+            for var in &container.env {
+                if let Some(r) = &var.value_from.config_map_key_ref {
+                    add(Source::ConfigMap, &r.name, Some(&r.key));
+                }
+                if let Some(r) = &var.value_from.secret_key_ref {
+                    add(Source::Secret, &r.name, Some(&r.key));
+                }
+            }
         }
         named.sort();
         named.dedup();
@@ -1081,6 +1127,7 @@ mod tests {
         Limits {
             max_secrets,
             allowed_paths: None,
+            follow_secrets: false,
         }
     }
 
@@ -1104,19 +1151,50 @@ mod tests {
             {"secretRef": {"name": "not-followed"}}
         ]))
         .unwrap();
+        assert!(w.takes_secrets());
         let mut warnings = Vec::new();
         let entry = w
             .into_entry(Kind::Deployment, &limit(100), &mut warnings)
             .unwrap();
         let sources = entry.sources.expect("it names ConfigMaps");
-        let named = [("keys", Some("DB_PASS")), ("whole", None)].map(|(name, key)| Named {
-            name: name.into(),
-            key: key.map(String::from),
-        });
-        assert_eq!(sources.named, named);
+        let named = |list: &[(Source, &str, Option<&str>)]| -> Vec<Named> {
+            let named = list.iter().map(|(source, name, key)| Named {
+                source: *source,
+                name: name.to_string(),
+                key: key.map(String::from),
+            });
+            named.collect()
+        };
+        let config_maps = [
+            (Source::ConfigMap, "keys", Some("DB_PASS")),
+            (Source::ConfigMap, "whole", None),
+        ];
+        assert_eq!(
+            sources.named,
+            named(&config_maps),
+            "no Secret without the flag"
+        );
         assert_eq!(sources.refs, [vault("secret/data/init")]);
         assert_eq!(sources.max_secrets, 100);
         assert!(warnings.is_empty(), "{warnings:?}");
+        let mut w = workload(
+            opted_in.clone(),
+            json!([{"name": "K", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "K"}}}]),
+        );
+        w.spec.template.spec.init_containers[0].env_from =
+            serde_json::from_value(json!([{"secretRef": {"name": "whole"}}])).unwrap();
+        let follow = Limits {
+            follow_secrets: true,
+            ..limit(100)
+        };
+        let entry = w
+            .into_entry(Kind::Deployment, &follow, &mut Vec::new())
+            .unwrap();
+        let secrets = [
+            (Source::Secret, "creds", Some("K")),
+            (Source::Secret, "whole", None),
+        ];
+        assert_eq!(entry.sources.unwrap().named, named(&secrets));
         // Without ConfigMaps nothing more is kept.
         let plain = workload(opted_in, json!([]))
             .into_entry(Kind::Deployment, &limit(100), &mut Vec::new())
@@ -1174,6 +1252,7 @@ mod tests {
         let limits = Limits {
             max_secrets: 100,
             allowed_paths: Some(AllowedPaths::parse("secret/data/{namespace}/**").unwrap()),
+            follow_secrets: false,
         };
         let mut warnings = Vec::new();
         let entry = workload(opted_in, env)
@@ -1211,6 +1290,7 @@ mod tests {
         let limits = Limits {
             max_secrets: 100,
             allowed_paths: Some(AllowedPaths::parse("secret/data/{namespace}/**").unwrap()),
+            follow_secrets: false,
         };
         let mut warnings = Vec::new();
         let entry = workload(opted_in, json!(env))
@@ -1229,7 +1309,7 @@ mod tests {
             json!({"secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true",
                    "unrelated": "x"}),
             json!([{"name": "PLAIN", "value": "hello"},
-                   {"name": "FROM", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                   {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                    {"name": "PW", "value": "vault:secret/data/mysql#pw"}]),
         );
         assert_eq!(w.metadata.resource_version, "42");
