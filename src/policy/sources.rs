@@ -6,7 +6,7 @@
 
 use crate::policy::paths::AllowedPaths;
 use crate::policy::refs::{self, Malformed, SecretRef};
-use crate::policy::workload::{Entry, Source};
+use crate::policy::workload::{Entry, Named, Refused, Source, WorkloadId};
 use base64::Engine;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -200,6 +200,45 @@ impl Held {
     }
 }
 
+/// What a join gathers: references, where paths were refused, warnings.
+struct Joined {
+    refs: Vec<SecretRef>,
+    written: Vec<SecretRef>,
+    refused: Refused,
+    warnings: Vec<String>,
+}
+
+impl Joined {
+    /// Adds what workload `id` takes from `held`, the object `named` names.
+    fn add(&mut self, id: &WorkloadId, named: &Named, held: &Held) {
+        let keys = held.keys.iter();
+        for k in keys.filter(|k| named.key.as_ref().is_none_or(|key| *key == k.key)) {
+            let place = format!("key {} of {} {}", k.key, named.source.name(), named.name);
+            if let Some(why) = k.malformed {
+                self.warnings
+                    .push(format!("{id}: skipping a reference in {place}: {why}"));
+            }
+            if k.refused {
+                self.warnings.push(format!(
+                    "{id}: {place} names a secret path outside --allowed-secret-paths; \
+                     it is not checked"
+                ));
+                self.refused.add(place);
+            }
+            self.refs.extend(k.refs.iter().cloned());
+            self.written.extend(k.written.iter().cloned());
+        }
+        if held.dropped > 0 && named.key.is_none() {
+            self.warnings.push(format!(
+                "{id}: {} {} holds more than {KEPT_VALUES} references; {} are not read",
+                named.source.name(),
+                named.name,
+                held.dropped
+            ));
+        }
+    }
+}
+
 /// Joins `entry`'s own references with those of the objects it names
 /// (`held` gives each by kind and name; `None`: missing or not read yet,
 /// skipped as the webhook skips it), and caps the whole at its
@@ -211,49 +250,32 @@ pub fn join<'a>(entry: &mut Entry, held: impl Fn(Source, &str) -> Option<&'a Hel
     let Some(sources) = entry.sources.as_deref() else {
         return Vec::new();
     };
-    let id = &entry.id;
-    let (mut found, mut written) = (sources.refs.clone(), sources.written.clone());
-    let mut refused = sources.refused.clone();
-    let mut warnings = Vec::new();
+    let mut joined = Joined {
+        refs: sources.refs.clone(),
+        written: sources.written.clone(),
+        refused: sources.refused.clone(),
+        warnings: Vec::new(),
+    };
     for named in &sources.named {
-        let Some(config_map) = held(named.source, &named.name) else {
-            continue;
-        };
-        let keys = config_map.keys.iter();
-        for k in keys.filter(|k| named.key.as_ref().is_none_or(|key| *key == k.key)) {
-            let kind = named.source.name();
-            let place = format!("key {} of {kind} {}", k.key, named.name);
-            if let Some(why) = k.malformed {
-                warnings.push(format!("{id}: skipping a reference in {place}: {why}"));
-            }
-            if k.refused {
-                warnings.push(format!(
-                    "{id}: {place} names a secret path outside --allowed-secret-paths; \
-                     it is not checked"
-                ));
-                refused.add(place);
-            }
-            found.extend(k.refs.iter().cloned());
-            written.extend(k.written.iter().cloned());
-        }
-        if config_map.dropped > 0 && named.key.is_none() {
-            warnings.push(format!(
-                "{id}: {} {} holds more than {KEPT_VALUES} references; {} are not read",
-                named.source.name(),
-                named.name,
-                config_map.dropped
-            ));
+        if let Some(object) = held(named.source, &named.name) {
+            joined.add(&entry.id, named, object);
         }
     }
-    let max = sources.max_secrets;
-    for list in [&mut found, &mut written] {
+    let Joined {
+        mut refs,
+        mut written,
+        refused,
+        mut warnings,
+    } = joined;
+    for list in [&mut refs, &mut written] {
         list.sort();
         list.dedup();
     }
-    let total = found.len() + entry.dynamic.as_ref().map_or(0, |_| written.len());
-    found.truncate(max);
+    let (max, id) = (sources.max_secrets, &entry.id);
+    let total = refs.len() + entry.dynamic.as_ref().map_or(0, |_| written.len());
+    refs.truncate(max);
     if let Some(dynamic) = entry.dynamic.as_mut() {
-        written.truncate(max - found.len());
+        written.truncate(max - refs.len());
         dynamic.written = written;
     }
     entry.unwatched = total.saturating_sub(max);
@@ -263,7 +285,7 @@ pub fn join<'a>(entry: &mut Entry, held: impl Fn(Source, &str) -> Option<&'a Hel
              only the first {max} are watched"
         ));
     }
-    entry.refs = found;
+    entry.refs = refs;
     entry.refused = refused;
     warnings.sort();
     warnings.dedup();

@@ -752,18 +752,7 @@ impl Workload {
             warnings,
         );
         let max_secrets = limits.max_secrets;
-        let sources = self.named(limits.follow_secrets).map(|named| {
-            Box::new(Sources {
-                named,
-                refs: refs.clone(),
-                written: dynamic
-                    .as_ref()
-                    .map(|d| d.written.clone())
-                    .unwrap_or_default(),
-                refused: refused.clone(),
-                max_secrets,
-            })
-        });
+        let sources = self.sources(limits, &refs, dynamic.as_ref(), &refused);
         let unwatched = cap_secrets(&mut refs, dynamic.as_mut(), max_secrets);
         // With ConfigMaps, the join counts (and warns about) the whole.
         if unwatched > 0 && sources.is_none() {
@@ -801,6 +790,26 @@ impl Workload {
             rolling,
             sources,
         })
+    }
+
+    /// What it keeps to join its own references (`refs`, `dynamic`'s
+    /// written ones, `refused`) with those of the objects it names; `None`
+    /// when it names none.
+    fn sources(
+        &self,
+        limits: &Limits,
+        refs: &[SecretRef],
+        dynamic: Option<&Dynamic>,
+        refused: &Refused,
+    ) -> Option<Box<Sources>> {
+        let named = self.named(limits.follow_secrets)?;
+        Some(Box::new(Sources {
+            named,
+            refs: refs.to_vec(),
+            written: dynamic.map(|d| d.written.clone()).unwrap_or_default(),
+            refused: refused.clone(),
+            max_secrets: limits.max_secrets,
+        }))
     }
 
     /// The ConfigMaps (and with `secrets` the Secrets) its containers and
