@@ -72,7 +72,8 @@ stop_daemon() {
 
 cleanup() {
   stop_daemon
-  kubectl delete namespace "$NS" "$NS-scoped" --wait=false >/dev/null 2>&1 || true
+  kubectl delete namespace "$NS" "$NS-scoped" "$NS-secrets" --wait=false >/dev/null 2>&1 || true
+  kubectl delete -f manifests/optional/follow-secret-refs.yaml --ignore-not-found >/dev/null 2>&1 || true
   [[ -n ${SECOND_PID:-} ]] && kill "$SECOND_PID" 2>/dev/null && wait "$SECOND_PID" 2>/dev/null
   [[ -n ${EVIL_PID:-} ]] && kill "$EVIL_PID" 2>/dev/null && { wait "$EVIL_PID" 2>/dev/null || true; }
   kubectl delete crd rollouts.argoproj.io --wait=false >/dev/null 2>&1 || true
@@ -150,7 +151,7 @@ check "the Rollout API is served" wait_until 30 rollouts_served
 say "cluster: RBAC from manifests/, a token of its ServiceAccount"
 # A clean slate even when the environment is reused.
 for mount in team/kv kv1 private; do srv secrets disable "$mount" >/dev/null; done
-for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge lifecycle shared/db shared/api; do
+for path in mysql accounts/aws dockerrepo frompath inline other throttle rollout scoped edge lifecycle shared/db shared/api fromsecret; do
   srv kv metadata delete "secret/$path" >/dev/null
 done
 srv secrets enable -path=team/kv -version=2 kv >/dev/null
@@ -158,7 +159,8 @@ srv secrets enable -path=team/kv -version=2 kv >/dev/null
 # --list-secret-metadata, which OpenBao answers and HashiCorp Vault does not.
 reloader_identity "$WORK" 'path "team/kv/metadata/*" { capabilities = ["read"] }
 path "secret/detailed-metadata/*" { capabilities = ["list"] }'
-kubectl delete namespace "$NS" "$NS-scoped" --ignore-not-found --wait=true >/dev/null
+kubectl delete namespace "$NS" "$NS-scoped" "$NS-secrets" --ignore-not-found --wait=true >/dev/null
+kubectl delete -f manifests/optional/follow-secret-refs.yaml --ignore-not-found >/dev/null
 kubectl create namespace "$NS" >/dev/null
 AS_SA=(--as="system:serviceaccount:$SA_NS:$SA")
 kubectl apply -f manifests/optional/argo-rollouts.yaml >/dev/null
@@ -226,6 +228,7 @@ srv kv put secret/abuse A=1 >/dev/null
 srv kv put secret/lifecycle L=lifecycle-secret-1 >/dev/null
 srv kv put secret/shared/db password=shared-db-1 >/dev/null
 srv kv put secret/shared/api key=shared-api-1 >/dev/null
+srv kv put secret/fromsecret password=fromsecret-1 >/dev/null
 srv kv put team/kv/app KEY=k >/dev/null
 srv kv put kv1/legacy K=v >/dev/null
 srv kv put private/app K=v >/dev/null
@@ -650,6 +653,48 @@ run_once --namespaces "$NS-scoped"
 check "--once --namespaces exits 0 (was $code)" test "$code" -eq 0
 check "--namespaces reloads inside" scoped_count_is 1
 check "--namespaces leaves the rest alone" count_is deployment/to-be-reloaded 2
+
+say "--follow-secret-refs: references in Secrets, only when granted"
+kubectl create namespace "$NS-secrets" >/dev/null
+{
+  printf '{"apiVersion":"v1","kind":"Secret","metadata":{"name":"secret-refs","namespace":"%s"},
+ "stringData":{"DB_PASS":"vault:secret/data/fromsecret#password","TOKEN":"plain-secret-value-q7"}}' "$NS"
+  workload Deployment sec-envfrom "$ON" \
+    '[{"name":"app","image":"registry.invalid/pause:3","envFrom":[{"secretRef":{"name":"secret-refs"}}]}]'
+  workload StatefulSet sec-keyref "$ON" \
+    "[$(container app '[{"name":"DB_PASS","valueFrom":{"secretKeyRef":{"name":"secret-refs","key":"DB_PASS"}}}]')]"
+} | sed "s#\"namespace\":\"$NS\"#\"namespace\":\"$NS-secrets\"#" | kubectl apply -f - >/dev/null
+sec_count_is() { [[ $(annotation "$NS-secrets" "$1" "$PREFIX/secret-reload-count") == "$2" ]]; }
+sec_both_at() { sec_count_is deployment/sec-envfrom "$1" && sec_count_is statefulset/sec-keyref "$1"; }
+sec_state_mentions() { annotation "$NS-secrets" "$1" "$PREFIX/observed-versions" meta | grep -qF "$2"; }
+sec_both_recorded() {
+  sec_state_mentions deployment/sec-envfrom secret/data/fromsecret &&
+    sec_state_mentions statefulset/sec-keyref secret/data/fromsecret
+}
+not_followed="Deployment $NS-secrets/sec-envfrom takes env from a Secret (envFrom); vault: references in Secrets are not followed (--follow-secret-refs does)"
+run_once --namespaces "$NS-secrets"
+check "without the flag: --once exits 0, so it asked for no Secret (its RBAC grants none) (was $code)" \
+  test "$code" -eq 0
+check "one info line says the Secret's references are not followed, and which flag does it" \
+  test "$(cat "$WORK/reloader.out" "$WORK/reloader.err" | grep -cF -- "$not_followed")" -eq 1
+check "and nothing of the Secret is recorded" not sec_state_mentions deployment/sec-envfrom fromsecret
+kubectl apply -f manifests/optional/follow-secret-refs.yaml >/dev/null
+secrets_granted() { kubectl auth can-i watch secrets -n "$NS-secrets" "${AS_SA[@]}" -q; }
+check "manifests/optional/follow-secret-refs.yaml grants reading Secrets" wait_until 10 secrets_granted
+run_once --namespaces "$NS-secrets" --follow-secret-refs
+check "with --follow-secret-refs: exit 0 (was $code)" test "$code" -eq 0
+check "the references of the Secret (envFrom, secretKeyRef) get a baseline" sec_both_recorded
+check "and no rollout" sec_both_at ""
+srv kv patch secret/fromsecret password=fromsecret-2 >/dev/null
+run_once --namespaces "$NS-secrets" --follow-secret-refs
+check "a new version reloads both" sec_both_at 1
+run_once --namespaces "$NS-secrets" --follow-secret-refs
+check "once" sec_both_at 1
+check "nothing of the Secret but its references reaches the logs" \
+  bash -c "! grep -q plain-secret-value-q7 '$WORK/reloader.out' '$WORK/reloader.err'"
+kubectl delete -f manifests/optional/follow-secret-refs.yaml >/dev/null
+
+say "back to the change made while the daemon was down: --once without Vault, then the restart"
 VAULT_ADDR=http://127.0.0.1:9 run_once
 check "--once exits 1 when Vault cannot be reached (was $code)" test "$code" -eq 1
 # X-Vault-Namespace: OpenBao answers 404 for a namespace it lacks, HashiCorp
