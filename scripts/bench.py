@@ -91,7 +91,7 @@ class Api:
         return answer
 
 
-def workload(kind, namespace, name, opted_in, paths):
+def workload(kind, namespace, name, opted_in, paths, config_map=None):
     group, _, kind_name = kind
     env = [{"name": f"S{i}", "value": f"vault:{path}#v"} for i, path in enumerate(paths)]
     annotations = {OPT_IN: "true"} if opted_in else {}
@@ -99,6 +99,9 @@ def workload(kind, namespace, name, opted_in, paths):
             "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
                          "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1",
                                                   "env": env}]}}}
+    if config_map:
+        container = spec["template"]["spec"]["containers"][0]
+        container["envFrom"] = [{"configMapRef": {"name": config_map}}]
     if kind_name != "DaemonSet":
         spec["replicas"] = 0
     if kind_name == "StatefulSet":
@@ -110,38 +113,49 @@ def workload(kind, namespace, name, opted_in, paths):
 class Point(typing.NamedTuple):
     """A benchmark point: `w` opted-in workloads (and `w` that do not opt
     in) using `s` shared secrets, spread over `spread` namespaces; with
-    `namespaced` the daemon is given `--namespaces` naming them all."""
+    `namespaced` the daemon is given `--namespaces` naming them all. With
+    `cms`, as many ConfigMaps of 1 KiB, of which the first `cm_refs` hold a
+    reference each and are named (envFrom) by one opted-in workload each."""
     w: int
     s: int
     spread: int = NAMESPACES
     namespaced: bool = False
+    cms: int = 0
+    cm_refs: int = 0
 
     @property
     def label(self):
-        return f"ns{self.spread}:{self.w}/{self.s}" if self.namespaced else f"{self.w}/{self.s}"
+        base = f"ns{self.spread}:{self.w}/{self.s}" if self.namespaced else f"{self.w}/{self.s}"
+        return f"{base}+cm{self.cms}:{self.cm_refs}" if self.cms else base
 
     @property
     def tag(self):
-        return f"ns{self.spread}-{self.w}" if self.namespaced else f"{self.w}"
+        base = f"ns{self.spread}-{self.w}" if self.namespaced else f"{self.w}"
+        return f"{base}-cm{self.cms}" if self.cms else base
 
     def namespaces(self):
         return [f"bench-{self.tag}-{n:03d}" for n in range(self.spread)]
 
 
-POINT = re.compile(r'(?:ns(\d+):)?(\d+)/(\d+)')
+POINT = re.compile(r'(?:ns(\d+):)?(\d+)/(\d+)(?:\+cm(\d+):(\d+))?')
 
 
 def parse_points(text):
     """Points from `W/S` (20 namespaces, the daemon watching the whole
     cluster) and `nsN:W/S` (N namespaces, the daemon given `--namespaces`),
-    separated by commas."""
+    either with `+cmC:R` (C ConfigMaps, R of them named), separated by
+    commas."""
     points = []
     for part in text.split(","):
         m = POINT.fullmatch(part.strip())
         if not m or (m.group(1) is not None and int(m.group(1)) < 1):
-            sys.exit(f"bench: a point is W/S or nsN:W/S, not {part!r}")
-        spread, w, s = m.groups()
-        points.append(Point(int(w), int(s), int(spread), True) if spread else Point(int(w), int(s)))
+            sys.exit(f"bench: a point is W/S or nsN:W/S, either with +cmC:R, not {part!r}")
+        spread, w, s, cms, refs = m.groups()
+        cms, refs = int(cms or 0), int(refs or 0)
+        if refs > min(cms, int(w)):
+            sys.exit(f"bench: {part!r} names more ConfigMaps than it has, or workloads to name them")
+        point = Point(int(w), int(s), int(spread), True) if spread else Point(int(w), int(s))
+        points.append(point._replace(cms=cms, cm_refs=refs))
     return points
 
 
@@ -179,11 +193,29 @@ def build(kube, bao, point, seed, subject):
             name = f"{'w' if opted_in else 'n'}{i}"
             secrets = rng.sample(range(s), rng.randint(1, min(5, s)))
             paths = [f"secret/data/{prefix}/s{j}" for j in secrets]
+            config_map = None
+            if opted_in and i < point.cm_refs:
+                # One of its own secrets again: what it uses, and so what
+                # the checks expect, is the same with the ConfigMap or not.
+                config_map = f"cm{i}"
+                create_config_map(kube, ns, config_map, f"vault:{paths[0]}#v")
             kube.must("POST", f"/apis/apps/v1/namespaces/{ns}/{kind[1]}",
-                      workload(kind, ns, name, opted_in, paths))
+                      workload(kind, ns, name, opted_in, paths, config_map))
             if opted_in:
                 uses[(kind[1], ns, name)] = set(secrets)
+    for c in range(point.cm_refs, point.cms):
+        create_config_map(kube, spread[c % len(spread)], f"cm{c}", None)
     return prefix, uses
+
+
+def create_config_map(kube, namespace, name, reference):
+    """A ConfigMap of about 1 KiB, holding `reference` when given."""
+    data = {"PADDING": "x" * 1000}
+    if reference:
+        data["DB_PASS"] = reference
+    kube.must("POST", f"/api/v1/namespaces/{namespace}/configmaps",
+              {"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": namespace}, "data": data})
 
 
 def rss_kib(pid):

@@ -10,7 +10,10 @@
 # secrets; or nsN:W/S: the same spread over N namespaces, the daemon given
 # `--namespaces` naming all N and running as a ServiceAccount whose RBAC is
 # the manifests' ClusterRole bound by a RoleBinding in each of them (no
-# cluster-wide binding). LIST separates points with commas; the default is
+# cluster-wide binding). Either with +cmC:R: C ConfigMaps of 1 KiB more, the
+# first R of them each holding a reference to a secret its one naming
+# (envFrom) opted-in workload uses anyway, so the checks are the same.
+# LIST separates points with commas; the default is
 # 100/100,1000/1000,5000/2000,ns100:1000/1000 (16 minutes on 2 cores).
 #   --server openbao|vault            first argument: which server of scripts/testenv.sh
 #                                     (default openbao; vault is HashiCorp Vault)
