@@ -101,8 +101,9 @@ impl Index {
         match change {
             Update::Stored(id, Some(entry)) => {
                 self.note_asked(&id, &entry);
-                self.unlink(&id);
+                let unnamed = self.unlink(&id);
                 self.insert(entry);
+                self.forget(unnamed);
             }
             Update::Stored(id, None) | Update::Deleted(id) => self.remove(&id),
             Update::Listed {
@@ -120,8 +121,9 @@ impl Index {
                     .filter(|id| holds(kind, namespace, id))
                     .cloned()
                     .collect();
+                let mut unnamed = Vec::new();
                 for id in &gone {
-                    self.unlink(id);
+                    unnamed.extend(self.unlink(id));
                 }
                 self.entries.retain(|id, _| !holds(kind, namespace, id));
                 let entries_now = &entries;
@@ -130,6 +132,7 @@ impl Index {
                 for entry in entries.values_mut() {
                     self.link(entry);
                 }
+                self.forget(unnamed);
                 // Moved over whole, never copied: at 10,000 workloads a copy
                 // is megabytes the allocator keeps.
                 self.entries.append(&mut entries);
@@ -168,7 +171,8 @@ impl Index {
     }
 
     fn remove(&mut self, id: &WorkloadId) {
-        self.unlink(id);
+        let unnamed = self.unlink(id);
+        self.forget(unnamed);
         self.entries.remove(id);
         self.asked.remove(id);
     }
@@ -191,25 +195,38 @@ impl Index {
                 namespace: namespace.clone(),
                 name: name.to_string(),
             };
-            sources.get(&id).and_then(Option::as_ref)
+            sources.get(&id).map(Option::as_ref)
         };
         let warnings = sources::join(entry, held);
         self.said.insert(entry.id.clone(), warnings);
     }
 
-    /// Forgets what the entry of `id` names; objects no entry names any
-    /// more are dropped.
-    fn unlink(&mut self, id: &WorkloadId) {
+    /// Forgets what the entry of `id` names: the objects no entry names
+    /// any more, for [`Index::forget`] once the update has linked what it
+    /// brings (a workload stored again names them again, and what was read
+    /// of them must stay: unread, they would be unknown until listed).
+    fn unlink(&mut self, id: &WorkloadId) -> Vec<SourceId> {
         let Some(entry) = self.entries.get(id) else {
-            return;
+            return Vec::new();
         };
+        let mut unnamed = Vec::new();
         for source in named(entry) {
             if let Some(users) = self.users.get_mut(&source) {
                 users.remove(id);
                 if users.is_empty() {
                     self.users.remove(&source);
-                    self.sources.remove(&source);
+                    unnamed.push(source);
                 }
+            }
+        }
+        unnamed
+    }
+
+    /// Drops what was read of the `unnamed` objects still named by none.
+    fn forget(&mut self, unnamed: Vec<SourceId>) {
+        for source in unnamed {
+            if !self.users.contains_key(&source) {
+                self.sources.remove(&source);
             }
         }
     }
@@ -492,6 +509,29 @@ mod tests {
         });
         assert!(paths(&index, "one").is_empty());
         assert_eq!(index.unread_sources().count(), 0);
+    }
+
+    #[test]
+    fn workloads_listed_again_keep_what_their_config_maps_hold() {
+        // A relist of the workloads (a 410, a new leader) is no news about
+        // the ConfigMaps: what was read of them stays joined, unread again
+        // would mean their references gone until a ConfigMap list.
+        let mut index: Index = [naming("one")].into_iter().collect();
+        let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
+        index.apply(Update::Source(shared(), Some(db)));
+        index.apply(Update::Listed {
+            kind: Kind::Deployment,
+            namespace: None,
+            entries: [(naming("one").id, naming("one"))].into_iter().collect(),
+        });
+        assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
+        assert_eq!(index.unread_sources().count(), 0);
+        // So does a workload stored again alone (its own event, a patch).
+        index.apply(Update::Stored(naming("one").id, Some(naming("one"))));
+        assert_eq!(paths(&index, "one"), ["secret/data/shared/db"]);
+        // Named by nobody any more: forgotten.
+        index.apply(Update::Deleted(naming("one").id));
+        assert!(!index.names(&shared()) && index.unread_sources().count() == 0);
     }
 
     #[test]

@@ -240,14 +240,18 @@ impl Joined {
 }
 
 /// Joins `entry`'s own references with those of the objects it names
-/// (`held` gives each by kind and name; `None`: missing or not read yet,
-/// skipped as the webhook skips it), and caps the whole at its
-/// `--max-secrets-per-workload`: sets `refs`, the written references,
-/// `refused` and `unwatched`. Returns the warnings about the join, each
+/// (`held` gives each by kind and name: `Some(None)` when missing, skipped
+/// as the webhook skips it; `None` when not known, never read), and caps
+/// the whole at its `--max-secrets-per-workload`: sets `refs`, the written
+/// references, `refused`, `unwatched` and whether some object is unknown
+/// ([`Entry::refs_unknown`]). Returns the warnings about the join, each
 /// naming the workload, the object and the key, never a value. An entry
 /// naming none is left as it is.
-pub fn join<'a>(entry: &mut Entry, held: impl Fn(Source, &str) -> Option<&'a Held>) -> Vec<String> {
-    let Some(sources) = entry.sources.as_deref() else {
+pub fn join<'a>(
+    entry: &mut Entry,
+    held: impl Fn(Source, &str) -> Option<Option<&'a Held>>,
+) -> Vec<String> {
+    let Some(sources) = entry.sources.as_deref_mut() else {
         return Vec::new();
     };
     let mut joined = Joined {
@@ -256,11 +260,15 @@ pub fn join<'a>(entry: &mut Entry, held: impl Fn(Source, &str) -> Option<&'a Hel
         refused: sources.refused.clone(),
         warnings: Vec::new(),
     };
+    sources.unknown = false;
     for named in &sources.named {
-        if let Some(object) = held(named.source, &named.name) {
-            joined.add(&entry.id, named, object);
+        match held(named.source, &named.name) {
+            Some(Some(object)) => joined.add(&entry.id, named, object),
+            Some(None) => {}
+            None => sources.unknown = true,
         }
     }
+    let sources = &*sources;
     let Joined {
         mut refs,
         mut written,
@@ -407,7 +415,9 @@ mod tests {
         assert_eq!(held.keys[0].refs, [vault("secret/data/ns/db")]);
         assert!(held.keys[1].refs.is_empty() && held.keys[1].refused);
         let mut app = entry(100, false);
-        let warnings = join(&mut app, |_, name| (name == "shared").then_some(&held));
+        let warnings = join(&mut app, |_, name| {
+            (name == "shared").then_some(Some(&held))
+        });
         assert_eq!(app.refused.count, 1);
         assert_eq!(
             warnings,
@@ -443,9 +453,9 @@ mod tests {
             None,
         );
         let warnings = join(&mut app, |source, name| match (source, name) {
-            (Source::ConfigMap, "shared") => Some(&shared),
-            (Source::ConfigMap, "keys") => Some(&keys),
-            (Source::Secret, "creds") => Some(&creds),
+            (Source::ConfigMap, "shared") => Some(Some(&shared)),
+            (Source::ConfigMap, "keys") => Some(Some(&keys)),
+            (Source::Secret, "creds") => Some(Some(&creds)),
             _ => None,
         });
         let want = [
@@ -476,7 +486,9 @@ mod tests {
             None,
         );
         let mut app = entry(2, true);
-        let warnings = join(&mut app, |_, name| (name == "shared").then_some(&shared));
+        let warnings = join(&mut app, |_, name| {
+            (name == "shared").then_some(Some(&shared))
+        });
         assert_eq!(app.refs, ["secret/data/a", "secret/data/b"].map(vault));
         assert_eq!(app.unwatched, 2, "own and the written one");
         assert!(app.dynamic.as_ref().unwrap().written.is_empty());
@@ -488,7 +500,9 @@ mod tests {
             ]
         );
         let mut app = entry(10, true);
-        join(&mut app, |_, name| (name == "shared").then_some(&shared));
+        join(&mut app, |_, name| {
+            (name == "shared").then_some(Some(&shared))
+        });
         assert_eq!(app.refs.len(), 3);
         assert_eq!(app.dynamic.unwrap().written, [vault("database/creds/app")]);
     }

@@ -448,6 +448,9 @@ pub struct Sources {
     pub refused: Refused,
     /// `--max-secrets-per-workload` when it was read: the cap of the join.
     pub max_secrets: usize,
+    /// Set by the join: some object it names is not known now (never read
+    /// yet), so `refs` may lack that object's references.
+    pub unknown: bool,
 }
 
 /// The field's value, or its default when it is `null`: the API server
@@ -682,6 +685,15 @@ pub struct Entry {
     pub sources: Option<Box<Sources>>,
 }
 
+impl Entry {
+    /// Whether `refs` may lack references of an object it names that is
+    /// not known now: then what its state holds beyond `refs` is kept, as
+    /// unknown is not missing.
+    pub fn refs_unknown(&self) -> bool {
+        self.sources.as_ref().is_some_and(|s| s.unknown)
+    }
+}
+
 impl Workload {
     /// Whether a container or init container takes a whole Secret as env
     /// (`envFrom[].secretRef`).
@@ -809,6 +821,7 @@ impl Workload {
             written: dynamic.map(|d| d.written.clone()).unwrap_or_default(),
             refused: refused.clone(),
             max_secrets: limits.max_secrets,
+            unknown: false,
         }))
     }
 

@@ -100,7 +100,11 @@ pub type LookupFn<'a> = dyn Fn(&SecretRef) -> Option<&'a Lookup> + 'a;
 /// Changes wait while any secret used cannot be read ([`Decision::held_by`]),
 /// and wait (and so gather) while within `min_interval` of the last
 /// rollout; `now` is Unix seconds. The state is cut to `budget` bytes
-/// ([`State::within`]), so a rollout never depends on it fitting.
+/// ([`State::within`]), so a rollout never depends on it fitting. When
+/// `refs_unknown` ([`Entry::refs_unknown`]), secrets stored but not in
+/// `refs` are kept as stored, not dropped: they may be the references of a
+/// ConfigMap not read yet, and dropped they would come back as a baseline,
+/// missing a change made meanwhile.
 pub fn decide(
     refs: &[SecretRef],
     stored: Option<&State>,
@@ -108,8 +112,15 @@ pub fn decide(
     min_interval: Option<Duration>,
     now: u64,
     budget: usize,
+    refs_unknown: bool,
 ) -> Decision {
     let (changes, mut state) = compare(refs, stored, lookup);
+    if let (true, Some(stored)) = (refs_unknown, stored) {
+        for (key, version) in &stored.versions {
+            let kept = state.versions.entry(key.clone());
+            kept.or_insert_with(|| version.clone());
+        }
+    }
     let held_by: Vec<SecretRef> = refs
         .iter()
         .filter(|s| matches!(lookup(s), Some(Lookup::Unreadable(..))))
@@ -224,7 +235,9 @@ pub fn plan(
 ) -> (Plan, usize) {
     let refs = &entry.refs;
     let stored = entry.state.as_ref();
-    let decision = decide(refs, stored, lookup, entry.min_reload_interval, now, budget);
+    let interval = entry.min_reload_interval;
+    let unknown = entry.refs_unknown();
+    let decision = decide(refs, stored, lookup, interval, now, budget, unknown);
     let decision = match renewal {
         Some(renewal) => with_renewal(decision, renewal, now),
         None => decision,
@@ -305,7 +318,15 @@ mod tests {
         stored: Option<&State>,
         found: &HashMap<SecretRef, Lookup>,
     ) -> Decision {
-        decide(refs, stored, &|s| found.get(s), None, NOW, state::MAX_BYTES)
+        decide(
+            refs,
+            stored,
+            &|s| found.get(s),
+            None,
+            NOW,
+            state::MAX_BYTES,
+            false,
+        )
     }
 
     #[test]
@@ -437,6 +458,7 @@ mod tests {
             ten_minutes,
             NOW,
             state::MAX_BYTES,
+            false,
         );
         assert_eq!(waiting.deferred_until, Some(NOW + 540));
         assert!(!waiting.write_state, "nothing may be written while waiting");
@@ -453,6 +475,7 @@ mod tests {
             ten_minutes,
             NOW + 300,
             state::MAX_BYTES,
+            false,
         );
         assert_eq!(still.deferred_until, Some(NOW + 540));
         let later = decide(
@@ -462,6 +485,7 @@ mod tests {
             ten_minutes,
             NOW + 540,
             state::MAX_BYTES,
+            false,
         );
         assert_eq!(later.deferred_until, None);
         assert_eq!(later.changes.len(), 2);
@@ -478,6 +502,7 @@ mod tests {
             ten_minutes,
             NOW,
             state::MAX_BYTES,
+            false,
         );
         assert_eq!(quiet.deferred_until, None);
         assert!(!quiet.write_state);
@@ -550,11 +575,19 @@ mod tests {
         let mut two = full.state.clone();
         two.versions.remove(&secret(c).key());
         let budget = two.encode().len();
-        let baseline = decide(&refs, None, &|s| first.get(s), None, NOW, budget);
+        let baseline = decide(&refs, None, &|s| first.get(s), None, NOW, budget, false);
         assert_eq!((baseline.left_out, &baseline.state), (1, &two));
         assert!(baseline.write_state);
         // Stored cut, nothing changed: nothing to write, the same secret left out.
-        let quiet = decide(&refs, Some(&two), &|s| first.get(s), None, NOW, budget);
+        let quiet = decide(
+            &refs,
+            Some(&two),
+            &|s| first.get(s),
+            None,
+            NOW,
+            budget,
+            false,
+        );
         assert!(!quiet.write_state && quiet.changes.is_empty());
         assert_eq!(quiet.left_out, 1);
         // A kept secret changes: a rollout, within the budget still.
@@ -563,7 +596,15 @@ mod tests {
             v1(b),
             v1(c),
         ]);
-        let rolled = decide(&refs, Some(&two), &|s| changed.get(s), None, NOW, budget);
+        let rolled = decide(
+            &refs,
+            Some(&two),
+            &|s| changed.get(s),
+            None,
+            NOW,
+            budget,
+            false,
+        );
         assert!(rolled.rolls_out() && rolled.write_state);
         assert_eq!(rolled.changes.len(), 1);
         // The rollout time takes some room too: the state may lose one more.
@@ -605,6 +646,7 @@ mod tests {
             interval,
             NOW,
             state::MAX_BYTES,
+            false,
         );
         assert_eq!(decision.deferred_until, Some(NOW + 600));
     }
@@ -724,5 +766,60 @@ mod tests {
         );
         decision.changes.clear();
         assert!(patch_body(&entry, &decision).get("spec").is_none());
+    }
+
+    #[test]
+    fn the_secrets_of_config_maps_not_read_yet_keep_their_versions() {
+        // Rolled out with its own secret and one from ConfigMap `shared`;
+        // the ConfigMaps of its namespace are not known now (not listed
+        // yet, or their list failed): unknown is not missing, so the
+        // ConfigMap's secret keeps its version. Dropped, it would come back
+        // as a baseline and a change made meanwhile would be missed.
+        use crate::collector::index::{Index, SourceId, Update};
+        let workload: workload::Workload = serde_json::from_value(json!({
+            "metadata": {"name": "app", "namespace": "ns"},
+            "spec": {"template": {"metadata": {"annotations": {
+                "secrets-reloader.security.bank-vaults.io/reload-on-secret-change": "true"}},
+                "spec": {"containers": [{"name": "c",
+                    "env": [{"name": "OWN", "value": "vault:s/data/own#k"}],
+                    "envFrom": [{"configMapRef": {"name": "shared"}}]}]}}}
+        }))
+        .unwrap();
+        let limits = Default::default();
+        let kind = workload::Kind::Deployment;
+        let mut entry = workload.into_entry(kind, &limits, &mut Vec::new()).unwrap();
+        let stored = state(&[
+            ("s/data/own", Some(version(1, "t1"))),
+            ("s/data/shared/db", Some(version(1, "t1"))),
+        ]);
+        entry.state = Some(stored);
+        let mut index = Index::new();
+        index.apply(Update::Stored(entry.id.clone(), Some(entry)));
+        let entry = index.values().next().unwrap();
+        let found = lookups(vec![("s/data/own", Lookup::Found(version(1, "t1")))]);
+        let (planned, _) = plan(entry, &|s| found.get(s), None, state::MAX_BYTES, NOW, false);
+        assert_eq!(planned, Plan::Nothing);
+        // Its own secret changes meanwhile: the rollout keeps it too.
+        let found = lookups(vec![("s/data/own", Lookup::Found(version(2, "t2")))]);
+        let (planned, _) = plan(entry, &|s| found.get(s), None, state::MAX_BYTES, NOW, false);
+        let Plan::Roll(_, decision) = planned else {
+            panic!("{planned:?}")
+        };
+        let kept = decision
+            .state
+            .versions
+            .get(&secret("s/data/shared/db").key());
+        assert_eq!(kept, Some(&Some(version(1, "t1"))));
+        // Known missing (listed without it, or deleted): dropped.
+        let shared = SourceId {
+            source: workload::Source::ConfigMap,
+            namespace: "ns".into(),
+            name: "shared".into(),
+        };
+        index.apply(Update::Source(shared, None));
+        let entry = index.values().next().unwrap();
+        let found = lookups(vec![("s/data/own", Lookup::Found(version(1, "t1")))]);
+        let (planned, _) = plan(entry, &|s| found.get(s), None, state::MAX_BYTES, NOW, false);
+        assert!(matches!(planned, Plan::Record(_)), "{planned:?}");
     }
 }

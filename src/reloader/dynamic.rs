@@ -1029,6 +1029,7 @@ mod tests {
                 None,
                 now,
                 crate::policy::state::MAX_BYTES,
+                false,
             );
             let after = with_renewal(secrets, &renewals[i].0, now);
             if after.rolls_out() {
@@ -1077,6 +1078,7 @@ mod tests {
                 None,
                 NOW,
                 crate::policy::state::MAX_BYTES,
+                false,
             ),
             &renewal,
             NOW,

@@ -279,6 +279,7 @@ impl Reloader {
             entry.min_reload_interval,
             now,
             budget,
+            entry.refs_unknown(),
         );
         let rolls = decision.rolls_out() && decision.deferred_until.is_none();
         let oldest = decision
