@@ -11,6 +11,7 @@
 
 use crate::policy::sources::{self, Held};
 use crate::policy::workload::{Entry, Kind, Source, WorkloadId};
+use std::collections::btree_map::Entry as Slot;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A ConfigMap or Secret: kind, namespace and name.
@@ -67,12 +68,71 @@ pub struct Index {
     /// Workloads whose check-now annotation took a new value since
     /// [`Index::take_asked`] (not at first sight: it was there before).
     asked: BTreeSet<WorkloadId>,
-    /// The objects some entry names, once read: `None` when missing.
-    sources: BTreeMap<SourceId, Option<Held>>,
-    /// The entries naming each object.
-    users: BTreeMap<SourceId, BTreeSet<WorkloadId>>,
+    /// The objects some entry names: who names them, what was read.
+    objects: BTreeMap<SourceId, Followed>,
     /// Warnings of joins not taken yet, by workload (the latest only).
     said: BTreeMap<WorkloadId, Vec<String>>,
+}
+
+/// An object some entry names, kept in one map with its users so that
+/// its id is held once.
+#[derive(Clone, Debug)]
+struct Followed {
+    /// What was read of it: `None` until read, `Some(None)` when missing.
+    read: Option<Option<Held>>,
+    /// The entries naming it.
+    users: Users,
+}
+
+/// The entries naming one object. Most objects are named by one workload,
+/// which a set would keep in a B-tree node of its own: about 640 bytes for
+/// each, where one id takes 56.
+#[derive(Clone, Debug)]
+enum Users {
+    /// None, for the moment of an update: the object is forgotten after it
+    /// unless the update names it again.
+    None,
+    One(WorkloadId),
+    Many(BTreeSet<WorkloadId>),
+}
+
+impl Users {
+    fn insert(&mut self, id: WorkloadId) {
+        match self {
+            Users::None => *self = Users::One(id),
+            Users::Many(set) => drop(set.insert(id)),
+            Users::One(one) if *one == id => {}
+            Users::One(one) => *self = Users::Many(BTreeSet::from([one.clone(), id])),
+        }
+    }
+
+    /// Removes `id`; whether none is left.
+    fn remove(&mut self, id: &WorkloadId) -> bool {
+        if matches!(self, Users::One(one) if one == id) {
+            *self = Users::None;
+        }
+        if let Users::Many(set) = self {
+            set.remove(id);
+        }
+        self.is_empty()
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Users::None => true,
+            Users::One(_) => false,
+            Users::Many(set) => set.is_empty(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &WorkloadId> {
+        let (one, many) = match self {
+            Users::None => (None, None),
+            Users::One(one) => (Some(one), None),
+            Users::Many(set) => (None, Some(set)),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
 }
 
 /// Whether a scope of `kind` in `namespace` (`None`: all) holds `id`.
@@ -138,8 +198,8 @@ impl Index {
                 self.entries.append(&mut entries);
             }
             Update::Source(id, held) => {
-                if self.users.contains_key(&id) {
-                    self.sources.insert(id.clone(), held);
+                if let Some(object) = self.objects.get_mut(&id) {
+                    object.read = Some(held);
                     self.rejoin(&id);
                 }
             }
@@ -184,10 +244,16 @@ impl Index {
             return;
         }
         for source in named(entry) {
-            let users = self.users.entry(source).or_default();
-            users.insert(entry.id.clone());
+            let id = entry.id.clone();
+            match self.objects.entry(source) {
+                Slot::Vacant(vacant) => drop(vacant.insert(Followed {
+                    read: None,
+                    users: Users::One(id),
+                })),
+                Slot::Occupied(mut object) => object.get_mut().users.insert(id),
+            }
         }
-        let sources = &self.sources;
+        let objects = &self.objects;
         let namespace = entry.id.namespace.clone();
         let held = |source, name: &str| {
             let id = SourceId {
@@ -195,7 +261,8 @@ impl Index {
                 namespace: namespace.clone(),
                 name: name.to_string(),
             };
-            sources.get(&id).map(Option::as_ref)
+            let read = objects.get(&id).and_then(|o| o.read.as_ref());
+            read.map(Option::as_ref)
         };
         let warnings = sources::join(entry, held);
         self.said.insert(entry.id.clone(), warnings);
@@ -211,10 +278,8 @@ impl Index {
         };
         let mut unnamed = Vec::new();
         for source in named(entry) {
-            if let Some(users) = self.users.get_mut(&source) {
-                users.remove(id);
-                if users.is_empty() {
-                    self.users.remove(&source);
+            if let Some(object) = self.objects.get_mut(&source) {
+                if object.users.remove(id) {
                     unnamed.push(source);
                 }
             }
@@ -225,15 +290,24 @@ impl Index {
     /// Drops what was read of the `unnamed` objects still named by none.
     fn forget(&mut self, unnamed: Vec<SourceId>) {
         for source in unnamed {
-            if !self.users.contains_key(&source) {
-                self.sources.remove(&source);
+            if self
+                .objects
+                .get(&source)
+                .is_some_and(|o| o.users.is_empty())
+            {
+                self.objects.remove(&source);
             }
         }
     }
 
     /// Joins again the entries naming object `id`.
     fn rejoin(&mut self, id: &SourceId) {
-        let users: Vec<WorkloadId> = self.users.get(id).into_iter().flatten().cloned().collect();
+        let users = self
+            .objects
+            .get(id)
+            .into_iter()
+            .flat_map(|o| o.users.iter());
+        let users: Vec<WorkloadId> = users.cloned().collect();
         for user in users {
             if let Some(mut entry) = self.entries.remove(&user) {
                 self.link(&mut entry);
@@ -252,16 +326,19 @@ impl Index {
         mut found: BTreeMap<SourceId, Held>,
     ) {
         let named: Vec<SourceId> = self
-            .users
+            .objects
             .keys()
             .filter(|id| id.source == source)
             .filter(|id| namespace.as_ref().is_none_or(|n| *n == id.namespace))
             .cloned()
             .collect();
         for id in named {
-            let held = found.remove(&id);
-            if self.sources.get(&id) != Some(&held) {
-                self.sources.insert(id.clone(), held);
+            let held = Some(found.remove(&id));
+            let Some(object) = self.objects.get_mut(&id) else {
+                continue;
+            };
+            if object.read != held {
+                object.read = held;
                 self.rejoin(&id);
             }
         }
@@ -270,21 +347,21 @@ impl Index {
     /// The objects some entry names that were not read yet (neither found
     /// nor known missing): for the collector to read.
     pub fn unread_sources(&self) -> impl Iterator<Item = &SourceId> {
-        let read = &self.sources;
-        self.users.keys().filter(move |id| !read.contains_key(*id))
+        let unread = self.objects.iter().filter(|(_, o)| o.read.is_none());
+        unread.map(|(id, _)| id)
     }
 
     /// Whether some entry names object `id`.
     pub fn names(&self, id: &SourceId) -> bool {
-        self.users.contains_key(id)
+        self.objects.contains_key(id)
     }
 
     /// How many `source` objects named by some entry were found.
     pub fn sources(&self, source: Source) -> usize {
         let found = self
-            .sources
+            .objects
             .iter()
-            .filter(|(id, h)| id.source == source && h.is_some());
+            .filter(|(id, o)| id.source == source && matches!(o.read, Some(Some(_))));
         found.count()
     }
 
@@ -532,6 +609,22 @@ mod tests {
         // Named by nobody any more: forgotten.
         index.apply(Update::Deleted(naming("one").id));
         assert!(!index.names(&shared()) && index.unread_sources().count() == 0);
+    }
+
+    #[test]
+    fn a_config_map_named_by_several_is_kept_until_the_last_goes() {
+        let mut index: Index = [naming("one"), naming("two"), naming("three")]
+            .into_iter()
+            .collect();
+        let db = held(&[("DB_PASS", "vault:secret/data/shared/db#password")]);
+        index.apply(Update::Source(shared(), Some(db)));
+        index.apply(Update::Deleted(naming("one").id));
+        index.apply(Update::Deleted(naming("two").id));
+        assert_eq!(paths(&index, "three"), ["secret/data/shared/db"]);
+        assert_eq!(index.sources(Source::ConfigMap), 1);
+        index.apply(Update::Deleted(naming("three").id));
+        assert!(!index.names(&shared()));
+        assert_eq!(index.sources(Source::ConfigMap), 0);
     }
 
     #[test]
