@@ -133,7 +133,7 @@ whose pods run share one secret; it changes, and the reloader (`--reloader-run-p
 them out with `--max-concurrent-rollouts {limit}`. "In progress" is sampled from the API server
 as fast as listing the {count} Deployments allows (a sample every {took / samples:.1f} s here) and
 judged as `kubectl rollout status` judges it, counting only those the reloader rolled out; a
-rollout here takes a few seconds, longer than a sample, so none goes unseen; the reloader binary is
+sample may miss a moment, so the most seen is at most the most there were; the reloader binary is
 {os.stat(binary).st_size / 1024 ** 2:.1f} MiB.
 
 | Deployments | --max-concurrent-rollouts | write → all rolled out and done | most in progress at once | rolled out | daemon RSS before / after / peak |
