@@ -236,10 +236,14 @@ KUBE_API_URL=https://127.0.0.1:$PROXY_PORT start
 check "the index holds the 6 workloads through the proxy" wait_until 15 watched_is 6
 check "passes at rest through the proxy: 0 API requests, 4/4 watches open" \
   wait_until 20 last_passes_at_rest 2 4/4
+# The log is read whole before it is searched: `since | grep -q` fails under
+# pipefail when grep stops early while thousands of relist lines are still
+# being written (SIGPIPE), as it did in CI.
 relisted() {
-  local kind
+  local kind out
+  out=$(since "$WORK/reloader.out" "$OUT0")
   for kind in deployments daemonsets statefulsets configmaps; do
-    since "$WORK/reloader.out" "$OUT0" | grep -q "$kind changed too much since its watch began; listing again" || return 1
+    grep -q "$kind changed too much since its watch began; listing again" <<<"$out" || return 1
   done
 }
 OUT0=$(lines "$WORK/reloader.out")
@@ -353,7 +357,7 @@ check "running out of its period is said once, not every pass ($overruns warning
 # While every request is slow, streams-05 always needs several passes (its
 # catching up still counts as over): only a fast Vault fits again.
 printf 'pass\n' >"$WORK/vault.mode"
-fits_again() { since "$WORK/reloader.out" "$OUT0" | grep -q 'reloader pass fits in its period again'; }
+fits_again() { (($(since "$WORK/reloader.out" "$OUT0" | matches 'reloader pass fits in its period again') > 0)); }
 check "once Vault is fast again, a pass fits and says so" wait_until 30 fits_again
 stop
 stop_process "$PROXY_PID"
