@@ -161,11 +161,10 @@ FLAGS (Go duration syntax: 30s, 1m, 1h30m):
                                     it roll alone; the others wait until those are done
                                     [default: 0, none; env CANARY_ROLLOUTS]
   --rollout-timeout DURATION        with waves on (either flag above), a rollout not done
-                                    after this long fails, for kinds whose status cannot say
-                                    so (StatefulSet, DaemonSet; a Deployment fails past its
-                                    progressDeadlineSeconds); a failed rollout holds the
-                                    pending ones of the same secret version [default: 10m;
-                                    env ROLLOUT_TIMEOUT]
+                                    after this long fails, whatever its kind (a Deployment
+                                    also fails past its progressDeadlineSeconds, if sooner);
+                                    a failed rollout holds the pending ones of the same
+                                    secret version [default: 10m; env ROLLOUT_TIMEOUT]
   --reload-window SPEC              when secret changes of workloads without their own
                                     <prefix>/reload-window annotation may be rolled out:
                                     DAYS HH:MM[:SS]-HH:MM[:SS] ZONE, several separated by

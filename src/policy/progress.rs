@@ -141,9 +141,11 @@ pub fn failed(generation: i64, status: &Status) -> bool {
 }
 
 /// Whether a rollout that began at `began` and is still in progress at
-/// `now` (Unix seconds) has taken longer than `timeout` seconds.
+/// `now` (Unix seconds) has taken longer than `timeout` seconds. A start
+/// more than `timeout` in the future (an edited state annotation; clocks
+/// a little apart are allowed) counts as timed out too.
 pub fn timed_out(began: u64, now: u64, timeout: u64) -> bool {
-    now.saturating_sub(began) > timeout
+    now.saturating_sub(began) > timeout || began.saturating_sub(now) > timeout
 }
 
 #[cfg(test)]
@@ -384,6 +386,7 @@ mod tests {
             ..Status::default()
         };
         assert!(failed(0, &degraded), "an Argo Rollout degraded");
-        assert!(timed_out(100, 701, 600) && !timed_out(100, 700, 600) && !timed_out(800, 700, 1));
+        assert!(timed_out(100, 701, 600) && !timed_out(100, 700, 600) && timed_out(800, 700, 1));
+        assert!(!timed_out(705, 700, 600) && timed_out(u64::MAX, 700, 600));
     }
 }

@@ -23,7 +23,7 @@ use super::{Reloader, Report, Running};
 use crate::collector::index::Index;
 use crate::kube::Kube;
 use crate::policy::progress;
-use crate::policy::workload::{Entry, Kind, WorkloadId};
+use crate::policy::workload::{Entry, WorkloadId};
 use std::collections::{HashMap, HashSet};
 
 /// A secret version: its key and version number.
@@ -37,8 +37,8 @@ pub struct Settings {
     /// `--canary-rollouts`: per new secret version, how many roll alone
     /// first (0: none).
     pub canaries: usize,
-    /// `--rollout-timeout` in seconds: a rollout of a kind whose status
-    /// cannot say it failed (StatefulSet, DaemonSet) fails past it.
+    /// `--rollout-timeout` in seconds: a rollout of any kind fails past
+    /// it (a Deployment may say so sooner itself).
     pub timeout: u64,
 }
 
@@ -93,18 +93,16 @@ pub enum Progress {
 }
 
 /// Where `entry`'s last rollout by this daemon stands at `now` (Unix
-/// seconds) with a `timeout` for the kinds whose status cannot say it
-/// failed.
+/// seconds): failed when its status says so or past `timeout`.
 pub fn progress(entry: &Entry, now: u64, timeout: u64) -> Progress {
     let Some(last) = entry.state.as_ref().and_then(|s| s.last_reload) else {
         return Progress::Done;
     };
-    let says_itself = matches!(entry.id.kind, Kind::Deployment | Kind::Rollout);
+    // The timeout bounds every kind: a Deployment's own deadline is the
+    // tenant's to set, and must not let it hold a slot for ever.
     match (entry.rolling, entry.failed) {
         (_, true) => Progress::Failed,
-        (true, false) if !says_itself && progress::timed_out(last, now, timeout) => {
-            Progress::Failed
-        }
+        (true, false) if progress::timed_out(last, now, timeout) => Progress::Failed,
         (true, false) => Progress::Rolling,
         (false, false) => Progress::Done,
     }
@@ -461,6 +459,7 @@ impl Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::workload::Kind;
     use crate::reloader::fixtures::entry;
 
     #[test]
@@ -840,7 +839,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rollout_fails_by_its_status_or_past_the_timeout_for_kinds_without_one() {
+    fn a_rollout_fails_by_its_status_or_past_the_timeout() {
         let rolled = |kind, rolling, failed, last: Option<u64>| {
             let mut e = entry("w", &[], None);
             (e.id.kind, e.rolling, e.failed) = (kind, rolling, failed);
@@ -870,9 +869,19 @@ mod tests {
                 Progress::Failed,
             ),
             (
-                "a Deployment says so itself",
+                "a Deployment whose own deadline is huge (tenant input): the timeout bounds it",
                 rolled(d, true, false, Some(1)),
+                Progress::Failed,
+            ),
+            (
+                "a Deployment within the timeout",
+                rolled(d, true, false, Some(500)),
                 Progress::Rolling,
+            ),
+            (
+                "a last rollout far in the future (an edited state) cannot hold a slot",
+                rolled(s, true, false, Some(u64::MAX)),
+                Progress::Failed,
             ),
             (
                 "past its deadline",
