@@ -120,7 +120,8 @@ pub fn in_progress(index: &Index, now: u64, timeout: u64) -> usize {
 /// The rollouts made for one secret version.
 #[derive(Debug, Default)]
 pub(super) struct Rollouts {
-    /// When each began (Unix seconds), and whether it is in progress.
+    /// When each began (Unix seconds), and whether it is in progress, in
+    /// start order.
     began: Vec<(u64, bool)>,
     /// One that failed, if any.
     failed: Option<WorkloadId>,
@@ -146,6 +147,9 @@ pub(super) fn rollouts(index: &Index, now: u64, timeout: u64) -> HashMap<Cause, 
             }
         }
     }
+    // In start order once, for every verdict; those started later this
+    // pass are pushed at the end, in order too.
+    known.values_mut().for_each(|r| r.began.sort());
     known
 }
 
@@ -180,8 +184,7 @@ pub(super) fn verdict(
         if let Some(failed) = &rollouts.failed {
             return Verdict::Held(failed.clone(), cause.clone());
         }
-        let mut began = rollouts.began.clone();
-        began.sort();
+        let began = &rollouts.began;
         let first = &began[..canaries.min(began.len())];
         if began.len() >= canaries && first.iter().any(|(_, rolling)| *rolling) {
             verdict = Verdict::AfterCanaries;
