@@ -152,6 +152,16 @@ pub(super) fn record_event(
     }
 }
 
+/// Says `message` about `entry` in the log (a warning for a Warning
+/// Event, else an info line) and as an Event `reason` on it.
+pub(super) fn tell(kube: &mut Kube, entry: &Entry, (warning, reason, message): (bool, &str, &str)) {
+    match warning {
+        true => log::warn!("{}: {message}", entry.id),
+        false => log::info!("{}: {message}", entry.id),
+    }
+    record_event(kube, &entry.id, &entry.uid, (warning, reason, message));
+}
+
 impl Reloader {
     /// One warning and one Warning Event for a workload whose `vault-addr`
     /// is refused, until the reason changes: its `vault:` secrets are not

@@ -253,9 +253,8 @@ impl Reloader {
                     "its dynamic secrets are renewed now although {why}: the renewal's \
                      deadline comes before the next pass"
                 );
-                log::warn!("{}: {message}", entry.id);
                 let event = (true, "RenewalForced", message.as_str());
-                super::notices::record_event(kube, &entry.id, &entry.uid, event);
+                super::notices::tell(kube, entry, event);
                 true
             }
         }
@@ -311,9 +310,8 @@ impl Reloader {
             entry.prefix,
             crate::policy::workload::PAUSED
         );
-        log::warn!("{}: {message}", entry.id);
         let event = (true, "RolloutPaused", message.as_str());
-        super::notices::record_event(kube, &entry.id, &entry.uid, event);
+        super::notices::tell(kube, entry, event);
     }
 
     /// One warning and one Warning Event `RolloutHeld` for a workload held
@@ -335,9 +333,8 @@ impl Reloader {
              failed; it goes when {failed} is healthy, when a newer version is written, or with \
              {prefix}{hold}: release on this workload"
         );
-        log::warn!("{}: {message}", entry.id);
         let event = (true, "RolloutHeld", message.as_str());
-        super::notices::record_event(kube, &entry.id, &entry.uid, event);
+        super::notices::tell(kube, entry, event);
     }
 
     /// How many workloads rolled out by this daemon are in progress now.

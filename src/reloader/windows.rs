@@ -50,9 +50,8 @@ impl Reloader {
             "a secret it uses has a new version; its rollout waits for its reload window \
              ({whose}), which {when}"
         );
-        log::info!("{}: {message}", entry.id);
         let event = (false, "RolloutWaitsForWindow", message.as_str());
-        super::notices::record_event(kube, &entry.id, &entry.uid, event);
+        super::notices::tell(kube, entry, event);
     }
 }
 
